@@ -1,0 +1,119 @@
+"""Provider rows -> `Message`; Turkish mobile numbers -> E.164.
+
+The provider's rows drift: any field may be a string, a number, null or missing.  Parsing never
+raises for a row that has an id; everything else is made as usable as it can be.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+TURKEY = timezone(timedelta(hours=3), "+03:00")
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+_NON_DIGITS = re.compile(r"[\s\-()]")
+_TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
+
+
+class RowError(ValueError):
+    """A provider row that cannot be tracked (no usable id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One inbound SMS, as handlers see it."""
+
+    id: str
+    received_at: datetime
+    sender: str
+    sender_e164: str | None
+    receiver: str
+    text: str
+    normalized: str = ""
+    row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # keeps personal data (number, text) out of reprs and tracebacks
+        return f"Message(id={self.id!r}, received_at={self.received_at.isoformat()}, sender={mask_number(self.sender)!r})"
+
+
+def to_e164(number: object) -> str | None:
+    """`5XXXXXXXXX`, `05XX…`, `905XX…`, `+905XX…` (spaces, dashes allowed) -> `+905XXXXXXXXX`."""
+    if number is None or isinstance(number, bool):
+        return None
+    raw = _NON_DIGITS.sub("", _text(number))
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    m = _TR_MOBILE.fullmatch(raw)
+    return f"+90{m.group(1)}" if m else None
+
+
+def mask_number(number: object) -> str:
+    """`+905354104818` -> `+90535***4818`; short codes and names are kept only at their ends."""
+    text = "" if number is None else str(number)
+    e164 = to_e164(text)
+    if e164:
+        return f"{e164[:6]}***{e164[-4:]}"
+    if len(text) <= 4:
+        return text
+    return f"{text[:2]}***{text[-2:]}"
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def parse_date(value: object) -> datetime | None:
+    """Provider dates are Turkey local time without an offset; accept ISO with an offset too."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).astimezone(TURKEY)
+    text = str(value).strip()
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=TURKEY)
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=TURKEY)
+
+
+def parse_row(
+    row: Mapping[str, Any],
+    normalize: Callable[[str], str] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(TURKEY),
+) -> Message:
+    """Build a Message from one get-inbox row.  Raises RowError only when there is no usable id.
+
+    A missing or unreadable date becomes the time of parsing, so the message is still processed
+    (and `max_age` treats it as new), rather than being dropped.
+    """
+    if not isinstance(row, Mapping):
+        raise RowError(f"row is {type(row).__name__}, not an object")
+    raw_id = row.get("id")
+    msg_id = _text(raw_id).strip() if not isinstance(raw_id, dict | list | bool) else ""
+    if not msg_id:
+        raise RowError("row has no id")
+    sender = _text(row.get("sender")).strip()
+    text = _text(row.get("text"))
+    received = parse_date(row.get("date")) or now()
+    return Message(
+        id=msg_id,
+        received_at=received,
+        sender=sender,
+        sender_e164=to_e164(sender),
+        receiver=_text(row.get("number")).strip(),
+        text=text,
+        normalized=normalize(text) if normalize else "",
+        row=dict(row),
+    )
