@@ -117,3 +117,19 @@ def parse_row(
         normalized=normalize(text) if normalize else "",
         row=dict(row),
     )
+
+
+def canonical_receiver(number: object) -> str:
+    """One spelling per receiving number, so `receivers: ["0850 123 45 67"]` meets `+908501234567`.
+    Short codes and alphanumerics stay as they are (trimmed)."""
+    raw = _NON_DIGITS.sub("", _text(number))
+    digits = raw.lstrip("+")
+    if not digits.isdigit():
+        return raw
+    if raw.startswith("+90") or (digits.startswith("90") and len(digits) == 12):
+        return "+" + digits
+    if digits.startswith("0") and len(digits) == 11:
+        return "+90" + digits[1:]
+    if len(digits) == 10 and not digits.startswith("0"):
+        return "+90" + digits
+    return raw

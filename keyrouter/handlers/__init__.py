@@ -1,0 +1,1 @@
+"""Handlers: the built-ins, one module each, and the registry that resolves names."""

@@ -1,0 +1,85 @@
+"""Handler names -> callables: the built-ins, `package.module:function`, and entry points.
+
+Resolution happens once, when rules are loaded, so a typo is a `keyrouter check` error and not a
+dead letter at three in the morning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+ENTRY_POINT_GROUP = "keyrouter.handlers"
+#: Built-in handler names and where they live.
+BUILTINS: dict[str, str] = {
+    "log": "keyrouter.handlers.log:handle",
+    "blacklist": "keyrouter.handlers.blacklist:blacklist",
+    "unblacklist": "keyrouter.handlers.blacklist:unblacklist",
+    "reply": "keyrouter.handlers.reply:handle",
+    "webhook": "keyrouter.handlers.webhook:handle",
+    "survey": "keyrouter.handlers.survey:handle",
+}
+
+Handler = Callable[..., Any]
+
+
+class HandlerNotFound(LookupError):
+    pass
+
+
+@cache
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _import(target: str) -> Handler:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise HandlerNotFound(f"'{target}' is not of the form package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerNotFound(f"cannot import module '{module_name}': {exc}") from None
+    try:
+        func = getattr(module, attr)
+    except AttributeError:
+        raise HandlerNotFound(f"module '{module_name}' has no attribute '{attr}'") from None
+    if not callable(func):
+        raise HandlerNotFound(f"'{target}' is not callable")
+    return func
+
+
+def resolve(name: str) -> Handler:
+    """The callable for a handler entry name, or HandlerNotFound saying why not."""
+    if name in BUILTINS:
+        return _import(BUILTINS[name])
+    if ":" in name:
+        return _import(name)
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise HandlerNotFound(
+            f"unknown handler '{name}': not a built-in ({', '.join(BUILTINS)}), "
+            f"not package.module:function, and no installed package registers it under "
+            f"the entry-point group '{ENTRY_POINT_GROUP}'"
+        )
+    try:
+        func = ep.load()
+    except Exception as exc:  # a broken plugin package must not crash `check`
+        raise HandlerNotFound(f"entry point '{name}' ({ep.value}) failed to load: {exc}") from None
+    if not callable(func):
+        raise HandlerNotFound(f"entry point '{name}' ({ep.value}) is not callable")
+    return func
+
+
+def problem(name: str) -> str | None:
+    """Why `name` cannot be used as a handler, or None.  Built-ins are trusted by name."""
+    if name in BUILTINS:
+        return None
+    try:
+        resolve(name)
+    except HandlerNotFound as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,214 @@
+"""Compiled rules -> indexes; `route(text, receiver)` -> `Route`.  Pure, no I/O.
+
+File order decides, exact and pattern matches beat fuzzy ones.  The cost of a lookup does not
+grow with the number of keyword rules: exact keywords are one dict probe, first-word keywords one
+probe on the first word, fuzzy keywords a deletion-neighbourhood probe; only patterns are tried
+one after another (most of them folded into one alternation the regex engine runs in C).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from keyrouter.fuzzy import DeletionIndex
+from keyrouter.message import canonical_receiver
+from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.rules import HandlerEntry, Keyword, Rule, RuleSet
+
+#: Patterns run on normalized texts up to this length; longer texts (no SMS is this long, even
+#: concatenated) can still match keywords, and otherwise go to the default.
+MAX_PATTERN_TEXT = 1000
+How = Literal["exact", "first_word", "pattern", "fuzzy"]
+_NUMBERED_BACKREF = re.compile(r"\\[1-9]|\(\?\(|^\(\?[aiLmsux]+\)")
+_NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
+_NAMED_BACKREF = re.compile(r"\(\?P=([A-Za-z_]\w*)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What matched: handed to every handler of the rule."""
+
+    rule: str
+    keyword: str | None = None  # as written in the rules file
+    captures: dict[str, str] = field(default_factory=dict)
+    fuzzy: bool = False
+    how: How = "exact"
+    distance: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    normalized: str
+    match: Match | None
+    rule: Rule | None
+    handlers: tuple[HandlerEntry, ...]  # the rule's, or the default's when nothing matched
+
+
+@dataclass(slots=True)
+class _Found:
+    index: int
+    rule: Rule
+    match: Match
+
+
+class _Group:
+    """The rules of one set of normalize settings (usually all of them)."""
+
+    def __init__(self, normalizer: Normalizer, rules: list[Rule]) -> None:
+        self.normalizer = normalizer
+        self.exact: dict[str, list[tuple[Rule, Keyword]]] = {}
+        self.first: dict[str, list[tuple[Rule, Keyword, tuple[str, ...]]]] = {}
+        self.fuzzy_exact: DeletionIndex[tuple[Rule, Keyword]] = DeletionIndex()
+        self.fuzzy_first: dict[int, DeletionIndex[tuple[Rule, Keyword]]] = {}
+        self.patterns: list[Rule] = []
+        for rule in rules:
+            for kw in rule.keywords:
+                if rule.match == "exact":
+                    self.exact.setdefault(kw.normalized, []).append((rule, kw))
+                    if kw.fuzzy:
+                        self.fuzzy_exact.add(kw.normalized, kw.fuzzy, (rule, kw))
+                else:
+                    words = tuple(kw.normalized.split(" "))
+                    self.first.setdefault(words[0], []).append((rule, kw, words))
+                    if kw.fuzzy:
+                        index = self.fuzzy_first.setdefault(len(words), DeletionIndex())
+                        index.add(kw.normalized, kw.fuzzy, (rule, kw))
+            if rule.pattern is not None:
+                self.patterns.append(rule)
+        for candidates in self.first.values():  # file order; within a rule, longest keyword first
+            candidates.sort(key=lambda c: (c[0].index, -len(c[2])))
+        self.combined, self.combined_rules, self.single = _combine(self.patterns)
+
+    def find(self, text: str, receiver: str, best: _Found | None) -> _Found | None:
+        limit = best.index if best else 1 << 62
+        for rule, kw in self.exact.get(text, ()):
+            if rule.index >= limit:
+                break
+            if rule.accepts(receiver):
+                best, limit = _Found(rule.index, rule, Match(rule.name, kw.written)), rule.index
+                break
+        if self.first:
+            head, _, _ = text.partition(" ")
+            candidates = self.first.get(head)
+            if candidates:
+                words = text.split(" ")
+                for rule, kw, kw_words in candidates:
+                    if rule.index >= limit:
+                        break
+                    n = len(kw_words)
+                    if tuple(words[:n]) == kw_words and rule.accepts(receiver):
+                        match = Match(rule.name, kw.written, {"rest": " ".join(words[n:])},
+                                      how="first_word")
+                        best, limit = _Found(rule.index, rule, match), rule.index
+                        break
+        if self.patterns and len(text) <= MAX_PATTERN_TEXT:
+            best = self._find_pattern(text, receiver, best, limit)
+        return best
+
+    def _find_pattern(self, text: str, receiver: str, best: _Found | None,
+                      limit: int) -> _Found | None:
+        if self.combined is not None and self.combined_rules[0].index < limit:
+            m = self.combined.fullmatch(text)
+            if m:
+                slot = int(m.lastgroup[2:])  # type: ignore[index]
+                rule = self.combined_rules[slot]
+                if rule.index < limit:
+                    prefix = f"_g{slot}_"
+                    captures = {k[len(prefix):]: v for k, v in m.groupdict().items()
+                                if k.startswith(prefix) and v is not None}
+                    best = _Found(rule.index, rule, Match(rule.name, None, captures, how="pattern"))
+                    limit = rule.index
+        for rule in self.single:
+            if rule.index >= limit:
+                break
+            m = rule.pattern.fullmatch(text) if rule.accepts(receiver) else None  # type: ignore[union-attr]
+            if m:
+                captures = {k: v for k, v in m.groupdict().items() if v is not None}
+                return _Found(rule.index, rule, Match(rule.name, None, captures, how="pattern"))
+        return best
+
+    def find_fuzzy(self, text: str, receiver: str, best: _Found | None) -> _Found | None:
+        for (rule, kw), d in self.fuzzy_exact.near(text):
+            if (best is None or rule.index < best.index) and rule.accepts(receiver):
+                best = _Found(rule.index, rule, Match(rule.name, kw.written, {}, True, "fuzzy", d))
+        if self.fuzzy_first:
+            words = text.split(" ")
+            for n, index in self.fuzzy_first.items():
+                if len(words) < n:
+                    continue
+                for (rule, kw), d in index.near(" ".join(words[:n])):
+                    if (best is None or rule.index < best.index) and rule.accepts(receiver):
+                        match = Match(rule.name, kw.written, {"rest": " ".join(words[n:])},
+                                      True, "fuzzy", d)
+                        best = _Found(rule.index, rule, match)
+        return best
+
+
+def _combine(patterns: list[Rule]) -> tuple[re.Pattern[str] | None, list[Rule], list[Rule]]:
+    """Fold receiver-less patterns into one alternation, in file order; the regex engine then
+    tries them in C and the first alternative that matches the whole text wins, as file order
+    says.  Patterns that cannot be folded safely (numbered back-references, conditionals,
+    global flags) are tried one by one."""
+    foldable: list[Rule] = []
+    single: list[Rule] = []
+    for rule in patterns:
+        source = rule.pattern.pattern  # type: ignore[union-attr]
+        if rule.receivers is None and not _NUMBERED_BACKREF.search(source):
+            foldable.append(rule)
+        else:
+            single.append(rule)
+    if not foldable:
+        return None, [], single
+    parts = []
+    for slot, rule in enumerate(foldable):
+        source = rule.pattern.pattern  # type: ignore[union-attr]
+        source = _NAMED_GROUP.sub(lambda m, s=slot: f"(?P<_g{s}_{m.group(1)}>", source)
+        source = _NAMED_BACKREF.sub(lambda m, s=slot: f"(?P=_g{s}_{m.group(1)})", source)
+        parts.append(f"(?P<_k{slot}>{source})")
+    try:
+        combined = re.compile("|".join(parts))
+    except re.error:
+        return None, [], patterns
+    return combined, foldable, single
+
+
+class Router:
+    """Compiled once per rule set; `route()` is safe to call from many tasks or threads."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        by_settings: dict[NormalizeSettings, tuple[Normalizer, list[Rule]]] = {}
+        for rule in rules.rules:
+            by_settings.setdefault(rule.normalizer.settings, (rule.normalizer, []))[1].append(rule)
+        self._groups = [_Group(n, rs) for n, rs in by_settings.values()]
+        self._uses_receivers = any(r.receivers is not None for r in rules.rules)
+        self._fuzzy = any(g.fuzzy_exact or g.fuzzy_first for g in self._groups)
+        self.normalizer = rules.normalizer
+
+    def normalize(self, text: str) -> str:
+        return self.normalizer(text)
+
+    def route(self, text: str, receiver: str | None = None) -> Route:
+        canonical = canonical_receiver(receiver) if self._uses_receivers and receiver else ""
+        best: _Found | None = None
+        texts = []
+        for group in self._groups:
+            normalized = group.normalizer(text)
+            texts.append(normalized)
+            best = group.find(normalized, canonical, best)
+        if best is None and self._fuzzy:
+            for group, normalized in zip(self._groups, texts, strict=True):
+                best = group.find_fuzzy(normalized, canonical, best)
+        if best is None:
+            normalized = texts[0] if texts else self.normalizer(text)
+            return Route(normalized, None, None, self.rules.default)
+        normalized = texts[self._group_of(best.rule)] if len(texts) > 1 else texts[0]
+        return Route(normalized, best.match, best.rule, best.rule.handlers)
+
+    def _group_of(self, rule: Rule) -> int:
+        for i, group in enumerate(self._groups):
+            if group.normalizer.settings == rule.normalizer.settings:
+                return i
+        return 0
