@@ -22,11 +22,30 @@ def deletions(word: str, k: int) -> set[str]:
     return out
 
 
+def _within_one(a: str, b: str) -> int:
+    """distance(a, b, 1) by slicing, which compares in C: the common case of `fuzzy: 1`."""
+    if a == b:
+        return 0
+    if len(a) < len(b):
+        a, b = b, a
+    i = 0
+    while i < len(b) and a[i] == b[i]:
+        i += 1
+    if len(a) != len(b):
+        return 1 if a[i + 1 :] == b[i:] else 2
+    if a[i + 1 :] == b[i + 1 :]:
+        return 1  # substitution
+    swapped = i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+    return 1 if swapped else 2
+
+
 def distance(a: str, b: str, limit: int) -> int:
     """Optimal string alignment distance (insert, delete, substitute, swap of neighbours);
     returns limit + 1 as soon as the distance is known to exceed `limit`."""
     if abs(len(a) - len(b)) > limit:
         return limit + 1
+    if limit == 1:
+        return _within_one(a, b)
     prev2: list[int] = []
     prev = list(range(len(b) + 1))
     for i in range(1, len(a) + 1):
@@ -49,18 +68,22 @@ class DeletionIndex(Generic[T]):
         self._index: dict[str, list[tuple[str, int, T]]] = {}
         self.max_k = 0
         self.max_len = 0
+        self.spaces = False  # no key has a space: a text with one cannot be near any key
 
     def add(self, key: str, k: int, item: T) -> None:
         for variant in deletions(key, k):
             self._index.setdefault(variant, []).append((key, k, item))
         self.max_k = max(self.max_k, k)
         self.max_len = max(self.max_len, len(key))
+        self.spaces = self.spaces or " " in key
 
     def __bool__(self) -> bool:
         return bool(self._index)
 
     def near(self, text: str) -> Iterator[tuple[T, int]]:
         if not self._index or len(text) > self.max_len + self.max_k:
+            return
+        if not self.spaces and text.count(" ") > self.max_k:
             return
         seen: set[int] = set()
         for variant in deletions(text, self.max_k):

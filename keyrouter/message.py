@@ -36,7 +36,8 @@ class Message:
     row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:  # keeps personal data (number, text) out of reprs and tracebacks
-        return f"Message(id={self.id!r}, received_at={self.received_at.isoformat()}, sender={mask_number(self.sender)!r})"
+        when = self.received_at.isoformat()
+        return f"Message(id={self.id!r}, received_at={when}, sender={mask_number(self.sender)!r})"
 
 
 def to_e164(number: object) -> str | None:

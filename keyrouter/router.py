@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from keyrouter.firstchars import first_chars
 from keyrouter.fuzzy import DeletionIndex
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Normalizer, NormalizeSettings
@@ -21,12 +22,12 @@ from keyrouter.rules import HandlerEntry, Keyword, Rule, RuleSet
 #: concatenated) can still match keywords, and otherwise go to the default.
 MAX_PATTERN_TEXT = 1000
 How = Literal["exact", "first_word", "pattern", "fuzzy"]
-_NUMBERED_BACKREF = re.compile(r"\\[1-9]|\(\?\(|^\(\?[aiLmsux]+\)")
+_UNFOLDABLE = re.compile(r"\\[1-9]|\(\?\(|^\(\?[aiLmsux]+\)")
 _NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
 _NAMED_BACKREF = re.compile(r"\(\?P=([A-Za-z_]\w*)\)")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Match:
     """What matched: handed to every handler of the rule."""
 
@@ -38,7 +39,7 @@ class Match:
     distance: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
     normalized: str
     match: Match | None
@@ -79,7 +80,8 @@ class _Group:
                 self.patterns.append(rule)
         for candidates in self.first.values():  # file order; within a rule, longest keyword first
             candidates.sort(key=lambda c: (c[0].index, -len(c[2])))
-        self.combined, self.combined_rules, self.single = _combine(self.patterns)
+        self.patterns_first = [(r, first_chars(r.pattern)) for r in self.patterns]  # type: ignore[arg-type]
+        self._by_head: dict[str, _PatternSet] = {}
 
     def find(self, text: str, receiver: str, best: _Found | None) -> _Found | None:
         limit = best.index if best else 1 << 62
@@ -107,20 +109,28 @@ class _Group:
             best = self._find_pattern(text, receiver, best, limit)
         return best
 
+    def _patterns_for(self, head: str) -> _PatternSet:
+        """The patterns that can match a text starting with `head`, compiled on first use."""
+        found = self._by_head.get(head)
+        if found is None:
+            rules = [r for r, chars in self.patterns_first if chars is None or head in chars]
+            found = self._by_head[head] = _PatternSet(rules)
+        return found
+
     def _find_pattern(self, text: str, receiver: str, best: _Found | None,
                       limit: int) -> _Found | None:
-        if self.combined is not None and self.combined_rules[0].index < limit:
-            m = self.combined.fullmatch(text)
+        patterns = self._patterns_for(text[:1])
+        if patterns.combined is not None and patterns.folded[0].index < limit:
+            m = patterns.combined.fullmatch(text)
             if m:
                 slot = int(m.lastgroup[2:])  # type: ignore[index]
-                rule = self.combined_rules[slot]
+                rule = patterns.folded[slot]
                 if rule.index < limit:
-                    prefix = f"_g{slot}_"
-                    captures = {k[len(prefix):]: v for k, v in m.groupdict().items()
-                                if k.startswith(prefix) and v is not None}
+                    captures = {name: m.group(group) for group, name in patterns.groups[slot]
+                                if m.group(group) is not None}
                     best = _Found(rule.index, rule, Match(rule.name, None, captures, how="pattern"))
                     limit = rule.index
-        for rule in self.single:
+        for rule in patterns.single:
             if rule.index >= limit:
                 break
             m = rule.pattern.fullmatch(text) if rule.accepts(receiver) else None  # type: ignore[union-attr]
@@ -146,32 +156,34 @@ class _Group:
         return best
 
 
-def _combine(patterns: list[Rule]) -> tuple[re.Pattern[str] | None, list[Rule], list[Rule]]:
-    """Fold receiver-less patterns into one alternation, in file order; the regex engine then
-    tries them in C and the first alternative that matches the whole text wins, as file order
-    says.  Patterns that cannot be folded safely (numbered back-references, conditionals,
+class _PatternSet:
+    """Receiver-less patterns folded into one alternation, in file order: the regex engine tries
+    them in C and the first alternative that matches the whole text wins, as file order says.
+    Patterns that cannot be folded safely (receivers, numbered back-references, conditionals,
     global flags) are tried one by one."""
-    foldable: list[Rule] = []
-    single: list[Rule] = []
-    for rule in patterns:
-        source = rule.pattern.pattern  # type: ignore[union-attr]
-        if rule.receivers is None and not _NUMBERED_BACKREF.search(source):
-            foldable.append(rule)
-        else:
-            single.append(rule)
-    if not foldable:
-        return None, [], single
-    parts = []
-    for slot, rule in enumerate(foldable):
-        source = rule.pattern.pattern  # type: ignore[union-attr]
-        source = _NAMED_GROUP.sub(lambda m, s=slot: f"(?P<_g{s}_{m.group(1)}>", source)
-        source = _NAMED_BACKREF.sub(lambda m, s=slot: f"(?P=_g{s}_{m.group(1)})", source)
-        parts.append(f"(?P<_k{slot}>{source})")
-    try:
-        combined = re.compile("|".join(parts))
-    except re.error:
-        return None, [], patterns
-    return combined, foldable, single
+
+    def __init__(self, patterns: list[Rule]) -> None:
+        self.folded: list[Rule] = []
+        self.single: list[Rule] = []
+        self.groups: list[list[tuple[str, str]]] = []  # per folded rule: (group in combined, name)
+        self.combined: re.Pattern[str] | None = None
+        parts = []
+        for rule in patterns:
+            source = rule.pattern.pattern  # type: ignore[union-attr]
+            if rule.receivers is not None or _UNFOLDABLE.search(source):
+                self.single.append(rule)
+                continue
+            slot = len(self.folded)
+            self.folded.append(rule)
+            self.groups.append([(f"_g{slot}_{name}", name) for name in rule.pattern.groupindex])  # type: ignore[union-attr]
+            source = _NAMED_GROUP.sub(lambda m, s=slot: f"(?P<_g{s}_{m.group(1)}>", source)
+            source = _NAMED_BACKREF.sub(lambda m, s=slot: f"(?P=_g{s}_{m.group(1)})", source)
+            parts.append(f"(?P<_k{slot}>{source})")
+        if parts:
+            try:
+                self.combined = re.compile("|".join(parts))
+            except re.error:  # never expected; trying them one by one is always correct
+                self.folded, self.groups, self.single = [], [], list(patterns)
 
 
 class Router:
@@ -192,7 +204,16 @@ class Router:
 
     def route(self, text: str, receiver: str | None = None) -> Route:
         canonical = canonical_receiver(receiver) if self._uses_receivers and receiver else ""
-        best: _Found | None = None
+        if len(self._groups) == 1:  # the usual case: one set of normalize settings
+            group = self._groups[0]
+            normalized = group.normalizer(text)
+            best = group.find(normalized, canonical, None)
+            if best is None and self._fuzzy:
+                best = group.find_fuzzy(normalized, canonical, None)
+            if best is None:
+                return Route(normalized, None, None, self.rules.default)
+            return Route(normalized, best.match, best.rule, best.rule.handlers)
+        best = None
         texts = []
         for group in self._groups:
             normalized = group.normalizer(text)

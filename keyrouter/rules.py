@@ -204,8 +204,8 @@ class _Builder:
         try:
             model = _FileModel.model_validate(data)
         except ValidationError as exc:
-            for err in exc.errors():
-                self.error(at(err["loc"]), _explain_validation(err))
+            found = [Problem(at(err["loc"]), _explain_validation(err)) for err in exc.errors()]
+            self.problems.extend(sorted(found, key=lambda p: p.where.line))
             return
         norm = model.normalize
         normalizer = Normalizer(NormalizeSettings(

@@ -1,1 +1,48 @@
 """Processing state backends.  `open_store(url)` picks one from a URL (see SPEC, Store)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, Store
+
+__all__ = ["HORIZON_MARGIN", "Claimed", "DeadLetter", "Store", "open_store"]
+
+
+def open_store(url: str, namespace: str = "default", horizon: timedelta | None = None) -> Store:
+    """`redis://` / `rediss://`, `sqlite:///relative/path`, `sqlite:////absolute/path` (as in
+    SQLAlchemy; `sqlite://` alone is an in-memory database) or `memory://`.
+
+    Errors name the scheme only: the URL may hold a password."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError("store URL needs a scheme: redis://, rediss://, sqlite:/// or memory://")
+    if scheme in ("redis", "rediss"):
+        from keyrouter.store.redis import RedisStore
+
+        try:
+            return RedisStore.from_url(url, namespace, horizon)
+        except ValueError:
+            raise ValueError(f"invalid {scheme}:// store URL (check host, port and db)") from None
+    if scheme == "sqlite":
+        from keyrouter.store.sqlite import SqliteStore
+
+        if rest == "":
+            return SqliteStore(":memory:", namespace, horizon)
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError(
+                "sqlite store URL must be sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        return SqliteStore(rest[1:], namespace, horizon)
+    if scheme == "memory":
+        from keyrouter.store.memory import MemoryStore
+
+        if rest:
+            raise ValueError("memory store URL takes nothing after memory://")
+        return MemoryStore(namespace, horizon)
+    shown = f" {scheme!r}" if re.fullmatch(r"[a-z][a-z0-9+.\-]{0,19}", scheme) else ""
+    raise ValueError(
+        f"unsupported store URL scheme{shown}: use redis://, rediss://, sqlite:/// or memory://"
+    )

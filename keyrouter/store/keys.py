@@ -1,0 +1,113 @@
+"""Every Redis key the store uses, in one place, so scripts, tests and tools agree on names.
+
+Layout for namespace `ns` (all under `keyrouter:{ns}:`):
+
+- `done`              SET of finished (done or skipped) ids, when there is no horizon;
+- `done:{YYYYMMDD}`   the same, one SET per UTC day of marking, when a horizon is set; each bucket
+                      expires `horizon + HORIZON_MARGIN + 1 day` after its last write;
+- `claim:{id}`        STRING owner token with a PX lease;
+- `progress:{id}`     SET of handler entry keys that succeeded;
+- `retry`             HASH id -> "attempts|retry_at";
+- `dead`              HASH id -> JSON dead letter;
+- `stats`             HASH of counters done / skipped / dead / failed.
+
+A done id costs one SET member (about 50 bytes for a 10-character id); everything else is per
+message in flight or dead, so the long-lived footprint stays small.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from keyrouter.store.base import HORIZON_MARGIN
+
+DAY = timedelta(days=1)
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+
+
+def check_namespace(namespace: str) -> str:
+    """Namespaces become part of key names; a `:` or `*` in one could alias another's keys."""
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(
+            f"invalid namespace {namespace!r}: use 1-100 letters, digits, '_', '.' or '-'"
+        )
+    return namespace
+
+
+def day_stamp(epoch: float) -> str:
+    """The UTC day of `epoch` as YYYYMMDD, the suffix of a done bucket."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one namespace."""
+
+    namespace: str
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
+
+    @property
+    def prefix(self) -> str:
+        return f"keyrouter:{self.namespace}:"
+
+    @property
+    def done(self) -> str:
+        return f"{self.prefix}done"
+
+    def done_bucket(self, epoch: float) -> str:
+        return f"{self.done}:{day_stamp(epoch)}"
+
+    @property
+    def claim_prefix(self) -> str:
+        return f"{self.prefix}claim:"
+
+    def claim(self, id: str) -> str:
+        return self.claim_prefix + id
+
+    @property
+    def progress_prefix(self) -> str:
+        return f"{self.prefix}progress:"
+
+    def progress(self, id: str) -> str:
+        return self.progress_prefix + id
+
+    @property
+    def retry(self) -> str:
+        return f"{self.prefix}retry"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"
+
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of this namespace (namespaces hold no glob chars)."""
+        return f"{self.prefix}*"
+
+    def done_keys(self, horizon: timedelta | None, now: float) -> list[str]:
+        """The done keys to consult at `now`: the plain set, plus with a horizon every bucket
+        that can hold an id marked within horizon + margin (today first)."""
+        if horizon is None:
+            return [self.done]
+        days = math.ceil((horizon + HORIZON_MARGIN) / DAY)
+        day = DAY.total_seconds()
+        return [self.done] + [self.done_bucket(now - i * day) for i in range(days + 1)]
+
+    def done_target(self, horizon: timedelta | None, now: float) -> str:
+        """Where an id finished at `now` is marked."""
+        return self.done if horizon is None else self.done_bucket(now)
+
+
+def bucket_ttl(horizon: timedelta) -> int:
+    """Seconds a done bucket lives after its last write: every id in it is remembered at least
+    horizon + margin, however early in its day it was marked."""
+    return math.ceil((horizon + HORIZON_MARGIN + DAY).total_seconds())

@@ -1,0 +1,170 @@
+"""In-process store on plain dicts: for tests and `memory://`.  Nothing survives the process.
+
+No method awaits anything, so each runs atomically on the event loop, like a Lua script would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, Store
+from keyrouter.store.keys import check_namespace
+
+COUNTERS = ("done", "skipped", "dead", "failed")
+
+
+@dataclass
+class Space:
+    """One namespace's state.  `finished` maps id -> expiry (None: forever), kept in marking
+    order so expired markers can be swept from the front."""
+
+    finished: dict[str, float | None] = field(default_factory=dict)
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
+    retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (attempts, at)
+    progress: dict[str, set[str]] = field(default_factory=dict)
+    dead: dict[str, DeadLetter] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+
+
+class MemoryStore(Store):
+    """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
+    `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        horizon: timedelta | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        spaces: dict[str, Space] | None = None,
+    ) -> None:
+        self.namespace = check_namespace(namespace)
+        self.horizon = horizon
+        self._clock = clock
+        self._spaces = {} if spaces is None else spaces
+        self._s = self._spaces.setdefault(namespace, Space())
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(memory://, namespace={self.namespace!r})"
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        finished = self._s.finished
+        while finished:
+            id, expires = next(iter(finished.items()))
+            if expires is None or expires > now:
+                break
+            del finished[id]
+
+    def _is_finished(self, id: str) -> bool:
+        if id in self._s.dead:
+            return True
+        if id not in self._s.finished:
+            return False
+        expires = self._s.finished[id]
+        return expires is None or expires > self._clock()
+
+    def _mark(self, id: str) -> bool:
+        """Mark `id` finished; False when it already was (so counters stay idempotent)."""
+        if self._is_finished(id) and id not in self._s.dead:
+            return False
+        self._s.dead.pop(id, None)
+        self._s.finished.pop(id, None)  # re-insert at the end: the sweep relies on the order
+        window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
+        self._s.finished[id] = None if window is None else self._clock() + window
+        return True
+
+    def _release(self, id: str, owner: str) -> None:
+        if self._s.leases.get(id, ("", 0.0))[0] == owner:
+            del self._s.leases[id]
+
+    def _holds(self, id: str, owner: str) -> bool:
+        held = self._s.leases.get(id)
+        return held is not None and held[0] == owner and held[1] > self._clock()
+
+    async def unfinished(self, ids: Sequence[str]) -> list[str]:
+        self._sweep()
+        return [id for id in ids if not self._is_finished(id)]
+
+    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
+        self._sweep()
+        out: list[Claimed] = []
+        seen: set[str] = set()
+        t = self._clock()
+        for id in ids:
+            if id in seen or self._is_finished(id):
+                continue
+            attempts, retry_at = self._s.retry.get(id, (0, 0.0))
+            held = self._s.leases.get(id)
+            if retry_at > now or (held and held[0] != owner and held[1] > t):
+                continue
+            seen.add(id)
+            self._s.leases[id] = (owner, t + lease)
+            out.append(Claimed(id, attempts, frozenset(self._s.progress.get(id, ()))))
+        return out
+
+    async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
+        kept = [id for id in dict.fromkeys(ids) if self._holds(id, owner)]
+        for id in kept:
+            self._s.leases[id] = (owner, self._clock() + lease)
+        return kept
+
+    async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
+        lost: dict[str, None] = {}
+        for id, entry in entries:
+            if self._holds(id, owner):
+                self._s.progress.setdefault(id, set()).add(entry)
+            else:
+                lost[id] = None
+        return list(lost)
+
+    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
+        self._sweep()
+        for kind, batch in (("done", ids), ("skipped", skipped)):
+            for id in batch:
+                if self._mark(id):
+                    self._s.stats[kind] += 1
+                self._s.leases.pop(id, None)
+                self._s.progress.pop(id, None)
+                self._s.retry.pop(id, None)
+
+    async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
+        attempts = self._s.retry.get(id, (0, 0.0))[0] + 1
+        self._s.retry[id] = (attempts, retry_at)
+        self._s.stats["failed"] += 1
+        self._release(id, owner)
+        return attempts
+
+    async def dead_letter(
+        self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
+    ) -> None:
+        attempts = self._s.retry.pop(id, (0, 0.0))[0] + 1
+        self._s.dead.pop(id, None)  # a re-dead letter moves to the end, like a fresh one
+        self._s.dead[id] = DeadLetter(id, error, attempts, now, rule, dict(row))
+        self._s.stats["dead"] += 1
+        self._s.stats["failed"] += 1
+        self._release(id, owner)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return sorted(self._s.dead.values(), key=lambda d: (d.failed_at, d.id))
+
+    async def retry_dead(self, id: str) -> bool:
+        if self._s.dead.pop(id, None) is None:
+            return False
+        self._s.retry.pop(id, None)
+        return True
+
+    async def drop_dead(self, id: str) -> bool:
+        if id not in self._s.dead:
+            return False
+        self._mark(id)
+        self._s.progress.pop(id, None)
+        self._s.retry.pop(id, None)
+        return True
+
+    async def counts(self) -> dict[str, int]:
+        return dict(self._s.stats)

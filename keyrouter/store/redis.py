@@ -1,0 +1,312 @@
+"""Redis store: many workers, one Redis.  Every batch operation is one Lua script, so it is atomic
+and costs one round trip whatever the number of ids.  Key names live in `keys.py`.
+
+Scripts build `claim:{id}` and `progress:{id}` names from prefixes passed as ARGV, which is fine on
+a single Redis (not on Cluster).  Done buckets are named from the store's clock on the client side
+and passed as KEYS, so tests can move time and no script depends on the server's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from keyrouter.store.base import Claimed, DeadLetter, Store
+from keyrouter.store.keys import Keys, bucket_ttl
+
+COUNTERS = ("done", "skipped", "dead", "failed")
+
+# unfinished(ids, dead, first): the ids (input order) in no done SET KEYS[first..] and not in the
+# dead HASH.  SMISMEMBER checks a chunk of ids per call; unpack() is capped by Lua's C stack.
+_PRELUDE = """
+local unpack = table.unpack or unpack
+local function unfinished(ids, dead, first)
+  for k = first, #KEYS do
+    if #ids == 0 then return ids end
+    if redis.call('EXISTS', KEYS[k]) == 1 then
+      local keep = {}
+      for s = 1, #ids, 1000 do
+        local hit = redis.call('SMISMEMBER', KEYS[k], unpack(ids, s, math.min(s + 999, #ids)))
+        for j = 1, #hit do
+          if hit[j] == 0 then keep[#keep + 1] = ids[s + j - 1] end
+        end
+      end
+      ids = keep
+    end
+  end
+  if #ids == 0 or redis.call('EXISTS', dead) == 0 then return ids end
+  local keep = {}
+  for _, id in ipairs(ids) do
+    if redis.call('HEXISTS', dead, id) == 0 then keep[#keep + 1] = id end
+  end
+  return keep
+end
+local function attempts_of(retry, id)
+  local r = redis.call('HGET', retry, id)
+  if not r then return 0, 0 end
+  local a, at = string.match(r, '^(%d+)|(.*)$')
+  return tonumber(a), tonumber(at)
+end
+"""
+
+# KEYS: dead, done keys...  ARGV: ids...
+_UNFINISHED = "return unfinished(ARGV, KEYS[1], 2)"
+
+# KEYS: dead, retry, done keys...  ARGV: claim prefix, progress prefix, owner, lease ms, now, ids...
+# Returns a flat list: id, attempts, #succeeded, succeeded entries..., for each claimed id.
+_CLAIM = """
+local ids, seen = {}, {}
+for i = 6, #ARGV do
+  if not seen[ARGV[i]] then seen[ARGV[i]] = true; ids[#ids + 1] = ARGV[i] end
+end
+local now, out = tonumber(ARGV[5]), {}
+for _, id in ipairs(unfinished(ids, KEYS[1], 3)) do
+  local attempts, retry_at = attempts_of(KEYS[2], id)
+  local lease = ARGV[1] .. id
+  local holder = redis.call('GET', lease)
+  if retry_at <= now and (not holder or holder == ARGV[3]) then
+    redis.call('SET', lease, ARGV[3], 'PX', ARGV[4])
+    local done = redis.call('SMEMBERS', ARGV[2] .. id)
+    out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = #done
+    for _, e in ipairs(done) do out[#out + 1] = e end
+  end
+end
+return out
+"""
+
+# ARGV: claim prefix, owner, lease ms, ids...
+_RENEW = """
+local out, seen = {}, {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if not seen[id] then
+    seen[id] = true
+    if redis.call('GET', ARGV[1] .. id) == ARGV[2] then
+      redis.call('PEXPIRE', ARGV[1] .. id, ARGV[3]); out[#out + 1] = id
+    end
+  end
+end
+return out
+"""
+
+# ARGV: claim prefix, progress prefix, owner, (id, entry) pairs...  Returns the lost ids.
+_RECORD = """
+local lost, held = {}, {}
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  if held[id] == nil then
+    held[id] = redis.call('GET', ARGV[1] .. id) == ARGV[3]
+    if not held[id] then lost[#lost + 1] = id end
+  end
+  if held[id] then redis.call('SADD', ARGV[2] .. id, ARGV[i + 1]) end
+end
+return lost
+"""
+
+# KEYS: target done key, stats, retry, dead, done keys...
+# ARGV: claim prefix, progress prefix, bucket ttl (0: none), number of done ids, ids..., skipped...
+_FINISH = """
+local n, added = tonumber(ARGV[4]), {0, 0}
+for i = 5, #ARGV do
+  local id, known = ARGV[i], false
+  for k = 5, #KEYS do
+    if KEYS[k] ~= KEYS[1] and redis.call('SISMEMBER', KEYS[k], id) == 1 then
+      known = true; break
+    end
+  end
+  if not known and redis.call('SADD', KEYS[1], id) == 1 then
+    local kind = (i - 4 <= n) and 1 or 2
+    added[kind] = added[kind] + 1
+  end
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('DEL', ARGV[1] .. id, ARGV[2] .. id)
+end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if added[1] > 0 then redis.call('HINCRBY', KEYS[2], 'done', added[1]) end
+if added[2] > 0 then redis.call('HINCRBY', KEYS[2], 'skipped', added[2]) end
+return 0
+"""
+
+# KEYS: retry, stats, claim key.  ARGV: owner, id, retry_at.
+_FAIL = """
+local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
+redis.call('HSET', KEYS[1], ARGV[2], attempts .. '|' .. ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'failed', 1)
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return attempts
+"""
+
+# KEYS: retry, stats, dead, claim key.  ARGV: owner, id, JSON object without "attempts".
+_DEAD = """
+local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
+redis.call('HSET', KEYS[3], ARGV[2], '{"attempts":' .. attempts .. ',' .. string.sub(ARGV[3], 2))
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'dead', 1)
+redis.call('HINCRBY', KEYS[2], 'failed', 1)
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+return attempts
+"""
+
+# KEYS: dead, retry.  ARGV: id.
+_RETRY_DEAD = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: dead, target done key, retry, progress key.  ARGV: id, bucket ttl (0: none).
+_DROP_DEAD = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
+return 1
+"""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisStore(Store):
+    """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
+    built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: str = "default",
+        horizon: timedelta | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        owns_client: bool = False,
+    ) -> None:
+        self.keys = Keys(namespace)
+        self.namespace = namespace
+        self.horizon = horizon
+        self.client = client
+        self._clock = clock
+        self._owns_client = owns_client
+        self._ttl = 0 if horizon is None else bucket_ttl(horizon)
+        script = client.register_script
+        self._unfinished = script(_PRELUDE + _UNFINISHED)
+        self._claim = script(_PRELUDE + _CLAIM)
+        self._renew = script(_RENEW)
+        self._record = script(_RECORD)
+        self._finish = script(_FINISH)
+        self._fail = script(_PRELUDE + _FAIL)
+        self._dead = script(_PRELUDE + _DEAD)
+        self._retry_dead = script(_RETRY_DEAD)
+        self._drop_dead = script(_DROP_DEAD)
+
+    @classmethod
+    def from_url(
+        cls, url: str, namespace: str = "default", horizon: timedelta | None = None, **kw: Any
+    ) -> RedisStore:
+        return cls(aioredis.from_url(url), namespace, horizon, owns_client=True, **kw)
+
+    def __repr__(self) -> str:
+        """Scheme, host, port and db only: never the password."""
+        pool = self.client.connection_pool
+        kw = pool.connection_kwargs
+        scheme = "rediss" if issubclass(pool.connection_class, aioredis.SSLConnection) else "redis"
+        where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', 6379)}"
+        return f"RedisStore({scheme}://{where}/{kw.get('db', 0)}, namespace={self.namespace!r})"
+
+    def _done_keys(self) -> list[str]:
+        return self.keys.done_keys(self.horizon, self._clock())
+
+    async def unfinished(self, ids: Sequence[str]) -> list[str]:
+        if not ids:
+            return []
+        found = await self._unfinished(keys=[self.keys.dead, *self._done_keys()], args=list(ids))
+        return [_s(id) for id in found]
+
+    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
+        if not ids:
+            return []
+        k = self.keys
+        flat = await self._claim(
+            keys=[k.dead, k.retry, *self._done_keys()],
+            args=[k.claim_prefix, k.progress_prefix, owner, _ms(lease), repr(now), *ids],
+        )
+        out: list[Claimed] = []
+        i = 0
+        while i < len(flat):
+            n = int(flat[i + 2])
+            entries = frozenset(_s(e) for e in flat[i + 3 : i + 3 + n])
+            out.append(Claimed(_s(flat[i]), int(flat[i + 1]), entries))
+            i += 3 + n
+        return out
+
+    async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
+        if not ids:
+            return []
+        kept = await self._renew(args=[self.keys.claim_prefix, owner, _ms(lease), *ids])
+        return [_s(id) for id in kept]
+
+    async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
+        if not entries:
+            return []
+        k = self.keys
+        flat = [x for pair in entries for x in pair]
+        lost = await self._record(args=[k.claim_prefix, k.progress_prefix, owner, *flat])
+        return [_s(id) for id in lost]
+
+    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
+        if not ids and not skipped:
+            return
+        k, now = self.keys, self._clock()
+        target, done_keys = k.done_target(self.horizon, now), k.done_keys(self.horizon, now)
+        await self._finish(
+            keys=[target, k.stats, k.retry, k.dead, *done_keys],
+            args=[k.claim_prefix, k.progress_prefix, self._ttl, len(ids), *ids, *skipped],
+        )
+
+    async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
+        k = self.keys
+        keys = [k.retry, k.stats, k.claim(id)]
+        return int(await self._fail(keys=keys, args=[owner, id, repr(retry_at)]))
+
+    async def dead_letter(
+        self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
+    ) -> None:
+        k = self.keys
+        record = {"error": error, "failed_at": now, "rule": rule, "row": dict(row)}
+        body = json.dumps(record, default=str, ensure_ascii=False)
+        await self._dead(keys=[k.retry, k.stats, k.dead, k.claim(id)], args=[owner, id, body])
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        raw = await self.client.hgetall(self.keys.dead)
+        out = []
+        for id, body in raw.items():
+            d = json.loads(body)
+            out.append(DeadLetter(_s(id), d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"]))
+        return sorted(out, key=lambda d: (d.failed_at, d.id))
+
+    async def retry_dead(self, id: str) -> bool:
+        return bool(await self._retry_dead(keys=[self.keys.dead, self.keys.retry], args=[id]))
+
+    async def drop_dead(self, id: str) -> bool:
+        k = self.keys
+        keys = [k.dead, k.done_target(self.horizon, self._clock()), k.retry, k.progress(id)]
+        return bool(await self._drop_dead(keys=keys, args=[id, self._ttl]))
+
+    async def counts(self) -> dict[str, int]:
+        raw = await self.client.hgetall(self.keys.stats)
+        return {**dict.fromkeys(COUNTERS, 0), **{_s(k): int(v) for k, v in raw.items()}}
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()

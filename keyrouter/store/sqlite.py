@@ -1,0 +1,288 @@
+"""SQLite store: the embedded default, safe for several worker processes on one host.
+
+WAL lets readers run beside a writer; every write is a `BEGIN IMMEDIATE` transaction, which takes
+the database's write lock up front, so two processes' claims serialize instead of interleaving.
+Id lists travel as one JSON parameter (`json_each`), so a batch is one statement, not one per id.
+Blocking calls run in a thread; one connection per store, serialized by a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, Store
+from keyrouter.store.keys import check_namespace
+
+T = TypeVar("T")
+COUNTERS = ("done", "skipped", "dead", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS finished (
+    ns TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, expires_at REAL,
+    PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS finished_expiry ON finished (ns, expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS work (
+    ns TEXT NOT NULL, id TEXT NOT NULL, owner TEXT, lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, retry_at REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS progress (
+    ns TEXT NOT NULL, id TEXT NOT NULL, entry TEXT NOT NULL,
+    PRIMARY KEY (ns, id, entry)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead (
+    ns TEXT NOT NULL, id TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    failed_at REAL NOT NULL, rule TEXT, row TEXT NOT NULL,
+    PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stats (
+    ns TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (ns, name)) WITHOUT ROWID;
+"""
+
+# `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).
+_FINISHED = """(EXISTS (SELECT 1 FROM finished f WHERE f.ns = :ns AND f.id = j.value
+                       AND (f.expires_at IS NULL OR f.expires_at > :t))
+             OR EXISTS (SELECT 1 FROM dead d WHERE d.ns = :ns AND d.id = j.value))"""
+
+_UNFINISHED = f"SELECT j.value FROM json_each(:ids) j WHERE NOT {_FINISHED} ORDER BY j.key"
+
+_CLAIMABLE = f"""
+SELECT j.value, coalesce(w.attempts, 0) FROM json_each(:ids) j
+LEFT JOIN work w ON w.ns = :ns AND w.id = j.value
+WHERE NOT {_FINISHED}
+  AND (w.id IS NULL OR (w.retry_at <= :now
+       AND (w.owner IS NULL OR w.owner = :owner OR w.lease_until <= :t)))
+ORDER BY j.key"""
+
+_LEASE = """
+INSERT INTO work (ns, id, owner, lease_until) SELECT :ns, value, :owner, :until
+FROM json_each(:ids) WHERE true
+ON CONFLICT (ns, id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"""
+
+_IN = "ns = :ns AND id IN (SELECT value FROM json_each(:ids))"
+
+
+class SqliteStore(Store):
+    """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        namespace: str = "default",
+        horizon: timedelta | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.namespace = check_namespace(namespace)
+        self.horizon = horizon
+        self.path = str(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._tx(lambda db: [db.execute(sql) for sql in SCHEMA.split(";") if sql.strip()])
+
+    def __repr__(self) -> str:
+        return f"SqliteStore(sqlite:///{self.path}, namespace={self.namespace!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction, holding the write lock from the start."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._tx, fn)
+
+    async def _read(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            with self._lock:
+                return self._db.execute(sql, params).fetchall()
+
+        return await asyncio.to_thread(run)
+
+    def _p(self, **params: Any) -> dict[str, Any]:
+        return {"ns": self.namespace, "t": self._clock(), **params}
+
+    def _bump(self, db: sqlite3.Connection, name: str, by: int = 1) -> None:
+        if by:
+            db.execute(
+                "INSERT INTO stats VALUES (:ns, :name, :by)"
+                " ON CONFLICT (ns, name) DO UPDATE SET value = value + :by",
+                self._p(name=name, by=by),
+            )
+
+    def _mark(self, db: sqlite3.Connection, ids: Sequence[str], kind: str) -> int:
+        """Mark the not yet finished `ids` finished; returns how many were newly marked."""
+        window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
+        p = self._p(ids=json.dumps(list(ids)), kind=kind)
+        p["exp"] = None if window is None else p["t"] + window
+        db.execute(f"DELETE FROM dead WHERE {_IN}", p)
+        db.execute(f"DELETE FROM finished WHERE {_IN} AND expires_at <= :t", p)
+        cur = db.execute(
+            "INSERT OR IGNORE INTO finished SELECT :ns, value, :kind, :exp FROM json_each(:ids)", p
+        )
+        return cur.rowcount
+
+    def _release(self, db: sqlite3.Connection, id: str, owner: str) -> None:
+        db.execute(
+            "UPDATE work SET owner = NULL, lease_until = NULL"
+            " WHERE ns = :ns AND id = :id AND owner = :owner",
+            self._p(id=id, owner=owner),
+        )
+
+    # -- contract -------------------------------------------------------------------------------
+
+    async def unfinished(self, ids: Sequence[str]) -> list[str]:
+        rows = await self._read(_UNFINISHED, self._p(ids=json.dumps(list(ids))))
+        return [r[0] for r in rows]
+
+    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
+        def run(db: sqlite3.Connection) -> list[Claimed]:
+            p = self._p(ids=json.dumps(list(ids)), owner=owner, now=now)
+            found = dict(db.execute(_CLAIMABLE, p).fetchall())  # dedupes, keeps input order
+            if not found:
+                return []
+            p.update(ids=json.dumps(list(found)), until=p["t"] + lease)
+            db.execute(_LEASE, p)
+            done: dict[str, set[str]] = {}
+            for id, entry in db.execute(f"SELECT id, entry FROM progress WHERE {_IN}", p):
+                done.setdefault(id, set()).add(entry)
+            return [Claimed(id, n, frozenset(done.get(id, ()))) for id, n in found.items()]
+
+        return await self._write(run)
+
+    async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            p = self._p(ids=json.dumps(list(ids)), owner=owner)
+            p["until"] = p["t"] + lease
+            rows = db.execute(
+                f"UPDATE work SET lease_until = :until WHERE {_IN} AND owner = :owner"
+                " AND lease_until > :t RETURNING id",
+                p,
+            ).fetchall()
+            kept = {r[0] for r in rows}
+            return [id for id in dict.fromkeys(ids) if id in kept]
+
+        return await self._write(run)
+
+    async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            p = self._p(ids=json.dumps([id for id, _ in entries]), owner=owner)
+            held = {
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM work WHERE {_IN} AND owner = :owner AND lease_until > :t", p
+                )
+            }
+            db.executemany(
+                "INSERT OR IGNORE INTO progress VALUES (?, ?, ?)",
+                [(self.namespace, id, entry) for id, entry in entries if id in held],
+            )
+            return [id for id in dict.fromkeys(id for id, _ in entries) if id not in held]
+
+        return await self._write(run)
+
+    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM finished WHERE ns = :ns AND expires_at <= :t", self._p())
+            self._bump(db, "done", self._mark(db, ids, "done"))
+            self._bump(db, "skipped", self._mark(db, skipped, "skipped"))
+            p = self._p(ids=json.dumps([*ids, *skipped]))
+            for table in ("work", "progress"):
+                db.execute(f"DELETE FROM {table} WHERE {_IN}", p)
+
+        await self._write(run)
+
+    async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            (attempts,) = db.execute(
+                "INSERT INTO work (ns, id, attempts, retry_at) VALUES (:ns, :id, 1, :at)"
+                " ON CONFLICT (ns, id) DO UPDATE SET attempts = attempts + 1, retry_at = :at"
+                " RETURNING attempts",
+                self._p(id=id, at=retry_at),
+            ).fetchone()
+            self._release(db, id, owner)
+            self._bump(db, "failed")
+            return int(attempts)
+
+        return await self._write(run)
+
+    async def dead_letter(
+        self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
+    ) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            p = self._p(id=id, error=error, rule=rule, row=json.dumps(dict(row)), now=now)
+            got = db.execute("SELECT attempts FROM work WHERE ns = :ns AND id = :id", p).fetchone()
+            p["attempts"] = (got[0] if got else 0) + 1
+            db.execute(
+                "INSERT OR REPLACE INTO dead VALUES (:ns, :id, :error, :attempts, :now, :rule, :row)",
+                p,
+            )
+            db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
+            self._bump(db, "dead")
+            self._bump(db, "failed")
+
+        await self._write(run)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        rows = await self._read(
+            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns"
+            " ORDER BY failed_at, id",
+            self._p(),
+        )
+        return [DeadLetter(i, e, a, f, r, json.loads(row)) for i, e, a, f, r, row in rows]
+
+    async def retry_dead(self, id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            p = self._p(id=id)
+            if not db.execute("DELETE FROM dead WHERE ns = :ns AND id = :id", p).rowcount:
+                return False
+            db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
+            return True
+
+        return await self._write(run)
+
+    async def drop_dead(self, id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            p = self._p(id=id)
+            if not db.execute("SELECT 1 FROM dead WHERE ns = :ns AND id = :id", p).fetchone():
+                return False
+            self._mark(db, [id], "done")
+            for table in ("work", "progress"):
+                db.execute(f"DELETE FROM {table} WHERE ns = :ns AND id = :id", p)
+            return True
+
+        return await self._write(run)
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._read("SELECT name, value FROM stats WHERE ns = :ns", self._p())
+        return {**dict.fromkeys(COUNTERS, 0), **dict(rows)}
+
+    async def close(self) -> None:
+        def run() -> None:
+            with self._lock:
+                self._db.close()
+
+        await asyncio.to_thread(run)

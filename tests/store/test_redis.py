@@ -1,0 +1,169 @@
+"""The contract on RedisStore twice: on fakeredis (Lua through lupa) and on the real Redis.
+
+The real server is redis://127.0.0.1:6379/13 unless KEYROUTER_TEST_REDIS_URL says otherwise; when
+it is unreachable these tests fail, they never skip.  Each test uses its own namespaces and deletes
+only their keys (SCAN), never FLUSHDB.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from keyrouter.store import HORIZON_MARGIN, Store, open_store
+from keyrouter.store.keys import DAY, Keys
+from keyrouter.store.redis import RedisStore
+
+from .contract import LEASE, FakeClock, MakeStore, StoreContract
+
+REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+async def delete_namespace(client: aioredis.Redis, namespace: str) -> None:
+    """Delete `keyrouter:{namespace}:*` and nothing else."""
+    async for key in client.scan_iter(match=Keys(namespace).pattern, count=1000):
+        await client.delete(key)
+
+
+class RedisContract(StoreContract):
+    """The contract plus what only Redis shows: key names, TTLs, cleanup."""
+
+    @pytest.fixture
+    async def client(self) -> AsyncIterator[aioredis.Redis]:
+        raise NotImplementedError
+        yield
+
+    @pytest.fixture
+    async def make_store(self, client: aioredis.Redis) -> AsyncIterator[MakeStore]:
+        namespaces: list[str] = []
+
+        def make(
+            namespace: str | None = None,
+            *,
+            horizon: timedelta | None = None,
+            clock: Callable[[], float] | None = None,
+        ) -> Store:
+            ns = namespace or f"t-{uuid4().hex}"
+            namespaces.append(ns)
+            return RedisStore(client, ns, horizon, clock=clock or time.time)
+
+        yield make
+        for ns in namespaces:
+            await delete_namespace(client, ns)
+
+    async def test_done_buckets_carry_a_ttl(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        clock = FakeClock()
+        horizon = timedelta(days=7)
+        store = make_store(horizon=horizon, clock=clock)
+        await store.finish(["a"], "w", skipped=["s"])
+        bucket = Keys(store.namespace).done_bucket(clock())
+        assert set(await client.smembers(bucket)) == {b"a", b"s"}
+        window = (horizon + HORIZON_MARGIN).total_seconds()
+        assert window < await client.ttl(bucket) <= window + DAY.total_seconds()
+        assert not await client.exists(Keys(store.namespace).done)
+
+    async def test_without_horizon_one_set_without_ttl(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        store = make_store()
+        await store.finish(["a"], "w")
+        assert await client.ttl(Keys(store.namespace).done) == -1
+
+    async def test_finish_leaves_only_the_done_marker(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        store = make_store()
+        now = time.time()
+        await store.claim(["a"], "A", LEASE, now)
+        await store.record_success([("a", "h")], "A")
+        await store.fail("a", "A", "e", retry_at=now)
+        await store.claim(["a"], "A", LEASE, now)
+        await store.finish(["a"], "A")
+        k = Keys(store.namespace)
+        keys = {key async for key in client.scan_iter(match=k.pattern)}
+        assert keys == {k.done.encode(), k.stats.encode()}
+
+    async def test_cleanup_touches_only_its_namespace(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        other = make_store()
+        await other.finish(["a"], "w")
+        await client.set("unrelated:key", "keep", ex=60)
+        try:
+            await delete_namespace(client, other.namespace)
+            assert await client.get("unrelated:key") == b"keep"
+            assert await other.unfinished(["a"]) == ["a"]
+        finally:
+            await client.delete("unrelated:key")
+
+
+class TestFakeRedisStore(RedisContract):
+    @pytest.fixture
+    async def client(self) -> AsyncIterator[aioredis.Redis]:
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        yield client
+        await client.aclose()
+
+
+class TestRealRedisStore(RedisContract):
+    @pytest.fixture
+    async def client(self) -> AsyncIterator[aioredis.Redis]:
+        client = aioredis.from_url(REDIS_URL)
+        await client.ping()  # unreachable: the test errors, it does not skip
+        yield client
+        await client.aclose()
+
+
+class CountingConnection(aioredis.Connection):
+    """Counts writes to the socket: one per command, one per pipeline."""
+
+    sent = 0
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        type(self).sent += 1
+        await super().send_packed_command(*args, **kwargs)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("horizon", [None, timedelta(days=7)])
+async def test_all_done_poll_costs_one_round_trip_each(horizon: timedelta | None) -> None:
+    pool = aioredis.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    store = RedisStore(client, f"rt-{uuid4().hex}", horizon)
+    ids = [f"{7_000_000_000 + i}" for i in range(10_000)]
+    try:
+        await store.finish(ids, "w")
+        await store.unfinished(ids[:1])  # connect and load the scripts first
+        await store.claim(ids[:1], "w", LEASE, time.time())
+        CountingConnection.sent = 0
+        assert await store.unfinished(ids) == []
+        assert CountingConnection.sent == 1
+        CountingConnection.sent = 0
+        assert await store.claim(ids, "w", LEASE, time.time()) == []
+        assert CountingConnection.sent == 1
+    finally:
+        await delete_namespace(client, store.namespace)
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_open_redis_url_hides_the_password() -> None:
+    url = REDIS_URL.replace("redis://", "redis://:s3cret-pw@", 1)
+    store = open_store(url, "acct")
+    assert isinstance(store, RedisStore)
+    assert "s3cret" not in repr(store)
+    assert repr(store).startswith("RedisStore(redis://") and "namespace='acct'" in repr(store)
+    await store.close()
+    with pytest.raises(ValueError, match="redis") as caught:
+        open_store("redis://:s3cret-pw@localhost:notaport/0")
+    assert "s3cret" not in str(caught.value)
