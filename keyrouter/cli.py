@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from keyrouter.check import check_examples
 from keyrouter.router import Route, Router
@@ -98,6 +104,125 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _bad_config(message: str) -> int:
+    print(f"keyrouter: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _with_runtime(settings: Settings, router: Router | None,
+                  body: Callable[[Any, asyncio.Event], Awaitable[int]], *, client: Any = None,
+                  signals: bool = False) -> int:
+    """Open the runtime, run `body(runtime, stopping)`, close everything; config errors -> 2."""
+    from keyrouter import shutdown
+    from keyrouter.runtime import open_runtime
+
+    async def main() -> int:
+        stopping = asyncio.Event()
+        if signals:
+            shutdown.install(stopping)
+        async with open_runtime(settings, router=router, stopping=stopping, client=client) as runtime:
+            return await body(runtime, stopping)
+
+    try:
+        return asyncio.run(main())
+    except ValueError as exc:  # store URL, horizon
+        return _bad_config(str(exc))
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from keyrouter import worker
+
+    if settings.api_key is None or settings.api_hash is None:
+        return _bad_config("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
+                           "Settings → Security → API Access)")
+    router = _load_router(settings.rules)
+    if router is None:
+        return EXIT_BAD_INPUT
+
+    async def body(runtime: Any, stopping: asyncio.Event) -> int:
+        return await worker.run(runtime, stopping, once=args.once, interval=args.interval)
+
+    return _with_runtime(settings, router, body, signals=True)
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from keyrouter.replay import progress_bar, replay
+    from keyrouter.sources import InputError, parse_rows, read_rows
+
+    router = _load_router(settings.rules)
+    if router is None:
+        return EXIT_BAD_INPUT
+    try:
+        messages = list(parse_rows(read_rows(args.file)))
+    except InputError as exc:
+        return _bad_config(str(exc))
+    if args.dry_run:
+        for m in messages:
+            route = router.route(m.text, m.receiver)
+            print(json.dumps({"id": m.id, **route_json(m.text, route)}, ensure_ascii=False))
+        return EXIT_OK
+    sandbox = None
+    if args.sandbox:
+        from keyrouter.client import IletiMerkezi
+        from keyrouter.testing import FakeIletiMerkezi
+
+        sandbox = FakeIletiMerkezi().start()
+        settings = settings.model_copy(update={"sender": settings.sender or "KEYROUTER"})
+    show = progress_bar(sys.stderr) if sys.stderr.isatty() and len(messages) > 1000 else None
+
+    async def body(runtime: Any, stopping: asyncio.Event) -> int:
+        report, dead = await replay(runtime, messages, stopping, show)
+        print(f"{len(messages)} messages: {report.done} done, {report.skipped} skipped, "
+              f"{len(dead)} in dead letters")
+        for message_id in dead:
+            print(f"  dead letter: {message_id}  (keyrouter dead-letters list)")
+        return EXIT_DEAD_LETTERS if dead else EXIT_OK
+
+    try:
+        client = None
+        if sandbox is not None:
+            client = IletiMerkezi(sandbox.key, sandbox.hash, base_url=sandbox.base_url)
+        code = _with_runtime(settings, router, body, client=client, signals=True)
+        if sandbox is not None:
+            print(f"sandbox provider: {len(sandbox.sent)} SMS sent, "
+                  f"{len(sandbox.blacklist)} numbers on the blacklist")
+        return code
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from keyrouter.store import open_store
+
+    async def act() -> int:
+        async with open_store(settings.store, settings.namespace, settings.horizon_delta()) as store:
+            if args.action == "list":
+                for d in await store.dead_letters():
+                    when = datetime.fromtimestamp(d.failed_at, UTC).isoformat(timespec="seconds")
+                    if args.json:
+                        print(json.dumps({"id": d.id, "rule": d.rule, "attempts": d.attempts,
+                                          "failed_at": when, "error": d.error}, ensure_ascii=False))
+                    else:
+                        print(f"{d.id}\t{when}\trule={d.rule}\tattempts={d.attempts}\t{d.error}")
+                return EXIT_OK
+            ids = [d.id for d in await store.dead_letters()] if args.all else args.ids
+            if not ids:
+                return _bad_config("give dead letter ids, or --all")
+            change = store.retry_dead if args.action == "retry" else store.drop_dead
+            missing = [i for i in ids if not await change(i)]
+            for i in missing:
+                print(f"keyrouter: {i}: not a dead letter", file=sys.stderr)
+            verb = "will run again at the next poll or replay" if args.action == "retry" else "dropped"
+            print(f"{len(ids) - len(missing)} dead letters {verb}")
+            return EXIT_BAD_INPUT if missing else EXIT_OK
+
+    try:
+        return asyncio.run(act())
+    except ValueError as exc:
+        return _bad_config(str(exc))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyrouter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,13 +240,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.set_defaults(func=cmd_explain)
+
+    def store_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", help="store URL (env KEYROUTER_STORE, default sqlite:///keyrouter.sqlite3)")
+
+    p = sub.add_parser("run", help="the worker: poll get-inbox, process, repeat")
+    rules_flag(p)
+    store_flag(p)
+    p.add_argument("--once", action="store_true", help="one poll, then exit (for cron and tests)")
+    p.add_argument("--interval", type=float, default=15.0, help="seconds between polls (default 15)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="run a saved get-inbox answer or JSON-lines file through the pipeline")
+    p.add_argument("file", metavar="FILE")
+    rules_flag(p)
+    store_flag(p)
+    p.add_argument("--dry-run", action="store_true", help="route and print; no handlers, no store")
+    p.add_argument("--sandbox", action="store_true",
+                   help="send provider calls (replies, blacklist) to a local fake provider")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("dead-letters", help="list, retry or drop dead letters")
+    store_flag(p)
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("list")
+    q.add_argument("--json", action="store_true")
+    for name in ("retry", "drop"):
+        q = actions.add_parser(name)
+        q.add_argument("ids", nargs="*", metavar="ID")
+        q.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_dead_letters)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env(rules=getattr(args, "rules", None))
+    logging.basicConfig(level=os.environ.get("KEYROUTER_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(rules=getattr(args, "rules", None), store=getattr(args, "store", None))
+        settings.horizon_delta()
+    except (ValidationError, ValueError) as exc:
+        return _bad_config(f"invalid settings: {exc}")
     return int(args.func(args, settings))
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from keyrouter.retries import RetryPolicy
 
 DEFAULT_BASE_URL = "https://api.iletimerkezi.com"
 
@@ -20,6 +23,23 @@ class Settings(BaseModel):
     api_key: SecretStr | None = None  # SecretStr: never printed by repr, str or logs
     api_hash: SecretStr | None = None
     sender: str | None = None  # approved sender name for replies
+    # Extensions (README, "Configuration"):
+    horizon: str | None = None  # e.g. "30d": older messages are ignored, done markers expire
+    max_attempts: int = Field(5, ge=1)
+    retry_base: float = Field(10.0, gt=0)  # seconds before the second attempt, doubling after
+    retry_max: float = Field(900.0, gt=0)
+    lease: float = Field(60.0, gt=0)  # seconds a claim lasts without renewal
+    concurrency: int = Field(64, ge=1)  # handler calls at once
+    log_numbers: bool = False  # log phone numbers unmasked (KVKK: only when you must)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
+                           max_delay=self.retry_max)
+
+    def horizon_delta(self) -> timedelta | None:
+        from keyrouter.rules import parse_duration
+
+        return parse_duration(self.horizon) if self.horizon else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -40,4 +60,11 @@ _ENV = {
     "api_key": "ILETIMERKEZI_API_KEY",
     "api_hash": "ILETIMERKEZI_API_HASH",
     "sender": "ILETIMERKEZI_SENDER",
+    "horizon": "KEYROUTER_HORIZON",
+    "max_attempts": "KEYROUTER_MAX_ATTEMPTS",
+    "retry_base": "KEYROUTER_RETRY_BASE",
+    "retry_max": "KEYROUTER_RETRY_MAX",
+    "lease": "KEYROUTER_LEASE",
+    "concurrency": "KEYROUTER_CONCURRENCY",
+    "log_numbers": "KEYROUTER_LOG_NUMBERS",
 }

@@ -1,0 +1,336 @@
+"""Messages -> handler effects, exactly once per namespace.
+
+For a batch of messages (one poll, or a chunk of a replayed file):
+1. drop duplicates and messages older than the horizon; ask the store which ids are unfinished
+   (one round trip);
+2. order them per sender (received time, then id) and cut them into *waves*, the k-th message of
+   every sender in wave k, so one person's RET and a later BASLA are never applied out of order;
+   a sender whose earlier message is not finished (failed, or held by another worker) waits;
+3. per wave, claim every id in one round trip, route, then run the handler entries in *stages*:
+   stage i runs entry i of every claimed message concurrently; after each stage, the successes are
+   recorded and the messages whose last entry succeeded are finished (one round trip each);
+4. a failed entry schedules a retry with backoff (entries that succeeded are not run again) or,
+   after the last attempt or on a permanent error, dead-letters the message.
+
+A crash at any point repeats at most the entries that were running, with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from keyrouter.context import Context, idempotency_key
+from keyrouter.handlers import registry
+from keyrouter.message import Message, mask_number
+from keyrouter.retries import PermanentError, RetryPolicy
+from keyrouter.router import Route, Router
+from keyrouter.rules import HandlerEntry
+from keyrouter.store.base import Claimed, Store
+
+logger = logging.getLogger("keyrouter.dispatch")
+DEFAULT_RULE = "default"
+_ERROR_LIMIT = 2000
+
+
+@dataclass
+class Report:
+    """What one `process()` call did, for logs, exit codes and tests."""
+
+    seen: int = 0
+    done: int = 0
+    skipped: int = 0  # older than the rule's max_age
+    retrying: int = 0  # failed, retry scheduled
+    dead: int = 0
+    # not this time: held by another worker, retry not due, or the sender's earlier message pending
+    deferred: int = 0
+    ignored: int = 0  # duplicates within the batch, or older than the horizon
+
+    def add(self, other: Report) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(eq=False)
+class _Job:
+    message: Message
+    route: Route
+    claimed: Claimed
+    remaining: list[tuple[int, HandlerEntry]]  # (index in the rule's handlers, entry)
+    error: BaseException | None = None
+    lost: bool = False
+
+
+def entry_key(rule: str, index: int, entry: HandlerEntry) -> str:
+    """Progress key of a handler entry: which entries of a message already succeeded."""
+    return f"{rule}#{index}:{entry.name}"
+
+
+def is_permanent(exc: BaseException) -> bool:
+    from keyrouter.client import AuthenticationRefused, PermanentApiError
+
+    return isinstance(exc, PermanentError | PermanentApiError) and not isinstance(exc, AuthenticationRefused)
+
+
+def describe_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _ERROR_LIMIT else text[: _ERROR_LIMIT - 1] + "…"
+
+
+@dataclass
+class Dispatcher:
+    router: Router
+    store: Store
+    namespace: str = "default"
+    client: Any = None  # keyrouter.client.IletiMerkezi, for built-ins
+    settings: Any = None  # keyrouter.settings.Settings
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    lease: float = 60.0
+    concurrency: int = 64
+    batch_size: int = 1000
+    handler_timeout: float = 300.0
+    horizon: timedelta | None = None
+    threads: int = 16
+    clock: Callable[[], float] = time.time
+    stopping: asyncio.Event | None = None
+    owner: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def __post_init__(self) -> None:
+        self._handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
+        # ids this dispatcher is running: the store lets an owner re-claim its own lease, so
+        # overlapping process() calls must not both take the same id
+        self._running: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+        for rule in self.router.rules.rules:  # fail at start-up, not at the first message
+            for entry in rule.handlers:
+                self._resolve(entry.name)
+        for entry in self.router.rules.default:
+            self._resolve(entry.name)
+
+    def _resolve(self, name: str) -> tuple[Callable[..., Any], bool]:
+        found = self._handlers.get(name)
+        if found is None:
+            func = registry.resolve(name)
+            found = self._handlers[name] = (func, inspect.iscoroutinefunction(func))
+        return found
+
+    async def aclose(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _stopped(self) -> bool:
+        return self.stopping is not None and self.stopping.is_set()
+
+    # ------------------------------------------------------------------ batches and waves
+    async def process(self, messages: Sequence[Message]) -> Report:
+        report = Report(seen=len(messages))
+        now = self.clock()
+        oldest = now - self.horizon.total_seconds() if self.horizon else None
+        by_id: dict[str, Message] = {}
+        for m in messages:
+            if m.id in by_id or (oldest is not None and m.received_at.timestamp() < oldest):
+                report.ignored += 1
+                continue
+            by_id[m.id] = m
+        if not by_id:
+            return report
+        pending = [by_id[i] for i in await self.store.unfinished(list(by_id))]
+        pending.sort(key=lambda m: (m.received_at, m.id))
+        waiting: set[str] = set()  # senders whose earlier message is not finished
+        for wave in _waves(pending):
+            if self._stopped():
+                report.deferred += len(wave)
+                continue
+            ready = [m for m in wave if _sender_key(m) not in waiting]
+            report.deferred += len(wave) - len(ready)
+            for start in range(0, len(ready), self.batch_size):
+                chunk = ready[start : start + self.batch_size]
+                if self._stopped():
+                    report.deferred += len(chunk)
+                    continue
+                unfinished = await self._process_wave(chunk, report)
+                waiting.update(_sender_key(m) for m in unfinished)
+        return report
+
+    async def _process_wave(self, wave: list[Message], report: Report) -> list[Message]:
+        """Claim and run one wave; returns the messages left unfinished."""
+        wanted = [m.id for m in wave if m.id not in self._running]
+        self._running.update(wanted)
+        try:
+            claims = await self.store.claim(wanted, self.owner, self.lease, self.clock())
+            claimed_ids = {c.id: c for c in claims}
+            self._running.difference_update(i for i in wanted if i not in claimed_ids)
+            left = [m for m in wave if m.id not in claimed_ids]
+            report.deferred += len(left)
+            return left + await self._run_claimed(wave, claimed_ids, report)
+        finally:
+            self._running.difference_update(wanted)
+
+    async def _run_claimed(self, wave: list[Message], claimed_ids: dict[str, Claimed],
+                           report: Report) -> list[Message]:
+        jobs: list[_Job] = []
+        skipped: list[str] = []
+        finished: list[str] = []
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        for m in wave:
+            claim = claimed_ids.get(m.id)
+            if claim is None:
+                continue
+            route = self.router.route(m.text, m.receiver)
+            message = replace(m, normalized=route.normalized)
+            rule = route.rule
+            if rule is not None and rule.max_age is not None and now - m.received_at > rule.max_age:
+                skipped.append(m.id)
+                continue
+            rule_name = rule.name if rule else DEFAULT_RULE
+            remaining = [(i, e) for i, e in enumerate(route.handlers)
+                         if entry_key(rule_name, i, e) not in claim.succeeded]
+            if remaining:
+                jobs.append(_Job(message, route, claim, remaining))
+            else:
+                finished.append(m.id)  # nothing (left) to run: a crash after the last entry
+        report.skipped += len(skipped)
+        renewer = asyncio.create_task(self._renew_while_running(jobs)) if jobs else None
+        try:
+            return await self._run_stages(jobs, finished, skipped, report)
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+
+    async def _renew_while_running(self, jobs: list[_Job]) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            ids = [j.message.id for j in jobs if j.remaining and not j.lost and j.error is None]
+            if ids:
+                held = set(await self.store.renew(ids, self.owner, self.lease))
+                for job in jobs:
+                    if job.message.id in ids and job.message.id not in held:
+                        job.lost = True
+                        logger.warning("lease lost for message %s; another worker may take it over",
+                                       job.message.id)
+
+    async def _run_stages(self, jobs: list[_Job], finished: list[str], skipped: list[str],
+                          report: Report) -> list[Message]:
+        unfinished: list[Message] = []
+        active = jobs
+        while True:
+            successes: list[tuple[str, str]] = []
+            if active:
+                await asyncio.gather(*(self._run_next(job) for job in active))
+            still: list[_Job] = []
+            for job in active:
+                if job.error is not None:
+                    continue
+                index, entry = job.remaining.pop(0)
+                if job.remaining:
+                    successes.append((job.message.id, entry_key(self._rule_name(job), index, entry)))
+                    still.append(job)
+                else:
+                    finished.append(job.message.id)
+            if successes:
+                for lost in set(await self.store.record_success(successes, self.owner)):
+                    logger.warning("lease lost for message %s; stopping its handlers here", lost)
+                    for job in still:
+                        if job.message.id == lost:
+                            job.lost = True
+            still = [j for j in still if not j.lost]
+            if finished or skipped:
+                await self.store.finish(finished, self.owner, skipped=skipped)
+                report.done += len(finished)
+                finished.clear()
+                skipped.clear()
+            for job in active:
+                if job.error is not None:
+                    unfinished.append(job.message)
+                    await self._failed(job, report)
+            active = still
+            if not active:
+                return unfinished
+            if self._stopped():  # a clean stop: what started has finished; give the rest back
+                await self.store.release([j.message.id for j in active], self.owner)
+                report.deferred += len(active)
+                return unfinished + [j.message for j in active]
+
+    def _rule_name(self, job: _Job) -> str:
+        return job.route.rule.name if job.route.rule else DEFAULT_RULE
+
+    # ------------------------------------------------------------------ one handler entry
+    async def _run_next(self, job: _Job) -> None:
+        index, entry = job.remaining[0]
+        rule_name = self._rule_name(job)
+        func, is_async = self._resolve(entry.name)
+        context = Context(
+            params=entry.params,
+            idempotency_key=idempotency_key(self.namespace, job.message.id, rule_name, index, entry.name),
+            logger=logging.getLogger(f"keyrouter.handler.{entry.name}"),
+            rule=rule_name,
+            attempt=job.claimed.attempts + 1,
+            client=self.client,
+            store=self.store,
+            settings=self.settings,
+        )
+        async with self._semaphore:
+            try:
+                if is_async:
+                    await asyncio.wait_for(func(job.message, job.route.match, context), self.handler_timeout)
+                else:
+                    call = self._in_thread(func, job.message, job.route.match, context)
+                    result = await asyncio.wait_for(call, self.handler_timeout)
+                    if inspect.isawaitable(result):
+                        await asyncio.wait_for(result, self.handler_timeout)
+            except Exception as exc:
+                job.error = exc
+
+    def _in_thread(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="keyrouter-handler")
+        return asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def _failed(self, job: _Job, report: Report) -> None:
+        exc = job.error
+        assert exc is not None
+        failures = job.claimed.attempts + 1
+        error = describe_error(exc)
+        index, entry = job.remaining[0]
+        where = f"message {job.message.id} from {mask_number(job.message.sender)}, " \
+                f"rule {self._rule_name(job)}, handler #{index} {entry.name}"
+        if is_permanent(exc) or self.policy.exhausted(failures):
+            permanent = is_permanent(exc)
+            why = "permanent error" if permanent else f"attempt {failures} of {self.policy.max_attempts}"
+            logger.error("dead letter: %s (%s): %s", where, why, error)
+            await self.store.dead_letter(job.message.id, self.owner, error, rule=self._rule_name(job),
+                                         row=dict(job.message.row), now=self.clock())
+            report.dead += 1
+            return
+        delay = max(self.policy.delay(failures), float(getattr(exc, "retry_after", None) or 0))
+        logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
+                       self.policy.max_attempts, error)
+        await self.store.fail(job.message.id, self.owner, error, self.clock() + delay)
+        report.retrying += 1
+
+
+def _sender_key(message: Message) -> str:
+    return message.sender_e164 or message.sender or f"\x00{message.id}"
+
+
+def _waves(messages: list[Message]) -> list[list[Message]]:
+    """The k-th message of every sender goes in wave k (messages already in order)."""
+    waves: list[list[Message]] = []
+    seen: dict[str, int] = {}
+    for m in messages:
+        k = seen.get(key := _sender_key(m), 0)
+        seen[key] = k + 1
+        if k == len(waves):
+            waves.append([])
+        waves[k].append(m)
+    return waves

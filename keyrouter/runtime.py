@@ -1,0 +1,57 @@
+"""Settings -> the running parts (rules, router, store, client, dispatcher), opened and closed
+in one place, so the CLI, `keyrouter.testing` and library users wire them up the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from keyrouter.client import IletiMerkezi
+from keyrouter.dispatch import Dispatcher
+from keyrouter.router import Router
+from keyrouter.rules import load_rules
+from keyrouter.settings import Settings
+from keyrouter.store import Store, open_store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    router: Router
+    store: Store
+    client: IletiMerkezi | None
+    dispatcher: Dispatcher
+
+
+def make_client(settings: Settings) -> IletiMerkezi | None:
+    """None without credentials: routing, replay and the store still work; built-ins that need
+    the provider fail with a clear, permanent error."""
+    if settings.api_key is None or settings.api_hash is None:
+        return None
+    return IletiMerkezi(settings.api_key.get_secret_value(), settings.api_hash.get_secret_value(),
+                        base_url=settings.base_url)
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, router: Router | None = None,
+                       stopping: asyncio.Event | None = None,
+                       client: IletiMerkezi | None = None) -> AsyncIterator[Runtime]:
+    """Raises RulesError for bad rules and ValueError for a bad store URL or horizon."""
+    router = router or Router(load_rules(settings.rules))
+    horizon = settings.horizon_delta()
+    store = open_store(settings.store, settings.namespace, horizon)
+    client = client or make_client(settings)
+    dispatcher = Dispatcher(
+        router, store, namespace=settings.namespace, client=client, settings=settings,
+        policy=settings.retry_policy(), lease=settings.lease, concurrency=settings.concurrency,
+        horizon=horizon, stopping=stopping,
+    )
+    try:
+        yield Runtime(settings, router, store, client, dispatcher)
+    finally:
+        await dispatcher.aclose()
+        if client is not None:
+            await client.aclose()
+        await store.close()

@@ -1,0 +1,68 @@
+"""Handlers for keyrouter's own tests, referenced from rules as `recording:NAME`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import Any
+
+from keyrouter.retries import PermanentError
+
+CALLS: list[dict[str, Any]] = []
+FAILS: dict[tuple[str, str], int] = {}  # (message id, tag) -> failures still to raise
+
+
+def _note(message: Any, match: Any, context: Any, kind: str) -> None:
+    tag = context.params.get("tag", "")
+    remaining = FAILS.get((message.id, tag), 0)
+    if remaining:
+        FAILS[(message.id, tag)] = remaining - 1
+        raise RuntimeError(f"planned failure of {tag}")
+    CALLS.append({"id": message.id, "tag": tag, "key": context.idempotency_key, "kind": kind,
+                  "rule": context.rule, "attempt": context.attempt, "match": match,
+                  "thread": threading.current_thread().name, "normalized": message.normalized})
+
+
+def record(message: Any, match: Any, context: Any) -> None:
+    _note(message, match, context, "sync")
+
+
+async def arecord(message: Any, match: Any, context: Any) -> None:
+    await asyncio.sleep(0)
+    _note(message, match, context, "async")
+
+
+async def noop(message: Any, match: Any, context: Any) -> None:
+    return None
+
+
+def sync_noop(message: Any, match: Any, context: Any) -> None:
+    return None
+
+
+def permanent(message: Any, match: Any, context: Any) -> None:
+    raise PermanentError("this number can never be handled")
+
+
+async def slow(message: Any, match: Any, context: Any) -> None:
+    await asyncio.sleep(float(context.params.get("seconds", 1)))
+    _note(message, match, context, "slow")
+
+
+def to_file(message: Any, match: Any, context: Any) -> None:
+    """For tests across processes: a `start` line, an optional pause, an `end` line, each flushed
+    to the file named by KEYROUTER_TEST_LOG, so a test can tell which entries were cut off."""
+    path = os.environ["KEYROUTER_TEST_LOG"]
+    tag = context.params.get("tag", "")
+    line = f"{message.id}\t{tag}\t{context.idempotency_key}\t{os.getpid()}"
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"start\t{line}\n")
+        log.flush()
+        os.fsync(log.fileno())
+    time.sleep(float(context.params.get("sleep", 0)))
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"end\t{line}\n")
+        log.flush()
+        os.fsync(log.fileno())

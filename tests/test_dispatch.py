@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+import recording
+
+from keyrouter.dispatch import Dispatcher
+from keyrouter.message import TURKEY, Message, parse_row
+from keyrouter.retries import RetryPolicy
+from keyrouter.router import Router
+from keyrouter.rules import load_rules
+from keyrouter.store.memory import MemoryStore
+
+pytestmark = pytest.mark.anyio
+FAST = RetryPolicy(max_attempts=3, base_delay=0.0, jitter=0.0)
+RULES = """
+version: 1
+rules:
+  - name: optout
+    keywords: [RET]
+    handlers:
+      - recording:record: {tag: reply}
+      - recording:arecord: {tag: block}
+  - name: old
+    keywords: [ESKI]
+    max_age: 1h
+    handlers: [recording:record]
+  - name: broken
+    keywords: [BOZUK]
+    handlers: [recording:permanent]
+  - name: slow
+    keywords: [YAVAS]
+    handlers: [{recording:slow: {seconds: 0.3, tag: slow}}]
+default:
+  handlers: [{recording:record: {tag: default}}]
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_recording():
+    recording.CALLS.clear()
+    recording.FAILS.clear()
+    yield
+    recording.CALLS.clear()
+    recording.FAILS.clear()
+
+
+@pytest.fixture
+def router(write_rules) -> Router:
+    return Router(load_rules(write_rules(RULES)))
+
+
+def msg(id: str, text: str, sender: str = "+905354104818", minutes_ago: float = 1) -> Message:
+    when = datetime.now(TURKEY) - timedelta(minutes=minutes_ago)
+    return parse_row({"id": id, "text": text, "sender": sender, "number": "+908505550000",
+                      "date": when.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def tags() -> Counter[tuple[str, str]]:
+    return Counter((c["id"], c["tag"]) for c in recording.CALLS)
+
+
+async def test_every_entry_runs_once_over_repeated_polls(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=FAST)
+    inbox = [msg("1", "RET", "+905550000001"), msg("2", "merhaba", "+905550000002")]
+    for _ in range(3):
+        await d.process(inbox)
+    inbox.append(msg("3", "ret!", "+905550000003"))
+    report = await d.process(inbox)
+    assert report.done == 1 and report.seen == 3
+    assert tags() == Counter({("1", "reply"): 1, ("1", "block"): 1, ("2", "default"): 1,
+                              ("3", "reply"): 1, ("3", "block"): 1})
+    assert await store.unfinished(["1", "2", "3"]) == []
+    assert (await store.counts())["done"] == 3
+    await d.aclose()
+
+
+async def test_handlers_receive_message_match_and_context(router) -> None:
+    d = Dispatcher(router, MemoryStore(), namespace="acme")
+    await d.process([msg("7", "Ret.")])
+    reply, block = recording.CALLS
+    assert reply["kind"] == "sync" and reply["thread"].startswith("keyrouter-handler")
+    assert block["kind"] == "async"
+    assert reply["match"].rule == "optout" and reply["match"].keyword == "RET"
+    assert reply["normalized"] == "ret"
+    assert reply["key"] != block["key"] and reply["key"].startswith("kr-")
+    other = Dispatcher(router, MemoryStore(), namespace="other")
+    await other.process([msg("7", "RET")])
+    assert recording.CALLS[2]["key"] != reply["key"]  # namespaces never share keys
+    await d.aclose()
+    await other.aclose()
+
+
+async def test_a_failing_entry_is_retried_and_earlier_entries_do_not_repeat(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=FAST)
+    recording.FAILS[("1", "block")] = 2
+    reports = [await d.process([msg("1", "RET")]) for _ in range(4)]
+    assert [r.retrying for r in reports] == [1, 1, 0, 0]
+    assert reports[2].done == 1
+    assert tags() == Counter({("1", "reply"): 1, ("1", "block"): 1})
+    block = next(c for c in recording.CALLS if c["tag"] == "block")
+    assert block["attempt"] == 3
+    assert (await store.counts())["failed"] == 2
+    await d.aclose()
+
+
+async def test_retries_wait_for_their_backoff(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=RetryPolicy(base_delay=60, jitter=0))
+    recording.FAILS[("1", "reply")] = 1
+    await d.process([msg("1", "RET")])
+    report = await d.process([msg("1", "RET")])
+    assert report.deferred == 1 and tags() == Counter()
+    await d.aclose()
+
+
+async def test_after_the_last_attempt_the_message_is_a_dead_letter(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=FAST)
+    recording.FAILS[("1", "block")] = 99
+    for _ in range(5):
+        await d.process([msg("1", "RET")])
+    (dead,) = await store.dead_letters()
+    assert dead.id == "1" and dead.rule == "optout" and dead.attempts == 3
+    assert "planned failure of block" in dead.error
+    assert dead.row["text"] == "RET"
+    assert tags() == Counter({("1", "reply"): 1})
+    # retried by hand: the reply that succeeded is not sent again
+    recording.FAILS.clear()
+    assert await store.retry_dead("1")
+    await d.process([msg("1", "RET")])
+    assert tags() == Counter({("1", "reply"): 1, ("1", "block"): 1})
+    assert await store.dead_letters() == []
+    await d.aclose()
+
+
+async def test_permanent_errors_skip_the_retries(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=FAST)
+    report = await d.process([msg("9", "bozuk")])
+    assert report.dead == 1
+    (dead,) = await store.dead_letters()
+    assert dead.attempts == 1 and "PermanentError: this number can never be handled" in dead.error
+    await d.aclose()
+
+
+async def test_messages_older_than_max_age_are_skipped(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store)
+    report = await d.process([msg("1", "ESKI", minutes_ago=90), msg("2", "ESKI", "+905550000009")])
+    assert report.skipped == 1 and report.done == 1
+    assert tags() == Counter({("2", ""): 1})
+    assert (await store.counts())["skipped"] == 1
+    assert await store.unfinished(["1"]) == []
+    await d.aclose()
+
+
+async def test_horizon_and_duplicates_are_ignored(router) -> None:
+    d = Dispatcher(router, MemoryStore(), horizon=timedelta(days=1))
+    report = await d.process([msg("1", "RET", minutes_ago=2 * 24 * 60), msg("2", "x"), msg("2", "x")])
+    assert report.ignored == 2 and report.done == 1
+    assert tags() == Counter({("2", "default"): 1})
+    await d.aclose()
+
+
+async def test_one_senders_messages_run_in_order_and_wait_for_a_failed_one(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=RetryPolicy(base_delay=60, jitter=0))
+    first = msg("b-first", "RET", minutes_ago=5)
+    second = msg("a-second", "merhaba", minutes_ago=1)
+    other = msg("c-other", "merhaba", sender="+905559999999", minutes_ago=1)
+    recording.FAILS[("b-first", "reply")] = 1
+    report = await d.process([second, other, first])
+    assert report.retrying == 1 and report.deferred == 1 and report.done == 1
+    assert tags() == Counter({("c-other", "default"): 1})  # a-second waits for b-first
+
+
+async def test_order_within_a_sender_is_by_received_time(router) -> None:
+    d = Dispatcher(router, MemoryStore())
+    await d.process([msg("z", "merhaba", minutes_ago=1), msg("y", "RET", minutes_ago=3),
+                     msg("x", "hello", minutes_ago=2)])
+    assert [c["id"] for c in recording.CALLS] == ["y", "y", "x", "z"]
+    await d.aclose()
+
+
+async def test_a_stop_between_entries_releases_the_rest(write_rules) -> None:
+    store = MemoryStore()
+    stopping = asyncio.Event()
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.1)
+        stopping.set()
+
+    slow_rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - name: two
+            keywords: [RET]
+            handlers: [{recording:slow: {seconds: 0.3, tag: a}}, {recording:record: {tag: b}}]
+    """)))
+    d = Dispatcher(slow_rules, store, stopping=stopping)
+    await asyncio.gather(d.process([msg("1", "RET")]), stop_soon())
+    assert tags() == Counter({("1", "a"): 1})  # the running handler finished; b did not start
+    other = Dispatcher(slow_rules, store)  # another worker can take it at once: the lease is free
+    await other.process([msg("1", "RET")])
+    assert tags() == Counter({("1", "a"): 1, ("1", "b"): 1})
+    await d.aclose()
+    await other.aclose()
+
+
+async def test_handler_time_limit_is_a_failure(router) -> None:
+    store = MemoryStore()
+    d = Dispatcher(router, store, policy=FAST, handler_timeout=0.05)
+    report = await d.process([msg("1", "yavas")])
+    assert report.retrying == 1
+    await d.aclose()
+
+
+async def test_two_dispatchers_share_the_work_without_repeats(router) -> None:
+    store = MemoryStore()
+    one, two = Dispatcher(router, store), Dispatcher(router, store)
+    inbox = [msg(str(i), "RET" if i % 2 else "merhaba", sender=f"+90555{i:07d}") for i in range(200)]
+    await asyncio.gather(one.process(inbox), two.process(inbox), one.process(inbox))
+    counts = tags()
+    assert len(counts) == 300 and set(counts.values()) == {1}
+    await one.aclose()
+    await two.aclose()
