@@ -153,7 +153,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if router is None:
         return EXIT_BAD_INPUT
     try:
-        messages = list(parse_rows(read_rows(args.file)))
+        messages = list(parse_rows(read_rows(args.file), router.normalize))
     except InputError as exc:
         return _bad_config(str(exc))
     if args.dry_run:

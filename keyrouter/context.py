@@ -21,7 +21,7 @@ def idempotency_key(namespace: str, message_id: str, rule: str, index: int, hand
     return "kr-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
     params: Mapping[str, Any]
     idempotency_key: str

@@ -109,7 +109,7 @@ class Dispatcher:
         # overlapping process() calls must not both take the same id
         self._running: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
-        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._loggers: dict[str, logging.Logger] = {}
         for rule in self.router.rules.rules:  # fail at start-up, not at the first message
             for entry in rule.handlers:
                 self._resolve(entry.name)
@@ -187,7 +187,7 @@ class Dispatcher:
             if claim is None:
                 continue
             route = self.router.route(m.text, m.receiver)
-            message = replace(m, normalized=route.normalized)
+            message = m if m.normalized == route.normalized else replace(m, normalized=route.normalized)
             rule = route.rule
             if rule is not None and rule.max_age is not None and now - m.received_at > rule.max_age:
                 skipped.append(m.id)
@@ -226,7 +226,7 @@ class Dispatcher:
         while True:
             successes: list[tuple[str, str]] = []
             if active:
-                await asyncio.gather(*(self._run_next(job) for job in active))
+                await self._run_all(active)
             still: list[_Job] = []
             for job in active:
                 if job.error is not None:
@@ -265,6 +265,21 @@ class Dispatcher:
         return job.route.rule.name if job.route.rule else DEFAULT_RULE
 
     # ------------------------------------------------------------------ one handler entry
+    async def _run_all(self, jobs: list[_Job]) -> None:
+        """The next entry of every job, at most `concurrency` at once: a few runner tasks take
+        jobs from one list (cheaper than a task and a semaphore wait per job)."""
+        todo = iter(jobs)
+
+        async def runner() -> None:
+            for job in todo:
+                await self._run_next(job)
+
+        runners = min(self.concurrency, len(jobs))
+        if runners == 1:
+            await runner()
+        else:
+            await asyncio.gather(*(runner() for _ in range(runners)))
+
     async def _run_next(self, job: _Job) -> None:
         index, entry = job.remaining[0]
         rule_name = self._rule_name(job)
@@ -272,24 +287,29 @@ class Dispatcher:
         context = Context(
             params=entry.params,
             idempotency_key=idempotency_key(self.namespace, job.message.id, rule_name, index, entry.name),
-            logger=logging.getLogger(f"keyrouter.handler.{entry.name}"),
+            logger=self._logger(entry.name),
             rule=rule_name,
             attempt=job.claimed.attempts + 1,
             client=self.client,
             store=self.store,
             settings=self.settings,
         )
-        async with self._semaphore:
-            try:
+        try:
+            async with asyncio.timeout(self.handler_timeout):
                 if is_async:
-                    await asyncio.wait_for(func(job.message, job.route.match, context), self.handler_timeout)
+                    await func(job.message, job.route.match, context)
                 else:
-                    call = self._in_thread(func, job.message, job.route.match, context)
-                    result = await asyncio.wait_for(call, self.handler_timeout)
+                    result = await self._in_thread(func, job.message, job.route.match, context)
                     if inspect.isawaitable(result):
-                        await asyncio.wait_for(result, self.handler_timeout)
-            except Exception as exc:
-                job.error = exc
+                        await result
+        except Exception as exc:
+            job.error = exc
+
+    def _logger(self, handler: str) -> logging.Logger:
+        found = self._loggers.get(handler)
+        if found is None:
+            found = self._loggers[handler] = logging.getLogger(f"keyrouter.handler.{handler}")
+        return found
 
     def _in_thread(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         if self._executor is None:

@@ -26,7 +26,7 @@ async def poll_once(runtime: Runtime) -> Report:
     """One get-inbox call through the pipeline.  Raises the client's errors."""
     assert runtime.client is not None
     inbox = await runtime.client.get_inbox()
-    messages = list(parse_rows(inbox.rows))
+    messages = list(parse_rows(inbox.rows, runtime.router.normalize))
     return await runtime.dispatcher.process(messages)
 
 

@@ -1,0 +1,156 @@
+"""The whole pipeline against a real Redis on loopback, with a no-op handler (not a test).
+
+    .venv/bin/python bench/bench_pipeline.py [REDIS_URL]     # default redis://127.0.0.1:6379/13
+
+(a) store round trips and time of a poll over 10,000 already-done messages;
+(b) new messages per second through `Dispatcher.process` (claim, route, handler, done), with an
+    `async def` and a plain no-op handler, next to a naive baseline measured in the same run (one
+    store call per message for check, claim and done);
+(c) Redis bytes per remembered id.
+Uses its own namespaces and deletes only their keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import redis.asyncio as aioredis
+
+from keyrouter.dispatch import Dispatcher
+from keyrouter.message import TURKEY, Message, parse_row
+from keyrouter.router import Router
+from keyrouter.rules import load_rules
+from keyrouter.store.keys import Keys
+from keyrouter.store.redis import RedisStore
+
+URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/13"
+RULES = """
+version: 1
+rules:
+  - {name: optout, keywords: [RET, IPTAL], handlers: [bench_pipeline:HANDLER]}
+  - {name: survey, pattern: 'anket (?P<choice>[ab])', handlers: [bench_pipeline:HANDLER]}
+default:
+  handlers: [bench_pipeline:HANDLER]
+"""
+
+
+async def anoop(message: Any, match: Any, context: Any) -> None:
+    return None
+
+
+def noop(message: Any, match: Any, context: Any) -> None:
+    return None
+
+
+class CountingConnection(aioredis.Connection):
+    sent = 0
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        type(self).sent += 1
+        await super().send_packed_command(*args, **kwargs)
+
+
+def messages(n: int, prefix: str) -> list[Message]:
+    now = datetime.now(TURKEY) - timedelta(minutes=5)
+    texts = ["RET", "İptal", "anket a", "ANKET B", "merhaba, bilgi alabilir miyim?"]
+    normalize = router_for("anoop").normalize
+    return [parse_row({"id": f"{prefix}{i}", "date": now.strftime("%Y-%m-%d %H:%M:%S"),
+                       "sender": f"+9055{i:08d}", "number": "+908505550000", "text": texts[i % 5]},
+                      normalize)
+            for i in range(n)]
+
+
+def router_for(handler: str) -> Router:
+    path = Path(tempfile.mkdtemp()) / "rules.yaml"
+    path.write_text(RULES.replace("HANDLER", handler))
+    return Router(load_rules(path))
+
+
+async def cleanup(client: aioredis.Redis, namespace: str) -> None:
+    keys = [k async for k in client.scan_iter(match=f"{Keys(namespace).prefix}*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await client.delete(*keys[start : start + 1000])
+
+
+async def naive(client: aioredis.Redis, batch: list[Message], router: Router, ns: str) -> None:
+    """Check, claim and mark done with one call each per message."""
+    for m in batch:
+        if await client.sismember(f"naive:{ns}:done", m.id):
+            continue
+        if not await client.set(f"naive:{ns}:claim:{m.id}", "w", nx=True, px=60_000):
+            continue
+        route = router.route(m.text, m.receiver)
+        await anoop(m, route.match, None)
+        await client.sadd(f"naive:{ns}:done", m.id)
+        await client.delete(f"naive:{ns}:claim:{m.id}")
+
+
+async def main() -> None:
+    pool = aioredis.ConnectionPool.from_url(URL, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    namespaces: list[str] = []
+
+    def store() -> RedisStore:
+        namespaces.append(f"bench-{uuid4().hex[:12]}")
+        return RedisStore(client, namespaces[-1], None)
+
+    try:
+        # (a) a poll over 10,000 done messages
+        s = store()
+        done = messages(10_000, "d")
+        dispatcher = Dispatcher(router_for("anoop"), s, namespace=s.namespace)
+        await dispatcher.process(done)
+        CountingConnection.sent = 0
+        start = time.perf_counter()
+        report = await dispatcher.process(done)
+        took = time.perf_counter() - start
+        assert report.done == 0
+        print(f"(a) poll over 10,000 done messages: {CountingConnection.sent} round trips, "
+              f"{took * 1000:.1f} ms")
+
+        # (b) new messages per second
+        n = 20_000
+        for handler in ("anoop", "noop"):
+            s = store()
+            dispatcher = Dispatcher(router_for(handler), s, namespace=s.namespace)
+            batch = messages(n, f"{handler}-")
+            CountingConnection.sent = 0
+            start = time.perf_counter()
+            report = await dispatcher.process(batch)
+            took = time.perf_counter() - start
+            assert report.done == n, report
+            kind = "async def" if handler == "anoop" else "plain def"
+            print(f"(b) {kind} no-op: {n / took:,.0f} messages/s ({n:,} messages, "
+                  f"{CountingConnection.sent} round trips)")
+            await dispatcher.aclose()
+        naive_n = 3_000
+        ns = f"bench-{uuid4().hex[:12]}"
+        start = time.perf_counter()
+        await naive(client, messages(naive_n, "n"), router_for("anoop"), ns)
+        naive_rate = naive_n / (time.perf_counter() - start)
+        await cleanup(client, "x")
+        for k in [f"naive:{ns}:done"]:
+            await client.delete(k)
+        print(f"(b) naive baseline (3 round trips a message): {naive_rate:,.0f} messages/s")
+
+        # (c) bytes per remembered id
+        s = store()
+        ids = [f"{8_000_000_000 + i}" for i in range(100_000)]
+        await s.finish(ids, "w")
+        used = await client.memory_usage(Keys(s.namespace).done)
+        print(f"(c) Redis bytes per remembered id (100,000 ids of 10 characters): {used / len(ids):.1f}")
+    finally:
+        for namespace in namespaces:
+            await cleanup(client, namespace)
+        await client.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
