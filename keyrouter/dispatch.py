@@ -332,7 +332,8 @@ class Dispatcher:
                                          row=dict(job.message.row), now=self.clock())
             report.dead += 1
             return
-        delay = max(self.policy.delay(failures), float(getattr(exc, "retry_after", None) or 0))
+        asked = float(getattr(exc, "retry_after", None) or 0)  # RetryLater, e.g. a webhook's Retry-After
+        delay = max(self.policy.delay(failures), min(asked, self.policy.max_delay))
         logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
                        self.policy.max_attempts, error)
         await self.store.fail(job.message.id, self.owner, error, self.clock() + delay)

@@ -44,7 +44,7 @@ class _ExamplesModel(_Strict):
     no_match: list[str] = []
 
 
-_HandlerEntryModel = str | dict[str, dict[str, Any] | None]
+_HandlerEntryModel = Any  # a name or {name: params}: checked by _Builder.handlers, with lines
 
 
 class _RuleModel(_Strict):
@@ -220,22 +220,27 @@ class _Builder:
                 self.error(where, f"a second `default:`; the first is at {self.default_where}")
             else:
                 self.default_where = where
-                self.default = self.handlers(model.default.handlers, ("default", "handlers"), at)
+                self.default = self.handlers(model.default.handlers, ("default", "handlers"), at, [])
 
-    def handlers(self, entries: list[Any], path: tuple[Any, ...], at: _Locator) -> tuple[HandlerEntry, ...]:
+    def handlers(self, entries: list[Any], path: tuple[Any, ...], at: _Locator,
+                 captures: list[str] | None = None) -> tuple[HandlerEntry, ...]:
         out = []
         for i, entry in enumerate(entries):
             where = at((*path, i))
             if isinstance(entry, str):
                 name, params = entry, {}
-            elif len(entry) != 1:
-                self.error(where, "a handler entry is a name, or a map with ONE name -> params "
-                                  f"(got keys {', '.join(map(str, entry))})")
+            elif not isinstance(entry, dict) or len(entry) != 1:
+                got = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else repr(entry)
+                self.error(where, f"a handler entry is a name, or a map with ONE name -> params (got {got})")
                 continue
             else:
                 name, raw = next(iter(entry.items()))
-                params = raw or {}
+                name, params = str(name), {} if raw is None else raw
             why = registry.problem(name)
+            if why is None and not isinstance(params, dict):
+                why = f"{name}: params must be a map of names to values"
+            if why is None:
+                why = registry.params_problem(name, params, captures)
             if why:
                 self.error(where, why)
                 continue
@@ -289,7 +294,9 @@ class _Builder:
                                         f"{MIN_FUZZY_LENGTH} characters match exactly only")
                     fuzzy = 0
                 keywords.append(Keyword(written, normalized, fuzzy, kw_where))
-        handlers = self.handlers(model.handlers, (*path, "handlers"), at)
+        captures = list(pattern.groupindex) if pattern is not None else (
+            ["rest"] if model.match == "first_word" else [])
+        handlers = self.handlers(model.handlers, (*path, "handlers"), at, captures)
         names = [h.name for h in handlers]
         if "blacklist" in names and "reply" in names[names.index("blacklist"):]:
             self.warn(at((*path, "handlers")), "`reply` after `blacklist`: a blacklisted number "

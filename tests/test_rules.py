@@ -343,3 +343,31 @@ def test_shipped_rules_load_cleanly() -> None:
     rules = load_rules(Path(__file__).parent.parent / "rules")
     assert {"optout", "survey", "reservation"} <= {r.name for r in rules.rules}
     assert rules.warnings == ()
+
+
+def test_built_in_params_are_checked_against_what_the_rule_can_capture(write_rules) -> None:
+    path = write_rules("""
+        version: 1
+        rules:
+          - name: rez
+            pattern: 'rez (?P<code>\\d{6})'
+            handlers:
+              - reply: {text: "Kod {code} alindi"}
+          - name: bad_capture
+            keywords: [RET]
+            handlers:
+              - reply: {text: "Kod {code}"}
+          - name: typo
+            keywords: [HOOK]
+            handlers:
+              - webhook: {url: "https://example.invalid/h", secret: x}
+          - name: params_not_a_map
+            keywords: [LOG]
+            handlers:
+              - log: [include_text]
+    """)
+    found = problems(path)
+    assert len(found) == 3, found
+    assert found[0].startswith(f"{path}:10: ") and "code" in found[0]
+    assert found[1].startswith(f"{path}:14: ") and "secret" in found[1]
+    assert found[2] == f"{path}:18: log: params must be a map of names to values"

@@ -74,6 +74,22 @@ def resolve(name: str) -> Handler:
     return func
 
 
+def params_problem(name: str, params: Any, captures: list[str] | None) -> str | None:
+    """Why a built-in's params cannot work (unknown keys, a template naming a capture no match
+    can fill), or None.  `captures`: the names a match of the rule can carry, when known."""
+    if name not in BUILTINS:
+        return None
+    module = importlib.import_module(BUILTINS[name].partition(":")[0])
+    check = getattr(module, "params_problem", None)
+    if check is None:
+        return None
+    if name in ("reply", "survey"):
+        return check(params, captures)
+    if name in ("blacklist", "unblacklist"):
+        return check(params, name)
+    return check(params)
+
+
 def problem(name: str) -> str | None:
     """Why `name` cannot be used as a handler, or None.  Built-ins are trusted by name."""
     if name in BUILTINS:
