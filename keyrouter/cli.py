@@ -193,34 +193,88 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(store: Any) -> int:
+        if args.action == "list":
+            for d in await store.dead_letters():
+                when = datetime.fromtimestamp(d.failed_at, UTC).isoformat(timespec="seconds")
+                if args.json:
+                    print(json.dumps({"id": d.id, "rule": d.rule, "attempts": d.attempts,
+                                      "failed_at": when, "error": d.error}, ensure_ascii=False))
+                else:
+                    print(f"{d.id}\t{when}\trule={d.rule}\tattempts={d.attempts}\t{d.error}")
+            return EXIT_OK
+        ids = [d.id for d in await store.dead_letters()] if args.all else args.ids
+        if not ids:
+            return _bad_config("give dead letter ids, or --all")
+        change = store.retry_dead if args.action == "retry" else store.drop_dead
+        missing = [i for i in ids if not await change(i)]
+        for i in missing:
+            print(f"keyrouter: {i}: not a dead letter", file=sys.stderr)
+        verb = "will run again at the next poll or replay" if args.action == "retry" else "dropped"
+        print(f"{len(ids) - len(missing)} dead letters {verb}")
+        return EXIT_BAD_INPUT if missing else EXIT_OK
+
+    return _with_store(settings, body)
+
+
+def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
     from keyrouter.store import open_store
 
     async def act() -> int:
         async with open_store(settings.store, settings.namespace, settings.horizon_delta()) as store:
-            if args.action == "list":
-                for d in await store.dead_letters():
-                    when = datetime.fromtimestamp(d.failed_at, UTC).isoformat(timespec="seconds")
-                    if args.json:
-                        print(json.dumps({"id": d.id, "rule": d.rule, "attempts": d.attempts,
-                                          "failed_at": when, "error": d.error}, ensure_ascii=False))
-                    else:
-                        print(f"{d.id}\t{when}\trule={d.rule}\tattempts={d.attempts}\t{d.error}")
-                return EXIT_OK
-            ids = [d.id for d in await store.dead_letters()] if args.all else args.ids
-            if not ids:
-                return _bad_config("give dead letter ids, or --all")
-            change = store.retry_dead if args.action == "retry" else store.drop_dead
-            missing = [i for i in ids if not await change(i)]
-            for i in missing:
-                print(f"keyrouter: {i}: not a dead letter", file=sys.stderr)
-            verb = "will run again at the next poll or replay" if args.action == "retry" else "dropped"
-            print(f"{len(ids) - len(missing)} dead letters {verb}")
-            return EXIT_BAD_INPUT if missing else EXIT_OK
+            return await body(store)
 
     try:
         return asyncio.run(act())
     except ValueError as exc:
         return _bad_config(str(exc))
+
+
+def _since(text: str | None) -> float | None:
+    if not text:
+        return None
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        from keyrouter.message import TURKEY
+
+        parsed = parsed.replace(tzinfo=TURKEY)
+    return parsed.timestamp()
+
+
+def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
+    from keyrouter import reports
+
+    try:
+        since = _since(getattr(args, "since", None))
+    except ValueError:
+        return _bad_config(f"--since {args.since!r}: give a date, e.g. 2026-11-01 or 2026-11-01T09:00")
+
+    async def body(store: Any) -> int:
+        entries = await store.optouts(since)
+        if args.action == "export":
+            text = reports.ledger_csv(entries) if args.format == "csv" else reports.ledger_jsonl(entries)
+            sys.stdout.write(text)
+        else:
+            print(reports.ledger_stats_text(reports.ledger_stats(entries)))
+        return EXIT_OK
+
+    return _with_store(settings, body)
+
+
+def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
+    from keyrouter import reports
+
+    async def body(store: Any) -> int:
+        results = await store.survey_results(args.id)
+        if args.format == "json":
+            print(json.dumps(reports.survey_dict(results), ensure_ascii=False))
+        elif args.format == "csv":
+            sys.stdout.write(reports.survey_csv(results))
+        else:
+            print(reports.survey_table(results))
+        return EXIT_OK
+
+    return _with_store(settings, body)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,15 +315,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("dead-letters", help="list, retry or drop dead letters")
-    store_flag(p)
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("list")
+    store_flag(q)
     q.add_argument("--json", action="store_true")
     for name in ("retry", "drop"):
         q = actions.add_parser(name)
+        store_flag(q)
         q.add_argument("ids", nargs="*", metavar="ID")
         q.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_dead_letters)
+
+    p = sub.add_parser("optouts", help="the opt-out ledger: export it, or see how fast opt-outs are handled")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("export")
+    store_flag(q)
+    q.add_argument("--since", help="received on or after this date (Turkey time unless an offset is given)")
+    q.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    q = actions.add_parser("stats")
+    store_flag(q)
+    q.add_argument("--since")
+    p.set_defaults(func=cmd_optouts)
+
+    p = sub.add_parser("survey", help="survey results")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("results")
+    store_flag(q)
+    q.add_argument("id", metavar="ID")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=cmd_survey)
     return parser
 
 
