@@ -125,3 +125,44 @@ def test_console_script_bad_rules_exit_2(tmp_path) -> None:
                           text=True, env=env, check=False)
     assert done.returncode == 2
     assert done.stderr.startswith(f"{bad}:")
+
+
+def test_bad_store_url_and_bad_settings_exit_2(tmp_path, capsys, monkeypatch) -> None:
+    inbox = tmp_path / "inbox.jsonl"
+    inbox.write_text('{"id": "1", "text": "RET"}\n')
+    assert main(["replay", str(inbox), "--rules", SHIPPED, "--store", "bogus://x"]) == 2
+    assert "unsupported store URL scheme 'bogus'" in capsys.readouterr().err
+    monkeypatch.setenv("KEYROUTER_HORIZON", "forever")
+    assert main(["replay", str(inbox), "--rules", SHIPPED, "--store", "memory://"]) == 2
+    assert "'forever' is not a duration" in capsys.readouterr().err
+    monkeypatch.setenv("KEYROUTER_HORIZON", "30d")
+    monkeypatch.setenv("KEYROUTER_MAX_ATTEMPTS", "zero")
+    assert main(["replay", str(inbox), "--rules", SHIPPED, "--store", "memory://"]) == 2
+    assert "max_attempts" in capsys.readouterr().err
+
+
+def test_replay_rejects_unreadable_input_with_file_and_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "text": "RET"}\n{"id": 2,\n')
+    assert main(["replay", str(bad), "--rules", SHIPPED, "--store", "memory://"]) == 2
+    assert f"{bad}:2: invalid JSON" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "missing.json"), "--rules", SHIPPED]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_replay_dry_run_routes_without_touching_the_store(tmp_path, capsys) -> None:
+    saved = Path(__file__).parent.parent / "examples" / "inbox.json"
+    state = tmp_path / "state.sqlite3"
+    assert main(["replay", str(saved), "--rules", SHIPPED, "--dry-run",
+                 "--store", f"sqlite:///{state}"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[0]["id"] == "1001" and lines[0]["rule"] == "optout"
+    assert {"id", "text", "normalized", "rule", "handlers"} <= set(lines[0])
+    assert not state.exists()
+
+
+def test_run_without_credentials_exits_2(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("ILETIMERKEZI_API_KEY", raising=False)
+    monkeypatch.delenv("ILETIMERKEZI_API_HASH", raising=False)
+    assert main(["run", "--once", "--rules", SHIPPED, "--store", "memory://"]) == 2
+    assert "ILETIMERKEZI_API_KEY" in capsys.readouterr().err
