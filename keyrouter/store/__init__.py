@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, Store
+from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, OptOut, Store, SurveyResults
 
-__all__ = ["HORIZON_MARGIN", "Claimed", "DeadLetter", "Store", "open_store"]
+__all__ = [
+    "HORIZON_MARGIN", "Claimed", "DeadLetter", "OptOut", "Store", "SurveyResults", "open_store",
+]
 
 
 def open_store(url: str, namespace: str = "default", horizon: timedelta | None = None) -> Store:

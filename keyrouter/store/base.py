@@ -35,6 +35,30 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class OptOut:
+    """One `blacklist` or `unblacklist` effect: the opt-out ledger, for the CRM and İYS."""
+
+    number: str  # E.164
+    action: str  # "blacklist" | "unblacklist"
+    message_id: str
+    keyword: str | None
+    received_at: float  # epoch seconds
+    handled_at: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyResults:
+    """The store knows no survey's choices: a choice nobody (or nobody any more) votes for is
+    absent from `votes`, so the caller fills in zeros."""
+
+    survey: str
+    votes: dict[str, int]  # choice -> voters whose counted vote is that choice
+    voters: int
+    last_vote_at: float | None  # epoch seconds: the greatest `now` of a valid, non-repeat vote
+    rejected: int  # votes for a choice outside the survey's choices
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     id: str
     error: str
@@ -104,6 +128,35 @@ class Store(ABC):
     @abstractmethod
     async def counts(self) -> dict[str, int]:
         """Counters since the namespace began: done, skipped, dead, failed (attempts)."""
+
+    @abstractmethod
+    async def release(self, ids: Sequence[str], owner: str) -> None:
+        """Give back leases `owner` holds without counting an attempt (a clean shutdown between
+        handler entries); progress is kept.  One round trip."""
+
+    # ------------------------------------------------------------- opt-out ledger
+    @abstractmethod
+    async def record_optout(self, entry: OptOut) -> None:
+        """Append to the ledger; idempotent per (message_id, action): a repeated handler entry
+        (crash and retry) does not add a second line."""
+
+    @abstractmethod
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        """Ledger entries with received_at >= since (all when None), oldest received first."""
+
+    # ------------------------------------------------------------- survey votes
+    @abstractmethod
+    async def vote(self, survey: str, voter: str, choice: str, *, policy: str, now: float,
+                   valid: bool = True, vote_id: str = "") -> bool:
+        """Record `voter`'s vote atomically across workers.  One vote per voter per survey:
+        policy "last" replaces an earlier vote, "first" keeps it.  `valid=False` counts a rejected
+        vote and changes nothing else.  Idempotent per `vote_id` (the handler's idempotency key):
+        a repeat is a no-op.  Returns True when the counted vote changed.  Another policy raises
+        ValueError."""
+
+    @abstractmethod
+    async def survey_results(self, survey: str) -> SurveyResults:
+        """Votes per choice, voters, last vote time, rejected count (zeros for an unknown id)."""
 
     async def close(self) -> None:  # noqa: B027 - optional for backends holding no resources
         """Release connections and files."""

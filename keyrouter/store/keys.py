@@ -9,7 +9,15 @@ Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 - `progress:{id}`     SET of handler entry keys that succeeded;
 - `retry`             HASH id -> "attempts|retry_at";
 - `dead`              HASH id -> JSON dead letter;
-- `stats`             HASH of counters done / skipped / dead / failed.
+- `stats`             HASH of counters done / skipped / dead / failed;
+- `optouts`           HASH "message_id|action" -> JSON ledger entry, and `optouts:at`, a ZSET of
+                      the same members scored by received_at, so `optouts(since)` is a range read;
+- `survey:{id}:votes` HASH voter -> counted choice;
+- `survey:{id}:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
+- `survey:{id}:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
+- `survey:{id}:seen`  SET of vote ids already applied; expires `vote_ids_ttl` after the last vote.
+
+Survey keys end in distinct suffixes, so no survey id (whatever `:` it holds) can alias another's.
 
 A done id costs one SET member (about 50 bytes for a 10-character id); everything else is per
 message in flight or dead, so the long-lived footprint stays small.
@@ -25,6 +33,9 @@ from datetime import UTC, datetime, timedelta
 from keyrouter.store.base import HORIZON_MARGIN
 
 DAY = timedelta(days=1)
+#: A survey's applied vote ids are remembered at least this long after its last vote: they only
+#: guard the short window between a vote and the worker recording that handler entry's success.
+VOTE_IDS_TTL = timedelta(days=30)
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 
 
@@ -35,6 +46,17 @@ def check_namespace(namespace: str) -> str:
             f"invalid namespace {namespace!r}: use 1-100 letters, digits, '_', '.' or '-'"
         )
     return namespace
+
+
+#: Vote policies: "last" replaces a voter's earlier vote, "first" keeps it.
+POLICIES = ("last", "first")
+
+
+def check_policy(policy: str) -> str:
+    """Shared by every backend, so a typo in a rule fails loudly instead of voting "last"."""
+    if policy not in POLICIES:
+        raise ValueError(f"invalid vote policy {policy!r}: use 'last' or 'first'")
+    return policy
 
 
 def day_stamp(epoch: float) -> str:
@@ -89,6 +111,19 @@ class Keys:
         return f"{self.prefix}stats"
 
     @property
+    def optouts(self) -> str:
+        return f"{self.prefix}optouts"
+
+    @property
+    def optouts_by_time(self) -> str:
+        return f"{self.prefix}optouts:at"
+
+    def survey(self, survey: str) -> list[str]:
+        """The survey's keys, in the order the vote script takes them: votes, counts, meta, seen."""
+        base = f"{self.prefix}survey:{survey}:"
+        return [base + "votes", base + "counts", base + "meta", base + "seen"]
+
+    @property
     def pattern(self) -> str:
         """SCAN pattern matching every key of this namespace (namespaces hold no glob chars)."""
         return f"{self.prefix}*"
@@ -111,3 +146,10 @@ def bucket_ttl(horizon: timedelta) -> int:
     """Seconds a done bucket lives after its last write: every id in it is remembered at least
     horizon + margin, however early in its day it was marked."""
     return math.ceil((horizon + HORIZON_MARGIN + DAY).total_seconds())
+
+
+def vote_ids_ttl(horizon: timedelta | None) -> int:
+    """Seconds a survey's seen vote ids live after its last vote: VOTE_IDS_TTL, or longer when a
+    horizon lets older messages still be retried."""
+    floor = VOTE_IDS_TTL if horizon is None else max(VOTE_IDS_TTL, horizon + HORIZON_MARGIN + DAY)
+    return math.ceil(floor.total_seconds())

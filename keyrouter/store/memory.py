@@ -11,10 +11,21 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, Store
-from keyrouter.store.keys import check_namespace
+from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.keys import check_namespace, check_policy
 
 COUNTERS = ("done", "skipped", "dead", "failed")
+
+
+@dataclass
+class Survey:
+    """One survey's votes; `counts` never holds a zero, like the other backends."""
+
+    votes: dict[str, str] = field(default_factory=dict)  # voter -> counted choice
+    counts: dict[str, int] = field(default_factory=dict)  # choice -> voters
+    last_vote_at: float | None = None
+    rejected: int = 0
+    seen: set[str] = field(default_factory=set)  # vote ids applied (kept for the process' life)
 
 
 @dataclass
@@ -28,6 +39,8 @@ class Space:
     progress: dict[str, set[str]] = field(default_factory=dict)
     dead: dict[str, DeadLetter] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
+    surveys: dict[str, Survey] = field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -168,3 +181,55 @@ class MemoryStore(Store):
 
     async def counts(self) -> dict[str, int]:
         return dict(self._s.stats)
+
+    async def release(self, ids: Sequence[str], owner: str) -> None:
+        for id in ids:
+            self._release(id, owner)
+
+    async def record_optout(self, entry: OptOut) -> None:
+        self._s.optouts.setdefault((entry.message_id, entry.action), entry)
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        found = [e for e in self._s.optouts.values() if since is None or e.received_at >= since]
+        return sorted(found, key=_ledger_order)
+
+    async def vote(
+        self,
+        survey: str,
+        voter: str,
+        choice: str,
+        *,
+        policy: str,
+        now: float,
+        valid: bool = True,
+        vote_id: str = "",
+    ) -> bool:
+        check_policy(policy)
+        s = self._s.surveys.setdefault(survey, Survey())
+        if vote_id:
+            if vote_id in s.seen:
+                return False
+            s.seen.add(vote_id)
+        if not valid:
+            s.rejected += 1
+            return False
+        s.last_vote_at = now if s.last_vote_at is None else max(s.last_vote_at, now)
+        old = s.votes.get(voter)
+        if old == choice or (old is not None and policy == "first"):
+            return False
+        if old is not None:
+            s.counts[old] -= 1
+            if not s.counts[old]:
+                del s.counts[old]
+        s.votes[voter] = choice
+        s.counts[choice] = s.counts.get(choice, 0) + 1
+        return True
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        s = self._s.surveys.get(survey, Survey())
+        return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
+
+
+def _ledger_order(entry: OptOut) -> tuple[float, str]:
+    """received_at, then the Redis member "message_id|action" (as Redis orders ties)."""
+    return entry.received_at, f"{entry.message_id}|{entry.action}"

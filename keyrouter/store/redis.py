@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from keyrouter.store.base import Claimed, DeadLetter, Store
-from keyrouter.store.keys import Keys, bucket_ttl
+from keyrouter.store.base import Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
@@ -170,6 +171,65 @@ redis.call('DEL', KEYS[4])
 return 1
 """
 
+# ARGV: claim prefix, owner, ids...  Drops the leases `owner` holds; retry state and progress stay.
+_RELEASE = """
+for i = 3, #ARGV do
+  local lease = ARGV[1] .. ARGV[i]
+  if redis.call('GET', lease) == ARGV[2] then redis.call('DEL', lease) end
+end
+return 0
+"""
+
+# KEYS: optouts HASH, optouts:at ZSET.  ARGV: member "message_id|action", received_at, JSON.
+# The first write of a member wins, body and score together.
+_OPTOUT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+return 0
+"""
+
+# KEYS: optouts HASH, optouts:at ZSET.  ARGV: min score ("-inf" for all).  Bodies, oldest first.
+_OPTOUTS = """
+local unpack = table.unpack or unpack
+local members, out = redis.call('ZRANGE', KEYS[2], ARGV[1], '+inf', 'BYSCORE'), {}
+for s = 1, #members, 1000 do
+  local got = redis.call('HMGET', KEYS[1], unpack(members, s, math.min(s + 999, #members)))
+  for _, body in ipairs(got) do out[#out + 1] = body end
+end
+return out
+"""
+
+# KEYS: votes, counts, meta, seen (keys.py).  ARGV: voter, choice, policy, now, valid (1/0),
+# vote id ("" for none), seen ttl.  Returns 1 when the counted vote changed.  `last` keeps the
+# string the client sent: Lua's tostring() would round an epoch to 14 digits.
+_VOTE = """
+if ARGV[6] ~= '' then
+  if redis.call('SADD', KEYS[4], ARGV[6]) == 0 then return 0 end
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+end
+if ARGV[5] ~= '1' then
+  redis.call('HINCRBY', KEYS[3], 'rejected', 1)
+  return 0
+end
+local last = redis.call('HGET', KEYS[3], 'last')
+if not last or tonumber(ARGV[4]) > tonumber(last) then redis.call('HSET', KEYS[3], 'last', ARGV[4]) end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old == ARGV[2] or (old and ARGV[3] == 'first') then return 0 end
+if old and redis.call('HINCRBY', KEYS[2], old, -1) <= 0 then redis.call('HDEL', KEYS[2], old) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
+"""
+
+# KEYS: votes, counts, meta.  Returns voters, last, rejected, then choice, n pairs: one snapshot.
+_RESULTS = """
+local meta = redis.call('HMGET', KEYS[3], 'last', 'rejected')
+local out = {redis.call('HLEN', KEYS[1]), meta[1] or '', meta[2] or '0'}
+for _, x in ipairs(redis.call('HGETALL', KEYS[2])) do out[#out + 1] = x end
+return out
+"""
+
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -209,12 +269,22 @@ class RedisStore(Store):
         self._dead = script(_PRELUDE + _DEAD)
         self._retry_dead = script(_RETRY_DEAD)
         self._drop_dead = script(_DROP_DEAD)
+        self._release = script(_RELEASE)
+        self._optout = script(_OPTOUT)
+        self._optouts = script(_OPTOUTS)
+        self._vote = script(_VOTE)
+        self._results = script(_RESULTS)
+        self._vote_ids_ttl = vote_ids_ttl(horizon)
 
     @classmethod
     def from_url(
         cls, url: str, namespace: str = "default", horizon: timedelta | None = None, **kw: Any
     ) -> RedisStore:
-        return cls(aioredis.from_url(url), namespace, horizon, owns_client=True, **kw)
+        """A pool that waits for a free connection: redis-py's default pool raises
+        MaxConnectionsError once 100 calls are in flight.  `?max_connections=` and `?timeout=`
+        (seconds to wait) in the URL override the defaults."""
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=60)
+        return cls(aioredis.Redis.from_pool(pool), namespace, horizon, owns_client=True, **kw)
 
     def __repr__(self) -> str:
         """Scheme, host, port and db only: never the password."""
@@ -306,6 +376,42 @@ class RedisStore(Store):
     async def counts(self) -> dict[str, int]:
         raw = await self.client.hgetall(self.keys.stats)
         return {**dict.fromkeys(COUNTERS, 0), **{_s(k): int(v) for k, v in raw.items()}}
+
+    async def release(self, ids: Sequence[str], owner: str) -> None:
+        if ids:
+            await self._release(args=[self.keys.claim_prefix, owner, *ids])
+
+    async def record_optout(self, entry: OptOut) -> None:
+        k = self.keys
+        body = json.dumps(asdict(entry), ensure_ascii=False)
+        member = f"{entry.message_id}|{entry.action}"
+        await self._optout(keys=[k.optouts, k.optouts_by_time], args=[member, repr(entry.received_at), body])
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        k = self.keys
+        low = "-inf" if since is None else repr(since)
+        bodies = await self._optouts(keys=[k.optouts, k.optouts_by_time], args=[low])
+        return [OptOut(**json.loads(body)) for body in bodies]
+
+    async def vote(
+        self,
+        survey: str,
+        voter: str,
+        choice: str,
+        *,
+        policy: str,
+        now: float,
+        valid: bool = True,
+        vote_id: str = "",
+    ) -> bool:
+        check_policy(policy)
+        args = [voter, choice, policy, repr(now), int(valid), vote_id, self._vote_ids_ttl]
+        return bool(await self._vote(keys=self.keys.survey(survey), args=args))
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        voters, last, rejected, *pairs = await self._results(keys=self.keys.survey(survey)[:3])
+        votes = {_s(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        return SurveyResults(survey, votes, int(voters), float(last) if last else None, int(rejected))
 
     async def close(self) -> None:
         if self._owns_client:

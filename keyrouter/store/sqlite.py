@@ -14,12 +14,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, Store
-from keyrouter.store.keys import check_namespace
+from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.keys import check_namespace, check_policy
 
 T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -44,6 +45,20 @@ CREATE TABLE IF NOT EXISTS dead (
 CREATE TABLE IF NOT EXISTS stats (
     ns TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (ns, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS optouts (
+    ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
+    keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
+    PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS optouts_received ON optouts (ns, received_at);
+CREATE TABLE IF NOT EXISTS surveys (
+    ns TEXT NOT NULL, survey TEXT NOT NULL, last_vote_at REAL, rejected INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, survey)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS votes (
+    ns TEXT NOT NULL, survey TEXT NOT NULL, voter TEXT NOT NULL, choice TEXT NOT NULL,
+    PRIMARY KEY (ns, survey, voter)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vote_ids (
+    ns TEXT NOT NULL, survey TEXT NOT NULL, vote_id TEXT NOT NULL,
+    PRIMARY KEY (ns, survey, vote_id)) WITHOUT ROWID;
 """
 
 # `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).
@@ -65,6 +80,12 @@ _LEASE = """
 INSERT INTO work (ns, id, owner, lease_until) SELECT :ns, value, :owner, :until
 FROM json_each(:ids) WHERE true
 ON CONFLICT (ns, id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"""
+
+_SURVEY = "ns = :ns AND survey = :survey"
+_RESULTS = f"""
+SELECT (SELECT last_vote_at FROM surveys WHERE {_SURVEY}), (SELECT rejected FROM surveys WHERE {_SURVEY}),
+       (SELECT json_group_object(choice, n) FROM
+            (SELECT choice, count(*) AS n FROM votes WHERE {_SURVEY} GROUP BY choice))"""
 
 _IN = "ns = :ns AND id IN (SELECT value FROM json_each(:ids))"
 
@@ -279,6 +300,71 @@ class SqliteStore(Store):
     async def counts(self) -> dict[str, int]:
         rows = await self._read("SELECT name, value FROM stats WHERE ns = :ns", self._p())
         return {**dict.fromkeys(COUNTERS, 0), **dict(rows)}
+
+    async def release(self, ids: Sequence[str], owner: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                f"UPDATE work SET owner = NULL, lease_until = NULL WHERE {_IN} AND owner = :owner",
+                self._p(ids=json.dumps(list(ids)), owner=owner),
+            )
+
+        if ids:
+            await self._write(run)
+
+    async def record_optout(self, entry: OptOut) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO optouts VALUES (:ns, :message_id, :action, :number,"
+                " :keyword, :received_at, :handled_at)",
+                self._p(**asdict(entry)),
+            )
+
+        await self._write(run)
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index
+        rows = await self._read(
+            "SELECT number, action, message_id, keyword, received_at, handled_at FROM optouts"
+            f" WHERE ns = :ns{after} ORDER BY received_at, message_id || '|' || action",
+            self._p(since=since),  # ties in the order Redis gives them (by member bytes)
+        )
+        return [OptOut(*row) for row in rows]
+
+    async def vote(
+        self, survey: str, voter: str, choice: str, *, policy: str, now: float,
+        valid: bool = True, vote_id: str = "",
+    ) -> bool:
+        check_policy(policy)
+
+        def run(db: sqlite3.Connection) -> bool:
+            p = self._p(survey=survey, voter=voter, choice=choice, now=now, vote_id=vote_id)
+            if vote_id and not db.execute(
+                "INSERT OR IGNORE INTO vote_ids VALUES (:ns, :survey, :vote_id)", p
+            ).rowcount:
+                return False
+            p["rejected"], p["at"] = (0, now) if valid else (1, None)
+            db.execute(
+                "INSERT INTO surveys VALUES (:ns, :survey, :at, :rejected)"
+                " ON CONFLICT (ns, survey) DO UPDATE SET rejected = rejected + :rejected,"
+                " last_vote_at = max(coalesce(last_vote_at, :at), coalesce(:at, last_vote_at))",
+                p,
+            )
+            if not valid:
+                return False
+            sql = f"SELECT choice FROM votes WHERE {_SURVEY} AND voter = :voter"
+            old = db.execute(sql, p).fetchone()
+            if old is not None and (old[0] == choice or policy == "first"):
+                return False
+            db.execute("INSERT OR REPLACE INTO votes VALUES (:ns, :survey, :voter, :choice)", p)
+            return True
+
+        return await self._write(run)
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        row = await self._read(_RESULTS, self._p(survey=survey))  # one statement: one snapshot
+        last, rejected, votes = row[0]
+        counts: dict[str, int] = json.loads(votes)
+        return SurveyResults(survey, counts, sum(counts.values()), last, rejected or 0)
 
     async def close(self) -> None:
         def run() -> None:

@@ -9,16 +9,18 @@ cleans up what it made.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
-from keyrouter.store import HORIZON_MARGIN, Store
+from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, open_store
 
 LEASE = 30.0
 SHORT = 0.2  # a lease the tests outlive by sleeping
@@ -50,6 +52,15 @@ class FakeClock:
 
 def ids_of(claimed: list) -> list[str]:
     return [c.id for c in claimed]
+
+
+def zeros(survey: str) -> SurveyResults:
+    return SurveyResults(survey, {}, 0, None, 0)
+
+
+def optout(message_id: str, received_at: float, action: str = "blacklist", **kw: Any) -> OptOut:
+    fields: dict[str, Any] = {"number": "+905551112233", "keyword": "IPTAL", "handled_at": 9e9}
+    return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
 class StoreContract:
@@ -185,6 +196,42 @@ class StoreContract:
         await store.fail("b", "A", "e", retry_at=now)
         got = {c.id: c.succeeded for c in await store.claim(["a", "b", "c"], "C", LEASE, now)}
         assert got == {"a": frozenset({"mine"}), "b": frozenset({"y"}), "c": frozenset()}
+
+    # -- release --------------------------------------------------------------------------------
+
+    async def test_release_keeps_progress_and_counts_no_attempt(self, store: Store) -> None:
+        now = time.time()
+        await store.claim(["a", "b"], "A", LEASE, now)
+        await store.record_success([("a", "h1")], "A")
+        await store.fail("b", "A", "e", retry_at=now)
+        await store.claim(["b"], "A", LEASE, now)
+        await store.release(["a", "b", "never claimed", "a"], "A")
+        assert await store.unfinished(["a", "b"]) == ["a", "b"]
+        assert await store.renew(["a", "b"], "A", LEASE) == []
+        got = await store.claim(["a", "b"], "B", LEASE, now)  # at once: no lease left to expire
+        assert [(c.id, c.attempts, c.succeeded) for c in got] == [
+            ("a", 0, frozenset({"h1"})),
+            ("b", 1, frozenset()),
+        ]
+        assert await store.record_success([("a", "h2")], "A") == ["a"]
+        assert await store.counts() == {"done": 0, "skipped": 0, "dead": 0, "failed": 1}
+
+    async def test_release_by_a_non_holder_leaves_the_lease(self, store: Store) -> None:
+        now = time.time()
+        await store.claim(["a"], "A", LEASE, now)
+        await store.release(["a"], "B")
+        await store.release([], "A")
+        assert await store.claim(["a"], "C", LEASE, now) == []
+        assert await store.renew(["a"], "A", LEASE) == ["a"]
+
+    async def test_release_keeps_the_retry_time(self, store: Store) -> None:
+        now = time.time()
+        await store.claim(["a"], "A", LEASE, now)
+        await store.fail("a", "A", "e", retry_at=now + 100)
+        await store.claim(["a"], "A", LEASE, now + 100)
+        await store.release(["a"], "A")
+        assert await store.claim(["a"], "B", LEASE, now) == []
+        assert ids_of(await store.claim(["a"], "B", LEASE, now + 100)) == ["a"]
 
     # -- finishing ------------------------------------------------------------------------------
 
@@ -351,3 +398,243 @@ class StoreContract:
         clock.advance(30 * DAY)
         assert await store.unfinished(["a"]) == []
         assert [d.id for d in await store.dead_letters()] == ["a"]
+
+    # -- opt-out ledger -------------------------------------------------------------------------
+
+    async def test_optout_ledger_is_idempotent_per_message_and_action(self, store: Store) -> None:
+        block = optout("m1", 1000.5, keyword="İPTAL", handled_at=1001.25)
+        await store.record_optout(block)
+        await store.record_optout(replace(block, received_at=1.0, handled_at=2000.0))  # a retry
+        unblock = optout("m1", 1000.5, "unblacklist", keyword=None, handled_at=1003.0)
+        await store.record_optout(unblock)
+        await store.record_optout(unblock)
+        assert await store.optouts() == [block, unblock]
+        assert await store.optouts(since=1000.5) == [block, unblock]
+        assert await store.optouts(since=1000.6) == []
+
+    async def test_optouts_oldest_received_first_and_since(self, store: Store) -> None:
+        assert await store.optouts() == []
+        at = [1712345678.123456, 1000.25, 2000.0, 5000.0, 2000.0, 1e-3]
+        entries = [optout(f"m{i}", t, number=f"+90555000000{i}") for i, t in enumerate(at)]
+        entries.append(optout("m|x:y İ", 2000.0, "unblacklist"))  # odd id, tied received_at
+        for entry in entries:
+            await store.record_optout(entry)
+        by_time = sorted(entries, key=lambda e: (e.received_at, f"{e.message_id}|{e.action}"))
+        assert await store.optouts() == by_time
+        assert await store.optouts(since=0) == by_time
+        assert await store.optouts(since=2000.0) == [e for e in by_time if e.received_at >= 2000.0]
+        assert [e.received_at for e in await store.optouts(since=2000.0)] == [
+            2000.0, 2000.0, 2000.0, 5000.0, 1712345678.123456,
+        ]
+        assert await store.optouts(since=1712345678.123457) == []
+
+    # -- survey votes ---------------------------------------------------------------------------
+
+    async def test_vote_policy_last_replaces_and_moves_counts(self, store: Store) -> None:
+        async def vote(voter: str, choice: str, now: float) -> bool:
+            return await store.vote("s", voter, choice, policy="last", now=now)
+
+        assert await vote("v1", "a", 100.0) is True
+        assert await vote("v2", "a", 101.0) is True
+        assert await vote("v3", "b", 102.5) is True
+        assert await store.survey_results("s") == SurveyResults("s", {"a": 2, "b": 1}, 3, 102.5, 0)
+        assert await vote("v1", "b", 103.0) is True  # a -> b
+        assert await store.survey_results("s") == SurveyResults("s", {"a": 1, "b": 2}, 3, 103.0, 0)
+        assert await vote("v1", "b", 104.0) is False  # the same choice again
+        assert await vote("v2", "c", 105.0) is True  # a's last voter leaves: a is gone
+        assert await store.survey_results("s") == SurveyResults("s", {"b": 2, "c": 1}, 3, 105.0, 0)
+        assert await vote("v2", "b", 99.0) is True  # a late worker: last_vote_at does not go back
+        assert await store.survey_results("s") == SurveyResults("s", {"b": 3}, 3, 105.0, 0)
+
+    async def test_vote_policy_first_keeps_the_first(self, store: Store) -> None:
+        assert await store.vote("s", "v1", "a", policy="first", now=100.0) is True
+        assert await store.vote("s", "v1", "b", policy="first", now=101.0) is False
+        assert await store.vote("s", "v1", "a", policy="first", now=102.0) is False
+        assert await store.vote("s", "v2", "b", policy="first", now=103.0) is True
+        assert await store.survey_results("s") == SurveyResults("s", {"a": 1, "b": 1}, 2, 103.0, 0)
+        # the policy is per call: a later "last" vote may still replace a first one
+        assert await store.vote("s", "v1", "b", policy="last", now=104.0) is True
+        assert await store.survey_results("s") == SurveyResults("s", {"b": 2}, 2, 104.0, 0)
+
+    async def test_invalid_votes_only_count_as_rejected(self, store: Store) -> None:
+        for policy in ("last", "first"):
+            s = f"s-{policy}"
+            assert await store.vote(s, "v1", "zzz", policy=policy, now=100.0, valid=False) is False
+            assert await store.survey_results(s) == SurveyResults(s, {}, 0, None, 1)
+            assert await store.vote(s, "v1", "a", policy=policy, now=101.0) is True
+            assert await store.vote(s, "v1", "zzz", policy=policy, now=102.0, valid=False) is False
+            assert await store.vote(s, "v2", "a", policy=policy, now=103.0, valid=False) is False
+            assert await store.survey_results(s) == SurveyResults(s, {"a": 1}, 1, 101.0, 3)
+
+    async def test_vote_id_makes_a_repeat_a_no_op(self, store: Store) -> None:
+        assert await store.vote("s", "v1", "a", policy="last", now=100.0, vote_id="m1:2") is True
+        assert await store.vote("s", "v1", "b", policy="last", now=101.0, vote_id="m2:2") is True
+        # a replay of m1 (crash before its success was recorded) must not undo m2
+        assert await store.vote("s", "v1", "a", policy="last", now=102.0, vote_id="m1:2") is False
+        for now in (103.0, 104.0):
+            bad = await store.vote("s", "v2", "x", policy="last", now=now, valid=False, vote_id="m3:2")
+            assert bad is False
+        assert await store.vote("s", "v2", "a", policy="first", now=105.0, vote_id="m3:2") is False
+        assert await store.survey_results("s") == SurveyResults("s", {"b": 1}, 1, 101.0, 1)
+        # vote ids are per survey; no vote id means no idempotency
+        assert await store.vote("t", "v1", "a", policy="last", now=106.0, vote_id="m1:2") is True
+        assert await store.vote("s", "v3", "c", policy="last", now=107.0) is True
+        assert await store.vote("s", "v3", "d", policy="last", now=108.0) is True
+        assert await store.vote("s", "v9", "z", policy="last", now=109.0, valid=False) is False
+        assert await store.vote("s", "v9", "z", policy="last", now=110.0, valid=False) is False
+        assert await store.survey_results("s") == SurveyResults("s", {"b": 1, "d": 1}, 2, 108.0, 3)
+
+    async def test_unknown_survey_results_are_zeros(self, store: Store) -> None:
+        assert await store.survey_results("nope") == zeros("nope")
+        await store.vote("other", "v", "a", policy="last", now=1.0)
+        assert await store.survey_results("nope") == zeros("nope")
+
+    async def test_unknown_policy_is_refused_before_anything(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="policy"):
+            await store.vote("s", "v", "a", policy="best", now=1.0, vote_id="m1")
+        assert await store.survey_results("s") == zeros("s")
+        assert await store.vote("s", "v", "a", policy="first", now=1.0, vote_id="m1") is True
+
+    async def test_odd_survey_voter_and_choice_strings_round_trip(self, store: Store) -> None:
+        surveys = ["a", "a:votes", "a:counts", "a:b:meta", "*", "{x}", "ANKET ğüşİ", "L" * 2000]
+        choices = ["1", "01", "1e3", "Evet ✅", "", "a b", 'q"uote', "İ"]
+        for n, survey in enumerate(surveys):
+            for i, choice in enumerate(choices[: n + 1]):
+                voter = f"+90 555 {i} 📩"
+                assert await store.vote(survey, voter, choice, policy="last", now=float(n)) is True
+        for n, survey in enumerate(surveys):
+            want = dict.fromkeys(choices[: n + 1], 1)
+            assert await store.survey_results(survey) == SurveyResults(survey, want, n + 1, float(n), 0)
+
+    async def test_ledger_and_surveys_are_isolated_by_namespace(self, make_store: MakeStore) -> None:
+        one, two = make_store(), make_store()
+        await one.vote("s", "v", "a", policy="last", now=1.0, vote_id="m1")
+        await one.vote("s", "w", "x", policy="last", now=1.0, valid=False)
+        await one.record_optout(optout("m1", 1.0))
+        assert await two.survey_results("s") == zeros("s")
+        assert await two.optouts() == []
+        assert await two.vote("s", "v", "b", policy="first", now=2.0, vote_id="m1") is True
+        await two.record_optout(optout("m1", 2.0, number="+905550000000"))
+        assert await one.survey_results("s") == SurveyResults("s", {"a": 1}, 1, 1.0, 1)
+        assert await two.survey_results("s") == SurveyResults("s", {"b": 1}, 1, 2.0, 0)
+        assert await one.optouts() == [optout("m1", 1.0)]
+        assert [e.number for e in await two.optouts()] == ["+905550000000"]
+
+    async def test_concurrent_votes_keep_exact_totals(self, make_store: MakeStore) -> None:
+        """20 workers (each its own store: for SQLite its own connection) vote at once: their own
+        voter five times, a shared voter, an invalid vote and a replayed vote id each round."""
+        namespace = make_store().namespace
+        workers, rounds, shared = 20, 5, 5
+
+        async def worker(c: int) -> Counter[tuple[str, str]]:
+            store = make_store(namespace)
+            changed: Counter[tuple[str, str]] = Counter()
+            for r in range(rounds):
+                now = 1000.0 + 100 * c + r
+                for policy in ("last", "first"):
+                    own, other = f"own-{c}", f"shared-{(c + r) % shared}"
+                    for voter, choice, id in (
+                        (own, CHOICES[(c + r) % 3], f"{c}-{r}"),
+                        (other, CHOICES[c % 3], f"{c}-{r}-shared"),
+                    ):
+                        if await store.vote(policy, voter, choice, policy=policy, now=now, vote_id=id):
+                            changed[policy, voter] += 1
+                    bad = await store.vote(policy, own, "?", policy=policy, now=now, valid=False)
+                    replay = await store.vote(policy, own, "b", policy=policy, now=now, vote_id=f"{c}-0")
+                    assert not bad and not replay
+                await asyncio.sleep(0)
+            return changed
+
+        changed = sum(await asyncio.gather(*(worker(c) for c in range(workers))), Counter())
+        store = make_store(namespace)
+        for policy in ("last", "first"):
+            got = await store.survey_results(policy)
+            assert (got.voters, sum(got.votes.values())) == (workers + shared, workers + shared)
+            assert got.rejected == workers * rounds
+            assert got.last_vote_at == 1000.0 + 100 * (workers - 1) + rounds - 1
+            last = policy == "last"
+            own = Counter(CHOICES[(c + rounds - 1) % 3 if last else c % 3] for c in range(workers))
+            assert all(got.votes.get(choice, 0) >= n for choice, n in own.items())
+            assert sum(got.votes.values()) - own.total() == shared  # one counted vote per shared
+            for c in range(workers):
+                assert changed[policy, f"own-{c}"] == (rounds if last else 1)
+            for k in range(shared):
+                wins = changed[policy, f"shared-{k}"]
+                assert (wins >= 1) if last else (wins == 1), (policy, k, wins)
+
+CHOICES = ("a", "b", "c")
+
+# -- votes from two OS processes ----------------------------------------------------------------
+# The backends whose state is shared between processes (SQLite file, real Redis) call
+# `race_votes(url, namespace)` then `check_race(url, namespace, changed)`.
+
+RACE_VOTERS = 200  # distinct voters per process
+RACE_SHARED = 50  # voters both processes vote for, again and again
+RACE_BAD = 50  # invalid votes, each sent by both processes under the same vote id
+
+
+def _vote_process(url: str, namespace: str, name: str, start: Any, results: Any) -> None:
+    """One worker process: own voters, shared voters re-voting, invalid votes with shared ids."""
+
+    async def run() -> Counter[str]:
+        store = open_store(url, namespace)
+        changed: Counter[str] = Counter()
+        start.wait()
+        try:
+            for i in range(RACE_VOTERS):
+                now = float(i)
+                await store.vote("last", f"{name}-{i}", CHOICES[i % 3], policy="last", now=now)
+                k = i % RACE_SHARED
+                voter, choice = f"shared-{k}", CHOICES[(i + len(name)) % 3]
+                for policy in ("last", "first"):
+                    id = f"{name}-{i}"
+                    if await store.vote(policy, voter, choice, policy=policy, now=now, vote_id=id):
+                        changed[f"{policy}:{voter}"] += 1
+                if i < RACE_BAD:
+                    await store.vote("last", voter, "?", policy="last", now=now, valid=False,
+                                     vote_id=f"bad-{i}")
+                # let the other process in: SQLite's busy handler sleeps while the lock holder
+                # retakes the lock at once, so without a pause one process can starve the other
+                await asyncio.sleep(0.001)
+        finally:
+            await store.close()
+        return changed
+
+    results.put((name, asyncio.run(run())))
+
+
+def race_votes(url: str, namespace: str) -> Counter[str]:
+    """Two spawned processes vote into `url` at once; returns their summed changed-vote counts."""
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    names = ("A", "BB")  # different name lengths: the processes vote differently for shared voters
+    procs = [
+        ctx.Process(target=_vote_process, args=(url, namespace, n, start, results)) for n in names
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(results.get(timeout=60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    return sum(got.values(), Counter())
+
+
+async def check_race(url: str, namespace: str, changed: Counter[str]) -> None:
+    store = open_store(url, namespace)
+    try:
+        last, first = await store.survey_results("last"), await store.survey_results("first")
+    finally:
+        await store.close()
+    own = Counter(CHOICES[i % 3] for i in range(RACE_VOTERS))
+    own += own  # both processes
+    assert last.voters == sum(last.votes.values()) == 2 * RACE_VOTERS + RACE_SHARED
+    assert all(last.votes[ch] >= n for ch, n in own.items())
+    assert (last.rejected, last.last_vote_at) == (RACE_BAD, float(RACE_VOTERS - 1))
+    assert first.voters == sum(first.votes.values()) == RACE_SHARED
+    assert first.rejected == 0
+    for k in range(RACE_SHARED):
+        assert changed[f"first:shared-{k}"] == 1  # exactly one process won each first vote
+        assert changed[f"last:shared-{k}"] >= 1

@@ -7,6 +7,7 @@ only their keys (SCAN), never FLUSHDB.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from keyrouter.store import HORIZON_MARGIN, Store, open_store
-from keyrouter.store.keys import DAY, Keys
+from keyrouter.store.keys import DAY, VOTE_IDS_TTL, Keys
 from keyrouter.store.redis import RedisStore
 
-from .contract import LEASE, FakeClock, MakeStore, StoreContract
+from .contract import LEASE, FakeClock, MakeStore, StoreContract, check_race, optout, race_votes
 
 REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
@@ -93,6 +94,26 @@ class RedisContract(StoreContract):
         keys = {key async for key in client.scan_iter(match=k.pattern)}
         assert keys == {k.done.encode(), k.stats.encode()}
 
+    async def test_ledger_and_survey_keys(self, make_store: MakeStore, client: aioredis.Redis) -> None:
+        store = make_store(horizon=timedelta(days=90))
+        await store.record_optout(optout("m1", 1000.5))
+        await store.vote("s:1", "v", "a", policy="last", now=5.0, vote_id="m1")
+        await store.vote("s:1", "w", "?", policy="last", now=6.0, valid=False)
+        k = Keys(store.namespace)
+        votes, counts, meta, seen = k.survey("s:1")
+        keys = {key async for key in client.scan_iter(match=k.pattern)}
+        assert keys == {x.encode() for x in (k.optouts, k.optouts_by_time, votes, counts, meta, seen)}
+        assert await client.zrange(k.optouts_by_time, 0, -1, withscores=True) == [
+            (b"m1|blacklist", 1000.5)
+        ]
+        assert await client.hgetall(votes) == {b"v": b"a"}
+        assert await client.hgetall(counts) == {b"a": b"1"}
+        assert await client.hgetall(meta) == {b"last": b"5.0", b"rejected": b"1"}
+        # the seen ids outlive a horizon longer than VOTE_IDS_TTL; nothing else expires
+        assert VOTE_IDS_TTL < timedelta(days=90) < timedelta(seconds=await client.ttl(seen))
+        for key in (k.optouts, k.optouts_by_time, votes, counts, meta):
+            assert await client.ttl(key) == -1
+
     async def test_cleanup_touches_only_its_namespace(
         self, make_store: MakeStore, client: aioredis.Redis
     ) -> None:
@@ -154,6 +175,71 @@ async def test_all_done_poll_costs_one_round_trip_each(horizon: timedelta | None
     finally:
         await delete_namespace(client, store.namespace)
         await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_release_ledger_and_votes_cost_one_round_trip_each() -> None:
+    pool = aioredis.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    store = RedisStore(client, f"rt-{uuid4().hex}")
+    ids = [f"{7_000_000_000 + i}" for i in range(5_000)]
+    try:
+        await store.claim(ids, "w", LEASE, time.time())
+        for i in range(0, 1100, 50):  # more entries than one HMGET chunk (1000) of the script
+            await asyncio.gather(*(store.record_optout(optout(f"m{j}", j)) for j in range(i, i + 50)))
+        calls = [
+            lambda: store.release(ids, "w"),
+            lambda: store.record_optout(optout("m1", 1.0)),
+            lambda: store.optouts(),
+            lambda: store.optouts(since=10.0),
+            lambda: store.vote("s", "v", "a", policy="last", now=1.0, vote_id="m1"),
+            lambda: store.survey_results("s"),
+        ]
+        for call in calls:
+            await call()  # load the script
+        for call in calls:
+            CountingConnection.sent = 0
+            await call()
+            assert CountingConnection.sent == 1
+        assert len(await store.optouts(since=10.0)) == 1090
+        assert len(await store.claim(ids, "other", LEASE, time.time())) == len(ids)
+    finally:
+        await delete_namespace(client, store.namespace)
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_from_url_waits_for_a_free_connection() -> None:
+    """More calls in flight than the pool has connections: they queue instead of failing."""
+    store = RedisStore.from_url(REDIS_URL.partition("?")[0] + "?max_connections=4", f"t-{uuid4().hex}")
+    try:
+        assert isinstance(store.client.connection_pool, aioredis.BlockingConnectionPool)
+        assert store.client.connection_pool.max_connections == 4
+        voted = await asyncio.gather(
+            *(store.vote("s", f"v{i}", "a", policy="first", now=1.0) for i in range(150))
+        )
+        assert all(voted)
+        assert (await store.survey_results("s")).voters == 150
+    finally:
+        await delete_namespace(store.client, store.namespace)
+        await store.close()
+
+
+@pytest.mark.slow
+def test_two_processes_vote_with_exact_totals() -> None:
+    """Two OS processes, each with its own client, vote into the real Redis at once."""
+    namespace = f"race-{uuid4().hex}"
+
+    async def cleanup() -> None:
+        client = aioredis.from_url(REDIS_URL)
+        await delete_namespace(client, namespace)
+        await client.aclose()
+
+    try:
+        changed = race_votes(REDIS_URL, namespace)
+        asyncio.run(check_race(REDIS_URL, namespace, changed))
+    finally:
+        asyncio.run(cleanup())
 
 
 @pytest.mark.anyio
