@@ -352,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("KEYROUTER_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # they log whole URLs: webhook tokens and credentials
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env(rules=getattr(args, "rules", None), store=getattr(args, "store", None))
         settings.horizon_delta()

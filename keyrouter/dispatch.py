@@ -38,6 +38,7 @@ from keyrouter.store.base import Claimed, Store
 
 logger = logging.getLogger("keyrouter.dispatch")
 DEFAULT_RULE = "default"
+ADMITTED = "!admitted"  # progress marker: the message passed its max_age check once
 _ERROR_LIMIT = 2000
 
 
@@ -67,6 +68,7 @@ class _Job:
     remaining: list[tuple[int, HandlerEntry]]  # (index in the rule's handlers, entry)
     error: BaseException | None = None
     lost: bool = False
+    started: bool = False  # this stage's entry began (a clean stop starts no new entry)
 
 
 def entry_key(rule: str, index: int, entry: HandlerEntry) -> str:
@@ -131,14 +133,18 @@ class Dispatcher:
     def _stopped(self) -> bool:
         return self.stopping is not None and self.stopping.is_set()
 
+    def beyond_horizon(self, message: Message) -> bool:
+        """Older than the horizon: ignored before it reaches the store.  A message without a
+        provider date is never beyond it (its done marker is kept for good instead)."""
+        return (self.horizon is not None and message.date_known
+                and message.received_at.timestamp() < self.clock() - self.horizon.total_seconds())
+
     # ------------------------------------------------------------------ batches and waves
     async def process(self, messages: Sequence[Message]) -> Report:
         report = Report(seen=len(messages))
-        now = self.clock()
-        oldest = now - self.horizon.total_seconds() if self.horizon else None
         by_id: dict[str, Message] = {}
         for m in messages:
-            if m.id in by_id or (oldest is not None and m.received_at.timestamp() < oldest):
+            if m.id in by_id or self.beyond_horizon(m):
                 report.ignored += 1
                 continue
             by_id[m.id] = m
@@ -169,7 +175,6 @@ class Dispatcher:
         try:
             claims = await self.store.claim(wanted, self.owner, self.lease, self.clock())
             claimed_ids = {c.id: c for c in claims}
-            self._running.difference_update(i for i in wanted if i not in claimed_ids)
             left = [m for m in wave if m.id not in claimed_ids]
             report.deferred += len(left)
             return left + await self._run_claimed(wave, claimed_ids, report)
@@ -181,6 +186,7 @@ class Dispatcher:
         jobs: list[_Job] = []
         skipped: list[str] = []
         finished: list[str] = []
+        undated = {m.id for m in wave if not m.date_known}
         now = datetime.fromtimestamp(self.clock(), UTC)
         for m in wave:
             claim = claimed_ids.get(m.id)
@@ -189,7 +195,11 @@ class Dispatcher:
             route = self.router.route(m.text, m.receiver)
             message = m if m.normalized == route.normalized else replace(m, normalized=route.normalized)
             rule = route.rule
-            if rule is not None and rule.max_age is not None and now - m.received_at > rule.max_age:
+            # max_age decides once, at the first attempt: a retry (or a dead letter retried by
+            # hand) of a message that was young enough is never skipped half-done
+            first_time = claim.attempts == 0 and not claim.succeeded
+            too_old = rule is not None and rule.max_age is not None and now - m.received_at > rule.max_age
+            if first_time and too_old:
                 skipped.append(m.id)
                 continue
             rule_name = rule.name if rule else DEFAULT_RULE
@@ -202,7 +212,7 @@ class Dispatcher:
         report.skipped += len(skipped)
         renewer = asyncio.create_task(self._renew_while_running(jobs)) if jobs else None
         try:
-            return await self._run_stages(jobs, finished, skipped, report)
+            return await self._run_stages(jobs, finished, skipped, undated, report)
         finally:
             if renewer is not None:
                 renewer.cancel()
@@ -210,25 +220,36 @@ class Dispatcher:
     async def _renew_while_running(self, jobs: list[_Job]) -> None:
         while True:
             await asyncio.sleep(self.lease / 3)
-            ids = [j.message.id for j in jobs if j.remaining and not j.lost and j.error is None]
-            if ids:
-                held = set(await self.store.renew(ids, self.owner, self.lease))
-                for job in jobs:
-                    if job.message.id in ids and job.message.id not in held:
-                        job.lost = True
-                        logger.warning("lease lost for message %s; another worker may take it over",
-                                       job.message.id)
+            ids = {j.message.id for j in jobs if j.remaining and not j.lost and j.error is None}
+            if not ids:
+                continue
+            try:
+                held = set(await self.store.renew(list(ids), self.owner, self.lease))
+            except Exception as exc:  # a blip must not end renewal: try again at the next tick
+                logger.warning("could not renew leases (%s); retrying", describe_error(exc))
+                continue
+            for job in jobs:
+                if job.message.id in ids and job.message.id not in held:
+                    job.lost = True
+                    logger.warning("lease lost for message %s; another worker may take it over",
+                                   job.message.id)
 
     async def _run_stages(self, jobs: list[_Job], finished: list[str], skipped: list[str],
-                          report: Report) -> list[Message]:
+                          undated: set[str], report: Report) -> list[Message]:
         unfinished: list[Message] = []
         active = jobs
         while True:
             successes: list[tuple[str, str]] = []
+            for job in active:
+                job.started = False
             if active:
                 await self._run_all(active)
             still: list[_Job] = []
+            not_started: list[_Job] = []
             for job in active:
+                if not job.started:
+                    not_started.append(job)
+                    continue
                 if job.error is not None:
                     continue
                 index, entry = job.remaining.pop(0)
@@ -245,21 +266,27 @@ class Dispatcher:
                             job.lost = True
             still = [j for j in still if not j.lost]
             if finished or skipped:
-                await self.store.finish(finished, self.owner, skipped=skipped)
+                forever = [i for i in (*finished, *skipped) if i in undated] if undated else []
+                taken = await self.store.finish(finished, self.owner, skipped=skipped, forever=forever)
+                for lost in taken or ():
+                    logger.warning("message %s was taken over by another worker before it was "
+                                   "marked done; its last handler entry may run again", lost)
                 report.done += len(finished)
                 finished.clear()
                 skipped.clear()
             for job in active:
-                if job.error is not None:
+                if job.started and job.error is not None:
                     unfinished.append(job.message)
                     await self._failed(job, report)
             active = still
+            if self._stopped():  # a clean stop: what started has finished; give the rest back
+                rest = not_started + active
+                if rest:
+                    await self.store.release([j.message.id for j in rest], self.owner)
+                    report.deferred += len(rest)
+                return unfinished + [j.message for j in rest]
             if not active:
                 return unfinished
-            if self._stopped():  # a clean stop: what started has finished; give the rest back
-                await self.store.release([j.message.id for j in active], self.owner)
-                report.deferred += len(active)
-                return unfinished + [j.message for j in active]
 
     def _rule_name(self, job: _Job) -> str:
         return job.route.rule.name if job.route.rule else DEFAULT_RULE
@@ -272,6 +299,9 @@ class Dispatcher:
 
         async def runner() -> None:
             for job in todo:
+                if self._stopped():
+                    return
+                job.started = True
                 await self._run_next(job)
 
         runners = min(self.concurrency, len(jobs))
@@ -295,15 +325,31 @@ class Dispatcher:
             settings=self.settings,
         )
         try:
-            async with asyncio.timeout(self.handler_timeout):
-                if is_async:
+            if is_async:
+                async with asyncio.timeout(self.handler_timeout):
                     await func(job.message, job.route.match, context)
-                else:
-                    result = await self._in_thread(func, job.message, job.route.match, context)
-                    if inspect.isawaitable(result):
-                        await result
+            else:
+                await self._run_in_thread(func, job, context, entry.name)
         except Exception as exc:
             job.error = exc
+
+    async def _run_in_thread(self, func: Callable[..., Any], job: _Job, context: Context,
+                             name: str) -> None:
+        """A thread cannot be cancelled: past the time limit the entry counts as failed, but
+        only once the thread has returned, so a retry never overlaps it (the lease is renewed
+        meanwhile)."""
+        call = self._in_thread(func, job.message, job.route.match, context)
+        try:
+            async with asyncio.timeout(self.handler_timeout):
+                result = await asyncio.shield(call)
+        except TimeoutError:
+            logger.error("handler %s passed its %.0fs time limit on message %s; waiting for its "
+                         "thread to return", name, self.handler_timeout, job.message.id)
+            await call
+            raise TimeoutError(f"handler {name} ran longer than {self.handler_timeout:.0f}s") from None
+        if inspect.isawaitable(result):
+            async with asyncio.timeout(self.handler_timeout):
+                await result
 
     def _logger(self, handler: str) -> logging.Logger:
         found = self._loggers.get(handler)
@@ -327,16 +373,22 @@ class Dispatcher:
         if is_permanent(exc) or self.policy.exhausted(failures):
             permanent = is_permanent(exc)
             why = "permanent error" if permanent else f"attempt {failures} of {self.policy.max_attempts}"
+            # a retry by hand must not meet max_age again: mark the message admitted
+            await self.store.record_success([(job.message.id, ADMITTED)], self.owner)
+            if await self.store.dead_letter(job.message.id, self.owner, error, rule=self._rule_name(job),
+                                            row=dict(job.message.row), now=self.clock()) is False:
+                logger.warning("%s: another worker holds it now; leaving it to them", where)
+                return
             logger.error("dead letter: %s (%s): %s", where, why, error)
-            await self.store.dead_letter(job.message.id, self.owner, error, rule=self._rule_name(job),
-                                         row=dict(job.message.row), now=self.clock())
             report.dead += 1
             return
         asked = float(getattr(exc, "retry_after", None) or 0)  # RetryLater, e.g. a webhook's Retry-After
         delay = max(self.policy.delay(failures), min(asked, self.policy.max_delay))
         logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
                        self.policy.max_attempts, error)
-        await self.store.fail(job.message.id, self.owner, error, self.clock() + delay)
+        if await self.store.fail(job.message.id, self.owner, error, self.clock() + delay) == -1:
+            logger.warning("%s: another worker holds it now; leaving it to them", where)
+            return
         report.retrying += 1
 
 

@@ -34,6 +34,9 @@ class Message:
     text: str
     normalized: str = ""
     row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: False when the row had no usable date and `received_at` is the time it was read: such a
+    #: message is never aged out by a horizon (its done marker is kept for good).
+    date_known: bool = True
 
     def __repr__(self) -> str:  # keeps personal data (number, text) out of reprs and tracebacks
         when = self.received_at.isoformat()
@@ -75,7 +78,10 @@ def parse_date(value: object) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC).astimezone(TURKEY)
+        try:
+            return datetime.fromtimestamp(value, UTC).astimezone(TURKEY)
+        except (ValueError, OverflowError, OSError):  # nan, 1e20, 20260301120000: not a time
+            return None
     text = str(value).strip()
     for fmt in _DATE_FORMATS:
         try:
@@ -107,16 +113,17 @@ def parse_row(
         raise RowError("row has no id")
     sender = _text(row.get("sender")).strip()
     text = _text(row.get("text"))
-    received = parse_date(row.get("date")) or now()
+    received = parse_date(row.get("date"))
     return Message(
         id=msg_id,
-        received_at=received,
+        received_at=received or now(),
         sender=sender,
         sender_e164=to_e164(sender),
         receiver=_text(row.get("number")).strip(),
         text=text,
         normalized=normalize(text) if normalize else "",
         row=dict(row),
+        date_known=received is not None,
     )
 
 

@@ -24,7 +24,7 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
         report.add(await runtime.dispatcher.process(messages[start : start + CHUNK]))
         if progress:
             progress(min(start + CHUNK, len(messages)), len(messages))
-    ids = [m.id for m in messages]
+    ids = [m.id for m in messages if not runtime.dispatcher.beyond_horizon(m)]
     pause = min(1.0, runtime.settings.retry_base)
     while not stopping.is_set():
         left = set(await runtime.store.unfinished(ids))
@@ -37,7 +37,7 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
         report.dead += retried.dead
         report.retrying += retried.retrying
     dead = {d.id for d in await runtime.store.dead_letters()}
-    return report, [i for i in dict.fromkeys(ids) if i in dead]
+    return report, [i for i in dict.fromkeys(m.id for m in messages) if i in dead]
 
 
 def progress_bar(stream: object) -> Callable[[int, int], None]:

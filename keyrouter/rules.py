@@ -148,7 +148,10 @@ def parse_duration(text: str) -> timedelta:
     m = _DURATION.match(str(text))
     if not m:
         raise ValueError(f"'{text}' is not a duration: write a number and a unit, e.g. 30s, 15m, 12h, 3d")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        raise ValueError(f"'{text}' is too long a duration") from None
 
 
 # ---------------------------------------------------------------- loading

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
+
 from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
 from keyrouter.router import Router
@@ -27,11 +29,14 @@ class Runtime:
 
 def make_client(settings: Settings) -> IletiMerkezi | None:
     """None without credentials: routing, replay and the store still work; built-ins that need
-    the provider fail with a clear, permanent error."""
+    the provider fail with a clear, permanent error.  `settings.http_timeout` (KEYROUTER_HTTP_TIMEOUT),
+    when set, bounds every phase of a request (connect, write, read, pool) instead of the client's
+    DEFAULT_TIMEOUT."""
     if settings.api_key is None or settings.api_hash is None:
         return None
+    timeout = httpx.Timeout(settings.http_timeout) if settings.http_timeout is not None else None
     return IletiMerkezi(settings.api_key.get_secret_value(), settings.api_hash.get_secret_value(),
-                        base_url=settings.base_url)
+                        base_url=settings.base_url, timeout=timeout)
 
 
 @asynccontextmanager

@@ -30,7 +30,9 @@ class Settings(BaseModel):
     retry_max: float = Field(900.0, gt=0)
     lease: float = Field(60.0, gt=0)  # seconds a claim lasts without renewal
     concurrency: int = Field(64, ge=1)  # handler calls at once
-    log_numbers: bool = False  # log phone numbers unmasked (KVKK: only when you must)
+    #: KEYROUTER_HTTP_TIMEOUT: seconds the provider client waits for connect, send and answer; None
+    #: keeps the client's defaults (read 20 s).  Lower it to notice a hung get-inbox sooner.
+    http_timeout: float | None = Field(None, gt=0)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -66,5 +68,5 @@ _ENV = {
     "retry_max": "KEYROUTER_RETRY_MAX",
     "lease": "KEYROUTER_LEASE",
     "concurrency": "KEYROUTER_CONCURRENCY",
-    "log_numbers": "KEYROUTER_LOG_NUMBERS",
+    "http_timeout": "KEYROUTER_HTTP_TIMEOUT",
 }

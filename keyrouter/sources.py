@@ -55,7 +55,10 @@ def _rows_of(document: Any) -> list[Any] | None:
     if not isinstance(document, Mapping):
         return None
     if "response" in document:
-        orders = (document.get("response") or {}).get("orders") or {}
+        response = document.get("response") or {}
+        if not isinstance(response, Mapping):
+            return None
+        orders = response.get("orders") or {}
         order = orders.get("order") if isinstance(orders, Mapping) else None
         if order is None:
             return []
@@ -69,6 +72,7 @@ def parse_rows(rows: Iterable[Any], normalize: Callable[[str], str] | None = Non
     for row in rows:
         try:
             yield parse_row(row, normalize)
-        except RowError as exc:
+        except Exception as exc:  # RowError, or drift nobody foresaw: never stop the batch
             sender = row.get("sender") if isinstance(row, Mapping) else None
-            logger.warning("skipping a row: %s (sender %s)", exc, mask_number(sender))
+            why = exc if isinstance(exc, RowError) else f"unreadable row ({type(exc).__name__})"
+            logger.warning("skipping a row: %s (sender %s)", why, mask_number(sender))

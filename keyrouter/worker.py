@@ -6,14 +6,19 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 
-from keyrouter.client import AuthenticationRefused, TransientApiError
+import redis
+
+from keyrouter.client import AuthenticationRefused, PermanentApiError, TransientApiError
 from keyrouter.dispatch import Report
 from keyrouter.runtime import Runtime
 from keyrouter.sources import parse_rows
 
 logger = logging.getLogger("keyrouter.worker")
-EXIT_OK, EXIT_DEAD_LETTERS, EXIT_AUTH = 0, 1, 3
+EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_CONFIG, EXIT_AUTH, EXIT_POLL_FAILED = 0, 1, 2, 3, 4
+#: Worth waiting out: the provider or the store is down or slow, not misconfigured.
+TRANSIENT = (TransientApiError, redis.RedisError, sqlite3.OperationalError, OSError)
 MAX_BACKOFF = 300.0
 
 
@@ -40,12 +45,16 @@ async def run(runtime: Runtime, stopping: asyncio.Event, *, once: bool = False,
         except AuthenticationRefused as exc:
             logger.error("%s", exc)
             return EXIT_AUTH
-        except TransientApiError as exc:
+        except PermanentApiError as exc:  # e.g. a base URL that is not the API: retrying cannot help
+            logger.error("get-inbox refused: %s (check ILETIMERKEZI_BASE_URL)", exc)
+            return EXIT_BAD_CONFIG
+        except TRANSIENT as exc:
             failures += 1
             delay = min(MAX_BACKOFF, interval * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
-            logger.warning("get-inbox failed (%s); next try in %.0fs", exc, delay)
+            what = "get-inbox failed" if isinstance(exc, TransientApiError) else "the store failed"
+            logger.warning("%s (%s: %s); next try in %.0fs", what, type(exc).__name__, exc, delay)
             if once:
-                return EXIT_DEAD_LETTERS
+                return EXIT_POLL_FAILED
             await sleep_unless_stopped(stopping, delay)
             continue
         failures = 0

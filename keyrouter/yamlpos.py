@@ -41,8 +41,10 @@ def _convert(node: yaml.Node, path: Path, lines: dict[Path, int], loader: yaml.S
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _convert(key_node, path, lines, loader, raw=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlProblem(line, "a key must be a plain name, not a list or a map")
+            key = _convert(key_node, path, lines, loader, raw=True)
             if key in out:
                 raise YamlProblem(line, f"key '{key}' appears twice in one mapping")
             lines[(*path, key)] = line

@@ -66,3 +66,18 @@ def to_file(message: Any, match: Any, context: Any) -> None:
         log.write(f"end\t{line}\n")
         log.flush()
         os.fsync(log.fileno())
+
+
+RUNNING: list[int] = [0]  # sync handlers running right now
+MAX_RUNNING: list[int] = [0]
+
+
+def sync_slow(message: Any, match: Any, context: Any) -> None:
+    """A blocking handler: counts how many of it run at once."""
+    RUNNING[0] += 1
+    MAX_RUNNING[0] = max(MAX_RUNNING[0], RUNNING[0])
+    try:
+        time.sleep(float(context.params.get("seconds", 0.3)))
+    finally:
+        RUNNING[0] -= 1
+    _note(message, match, context, "sync_slow")

@@ -439,7 +439,9 @@ SCENARIOS: dict[str, Callable[[FakeIletiMerkezi], None]] = {
 async def test_secrets_never_leak(
     fake: FakeIletiMerkezi, caplog: pytest.LogCaptureFixture, scenario: str
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # httpx and httpcore included
+    caplog.set_level(logging.DEBUG)
+    for chatty in ("httpx", "httpcore"):  # the CLI quiets them; here we want every word they say
+        caplog.set_level(logging.DEBUG, logger=chatty)
     base_url = fake.base_url
     SCENARIOS[scenario](fake)
     async with IletiMerkezi(KEY, HASH, base_url=base_url, timeout=FAST) as client:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -230,3 +231,137 @@ async def test_two_dispatchers_share_the_work_without_repeats(router) -> None:
     assert len(counts) == 300 and set(counts.values()) == {1}
     await one.aclose()
     await two.aclose()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_max_age_decides_once_so_retries_are_never_skipped(write_rules) -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - name: optout
+            keywords: [RET]
+            max_age: 1h
+            handlers: [{recording:record: {tag: reply}}, {recording:record: {tag: block}}]
+    """)))
+    d = Dispatcher(rules, store, policy=RetryPolicy(max_attempts=2, base_delay=60, jitter=0), clock=clock)
+    message = msg("1", "RET", minutes_ago=59)
+    recording.FAILS[("1", "block")] = 5
+    await d.process([message])  # reply done, block fails: retry in 60 s
+    clock.now += 2 * 3600  # now far older than max_age
+    await d.process([message])  # second and last attempt fails: dead letter
+    assert tags() == Counter({("1", "reply"): 1})
+    assert [d.id for d in await store.dead_letters()] == ["1"]
+    recording.FAILS.clear()
+    clock.now += 24 * 3600
+    assert await store.retry_dead("1")  # retried by hand a day later
+    report = await d.process([message])
+    assert report.done == 1 and report.skipped == 0
+    assert tags() == Counter({("1", "reply"): 1, ("1", "block"): 1})
+
+
+async def test_a_dead_letter_on_the_first_entry_retried_late_is_not_skipped(write_rules) -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: optout, keywords: [RET], max_age: 1h, handlers: [recording:permanent]}
+    """)))
+    d = Dispatcher(rules, store, clock=clock)
+    await d.process([msg("1", "RET", minutes_ago=30)])
+    assert len(await store.dead_letters()) == 1
+    clock.now += 3 * 3600
+    await store.retry_dead("1")
+    report = await d.process([msg("1", "RET", minutes_ago=30)])
+    assert report.skipped == 0 and report.dead == 1  # it ran again (and failed again)
+
+
+async def test_a_stop_starts_no_new_message_in_the_running_stage(write_rules) -> None:
+    store = MemoryStore()
+    stopping = asyncio.Event()
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: any, pattern: '.*', handlers: [{recording:slow: {seconds: 0.2, tag: s}}]}
+    """)))
+    d = Dispatcher(rules, store, stopping=stopping, concurrency=2)
+    inbox = [msg(str(i), "x", sender=f"+90555{i:07d}") for i in range(20)]
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.1)
+        stopping.set()
+
+    report = (await asyncio.gather(d.process(inbox), stop_soon()))[0]
+    assert len(recording.CALLS) == 2  # the two running handlers finished; nothing else started
+    assert report.done == 2 and report.deferred == 18
+    other = Dispatcher(rules, store)  # the rest were released: another worker takes them at once
+    assert (await other.process(inbox)).done == 18
+
+
+async def test_a_failed_lease_renewal_is_retried(write_rules) -> None:
+    class Flaky(MemoryStore):
+        failures = 1
+
+        async def renew(self, ids, owner, lease):
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("store blip")
+            return await super().renew(ids, owner, lease)
+
+    store = Flaky()
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: any, pattern: '.*', handlers: [{recording:slow: {seconds: 0.7, tag: s}}]}
+    """)))
+    d = Dispatcher(rules, store, lease=0.3)
+    other = Dispatcher(rules, store, lease=0.3)
+
+    async def compete() -> int:
+        taken = 0
+        for _ in range(6):
+            await asyncio.sleep(0.1)
+            taken += (await other.process([msg("1", "x")])).done
+        return taken
+
+    first, taken = await asyncio.gather(d.process([msg("1", "x")]), compete())
+    assert first.done == 1 and taken == 0
+    assert len(recording.CALLS) == 1
+
+
+async def test_a_thread_past_its_time_limit_is_waited_for_before_a_retry(write_rules) -> None:
+    recording.MAX_RUNNING[0] = 0
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: any, pattern: '.*', handlers: [{recording:sync_slow: {seconds: 0.3}}]}
+    """)))
+    store = MemoryStore()
+    d = Dispatcher(rules, store, policy=FAST, handler_timeout=0.05)
+    first = await d.process([msg("1", "x")])
+    assert first.retrying == 1 and recording.RUNNING[0] == 0  # failed, but only once it returned
+    await d.process([msg("1", "x")])
+    assert recording.MAX_RUNNING[0] == 1
+    await d.aclose()
+
+
+async def test_undated_messages_are_remembered_past_the_horizon(router) -> None:
+    clock = Clock()
+    store = MemoryStore(horizon=timedelta(days=1), clock=clock)
+    d = Dispatcher(router, store, horizon=timedelta(days=1), clock=clock)
+    undated = parse_row({"id": "u1", "text": "merhaba", "sender": "+905550000001"})
+    assert not undated.date_known
+    assert (await d.process([undated])).done == 1
+    clock.now += 30 * 24 * 3600
+    later = parse_row({"id": "u1", "text": "merhaba", "sender": "+905550000001"})
+    assert (await d.process([later])).done == 0
+    assert tags() == Counter({("u1", "default"): 1})

@@ -8,11 +8,12 @@ Params:
 - `max_age` (default `1h`): an older message gets no reply (logged, counted as success), so a
   worker catching up on a backlog does not answer yesterday's texts.
 
-Provider answers: 451 (same text to the same number within ten minutes) is success: it is what a
-retry after a lost answer meets.  452 (recipient refused, e.g. already blacklisted) is permanent:
-put `reply` before `blacklist` in the rule.  Other refusals (450 sender not approved, 453 too
-long...) escape as PermanentApiError; 401 as AuthenticationRefused; 5xx and timeouts as
-TransientApiError (retried).
+Provider answers: 451 (same text to the same number within ten minutes) is success: it is
+what a retry after a lost answer meets.  452 (recipient refused, e.g. already blacklisted: the
+panel blocks RET senders of a short code by itself) is logged and counts as done, so the
+`blacklist` entry that follows still runs: put `reply` before `blacklist` in the rule.  Other
+refusals (450 sender not approved, 453 too long...) escape as PermanentApiError; 401 as
+AuthenticationRefused; 5xx and timeouts as TransientApiError (retried).
 """
 
 from __future__ import annotations
@@ -111,10 +112,15 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
             )
             return
         if exc.code == REFUSED_RECIPIENT:
-            raise PermanentError(
-                f"reply: the provider refused the recipient {masked} (452): recipient refused, "
-                "e.g. already blacklisted; put reply before blacklist in the rule; "
-                f"message {message.id}"
-            ) from None
+            # Not a reason to hold up the rest of the rule: the usual cause is a number already
+            # on the blacklist (the panel blocks RET senders of a short code by itself), and the
+            # `blacklist` entry after this one must still run and reach the ledger.
+            context.logger.warning(
+                "reply: the provider refused the recipient %s (452), e.g. already blacklisted; "
+                "no reply sent, the rule goes on (put reply before blacklist); message %s",
+                masked,
+                message.id,
+            )
+            return
         raise
     context.logger.info("reply: sent to %s, order %s, message %s", masked, order_id, message.id)

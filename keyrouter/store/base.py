@@ -10,6 +10,11 @@ Vocabulary:
   handlers run, released on finish or failure.  Two owners never hold one id at once.
 - *progress*: the handler entry keys of a message that already succeeded, so a retry skips them.
 - *retry state*: failed attempts so far and the epoch time before which the id may not be claimed.
+- *fencing*: `finish`, `fail` and `dead_letter` act on an id only when no OTHER owner holds a live
+  lease on it.  The caller's own lease, an expired lease or none at all are fine (work that was
+  done is still recorded when nobody took over); an id another owner holds is left completely
+  alone (no marker, no attempt, no dead letter, its lease and progress untouched), so a stale
+  worker whose lease expired and was taken over cannot finish or fail the new owner's message.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ class Store(ABC):
 
     namespace: str
     #: When set, done markers expire after horizon + HORIZON_MARGIN (the worker ignores messages
-    #: older than the horizon before they reach the store).  None keeps markers forever.
+    #: older than the horizon before they reach the store), except those finished `forever`.
+    #: None keeps markers forever.
     horizon: timedelta | None
 
     @abstractmethod
@@ -96,21 +102,35 @@ class Store(ABC):
         Returns the ids whose lease was lost (their entries were not recorded)."""
 
     @abstractmethod
-    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
+    async def finish(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        *,
+        skipped: Sequence[str] = (),
+        forever: Sequence[str] = (),
+    ) -> list[str]:
         """Mark `ids` done and `skipped` skipped (both finished); drop their progress, retry state
-        and lease.  Idempotent."""
+        and lease.  Idempotent.  Fenced (see the module doc): returns, in input order (`ids`
+        then `skipped`) and once each, the ids left alone because another owner holds them.
+
+        `forever` names ids of `ids` or `skipped` whose markers never expire, even with a
+        horizon (a message without a provider date: the horizon cannot tell its age), including
+        an id already marked with an expiring marker; other ids in it are ignored."""
 
     @abstractmethod
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         """Count a failed attempt, keep progress, forbid claims before `retry_at`, release the
-        lease.  Returns the number of failed attempts so far."""
+        lease.  Returns the number of failed attempts so far, or -1 when fenced (another owner
+        holds `id`: nothing changed)."""
 
     @abstractmethod
     async def dead_letter(
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
-    ) -> None:
+    ) -> bool:
         """Finish `id` as dead with its error and row; keep progress (a retry skips entries that
-        succeeded); release the lease.  Counts the attempt."""
+        succeeded); release the lease.  Counts the attempt.  False when fenced (another owner
+        holds `id`: nothing changed), else True."""
 
     @abstractmethod
     async def dead_letters(self) -> list[DeadLetter]:
@@ -138,7 +158,14 @@ class Store(ABC):
     @abstractmethod
     async def record_optout(self, entry: OptOut) -> None:
         """Append to the ledger; idempotent per (message_id, action): a repeated handler entry
-        (crash and retry) does not add a second line."""
+        (crash and retry) does not add a second line, nor change `latest_optout`."""
+
+    @abstractmethod
+    async def latest_optout(self, number: str) -> OptOut | None:
+        """The ledger entry for `number` with the greatest received_at; among entries with the
+        same received_at, the one recorded last.  None when the number has none.  One round trip,
+        without scanning the ledger: a blacklist or unblacklist handler asks it before acting, so
+        an old message retried by hand cannot undo a newer opposite one."""
 
     @abstractmethod
     async def optouts(self, since: float | None = None) -> list[OptOut]:

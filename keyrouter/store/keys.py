@@ -2,9 +2,11 @@
 
 Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 
-- `done`              SET of finished (done or skipped) ids, when there is no horizon;
-- `done:{YYYYMMDD}`   the same, one SET per UTC day of marking, when a horizon is set; each bucket
-                      expires `horizon + HORIZON_MARGIN + 1 day` after its last write;
+- `done`              SET of finished (done or skipped) ids, when there is no horizon; with a
+                      horizon, the ids finished `forever` (their markers never expire);
+- `done:{YYYYMMDD}`   the other finished ids, one SET per UTC day of marking, when a horizon is
+                      set; each bucket expires `horizon + HORIZON_MARGIN + 1 day` after its last
+                      write;
 - `claim:{id}`        STRING owner token with a PX lease;
 - `progress:{id}`     SET of handler entry keys that succeeded;
 - `retry`             HASH id -> "attempts|retry_at";
@@ -12,6 +14,7 @@ Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 - `stats`             HASH of counters done / skipped / dead / failed;
 - `optouts`           HASH "message_id|action" -> JSON ledger entry, and `optouts:at`, a ZSET of
                       the same members scored by received_at, so `optouts(since)` is a range read;
+- `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
 - `survey:{id}:votes` HASH voter -> counted choice;
 - `survey:{id}:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
 - `survey:{id}:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
@@ -118,6 +121,10 @@ class Keys:
     def optouts_by_time(self) -> str:
         return f"{self.prefix}optouts:at"
 
+    @property
+    def optouts_latest(self) -> str:
+        return f"{self.prefix}optouts:latest"
+
     def survey(self, survey: str) -> list[str]:
         """The survey's keys, in the order the vote script takes them: votes, counts, meta, seen."""
         base = f"{self.prefix}survey:{survey}:"
@@ -129,8 +136,8 @@ class Keys:
         return f"{self.prefix}*"
 
     def done_keys(self, horizon: timedelta | None, now: float) -> list[str]:
-        """The done keys to consult at `now`: the plain set, plus with a horizon every bucket
-        that can hold an id marked within horizon + margin (today first)."""
+        """The done keys to consult at `now`: the plain set first, plus with a horizon every
+        bucket that can hold an id marked within horizon + margin (today first)."""
         if horizon is None:
             return [self.done]
         days = math.ceil((horizon + HORIZON_MARGIN) / DAY)

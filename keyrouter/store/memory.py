@@ -30,16 +30,19 @@ class Survey:
 
 @dataclass
 class Space:
-    """One namespace's state.  `finished` maps id -> expiry (None: forever), kept in marking
-    order so expired markers can be swept from the front."""
+    """One namespace's state.  `finished` maps id -> expiry of the markers that expire, kept in
+    marking order so expired ones can be swept from the front; `kept` holds the markers that never
+    expire (no horizon, or finished `forever`)."""
 
-    finished: dict[str, float | None] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
+    kept: set[str] = field(default_factory=set)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
     retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (attempts, at)
     progress: dict[str, set[str]] = field(default_factory=dict)
     dead: dict[str, DeadLetter] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
+    latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
     surveys: dict[str, Survey] = field(default_factory=dict)
 
 
@@ -69,27 +72,36 @@ class MemoryStore(Store):
         finished = self._s.finished
         while finished:
             id, expires = next(iter(finished.items()))
-            if expires is None or expires > now:
+            if expires > now:
                 break
             del finished[id]
 
     def _is_finished(self, id: str) -> bool:
-        if id in self._s.dead:
+        if id in self._s.dead or id in self._s.kept:
             return True
-        if id not in self._s.finished:
-            return False
-        expires = self._s.finished[id]
-        return expires is None or expires > self._clock()
+        expires = self._s.finished.get(id)
+        return expires is not None and expires > self._clock()
 
-    def _mark(self, id: str) -> bool:
-        """Mark `id` finished; False when it already was (so counters stay idempotent)."""
-        if self._is_finished(id) and id not in self._s.dead:
+    def _mark(self, id: str, forever: bool = False) -> bool:
+        """Mark `id` finished; False when it already was (so counters stay idempotent).  A
+        `forever` marker replaces an expiring one."""
+        s = self._s
+        if self._is_finished(id) and id not in s.dead:
+            if forever and s.finished.pop(id, None) is not None:
+                s.kept.add(id)
             return False
-        self._s.dead.pop(id, None)
-        self._s.finished.pop(id, None)  # re-insert at the end: the sweep relies on the order
-        window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
-        self._s.finished[id] = None if window is None else self._clock() + window
+        s.dead.pop(id, None)
+        s.finished.pop(id, None)  # re-insert at the end: the sweep relies on the order
+        if forever or self.horizon is None:
+            s.kept.add(id)
+        else:
+            s.finished[id] = self._clock() + (self.horizon + HORIZON_MARGIN).total_seconds()
         return True
+
+    def _taken(self, id: str, owner: str) -> bool:
+        """Another owner holds a live lease on `id`: finish, fail and dead_letter leave it alone."""
+        held = self._s.leases.get(id)
+        return held is not None and held[0] != owner and held[1] > self._clock()
 
     def _release(self, id: str, owner: str) -> None:
         if self._s.leases.get(id, ("", 0.0))[0] == owner:
@@ -135,32 +147,50 @@ class MemoryStore(Store):
                 lost[id] = None
         return list(lost)
 
-    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
+    async def finish(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        *,
+        skipped: Sequence[str] = (),
+        forever: Sequence[str] = (),
+    ) -> list[str]:
         self._sweep()
+        keep = set(forever)
+        left: dict[str, None] = {}
         for kind, batch in (("done", ids), ("skipped", skipped)):
             for id in batch:
-                if self._mark(id):
+                if self._taken(id, owner):
+                    left[id] = None
+                    continue
+                if self._mark(id, id in keep):
                     self._s.stats[kind] += 1
                 self._s.leases.pop(id, None)
                 self._s.progress.pop(id, None)
                 self._s.retry.pop(id, None)
+        return list(left)
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
+        if self._taken(id, owner):
+            return -1
         attempts = self._s.retry.get(id, (0, 0.0))[0] + 1
         self._s.retry[id] = (attempts, retry_at)
         self._s.stats["failed"] += 1
-        self._release(id, owner)
+        self._s.leases.pop(id, None)
         return attempts
 
     async def dead_letter(
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
-    ) -> None:
+    ) -> bool:
+        if self._taken(id, owner):
+            return False
         attempts = self._s.retry.pop(id, (0, 0.0))[0] + 1
         self._s.dead.pop(id, None)  # a re-dead letter moves to the end, like a fresh one
         self._s.dead[id] = DeadLetter(id, error, attempts, now, rule, dict(row))
         self._s.stats["dead"] += 1
         self._s.stats["failed"] += 1
-        self._release(id, owner)
+        self._s.leases.pop(id, None)
+        return True
 
     async def dead_letters(self) -> list[DeadLetter]:
         return sorted(self._s.dead.values(), key=lambda d: (d.failed_at, d.id))
@@ -187,7 +217,16 @@ class MemoryStore(Store):
             self._release(id, owner)
 
     async def record_optout(self, entry: OptOut) -> None:
-        self._s.optouts.setdefault((entry.message_id, entry.action), entry)
+        key = (entry.message_id, entry.action)
+        if key in self._s.optouts:
+            return  # a repeat: the first write wins, and changes nothing else
+        self._s.optouts[key] = entry
+        latest = self._s.latest.get(entry.number)
+        if latest is None or entry.received_at >= latest.received_at:
+            self._s.latest[entry.number] = entry
+
+    async def latest_optout(self, number: str) -> OptOut | None:
+        return self._s.latest.get(number)
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         found = [e for e in self._s.optouts.values() if since is None or e.received_at >= since]

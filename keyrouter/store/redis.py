@@ -47,6 +47,11 @@ local function unfinished(ids, dead, first)
   end
   return keep
 end
+-- another owner holds a live lease on the claim key: finish, fail and dead_letter leave it be
+local function taken(claim, owner)
+  local holder = redis.call('GET', claim)
+  return holder ~= false and holder ~= owner
+end
 local function attempts_of(retry, id)
   local r = redis.call('HGET', retry, id)
   if not r then return 0, 0 end
@@ -109,48 +114,61 @@ end
 return lost
 """
 
-# KEYS: target done key, stats, retry, dead, done keys...
-# ARGV: claim prefix, progress prefix, bucket ttl (0: none), number of done ids, ids..., skipped...
+# KEYS: target done key, stats, retry, dead, done keys... (the plain done SET first)
+# ARGV: claim prefix, progress prefix, bucket ttl (0: none), owner, number of done ids, number of
+# skipped ids, ids..., skipped..., forever...  Returns the ids left alone (another owner's).
+# A `forever` id goes in the plain done SET, even when an expiring bucket already holds it.
 _FINISH = """
-local n, added = tonumber(ARGV[4]), {0, 0}
-for i = 5, #ARGV do
-  local id, known = ARGV[i], false
-  for k = 5, #KEYS do
-    if KEYS[k] ~= KEYS[1] and redis.call('SISMEMBER', KEYS[k], id) == 1 then
-      known = true; break
+local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
+local last, plain = 6 + n + m, KEYS[5]
+local forever, left, seen, added = {}, {}, {}, {0, 0}
+for i = last + 1, #ARGV do forever[ARGV[i]] = true end
+for i = 7, last do
+  local id = ARGV[i]
+  if taken(ARGV[1] .. id, ARGV[4]) then
+    if not seen[id] then seen[id] = true; left[#left + 1] = id end
+  else
+    local target, known = forever[id] and plain or KEYS[1], false
+    for k = 5, #KEYS do
+      if KEYS[k] ~= target and redis.call('SISMEMBER', KEYS[k], id) == 1 then
+        known = true; break
+      end
     end
+    if (forever[id] or not known) and redis.call('SADD', target, id) == 1 and not known then
+      local kind = (i - 6 <= n) and 1 or 2
+      added[kind] = added[kind] + 1
+    end
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('DEL', ARGV[1] .. id, ARGV[2] .. id)
   end
-  if not known and redis.call('SADD', KEYS[1], id) == 1 then
-    local kind = (i - 4 <= n) and 1 or 2
-    added[kind] = added[kind] + 1
-  end
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('DEL', ARGV[1] .. id, ARGV[2] .. id)
 end
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if added[1] > 0 then redis.call('HINCRBY', KEYS[2], 'done', added[1]) end
 if added[2] > 0 then redis.call('HINCRBY', KEYS[2], 'skipped', added[2]) end
-return 0
+return left
 """
 
-# KEYS: retry, stats, claim key.  ARGV: owner, id, retry_at.
+# KEYS: retry, stats, claim key.  ARGV: owner, id, retry_at.  -1 when another owner holds the id.
 _FAIL = """
+if taken(KEYS[3], ARGV[1]) then return -1 end
 local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
 redis.call('HSET', KEYS[1], ARGV[2], attempts .. '|' .. ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
-if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[3])
 return attempts
 """
 
 # KEYS: retry, stats, dead, claim key.  ARGV: owner, id, JSON object without "attempts".
+# -1 when another owner holds the id.
 _DEAD = """
+if taken(KEYS[4], ARGV[1]) then return -1 end
 local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
 redis.call('HSET', KEYS[3], ARGV[2], '{"attempts":' .. attempts .. ',' .. string.sub(ARGV[3], 2))
 redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'dead', 1)
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
-if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+redis.call('DEL', KEYS[4])
 return attempts
 """
 
@@ -180,13 +198,26 @@ end
 return 0
 """
 
-# KEYS: optouts HASH, optouts:at ZSET.  ARGV: member "message_id|action", received_at, JSON.
-# The first write of a member wins, body and score together.
+# KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH.  ARGV: member "message_id|action",
+# received_at, JSON, number.  The first write of a member wins, body and score together; a new
+# member becomes its number's latest when received at the same time or after the current one.
 _OPTOUT = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  local cur = redis.call('HGET', KEYS[3], ARGV[4])
+  local at = cur and redis.call('ZSCORE', KEYS[2], cur)
+  if not at or tonumber(ARGV[2]) >= tonumber(at) then
+    redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+  end
 end
 return 0
+"""
+
+# KEYS: optouts HASH, optouts:latest HASH.  ARGV: number.  The latest entry's JSON, or nil.
+_LATEST = """
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+if not member then return false end
+return redis.call('HGET', KEYS[1], member)
 """
 
 # KEYS: optouts HASH, optouts:at ZSET.  ARGV: min score ("-inf" for all).  Bodies, oldest first.
@@ -264,7 +295,7 @@ class RedisStore(Store):
         self._claim = script(_PRELUDE + _CLAIM)
         self._renew = script(_RENEW)
         self._record = script(_RECORD)
-        self._finish = script(_FINISH)
+        self._finish = script(_PRELUDE + _FINISH)
         self._fail = script(_PRELUDE + _FAIL)
         self._dead = script(_PRELUDE + _DEAD)
         self._retry_dead = script(_RETRY_DEAD)
@@ -272,6 +303,7 @@ class RedisStore(Store):
         self._release = script(_RELEASE)
         self._optout = script(_OPTOUT)
         self._optouts = script(_OPTOUTS)
+        self._latest = script(_LATEST)
         self._vote = script(_VOTE)
         self._results = script(_RESULTS)
         self._vote_ids_ttl = vote_ids_ttl(horizon)
@@ -334,15 +366,24 @@ class RedisStore(Store):
         lost = await self._record(args=[k.claim_prefix, k.progress_prefix, owner, *flat])
         return [_s(id) for id in lost]
 
-    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
+    async def finish(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        *,
+        skipped: Sequence[str] = (),
+        forever: Sequence[str] = (),
+    ) -> list[str]:
         if not ids and not skipped:
-            return
+            return []
         k, now = self.keys, self._clock()
         target, done_keys = k.done_target(self.horizon, now), k.done_keys(self.horizon, now)
-        await self._finish(
+        args = [k.claim_prefix, k.progress_prefix, self._ttl, owner, len(ids), len(skipped)]
+        left = await self._finish(
             keys=[target, k.stats, k.retry, k.dead, *done_keys],
-            args=[k.claim_prefix, k.progress_prefix, self._ttl, len(ids), *ids, *skipped],
+            args=[*args, *ids, *skipped, *forever],
         )
+        return [_s(id) for id in left]
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         k = self.keys
@@ -351,11 +392,12 @@ class RedisStore(Store):
 
     async def dead_letter(
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
-    ) -> None:
+    ) -> bool:
         k = self.keys
         record = {"error": error, "failed_at": now, "rule": rule, "row": dict(row)}
         body = json.dumps(record, default=str, ensure_ascii=False)
-        await self._dead(keys=[k.retry, k.stats, k.dead, k.claim(id)], args=[owner, id, body])
+        keys = [k.retry, k.stats, k.dead, k.claim(id)]
+        return int(await self._dead(keys=keys, args=[owner, id, body])) != -1
 
     async def dead_letters(self) -> list[DeadLetter]:
         raw = await self.client.hgetall(self.keys.dead)
@@ -385,7 +427,15 @@ class RedisStore(Store):
         k = self.keys
         body = json.dumps(asdict(entry), ensure_ascii=False)
         member = f"{entry.message_id}|{entry.action}"
-        await self._optout(keys=[k.optouts, k.optouts_by_time], args=[member, repr(entry.received_at), body])
+        await self._optout(
+            keys=[k.optouts, k.optouts_by_time, k.optouts_latest],
+            args=[member, repr(entry.received_at), body, entry.number],
+        )
+
+    async def latest_optout(self, number: str) -> OptOut | None:
+        k = self.keys
+        body = await self._latest(keys=[k.optouts, k.optouts_latest], args=[number])
+        return None if body is None else OptOut(**json.loads(body))
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         k = self.keys

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS optouts (
     keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
     PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS optouts_received ON optouts (ns, received_at);
+CREATE TABLE IF NOT EXISTS optouts_latest (
+    ns TEXT NOT NULL, number TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (ns, number)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS surveys (
     ns TEXT NOT NULL, survey TEXT NOT NULL, last_vote_at REAL, rejected INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (ns, survey)) WITHOUT ROWID;
@@ -88,6 +92,23 @@ SELECT (SELECT last_vote_at FROM surveys WHERE {_SURVEY}), (SELECT rejected FROM
             (SELECT choice, count(*) AS n FROM votes WHERE {_SURVEY} GROUP BY choice))"""
 
 _IN = "ns = :ns AND id IN (SELECT value FROM json_each(:ids))"
+
+# The ids of :ids another owner holds a live lease on: finish, fail and dead_letter leave them be.
+_TAKEN = f"SELECT id FROM work WHERE {_IN} AND owner <> :owner AND lease_until > :t"
+
+# optouts_latest keeps, per number, the key of the entry latest_optout returns; a new entry takes
+# its place when received at the same time or later (ties: the one recorded last wins).
+_LATEST_UPDATE = """
+INSERT INTO optouts_latest VALUES (:ns, :number, :message_id, :action, :received_at)
+ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id,
+    action = excluded.action, received_at = excluded.received_at
+WHERE excluded.received_at >= optouts_latest.received_at"""
+
+_LATEST = """
+SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at
+FROM optouts_latest l JOIN optouts o
+    ON o.ns = l.ns AND o.message_id = l.message_id AND o.action = l.action
+WHERE l.ns = :ns AND l.number = :number"""
 
 
 class SqliteStore(Store):
@@ -154,24 +175,28 @@ class SqliteStore(Store):
                 self._p(name=name, by=by),
             )
 
-    def _mark(self, db: sqlite3.Connection, ids: Sequence[str], kind: str) -> int:
-        """Mark the not yet finished `ids` finished; returns how many were newly marked."""
+    def _mark(
+        self, db: sqlite3.Connection, ids: Sequence[str], kind: str, forever: bool = False
+    ) -> int:
+        """Mark the not yet finished `ids` finished; returns how many were newly marked.  A
+        `forever` marker (expires_at NULL) also replaces an expiring one."""
+        if not ids:
+            return 0
         window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
         p = self._p(ids=json.dumps(list(ids)), kind=kind)
-        p["exp"] = None if window is None else p["t"] + window
+        p["exp"] = None if window is None or forever else p["t"] + window
         db.execute(f"DELETE FROM dead WHERE {_IN}", p)
         db.execute(f"DELETE FROM finished WHERE {_IN} AND expires_at <= :t", p)
         cur = db.execute(
             "INSERT OR IGNORE INTO finished SELECT :ns, value, :kind, :exp FROM json_each(:ids)", p
         )
+        if forever:
+            db.execute(f"UPDATE finished SET expires_at = NULL WHERE {_IN}", p)
         return cur.rowcount
 
-    def _release(self, db: sqlite3.Connection, id: str, owner: str) -> None:
-        db.execute(
-            "UPDATE work SET owner = NULL, lease_until = NULL"
-            " WHERE ns = :ns AND id = :id AND owner = :owner",
-            self._p(id=id, owner=owner),
-        )
+    def _taken(self, db: sqlite3.Connection, ids: Sequence[str], owner: str) -> set[str]:
+        p = self._p(ids=json.dumps(list(ids)), owner=owner)
+        return {r[0] for r in db.execute(_TAKEN, p)}
 
     # -- contract -------------------------------------------------------------------------------
 
@@ -225,26 +250,43 @@ class SqliteStore(Store):
 
         return await self._write(run)
 
-    async def finish(self, ids: Sequence[str], owner: str, *, skipped: Sequence[str] = ()) -> None:
-        def run(db: sqlite3.Connection) -> None:
+    async def finish(
+        self,
+        ids: Sequence[str],
+        owner: str,
+        *,
+        skipped: Sequence[str] = (),
+        forever: Sequence[str] = (),
+    ) -> list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            taken = self._taken(db, [*ids, *skipped], owner)
+            keep = set(forever)
             db.execute("DELETE FROM finished WHERE ns = :ns AND expires_at <= :t", self._p())
-            self._bump(db, "done", self._mark(db, ids, "done"))
-            self._bump(db, "skipped", self._mark(db, skipped, "skipped"))
-            p = self._p(ids=json.dumps([*ids, *skipped]))
+            for kind, batch in (("done", ids), ("skipped", skipped)):
+                free = [id for id in batch if id not in taken]
+                marked = self._mark(db, [id for id in free if id not in keep], kind)
+                marked += self._mark(db, [id for id in free if id in keep], kind, forever=True)
+                self._bump(db, kind, marked)
+            p = self._p(ids=json.dumps([id for id in (*ids, *skipped) if id not in taken]))
             for table in ("work", "progress"):
                 db.execute(f"DELETE FROM {table} WHERE {_IN}", p)
+            return [id for id in dict.fromkeys((*ids, *skipped)) if id in taken]
 
-        await self._write(run)
+        if not ids and not skipped:
+            return []
+        return await self._write(run)
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         def run(db: sqlite3.Connection) -> int:
+            if self._taken(db, [id], owner):
+                return -1
             (attempts,) = db.execute(
                 "INSERT INTO work (ns, id, attempts, retry_at) VALUES (:ns, :id, 1, :at)"
-                " ON CONFLICT (ns, id) DO UPDATE SET attempts = attempts + 1, retry_at = :at"
+                " ON CONFLICT (ns, id) DO UPDATE SET attempts = attempts + 1, retry_at = :at,"
+                " owner = NULL, lease_until = NULL"
                 " RETURNING attempts",
                 self._p(id=id, at=retry_at),
             ).fetchone()
-            self._release(db, id, owner)
             self._bump(db, "failed")
             return int(attempts)
 
@@ -252,8 +294,10 @@ class SqliteStore(Store):
 
     async def dead_letter(
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
-    ) -> None:
-        def run(db: sqlite3.Connection) -> None:
+    ) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            if self._taken(db, [id], owner):
+                return False
             p = self._p(id=id, error=error, rule=rule, row=json.dumps(dict(row)), now=now)
             got = db.execute("SELECT attempts FROM work WHERE ns = :ns AND id = :id", p).fetchone()
             p["attempts"] = (got[0] if got else 0) + 1
@@ -264,8 +308,9 @@ class SqliteStore(Store):
             db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
             self._bump(db, "dead")
             self._bump(db, "failed")
+            return True
 
-        await self._write(run)
+        return await self._write(run)
 
     async def dead_letters(self) -> list[DeadLetter]:
         rows = await self._read(
@@ -313,13 +358,19 @@ class SqliteStore(Store):
 
     async def record_optout(self, entry: OptOut) -> None:
         def run(db: sqlite3.Connection) -> None:
-            db.execute(
+            p = self._p(**asdict(entry))
+            if db.execute(
                 "INSERT OR IGNORE INTO optouts VALUES (:ns, :message_id, :action, :number,"
                 " :keyword, :received_at, :handled_at)",
-                self._p(**asdict(entry)),
-            )
+                p,
+            ).rowcount:
+                db.execute(_LATEST_UPDATE, p)
 
         await self._write(run)
+
+    async def latest_optout(self, number: str) -> OptOut | None:
+        rows = await self._read(_LATEST, self._p(number=number))
+        return OptOut(*rows[0]) if rows else None
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index

@@ -25,6 +25,7 @@ from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, open_s
 LEASE = 30.0
 SHORT = 0.2  # a lease the tests outlive by sleeping
 DAY = 86400.0
+NONE = {"done": 0, "skipped": 0, "dead": 0, "failed": 0}
 
 
 class MakeStore(Protocol):
@@ -176,12 +177,71 @@ class StoreContract:
         assert (c.attempts, c.succeeded) == (2, frozenset({"h1", "h2"}))
         assert (await store.counts())["failed"] == 2
 
-    async def test_fail_by_a_non_holder_leaves_the_lease(self, store: Store) -> None:
+    async def test_fail_by_a_non_holder_leaves_the_id_alone(self, store: Store) -> None:
         now = time.time()
         await store.claim(["a"], "A", LEASE, now)
-        assert await store.fail("a", "B", "late", retry_at=now) == 1
+        await store.record_success([("a", "h1")], "A")
+        assert await store.fail("a", "B", "late", retry_at=now + 100) == -1
+        assert await store.counts() == NONE
         assert await store.claim(["a"], "C", LEASE, now) == []
-        assert ids_of(await store.claim(["a"], "A", LEASE, now)) == ["a"]
+        assert await store.renew(["a"], "A", LEASE) == ["a"]
+        (c,) = await store.claim(["a"], "A", LEASE, now)  # no attempt counted, no retry time set
+        assert (c.attempts, c.succeeded) == (0, frozenset({"h1"}))
+        assert await store.fail("a", "A", "mine", retry_at=now) == 1
+
+    async def test_dead_letter_by_a_non_holder_leaves_the_id_alone(self, store: Store) -> None:
+        now = time.time()
+        await store.claim(["a"], "A", LEASE, now)
+        await store.record_success([("a", "h1")], "A")
+        assert await store.dead_letter("a", "B", "late", rule="r", row={"id": "a"}, now=now) is False
+        assert await store.dead_letters() == []
+        assert await store.unfinished(["a"]) == ["a"]
+        assert await store.counts() == NONE
+        assert await store.claim(["a"], "C", LEASE, now) == []
+        assert await store.renew(["a"], "A", LEASE) == ["a"]
+        (c,) = await store.claim(["a"], "A", LEASE, now)
+        assert (c.attempts, c.succeeded) == (0, frozenset({"h1"}))
+        assert await store.dead_letter("a", "A", "mine", rule="r", row={}, now=now) is True
+        assert [(d.id, d.error, d.attempts) for d in await store.dead_letters()] == [("a", "mine", 1)]
+
+    async def test_a_stale_worker_is_fenced_after_a_takeover(self, store: Store) -> None:
+        """A's lease expires, B claims: A's late finish, fail and dead letter change nothing."""
+        now = time.time()
+        await store.claim(["a", "b"], "A", SHORT, now)
+        await asyncio.sleep(SHORT + 0.1)
+        assert ids_of(await store.claim(["a", "b"], "B", LEASE, time.time())) == ["a", "b"]
+        assert await store.record_success([("a", "hB")], "B") == []
+        assert await store.finish(["a", "b"], "A", skipped=["b", "a"], forever=["a"]) == ["a", "b"]
+        assert await store.fail("a", "A", "late", retry_at=now + 100) == -1
+        assert await store.dead_letter("b", "A", "late", rule=None, row={}, now=now) is False
+        assert await store.dead_letters() == []
+        assert await store.unfinished(["a", "b"]) == ["a", "b"]
+        assert await store.counts() == NONE
+        assert await store.renew(["a", "b"], "B", LEASE) == ["a", "b"]
+        got = await store.claim(["a", "b"], "B", LEASE, now)
+        assert [(c.id, c.attempts, c.succeeded) for c in got] == [
+            ("a", 0, frozenset({"hB"})),
+            ("b", 0, frozenset()),
+        ]
+        assert await store.finish(["a"], "B", skipped=["b"]) == []
+        assert await store.unfinished(["a", "b"]) == []
+        assert await store.counts() == {"done": 1, "skipped": 1, "dead": 0, "failed": 0}
+
+    async def test_fencing_lets_expired_own_and_absent_leases_through(self, store: Store) -> None:
+        """Work done under a lease that expired is still recorded when nobody took over."""
+        now = time.time()
+        await store.claim(["a", "b", "c", "d"], "A", SHORT, now)
+        await asyncio.sleep(SHORT + 0.1)
+        assert await store.finish(["a"], "A") == []  # A's own lease, expired
+        assert await store.finish([], "B", skipped=["b"]) == []  # A's expired lease
+        assert await store.fail("c", "B", "e", retry_at=now) == 1
+        assert await store.dead_letter("d", "B", "e", rule=None, row={}, now=now) is True
+        assert await store.fail("x", "B", "e", retry_at=now) == 1  # never claimed
+        assert await store.dead_letter("y", "B", "e", rule=None, row={}, now=now) is True
+        assert await store.unfinished(["a", "b", "c", "d", "x", "y"]) == ["c", "x"]
+        assert await store.counts() == {"done": 1, "skipped": 1, "dead": 2, "failed": 4}
+        (c,) = await store.claim(["c"], "C", LEASE, now)  # the failure released the lease
+        assert c.attempts == 1
 
     async def test_record_success_is_fenced_by_the_lease(self, store: Store) -> None:
         now = time.time()
@@ -237,9 +297,9 @@ class StoreContract:
 
     async def test_finish_is_idempotent(self, store: Store) -> None:
         await store.claim(["a", "b"], "A", LEASE, time.time())
-        await store.finish(["a", "b"], "A")
-        await store.finish(["a", "b", "a"], "A")
-        await store.finish(["b"], "someone else")
+        assert await store.finish(["a", "b"], "A") == []
+        assert await store.finish(["a", "b", "a"], "A") == []
+        assert await store.finish(["b"], "someone else") == []
         assert await store.unfinished(["a", "b"]) == []
         assert await store.claim(["a", "b"], "A", LEASE, time.time()) == []
         assert (await store.counts())["done"] == 2
@@ -256,6 +316,27 @@ class StoreContract:
         assert await store.unfinished(["a"]) == ["a"]
         (c,) = await store.claim(["a"], "B", LEASE, clock())
         assert (c.attempts, c.succeeded) == (0, frozenset())
+
+    async def test_finish_leaves_alone_ids_another_owner_holds(self, store: Store) -> None:
+        now = time.time()
+        await store.claim(["a", "c"], "A", LEASE, now)
+        await store.record_success([("a", "h1")], "A")
+        assert await store.fail("c", "A", "e", retry_at=now) == 1
+        await store.claim(["c"], "A", LEASE, now)
+        left = await store.finish(["a", "b", "a"], "B", skipped=["c", "d"], forever=["a", "c"])
+        assert left == ["a", "c"]
+        assert await store.unfinished(["a", "b", "c", "d"]) == ["a", "c"]
+        assert await store.counts() == {"done": 1, "skipped": 1, "dead": 0, "failed": 1}
+        assert await store.claim(["a", "c"], "C", LEASE, now) == []
+        assert await store.renew(["a", "c"], "A", LEASE) == ["a", "c"]
+        got = await store.claim(["a", "c"], "A", LEASE, now)  # progress and retry state kept
+        assert [(c.id, c.attempts, c.succeeded) for c in got] == [
+            ("a", 0, frozenset({"h1"})),
+            ("c", 1, frozenset()),
+        ]
+        assert await store.finish(["a"], "A", skipped=["c"]) == []
+        assert await store.unfinished(["a", "c"]) == []
+        assert await store.counts() == {"done": 2, "skipped": 2, "dead": 0, "failed": 1}
 
     async def test_skipped_ids_are_finished_and_counted(self, store: Store) -> None:
         await store.finish(["a"], "w", skipped=["s1", "s2"])
@@ -384,6 +465,27 @@ class StoreContract:
         assert await store.unfinished(["a", "s"]) == ["s"]
         assert (await store.counts())["done"] == 2
 
+    async def test_forever_markers_outlive_the_horizon(self, make_store: MakeStore) -> None:
+        clock = FakeClock()
+        store = make_store(horizon=timedelta(days=1), clock=clock)
+        left = await store.finish(["a", "b"], "w", skipped=["s", "t"], forever=["a", "t", "other"])
+        assert left == []
+        assert await store.finish(["c"], "w") == []  # an expiring marker first ...
+        assert await store.finish(["c"], "w", forever=["c"]) == []  # ... made permanent
+        await store.claim(["held"], "A", LEASE, clock())
+        assert await store.finish(["held"], "B", forever=["held"]) == ["held"]
+        clock.advance(30 * DAY)
+        ids = ["a", "b", "s", "t", "c", "other", "held"]
+        assert await store.unfinished(ids) == ["b", "s", "other", "held"]
+        assert await store.claim(["a", "t", "c"], "A", LEASE, clock()) == []
+        assert await store.finish(["a"], "w", forever=["a"]) == []  # already finished
+        assert await store.counts() == {"done": 3, "skipped": 2, "dead": 0, "failed": 0}
+        plain = make_store(clock=clock)  # no horizon: every marker is kept anyway
+        assert await plain.finish(["a"], "w", skipped=["s"], forever=["a", "s"]) == []
+        clock.advance(1000 * DAY)
+        assert await plain.unfinished(["a", "s", "n"]) == ["n"]
+        assert await plain.counts() == {"done": 1, "skipped": 1, "dead": 0, "failed": 0}
+
     async def test_without_horizon_markers_never_expire(self, make_store: MakeStore) -> None:
         clock = FakeClock()
         store = make_store(clock=clock)
@@ -427,6 +529,48 @@ class StoreContract:
             2000.0, 2000.0, 2000.0, 5000.0, 1712345678.123456,
         ]
         assert await store.optouts(since=1712345678.123457) == []
+
+    async def test_latest_optout_is_the_latest_received(self, store: Store) -> None:
+        number, other = "+905551112233", "+905550000000"
+        assert await store.latest_optout(number) is None
+        block = optout("m1", 1000.0)
+        await store.record_optout(block)
+        assert await store.latest_optout(number) == block
+        unblock = optout("m2", 2000.0, "unblacklist", keyword="BASLA")
+        await store.record_optout(unblock)
+        assert await store.latest_optout(number) == unblock
+        # an old message retried by hand, recorded last: not the latest
+        await store.record_optout(optout("m0", 500.0, "blacklist"))
+        # a repeat of m1 (the ledger keeps the first write) does not move the latest either
+        await store.record_optout(replace(block, received_at=3000.0))
+        assert await store.latest_optout(number) == unblock
+        await store.record_optout(optout("m3", 9e9, number=other))
+        assert await store.latest_optout(number) == unblock
+        assert await store.latest_optout(other) == optout("m3", 9e9, number=other)
+        assert await store.latest_optout("+900000000000") is None
+        # same received_at: the one recorded last, whatever its id, action or handled_at
+        for id, action in (("m9", "blacklist"), ("m10", "unblacklist"), ("m1", "unblacklist")):
+            tie = optout(id, 2000.0, action, handled_at=1.0)
+            await store.record_optout(tie)
+            assert await store.latest_optout(number) == tie
+        # full precision: a microsecond earlier, recorded later, is not the latest
+        at = 1712345678.123457
+        await store.record_optout(optout("p1", at, number="+1"))
+        await store.record_optout(optout("p2", at - 1e-6, "unblacklist", number="+1"))
+        assert await store.latest_optout("+1") == optout("p1", at, number="+1")
+
+    async def test_concurrent_optouts_keep_the_latest(self, make_store: MakeStore) -> None:
+        namespace = make_store().namespace
+        times = [float(t) for t in random.Random(7).sample(range(1, 10_000), 60)]
+
+        async def record(i: int, at: float) -> None:
+            action = ("blacklist", "unblacklist")[i % 2]
+            await make_store(namespace).record_optout(optout(f"m{i}", at, action, number="+9"))
+
+        await asyncio.gather(*(record(i, at) for i, at in enumerate(times)))
+        latest = await make_store(namespace).latest_optout("+9")
+        assert latest is not None and latest.received_at == max(times)
+        assert latest.message_id == f"m{times.index(max(times))}"
 
     # -- survey votes ---------------------------------------------------------------------------
 
@@ -513,12 +657,15 @@ class StoreContract:
         await one.record_optout(optout("m1", 1.0))
         assert await two.survey_results("s") == zeros("s")
         assert await two.optouts() == []
+        assert await two.latest_optout("+905551112233") is None
         assert await two.vote("s", "v", "b", policy="first", now=2.0, vote_id="m1") is True
         await two.record_optout(optout("m1", 2.0, number="+905550000000"))
         assert await one.survey_results("s") == SurveyResults("s", {"a": 1}, 1, 1.0, 1)
         assert await two.survey_results("s") == SurveyResults("s", {"b": 1}, 1, 2.0, 0)
         assert await one.optouts() == [optout("m1", 1.0)]
         assert [e.number for e in await two.optouts()] == ["+905550000000"]
+        assert await one.latest_optout("+905551112233") == optout("m1", 1.0)
+        assert await one.latest_optout("+905550000000") is None
 
     async def test_concurrent_votes_keep_exact_totals(self, make_store: MakeStore) -> None:
         """20 workers (each its own store: for SQLite its own connection) vote at once: their own

@@ -73,6 +73,19 @@ class RedisContract(StoreContract):
         assert window < await client.ttl(bucket) <= window + DAY.total_seconds()
         assert not await client.exists(Keys(store.namespace).done)
 
+    async def test_forever_markers_go_in_the_plain_done_set(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        clock = FakeClock()
+        store = make_store(horizon=timedelta(days=7), clock=clock)
+        k = Keys(store.namespace)
+        await store.finish(["a", "b"], "w", skipped=["s"], forever=["b", "s"])
+        await store.finish(["a"], "w", forever=["a"])  # already in today's bucket: moves over
+        assert set(await client.smembers(k.done_bucket(clock()))) == {b"a"}
+        assert set(await client.smembers(k.done)) == {b"a", b"b", b"s"}
+        assert await client.ttl(k.done) == -1
+        assert await store.counts() == {"done": 2, "skipped": 1, "dead": 0, "failed": 0}
+
     async def test_without_horizon_one_set_without_ttl(
         self, make_store: MakeStore, client: aioredis.Redis
     ) -> None:
@@ -102,16 +115,18 @@ class RedisContract(StoreContract):
         k = Keys(store.namespace)
         votes, counts, meta, seen = k.survey("s:1")
         keys = {key async for key in client.scan_iter(match=k.pattern)}
-        assert keys == {x.encode() for x in (k.optouts, k.optouts_by_time, votes, counts, meta, seen)}
+        ledger = (k.optouts, k.optouts_by_time, k.optouts_latest)
+        assert keys == {x.encode() for x in (*ledger, votes, counts, meta, seen)}
         assert await client.zrange(k.optouts_by_time, 0, -1, withscores=True) == [
             (b"m1|blacklist", 1000.5)
         ]
+        assert await client.hgetall(k.optouts_latest) == {b"+905551112233": b"m1|blacklist"}
         assert await client.hgetall(votes) == {b"v": b"a"}
         assert await client.hgetall(counts) == {b"a": b"1"}
         assert await client.hgetall(meta) == {b"last": b"5.0", b"rejected": b"1"}
         # the seen ids outlive a horizon longer than VOTE_IDS_TTL; nothing else expires
         assert VOTE_IDS_TTL < timedelta(days=90) < timedelta(seconds=await client.ttl(seen))
-        for key in (k.optouts, k.optouts_by_time, votes, counts, meta):
+        for key in (*ledger, votes, counts, meta):
             assert await client.ttl(key) == -1
 
     async def test_cleanup_touches_only_its_namespace(
@@ -203,6 +218,36 @@ async def test_release_ledger_and_votes_cost_one_round_trip_each() -> None:
             assert CountingConnection.sent == 1
         assert len(await store.optouts(since=10.0)) == 1090
         assert len(await store.claim(ids, "other", LEASE, time.time())) == len(ids)
+    finally:
+        await delete_namespace(client, store.namespace)
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_fenced_calls_and_latest_optout_cost_one_round_trip_each() -> None:
+    """finish, fail and dead_letter check the lease inside their script: still one round trip."""
+    pool = aioredis.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    store = RedisStore(client, f"rt-{uuid4().hex}", timedelta(days=7))
+    ids = [f"{7_000_000_000 + i}" for i in range(2_000)]
+    try:
+        await store.claim(ids, "w", LEASE, time.time())
+        await store.record_optout(optout("m1", 1.0))
+        calls = [
+            (lambda: store.finish(ids[:1500], "late", skipped=ids[1500:], forever=ids), ids),
+            (lambda: store.fail(ids[0], "late", "e", 0.0), -1),
+            (lambda: store.dead_letter(ids[1], "late", "e", rule=None, row={}, now=1.0), False),
+            (lambda: store.latest_optout("+905551112233"), optout("m1", 1.0)),
+            (lambda: store.latest_optout("+1"), None),
+        ]
+        for call, _ in calls:
+            await call()  # load the script
+        for call, want in calls:
+            CountingConnection.sent = 0
+            assert await call() == want
+            assert CountingConnection.sent == 1
+        assert await store.counts() == {"done": 0, "skipped": 0, "dead": 0, "failed": 0}
+        assert await store.renew(ids, "w", LEASE) == ids
     finally:
         await delete_namespace(client, store.namespace)
         await client.aclose()

@@ -16,7 +16,7 @@ from uuid import uuid4
 import pytest
 
 from keyrouter.store import Store, open_store
-from keyrouter.store.sqlite import SqliteStore
+from keyrouter.store.sqlite import _LATEST, SqliteStore
 
 from .contract import MakeStore, StoreContract, check_race, race_votes
 
@@ -86,6 +86,17 @@ def test_two_processes_vote_with_exact_totals(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'votes.sqlite3'}"  # tmp_path is absolute: sqlite:////...
     changed = race_votes(url, "race")
     asyncio.run(check_race(url, "race", changed))
+
+
+def test_latest_optout_reads_no_whole_table(tmp_path: Path) -> None:
+    """latest_optout is two primary-key lookups, never a scan of the ledger."""
+    store = SqliteStore(tmp_path / "k.sqlite3")
+    try:
+        plan = store._db.execute(f"EXPLAIN QUERY PLAN {_LATEST}", {"ns": "n", "number": "+9"})
+        steps = [row[-1] for row in plan.fetchall()]
+        assert len(steps) == 2 and all(step.startswith("SEARCH") for step in steps), steps
+    finally:
+        asyncio.run(store.close())
 
 
 def test_open_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
