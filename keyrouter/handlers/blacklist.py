@@ -6,6 +6,11 @@ the row's other number (`number`) is OUR receiving number, even though one of th
 examples looks as if the two were swapped, and blocking the wrong person is worse than a dead
 letter a human can look at (README, "sender and number").
 
+Order: the latest request received wins.  Before acting, the ledger's latest entry for the number
+is read (`Store.latest_optout`); when a message received later already blocked or unblocked it,
+this older message changes nothing (logged).  Per-sender ordering in the dispatcher keeps this
+rare; it matters when a dead letter is retried by hand after the person wrote again.
+
 Provider answers: 466 (invalid number) is permanent; `delete-blacklist`'s 474 (not on the list)
 counts as success: the number is off the list, which is what was asked, and a retry after a
 crash between the call and the bookkeeping meets exactly that.  `add-blacklist` is idempotent at
@@ -65,6 +70,17 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
         )
     client = require_client(context, action)
     masked = mask_number(number)
+    if context.store is not None:
+        newer = await context.store.latest_optout(number)
+        if newer is not None and newer.message_id != message.id and \
+                newer.received_at > message.received_at.timestamp():
+            # An older RET or BASLA, e.g. a dead letter retried by hand, must not undo what the
+            # person asked for later: the latest request received wins.
+            context.logger.warning(
+                "%s: skipped for %s: a later message (%s, %s) already decided, message %s",
+                action, masked, newer.message_id, newer.action, message.id,
+            )
+            return
     already = False
     try:
         if action == "blacklist":

@@ -147,3 +147,20 @@ async def test_params_are_rejected(client, make_message, make_context) -> None:
     assert "unknown param(s) number" in (params_problem({"number": "x"}) or "")
     with pytest.raises(PermanentError, match="unknown param"):
         await blacklist(make_message(), None, make_context({"number": "905"}, client=client))
+
+
+async def test_an_older_request_never_undoes_a_newer_one(
+    fake, client, store, make_message, make_context
+) -> None:
+    """A BASLA that died and is retried by hand after the person sent RET changes nothing."""
+    basla = make_message("BASLA", id="old-basla", age=timedelta(hours=2))
+    ret = make_message("RET", id="new-ret", age=timedelta(minutes=5))
+    await blacklist(ret, match(keyword="RET"), make_context(client=client, store=store))
+    await unblacklist(basla, match(keyword="BASLA"), make_context(client=client, store=store))
+    assert fake.blacklist == {NUMBER}
+    assert bodies(fake, "delete-blacklist") == []
+    assert [e.message_id for e in await store.optouts()] == ["new-ret"]
+    # the same older request is applied when nothing newer has been decided
+    other = make_message("BASLA", id="basla-2", sender="05321112233", age=timedelta(hours=2))
+    await unblacklist(other, match(keyword="BASLA"), make_context(client=client, store=store))
+    assert len(bodies(fake, "delete-blacklist")) == 1
