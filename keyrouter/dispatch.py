@@ -18,6 +18,7 @@ A crash at any point repeats at most the entries that were running, with the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import secrets
@@ -38,6 +39,7 @@ from keyrouter.store.base import Claimed, Store
 
 logger = logging.getLogger("keyrouter.dispatch")
 DEFAULT_RULE = "default"
+_NOT_STARTED = object()
 ADMITTED = "!admitted"  # progress marker: the message passed its max_age check once
 _ERROR_LIMIT = 2000
 
@@ -99,6 +101,7 @@ class Dispatcher:
     concurrency: int = 64
     batch_size: int = 1000
     handler_timeout: float = 300.0
+    flush_interval: float = 0.1  # seconds between writes of successes while a stage runs
     horizon: timedelta | None = None
     threads: int = 16
     clock: Callable[[], float] = time.time
@@ -209,7 +212,6 @@ class Dispatcher:
                 jobs.append(_Job(message, route, claim, remaining))
             else:
                 finished.append(m.id)  # nothing (left) to run: a crash after the last entry
-        report.skipped += len(skipped)
         renewer = asyncio.create_task(self._renew_while_running(jobs)) if jobs else None
         try:
             return await self._run_stages(jobs, finished, skipped, undated, report)
@@ -237,47 +239,23 @@ class Dispatcher:
     async def _run_stages(self, jobs: list[_Job], finished: list[str], skipped: list[str],
                           undated: set[str], report: Report) -> list[Message]:
         unfinished: list[Message] = []
+        if finished or skipped:  # nothing to run for these: finish them before anything runs
+            await self._finish(finished, skipped, undated, report)
         active = jobs
-        while True:
-            successes: list[tuple[str, str]] = []
+        while active:
             for job in active:
                 job.started = False
-            if active:
-                await self._run_all(active)
+            await self._run_all(active, undated, report)
             still: list[_Job] = []
             not_started: list[_Job] = []
             for job in active:
                 if not job.started:
                     not_started.append(job)
-                    continue
-                if job.error is not None:
-                    continue
-                index, entry = job.remaining.pop(0)
-                if job.remaining:
-                    successes.append((job.message.id, entry_key(self._rule_name(job), index, entry)))
-                    still.append(job)
-                else:
-                    finished.append(job.message.id)
-            if successes:
-                for lost in set(await self.store.record_success(successes, self.owner)):
-                    logger.warning("lease lost for message %s; stopping its handlers here", lost)
-                    for job in still:
-                        if job.message.id == lost:
-                            job.lost = True
-            still = [j for j in still if not j.lost]
-            if finished or skipped:
-                forever = [i for i in (*finished, *skipped) if i in undated] if undated else []
-                taken = await self.store.finish(finished, self.owner, skipped=skipped, forever=forever)
-                for lost in taken or ():
-                    logger.warning("message %s was taken over by another worker before it was "
-                                   "marked done; its last handler entry may run again", lost)
-                report.done += len(finished)
-                finished.clear()
-                skipped.clear()
-            for job in active:
-                if job.started and job.error is not None:
+                elif job.error is not None:
                     unfinished.append(job.message)
                     await self._failed(job, report)
+                elif job.remaining and not job.lost:
+                    still.append(job)
             active = still
             if self._stopped():  # a clean stop: what started has finished; give the rest back
                 rest = not_started + active
@@ -285,17 +263,50 @@ class Dispatcher:
                     await self.store.release([j.message.id for j in rest], self.owner)
                     report.deferred += len(rest)
                 return unfinished + [j.message for j in rest]
-            if not active:
-                return unfinished
+        return unfinished
+
+    async def _record(self, completed: list[_Job], undated: set[str], report: Report) -> None:
+        """Write down entries that returned: progress for messages with entries left, done for
+        the others.  Called during a stage too, so a slow handler does not keep its batch mates'
+        successes unwritten (a kill would repeat them)."""
+        successes: list[tuple[str, str]] = []
+        finished: list[str] = []
+        by_id: dict[str, _Job] = {}
+        for job in completed:
+            index, entry = job.remaining.pop(0)
+            if job.remaining:
+                successes.append((job.message.id, entry_key(self._rule_name(job), index, entry)))
+                by_id[job.message.id] = job
+            else:
+                finished.append(job.message.id)
+        if successes:
+            for lost in set(await self.store.record_success(successes, self.owner)):
+                logger.warning("lease lost for message %s; stopping its handlers here", lost)
+                by_id[lost].lost = True
+        if finished:
+            await self._finish(finished, [], undated, report)
+
+    async def _finish(self, finished: list[str], skipped: list[str], undated: set[str],
+                      report: Report) -> None:
+        forever = [i for i in (*finished, *skipped) if i in undated] if undated else []
+        taken = await self.store.finish(finished, self.owner, skipped=skipped, forever=forever)
+        for lost in taken or ():
+            logger.warning("message %s was taken over by another worker before it was marked "
+                           "done; its last handler entry may run again", lost)
+        report.done += len(finished) - len(taken or ())
+        report.skipped += len(skipped)
 
     def _rule_name(self, job: _Job) -> str:
         return job.route.rule.name if job.route.rule else DEFAULT_RULE
 
     # ------------------------------------------------------------------ one handler entry
-    async def _run_all(self, jobs: list[_Job]) -> None:
+    async def _run_all(self, jobs: list[_Job], undated: set[str], report: Report) -> None:
         """The next entry of every job, at most `concurrency` at once: a few runner tasks take
-        jobs from one list (cheaper than a task and a semaphore wait per job)."""
+        jobs from one list (cheaper than a task and a semaphore wait per job).  Entries that
+        returned are recorded every `flush_interval` while others still run, then at the end."""
         todo = iter(jobs)
+        completed: list[_Job] = []
+        stage_over = asyncio.Event()
 
         async def runner() -> None:
             for job in todo:
@@ -303,12 +314,30 @@ class Dispatcher:
                     return
                 job.started = True
                 await self._run_next(job)
+                if job.started and job.error is None:
+                    completed.append(job)
+
+        async def flusher() -> None:
+            while not stage_over.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stage_over.wait(), self.flush_interval)
+                if completed and not stage_over.is_set():
+                    batch = completed[:]
+                    del completed[:]
+                    await self._record(batch, undated, report)
 
         runners = min(self.concurrency, len(jobs))
-        if runners == 1:
-            await runner()
-        else:
-            await asyncio.gather(*(runner() for _ in range(runners)))
+        flushing = asyncio.create_task(flusher())
+        try:
+            if runners == 1:
+                await runner()
+            else:
+                await asyncio.gather(*(runner() for _ in range(runners)))
+        finally:
+            stage_over.set()
+            await flushing  # never cut a store write in half
+        if completed:
+            await self._record(completed, undated, report)
 
     async def _run_next(self, job: _Job) -> None:
         index, entry = job.remaining[0]
@@ -333,12 +362,18 @@ class Dispatcher:
         except Exception as exc:
             job.error = exc
 
+    def _call_unless_stopped(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Runs in the pool thread: a call still queued when a stop arrives never starts."""
+        if self._stopped():
+            return _NOT_STARTED
+        return func(*args)
+
     async def _run_in_thread(self, func: Callable[..., Any], job: _Job, context: Context,
                              name: str) -> None:
         """A thread cannot be cancelled: past the time limit the entry counts as failed, but
         only once the thread has returned, so a retry never overlaps it (the lease is renewed
         meanwhile)."""
-        call = self._in_thread(func, job.message, job.route.match, context)
+        call = self._in_thread(self._call_unless_stopped, func, job.message, job.route.match, context)
         try:
             async with asyncio.timeout(self.handler_timeout):
                 result = await asyncio.shield(call)
@@ -347,7 +382,9 @@ class Dispatcher:
                          "thread to return", name, self.handler_timeout, job.message.id)
             await call
             raise TimeoutError(f"handler {name} ran longer than {self.handler_timeout:.0f}s") from None
-        if inspect.isawaitable(result):
+        if result is _NOT_STARTED:
+            job.started = False
+        elif inspect.isawaitable(result):
             async with asyncio.timeout(self.handler_timeout):
                 await result
 

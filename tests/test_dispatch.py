@@ -365,3 +365,40 @@ async def test_undated_messages_are_remembered_past_the_horizon(router) -> None:
     later = parse_row({"id": "u1", "text": "merhaba", "sender": "+905550000001"})
     assert (await d.process([later])).done == 0
     assert tags() == Counter({("u1", "default"): 1})
+
+
+async def test_a_slow_handler_does_not_hold_back_its_batch_mates_records(write_rules) -> None:
+    store = MemoryStore()
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: slow, keywords: [YAVAS], handlers: [{recording:slow: {seconds: 0.8, tag: s}}]}
+        default: {handlers: [recording:arecord]}
+    """)))
+    d = Dispatcher(rules, store, flush_interval=0.05)
+    running = asyncio.create_task(d.process([msg("slow", "yavas", "+905550000001"),
+                                             msg("fast", "merhaba", "+905550000002")]))
+    await asyncio.sleep(0.4)
+    assert not running.done()
+    assert await store.unfinished(["slow", "fast"]) == ["slow"]  # fast is written down already
+    report = await running
+    assert report.done == 2
+
+
+async def test_queued_thread_calls_do_not_start_after_a_stop(write_rules) -> None:
+    stopping = asyncio.Event()
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: any, pattern: '.*', handlers: [{recording:sync_slow: {seconds: 0.2}}]}
+    """)))
+    d = Dispatcher(rules, MemoryStore(), stopping=stopping, concurrency=8, threads=2)
+    inbox = [msg(str(i), "x", sender=f"+90555{i:07d}") for i in range(8)]
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.05)
+        stopping.set()
+
+    report = (await asyncio.gather(d.process(inbox), stop_soon()))[0]
+    assert len(recording.CALLS) == 2 and report.done == 2 and report.deferred == 6
+    await d.aclose()
