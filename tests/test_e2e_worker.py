@@ -426,15 +426,22 @@ def test_sigterm_mid_batch_exits_0_and_cuts_no_handler(h: Harness) -> None:
 
 
 def test_sigterm_starts_no_new_message(h: Harness) -> None:
-    h.rules("- recording:to_file: {tag: a, sleep: 0.4}")
+    threads = 16  # the dispatcher's handler thread pool: the rest of the wave queues behind it
+    h.rules("- recording:to_file: {tag: a, sleep: 1.5}")
     for i in range(40):  # one wave of 40 > 16 handler threads
         h.fake.add_message(f"mesaj {i}", sender=mobile(i))
     worker = h.run_worker()
-    wait_until(lambda: any(x.kind == "start" for x in h.lines()), 15, "the first handler start", (worker,))
-    before = {x.id for x in h.lines() if x.kind == "start"}
+
+    def started() -> set[str]:
+        return {x.id for x in h.lines() if x.kind == "start"}
+
+    # every thread busy for 1.5 s: no further handler may start before they return
+    wait_until(lambda: len(started()) >= threads, 15, "the pool's first handlers", (worker,))
+    before = started()
     assert worker.terminate(timeout=8) == 0, worker.stderr()
-    started_after = {x.id for x in h.lines() if x.kind == "start"} - before
+    started_after = started() - before
     assert not started_after, f"{len(started_after)} messages started after SIGTERM"
+    assert_every_start_ended(h.lines())
 
 
 # ----------------------------------------------------------------------------- 4. API faults
