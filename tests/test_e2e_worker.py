@@ -444,6 +444,21 @@ def test_sigterm_starts_no_new_message(h: Harness) -> None:
     assert_every_start_ended(h.lines())
 
 
+def test_a_second_signal_exits_at_once(h: Harness) -> None:
+    h.rules("- recording:to_file: {tag: a, sleep: 30}")
+    h.fake.add_message("uzun", sender=mobile(1))
+    worker = h.run_worker()
+    wait_until(lambda: any(x.kind == "start" for x in h.lines()), 15, "the long handler", (worker,))
+    worker.proc.send_signal(signal.SIGINT)  # first: wait for the 30 s handler...
+    time.sleep(0.5)
+    assert worker.proc.poll() is None
+    started = time.monotonic()
+    worker.proc.send_signal(signal.SIGINT)  # ...second: at once
+    assert worker.proc.wait(5) == 130
+    assert time.monotonic() - started < 5
+    assert "exiting at once" in worker.stderr()
+
+
 # ----------------------------------------------------------------------------- 4. API faults
 
 

@@ -70,16 +70,29 @@ local ids, seen = {}, {}
 for i = 6, #ARGV do
   if not seen[ARGV[i]] then seen[ARGV[i]] = true; ids[#ids + 1] = ARGV[i] end
 end
+ids = unfinished(ids, KEYS[1], 3)
 local now, out = tonumber(ARGV[5]), {}
-for _, id in ipairs(unfinished(ids, KEYS[1], 3)) do
-  local attempts, retry_at = attempts_of(KEYS[2], id)
-  local lease = ARGV[1] .. id
-  local holder = redis.call('GET', lease)
-  if retry_at <= now and (not holder or holder == ARGV[3]) then
-    redis.call('SET', lease, ARGV[3], 'PX', ARGV[4])
-    local done = redis.call('SMEMBERS', ARGV[2] .. id)
-    out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = #done
-    for _, e in ipairs(done) do out[#out + 1] = e end
+local retries = redis.call('EXISTS', KEYS[2]) == 1
+for s = 1, #ids, 1000 do
+  local chunk, leases = {}, {}
+  for j = s, math.min(s + 999, #ids) do
+    chunk[#chunk + 1] = ids[j]; leases[#leases + 1] = ARGV[1] .. ids[j]
+  end
+  local holders = redis.call('MGET', unpack(leases))
+  local states = retries and redis.call('HMGET', KEYS[2], unpack(chunk)) or {}
+  for j, id in ipairs(chunk) do
+    local attempts, retry_at = 0, 0
+    if states[j] then
+      local a, at = string.match(states[j], '^(%d+)|(.*)$')
+      attempts, retry_at = tonumber(a), tonumber(at)
+    end
+    local holder = holders[j]
+    if retry_at <= now and (not holder or holder == ARGV[3]) then
+      redis.call('SET', leases[j], ARGV[3], 'PX', ARGV[4])
+      local done = redis.call('SMEMBERS', ARGV[2] .. id)
+      out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = #done
+      for _, e in ipairs(done) do out[#out + 1] = e end
+    end
   end
 end
 return out
