@@ -60,10 +60,8 @@ class CountingConnection(aioredis.Connection):
 def messages(n: int, prefix: str) -> list[Message]:
     now = datetime.now(TURKEY) - timedelta(minutes=5)
     texts = ["RET", "İptal", "anket a", "ANKET B", "merhaba, bilgi alabilir miyim?"]
-    normalize = router_for("anoop").normalize
     return [parse_row({"id": f"{prefix}{i}", "date": now.strftime("%Y-%m-%d %H:%M:%S"),
-                       "sender": f"+9055{i:08d}", "number": "+908505550000", "text": texts[i % 5]},
-                      normalize)
+                       "sender": f"+9055{i:08d}", "number": "+908505550000", "text": texts[i % 5]})
             for i in range(n)]
 
 

@@ -19,7 +19,7 @@ from keyrouter.router import Route, Router
 from keyrouter.rules import HandlerEntry, RulesError, load_rules
 from keyrouter.settings import Settings
 
-EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_INPUT, EXIT_AUTH = 0, 1, 2, 3
+EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_INPUT = 0, 1, 2  # run's own codes: keyrouter.worker
 
 
 def _load_router(rules_path: str) -> Router | None:
@@ -153,7 +153,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if router is None:
         return EXIT_BAD_INPUT
     try:
-        messages = list(parse_rows(read_rows(args.file), router.normalize))
+        messages = list(parse_rows(read_rows(args.file)))
     except InputError as exc:
         return _bad_config(str(exc))
     if args.dry_run:

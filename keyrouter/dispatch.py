@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from keyrouter.client import PermanentApiError
 from keyrouter.context import Context, idempotency_key
 from keyrouter.handlers import registry
 from keyrouter.message import Message, mask_number
@@ -79,9 +80,8 @@ def entry_key(rule: str, index: int, entry: HandlerEntry) -> str:
 
 
 def is_permanent(exc: BaseException) -> bool:
-    from keyrouter.client import AuthenticationRefused, PermanentApiError
-
-    return isinstance(exc, PermanentError | PermanentApiError) and not isinstance(exc, AuthenticationRefused)
+    """Retrying cannot help (AuthenticationRefused is not among these: new credentials can)."""
+    return isinstance(exc, PermanentError | PermanentApiError)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from keyrouter.dispatch import Report
 from keyrouter.message import Message
@@ -32,10 +33,7 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
             break
         await sleep_unless_stopped(stopping, pause)
         retried = await runtime.dispatcher.process([m for m in messages if m.id in left])
-        report.done += retried.done
-        report.skipped += retried.skipped
-        report.dead += retried.dead
-        report.retrying += retried.retrying
+        report.add(replace(retried, seen=0, ignored=0, deferred=0))  # the first pass counted these
     dead = {d.id for d in await runtime.store.dead_letters()}
     return report, [i for i in dict.fromkeys(m.id for m in messages) if i in dead]
 

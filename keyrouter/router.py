@@ -27,7 +27,7 @@ _NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
 _NAMED_BACKREF = re.compile(r"\(\?P=([A-Za-z_]\w*)\)")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """What matched: handed to every handler of the rule."""
 
@@ -199,9 +199,6 @@ class Router:
         self._fuzzy = any(g.fuzzy_exact or g.fuzzy_first for g in self._groups)
         self.normalizer = rules.normalizer
 
-    def normalize(self, text: str) -> str:
-        return self.normalizer(text)
-
     def route(self, text: str, receiver: str | None = None) -> Route:
         canonical = canonical_receiver(receiver) if self._uses_receivers and receiver else ""
         if len(self._groups) == 1:  # the usual case: one set of normalize settings
@@ -225,7 +222,7 @@ class Router:
         if best is None:
             normalized = texts[0] if texts else self.normalizer(text)
             return Route(normalized, None, None, self.rules.default)
-        normalized = texts[self._group_of(best.rule)] if len(texts) > 1 else texts[0]
+        normalized = texts[self._group_of(best.rule)]
         return Route(normalized, best.match, best.rule, best.rule.handlers)
 
     def _group_of(self, rule: Rule) -> int:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keyrouter import yamlpos
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
-from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.normalize import Locale, Normalizer, NormalizeSettings
 
 MAX_FUZZY = 2
 MIN_FUZZY_LENGTH = 4
@@ -32,8 +32,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _NormalizeModel(_Strict):
-    locale: Literal["tr", "none"] = "tr"
+class _NormalizeModel(_Strict):  # the YAML face of NormalizeSettings
+    locale: Locale = "tr"
     fold_accents: bool = True
     strip_punctuation: bool = True
     strip_prefixes: list[str] = []
@@ -210,10 +210,9 @@ class _Builder:
             found = [Problem(at(err["loc"]), _explain_validation(err)) for err in exc.errors()]
             self.problems.extend(sorted(found, key=lambda p: p.where.line))
             return
-        norm = model.normalize
-        normalizer = Normalizer(NormalizeSettings(
-            locale=norm.locale, fold_accents=norm.fold_accents,
-            strip_punctuation=norm.strip_punctuation, strip_prefixes=tuple(norm.strip_prefixes)))
+        norm = model.normalize.model_dump()
+        norm["strip_prefixes"] = tuple(norm["strip_prefixes"])
+        normalizer = Normalizer(NormalizeSettings(**norm))
         self.first_normalizer = self.first_normalizer or normalizer
         for i, rule in enumerate(model.rules):
             self.add_rule(rule, ("rules", i), at, normalizer)

@@ -8,9 +8,8 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from keyrouter.client import DEFAULT_BASE_URL
 from keyrouter.retries import RetryPolicy
-
-DEFAULT_BASE_URL = "https://api.iletimerkezi.com"
 
 
 class Settings(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,12 @@ def _rows_of(document: Any) -> list[Any] | None:
     return [document]  # one row
 
 
-def parse_rows(rows: Iterable[Any], normalize: Callable[[str], str] | None = None) -> Iterator[Message]:
+def parse_rows(rows: Iterable[Any]) -> Iterator[Message]:
     """Messages from provider rows; a row without a usable id cannot be tracked, so it is logged
     (number masked) and skipped, and never stops the batch."""
     for row in rows:
         try:
-            yield parse_row(row, normalize)
+            yield parse_row(row)
         except Exception as exc:  # RowError, or drift nobody foresaw: never stop the batch
             sender = row.get("sender") if isinstance(row, Mapping) else None
             why = exc if isinstance(exc, RowError) else f"unreadable row ({type(exc).__name__})"

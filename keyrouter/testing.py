@@ -529,4 +529,4 @@ async def process(runtime: Any, rows: Iterable[dict[str, Any]]) -> Any:
     """Provider rows through the pipeline once (one poll's worth); returns the dispatch Report."""
     from keyrouter.sources import parse_rows
 
-    return await runtime.dispatcher.process(list(parse_rows(rows, runtime.router.normalize)))
+    return await runtime.dispatcher.process(list(parse_rows(rows)))

@@ -31,7 +31,7 @@ async def poll_once(runtime: Runtime) -> Report:
     """One get-inbox call through the pipeline.  Raises the client's errors."""
     assert runtime.client is not None
     inbox = await runtime.client.get_inbox()
-    messages = list(parse_rows(inbox.rows, runtime.router.normalize))
+    messages = list(parse_rows(inbox.rows))
     return await runtime.dispatcher.process(messages)
 
 

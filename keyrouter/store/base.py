@@ -122,7 +122,8 @@ class Store(ABC):
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         """Count a failed attempt, keep progress, forbid claims before `retry_at`, release the
         lease.  Returns the number of failed attempts so far, or -1 when fenced (another owner
-        holds `id`: nothing changed)."""
+        holds `id`: nothing changed).  `error` is informational: backends need not keep it (the
+        dead letter keeps the last one)."""
 
     @abstractmethod
     async def dead_letter(

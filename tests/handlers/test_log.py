@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -74,8 +75,7 @@ async def test_free_text_and_numbers_in_captures_stay_out(caplog, make_message, 
 
 
 async def test_fuzzy_matches_are_marked(caplog, make_message, make_context) -> None:
-    m = match()
-    m.fuzzy = True
+    m = dataclasses.replace(match(), fuzzy=True)
     _, fields = await logged(caplog, make_message("IPTL"), m, make_context())
     assert fields["fuzzy"] is True
 
