@@ -242,12 +242,6 @@ return redis.call('HGET', KEYS[1], member)
 # KEYS: optouts HASH, optouts:at ZSET.  ARGV: min score ("-inf" for all).  Bodies, oldest first.
 _OPTOUTS = """
 local unpack = table.unpack or unpack
--- Long answers go back as one JSON string: the client reads one reply instead of one per item,
--- which is most of a big batch's cost on the Python side.
-local function as_json(list)
-  if #list == 0 then return '[]' end
-  return cjson.encode(list)
-end
 local members, out = redis.call('ZRANGE', KEYS[2], ARGV[1], '+inf', 'BYSCORE'), {}
 for s = 1, #members, 1000 do
   local got = redis.call('HMGET', KEYS[1], unpack(members, s, math.min(s + 999, #members)))
