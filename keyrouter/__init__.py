@@ -3,7 +3,7 @@
 from keyrouter.client import ApiError, AuthenticationRefused, PermanentApiError, TransientApiError
 from keyrouter.context import Context
 from keyrouter.message import Message
-from keyrouter.retries import PermanentError
+from keyrouter.retries import PermanentError, RetryLater
 from keyrouter.router import Match, Route, Router
 from keyrouter.rules import RulesError, load_rules
 
@@ -15,6 +15,7 @@ __all__ = [
     "Message",
     "PermanentApiError",
     "PermanentError",
+    "RetryLater",
     "Route",
     "Router",
     "RulesError",
