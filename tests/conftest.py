@@ -5,6 +5,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# A busy CI machine must not turn a slow example into a failure: properties, not timings.
+settings.register_profile("keyrouter", deadline=None)
+settings.load_profile("keyrouter")
 
 
 @pytest.fixture
