@@ -231,13 +231,14 @@ def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> in
 
 
 def _since(text: str | None) -> float | None:
+    """`--since`: a date or date-time, Turkey time unless it carries an offset (as provider dates)."""
+    from keyrouter.message import parse_date
+
     if not text:
         return None
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        from keyrouter.message import TURKEY
-
-        parsed = parsed.replace(tzinfo=TURKEY)
+    parsed = parse_date(text)
+    if parsed is None:
+        raise ValueError(text)
     return parsed.timestamp()
 
 
