@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from keyrouter.events import NO_EVENTS, Events
+
 if TYPE_CHECKING:
     from keyrouter.client import IletiMerkezi
     from keyrouter.settings import Settings
@@ -33,3 +35,5 @@ class Context:
     client: IletiMerkezi | None = field(default=None, repr=False)
     store: Store | None = field(default=None, repr=False)
     settings: Settings | None = field(default=None, repr=False)
+    #: Operator hooks (metrics): built-ins report what an operator counts, e.g. opt-out delays.
+    events: Events = field(default=NO_EVENTS, repr=False)

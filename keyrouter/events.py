@@ -1,0 +1,42 @@
+"""Hooks called at the moments an operator counts: a message's outcome, a handler call, a poll.
+
+The base class does nothing, so the dispatcher and worker call it unconditionally and pay only a
+method call; `keyrouter.observe` subclasses it to feed Prometheus metrics.  Hooks must never
+raise or block: they run on the event loop, on the hot path.
+"""
+
+from __future__ import annotations
+
+#: Outcomes of one message (not of one attempt): the label values of keyrouter_messages_total.
+OUTCOMES = ("done", "skipped", "retrying", "dead")
+#: Results of one get-inbox poll: the label values of keyrouter_polls_total.
+POLL_RESULTS = ("ok", "auth", "transient", "store")
+
+
+class Events:
+    """No-op hooks; subclass and override what you count."""
+
+    def message_finished(self, rule: str, outcome: str) -> None:
+        """A message left the dispatcher's hands this time: `outcome` is one of OUTCOMES."""
+
+    def handler_finished(self, handler: str, seconds: float, ok: bool) -> None:
+        """One handler entry call returned (ok) or raised / timed out (not ok)."""
+
+    def handler_abandoned(self, handler: str) -> None:
+        """A sync handler's thread passed its time limit and was left running."""
+
+    def poll_finished(self, result: str, rows: int | None = None, total_rows: int | None = None) -> None:
+        """One get-inbox poll: `result` is one of POLL_RESULTS; rows returned and the provider's
+        totalRows when the poll succeeded."""
+
+    def lease_taken_over(self, count: int = 1) -> None:
+        """Claims of `count` messages whose previous owner's lease had expired."""
+
+    def optout_applied(self, received_at: float, handled_at: float) -> None:
+        """A blacklist effect took hold (epoch seconds): received-to-blacklisted delay."""
+
+    def loop_ticked(self, now: float) -> None:
+        """The worker's main loop is alive (for /healthz)."""
+
+
+NO_EVENTS = Events()
