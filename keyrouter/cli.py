@@ -48,6 +48,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def entry_json(entry: HandlerEntry) -> Any:
+    if entry.timeout is not None:  # as written in a rules file: the name, then `timeout`
+        return {entry.name: dict(entry.params) or None, "timeout": entry.timeout}
     return {entry.name: dict(entry.params)} if entry.params else entry.name
 
 
@@ -60,8 +62,13 @@ def route_json(text: str, route: Route) -> dict[str, Any]:
         "keyword": m.keyword if m else None,
         "captures": m.captures if m else {},
         "fuzzy": m.fuzzy if m else False,
+        "priority": route.rule.priority if route.rule else "normal",
         "handlers": [entry_json(e) for e in route.handlers],
     }
+
+
+def _entry_text(entry: HandlerEntry) -> str:
+    return f"{entry.name} (timeout {entry.timeout:g}s)" if entry.timeout is not None else entry.name
 
 
 def describe(text: str, route: Route, router: Router) -> str:
@@ -75,7 +82,7 @@ def describe(text: str, route: Route, router: Router) -> str:
     lines.append(f"  {'normalized:':36} {route.normalized!r}")
     m, rule = route.match, route.rule
     if m is None or rule is None:
-        handlers = ", ".join(map(str, route.handlers)) or "none (no default configured)"
+        handlers = ", ".join(map(_entry_text, route.handlers)) or "none (no default configured)"
         lines.append(f"  -> no rule matched; default handlers: {handlers}")
         return "\n".join(lines)
     why = {
@@ -87,7 +94,8 @@ def describe(text: str, route: Route, router: Router) -> str:
     lines.append(f"  -> rule {m.rule!r} ({rule.where}): {why}")
     if m.captures:
         lines.append(f"     captures: {m.captures}")
-    lines.append(f"     handlers: {', '.join(map(str, route.handlers))}")
+    lines.append(f"     priority: {rule.priority}")
+    lines.append(f"     handlers: {', '.join(map(_entry_text, route.handlers))}")
     return "\n".join(lines)
 
 

@@ -355,7 +355,7 @@ class Dispatcher:
         )
         try:
             if is_async:
-                async with asyncio.timeout(self.handler_timeout):
+                async with asyncio.timeout(entry.timeout or self.handler_timeout):
                     await func(job.message, job.route.match, context)
             else:
                 await self._run_in_thread(func, job, context, entry.name)

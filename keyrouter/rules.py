@@ -23,6 +23,9 @@ from keyrouter.normalize import Locale, Normalizer, NormalizeSettings
 
 MAX_FUZZY = 2
 MIN_FUZZY_LENGTH = 4
+#: The one key besides the handler's name an entry map may have: `- webhook: {...}` then
+#: `timeout: 10s` on the next line.  Never a handler param, so it cannot collide with one.
+TIMEOUT_KEY = "timeout"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -55,11 +58,14 @@ class _RuleModel(_Strict):
     fuzzy: int = Field(0, ge=0)
     receivers: list[str] | None = None
     max_age: str | None = None
+    priority: Literal["high", "normal"] = "normal"
+    timeout: Any = None  # checked by _Builder.timeout, with its line
     handlers: list[_HandlerEntryModel] = Field(min_length=1)
     examples: _ExamplesModel | None = None
 
 
 class _DefaultModel(_Strict):
+    timeout: Any = None  # checked by _Builder.timeout, with its line
     handlers: list[_HandlerEntryModel] = Field(min_length=1)
 
 
@@ -103,6 +109,9 @@ class RulesError(ValueError):
 class HandlerEntry:
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds this entry may run (its own `timeout:`, else its rule's); None: the worker's
+    #: KEYROUTER_HANDLER_TIMEOUT.
+    timeout: float | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -128,6 +137,8 @@ class Rule:
     match: Literal["exact", "first_word"] = "exact"
     receivers: frozenset[str] | None = None
     max_age: timedelta | None = None
+    priority: Literal["high", "normal"] = "normal"
+    timeout: float | None = None  # seconds, for entries without their own
     examples_match: tuple[tuple[str, Location], ...] = ()
     examples_no_match: tuple[tuple[str, Location], ...] = ()
 
@@ -152,6 +163,22 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     except OverflowError:
         raise ValueError(f"'{text}' is too long a duration") from None
+
+
+def parse_timeout(value: object) -> float:
+    """A handler time limit: a duration (`30s`, `2m`) or a number of seconds (`1.5`), above 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration: write e.g. 30s, 2m or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        try:
+            seconds = float(str(value).strip())
+        except ValueError:
+            seconds = parse_duration(str(value)).total_seconds()
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"'{value}' must be more than 0 seconds")
+    return seconds
 
 
 # ---------------------------------------------------------------- loading
@@ -222,18 +249,36 @@ class _Builder:
                 self.error(where, f"a second `default:`; the first is at {self.default_where}")
             else:
                 self.default_where = where
-                self.default = self.handlers(model.default.handlers, ("default", "handlers"), at, [])
+                timeout = self.timeout(model.default.timeout, at(("default", "timeout")))
+                self.default = self.handlers(model.default.handlers, ("default", "handlers"), at, [],
+                                             timeout)
+
+    def timeout(self, value: object, where: Location) -> float | None:
+        if value is None:
+            return None
+        try:
+            return parse_timeout(value)
+        except ValueError as exc:
+            self.error(where, f"timeout: {exc}")
+            return None
 
     def handlers(self, entries: list[Any], path: tuple[Any, ...], at: _Locator,
-                 captures: list[str] | None = None) -> tuple[HandlerEntry, ...]:
+                 captures: list[str] | None = None,
+                 timeout: float | None = None) -> tuple[HandlerEntry, ...]:
         out = []
         for i, entry in enumerate(entries):
             where = at((*path, i))
+            own_timeout = timeout
+            if isinstance(entry, dict) and TIMEOUT_KEY in entry and len(entry) == 2:
+                # `- webhook: {...}` with `timeout: 10s` beside the name, never among the params
+                entry = dict(entry)
+                own_timeout = self.timeout(entry.pop(TIMEOUT_KEY), at((*path, i, TIMEOUT_KEY)))
             if isinstance(entry, str):
                 name, params = entry, {}
             elif not isinstance(entry, dict) or len(entry) != 1:
                 got = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else repr(entry)
-                self.error(where, f"a handler entry is a name, or a map with ONE name -> params (got {got})")
+                self.error(where, f"a handler entry is a name, or a map with ONE name -> params "
+                                  f"(and optionally `timeout`) (got {got})")
                 continue
             else:
                 name, raw = next(iter(entry.items()))
@@ -246,7 +291,7 @@ class _Builder:
             if why:
                 self.error(where, why)
                 continue
-            out.append(HandlerEntry(name, params))
+            out.append(HandlerEntry(name, params, own_timeout))
         return tuple(out)
 
     def add_rule(self, model: _RuleModel, path: tuple[Any, ...], at: _Locator,
@@ -298,7 +343,8 @@ class _Builder:
                 keywords.append(Keyword(written, normalized, fuzzy, kw_where))
         captures = list(pattern.groupindex) if pattern is not None else (
             ["rest"] if model.match == "first_word" else [])
-        handlers = self.handlers(model.handlers, (*path, "handlers"), at, captures)
+        timeout = self.timeout(model.timeout, at((*path, "timeout")))
+        handlers = self.handlers(model.handlers, (*path, "handlers"), at, captures, timeout)
         names = [h.name for h in handlers]
         if "blacklist" in names and "reply" in names[names.index("blacklist"):]:
             self.warn(at((*path, "handlers")), "`reply` after `blacklist`: a blacklisted number "
@@ -307,7 +353,7 @@ class _Builder:
         self.rules.append(Rule(
             name=model.name, index=len(self.rules), handlers=handlers, normalizer=normalizer,
             where=where, keywords=tuple(keywords), pattern=pattern, match=model.match or "exact",
-            receivers=receivers, max_age=max_age,
+            receivers=receivers, max_age=max_age, priority=model.priority, timeout=timeout,
             examples_match=tuple((t, at((*path, "examples", "match", i)))
                                  for i, t in enumerate(examples.match)),
             examples_no_match=tuple((t, at((*path, "examples", "no_match", i)))

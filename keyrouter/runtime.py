@@ -51,7 +51,7 @@ async def open_runtime(settings: Settings, *, router: Router | None = None,
     dispatcher = Dispatcher(
         router, store, namespace=settings.namespace, client=client, settings=settings,
         policy=settings.retry_policy(), lease=settings.lease, concurrency=settings.concurrency,
-        horizon=horizon, stopping=stopping,
+        horizon=horizon, stopping=stopping, handler_timeout=settings.handler_timeout,
     )
     try:
         yield Runtime(settings, router, store, client, dispatcher)

@@ -32,6 +32,15 @@ class Settings(BaseModel):
     #: KEYROUTER_HTTP_TIMEOUT: seconds the provider client waits for connect, send and answer; None
     #: keeps the client's defaults (read 20 s).  Lower it to notice a hung get-inbox sooner.
     http_timeout: float | None = Field(None, gt=0)
+    #: KEYROUTER_HANDLER_TIMEOUT: seconds one handler entry may run, unless its rule or entry sets
+    #: `timeout`; past it the entry fails (and is retried) and its slot goes to other messages.
+    handler_timeout: float = Field(300.0, gt=0)
+    #: KEYROUTER_SHUTDOWN_GRACE: seconds a graceful stop waits for running entries; then the
+    #: worker exits 0 and leaves them to lease expiry (same idempotency key on the repeat).
+    shutdown_grace: float = Field(30.0, ge=0)
+    #: KEYROUTER_MAX_ABANDONED: sync handler threads left running past their time limit that a
+    #: worker tolerates; one more and it stops cleanly (exit 5) for its supervisor to restart it.
+    max_abandoned: int = Field(8, ge=0)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -68,4 +77,7 @@ _ENV = {
     "lease": "KEYROUTER_LEASE",
     "concurrency": "KEYROUTER_CONCURRENCY",
     "http_timeout": "KEYROUTER_HTTP_TIMEOUT",
+    "handler_timeout": "KEYROUTER_HANDLER_TIMEOUT",
+    "shutdown_grace": "KEYROUTER_SHUTDOWN_GRACE",
+    "max_abandoned": "KEYROUTER_MAX_ABANDONED",
 }

@@ -77,8 +77,9 @@ def test_explain_json_has_exactly_the_spec_fields(capsys) -> None:
     assert main(["explain", "--rules", SHIPPED, "--json", "ILT AHKTEST RET", "anket b", "merhaba"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3
-    fields = {"text", "normalized", "rule", "keyword", "captures", "fuzzy", "handlers"}
+    fields = {"text", "normalized", "rule", "keyword", "captures", "fuzzy", "priority", "handlers"}
     assert all(set(line) == fields for line in lines)
+    assert [line["priority"] for line in lines] == ["high", "normal", "normal"]
     assert lines[0]["normalized"] == "ret" and lines[0]["rule"] == "optout" and lines[0]["keyword"] == "RET"
     assert lines[0]["handlers"][0] == {"reply": {"text": "Talebiniz alindi, listeden cikarildiniz."}}
     assert lines[1]["captures"] == {"choice": "b"} and lines[1]["rule"] == "survey"
@@ -91,6 +92,7 @@ def test_explain_text_shows_steps_and_why(capsys) -> None:
     assert "lowercase (tr):" in out and "'ılt ahktest iptal!!'" in out
     assert "prefixes stripped:" in out
     assert "-> rule 'optout'" in out and "exact keyword 'IPTAL'" in out
+    assert "priority: high" in out
     assert "fuzzy match of keyword 'IPTAL' at distance 1" in out
     assert "-> no rule matched; default handlers: log" in out
 
@@ -166,3 +168,24 @@ def test_run_without_credentials_exits_2(capsys, monkeypatch) -> None:
     monkeypatch.delenv("ILETIMERKEZI_API_HASH", raising=False)
     assert main(["run", "--once", "--rules", SHIPPED, "--store", "memory://"]) == 2
     assert "ILETIMERKEZI_API_KEY" in capsys.readouterr().err
+
+
+def test_explain_shows_entry_timeouts(write_rules, capsys) -> None:
+    path = write_rules("""
+        version: 1
+        rules:
+          - name: hook
+            keywords: [HOOK]
+            timeout: 30s
+            handlers:
+              - log
+              - webhook: {url: "https://example.com/h"}
+                timeout: 2.5
+    """)
+    assert main(["explain", "--rules", str(path), "--json", "hook"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["priority"] == "normal"
+    assert line["handlers"] == [{"log": None, "timeout": 30.0},
+                                {"webhook": {"url": "https://example.com/h"}, "timeout": 2.5}]
+    main(["explain", "--rules", str(path), "hook"])
+    assert "handlers: log (timeout 30s), webhook (timeout 2.5s)" in capsys.readouterr().out

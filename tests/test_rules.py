@@ -371,3 +371,68 @@ def test_built_in_params_are_checked_against_what_the_rule_can_capture(write_rul
     assert found[0].startswith(f"{path}:10: ") and "code" in found[0]
     assert found[1].startswith(f"{path}:14: ") and "secret" in found[1]
     assert found[2] == f"{path}:18: log: params must be a map of names to values"
+
+
+def test_priority_and_timeouts_on_rules_and_entries(write_rules) -> None:
+    path = write_rules("""
+        version: 1
+        rules:
+          - name: optout
+            keywords: [RET]
+            priority: high
+            timeout: 20s
+            handlers:
+              - log
+              - webhook: {url: "https://example.com/hook", timeout: 5}
+                timeout: 1.5
+              - blacklist:
+                timeout: 2m
+          - name: survey
+            keywords: [ANKET]
+            handlers: [log]
+        default:
+          timeout: 3
+          handlers: [log]
+    """)
+    rules = load_rules(path)
+    optout, survey = rules.rules
+    assert optout.priority == "high" and survey.priority == "normal"
+    assert optout.timeout == 20.0 and survey.timeout is None
+    # the entry's own `timeout` sits beside its name; the webhook's `timeout` param stays a param
+    assert [(h.name, h.timeout) for h in optout.handlers] == [("log", 20.0), ("webhook", 1.5),
+                                                              ("blacklist", 120.0)]
+    assert optout.handlers[1].params["timeout"] == 5
+    assert [(h.name, h.timeout) for h in survey.handlers] == [("log", None)]
+    assert [(h.name, h.timeout) for h in rules.default] == [("log", 3.0)]
+
+
+def test_bad_priority_and_timeouts_name_their_lines(write_rules) -> None:
+    path = write_rules("""
+        version: 1
+        rules:
+          - name: b
+            keywords: [B]
+            timeout: soon
+            handlers:
+              - log:
+                timeout: 0
+              - log:
+                timeout: true
+              - {log: null, timeout: 1s, extra: 2}
+    """)
+    found = problems(path)
+    assert f"{path}:5: timeout: 'soon' is not a duration: write a number and a unit, e.g. 30s, 15m, " \
+           "12h, 3d" in found
+    assert f"{path}:8: timeout: '0' must be more than 0 seconds" in found
+    assert any(p.startswith(f"{path}:10: timeout: True is not a duration") for p in found), found
+    assert any(p.startswith(f"{path}:11: a handler entry is a name, or a map with ONE name") for p in found)
+    path = write_rules("""
+        version: 1
+        rules:
+          - {name: a, keywords: [A], handlers: [log]}
+          - name: b
+            keywords: [B]
+            priority: urgent
+            handlers: [log]
+    """)
+    assert problems(path) == [f"{path}:6: priority: input should be 'high' or 'normal' (got 'urgent')"]
