@@ -41,14 +41,22 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class OptOut:
-    """One `blacklist` or `unblacklist` effect: the opt-out ledger, for the CRM and İYS."""
+    """One consent effect: the opt-out ledger, for the CRM, İYS and the regulator.
+
+    `action` is "blacklist" / "unblacklist" (the provider's blacklist) or "iys_ret" / "iys_onay"
+    (a consent record in İYS).  `outcome` and `transaction_id` say what İYS answered: "recorded"
+    (with İYS's transactionId), "already" (İYS already held that decision) or
+    "nothing_to_withdraw" (a RET for a recipient İYS has no record of); None for blacklist lines.
+    """
 
     number: str  # E.164
-    action: str  # "blacklist" | "unblacklist"
+    action: str  # "blacklist" | "unblacklist" | "iys_ret" | "iys_onay"
     message_id: str
     keyword: str | None
     received_at: float  # epoch seconds
     handled_at: float  # epoch seconds
+    outcome: str | None = None
+    transaction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +179,19 @@ class Store(ABC):
     @abstractmethod
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         """Ledger entries with received_at >= since (all when None), oldest received first."""
+
+    @abstractmethod
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        """Note that the effect (message_id, action) has started and is not in the ledger yet, so
+        `optouts stats/overdue` count it as pending while it waits for a retry or sits in the dead
+        letters.  True the first time; False when it was already marked (the effect is being
+        repeated: a retry, or a worker killed mid-call) or is already in the ledger (then nothing
+        is marked).  `record_optout` of the same (message_id, action) removes the mark."""
+
+    @abstractmethod
+    async def pending_optouts(self) -> list[OptOut]:
+        """The marks of `mark_optout_pending` not yet replaced by a ledger line, oldest received
+        first (ties by message_id, action)."""
 
     # ------------------------------------------------------------- survey votes
     @abstractmethod

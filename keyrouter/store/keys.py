@@ -15,6 +15,8 @@ Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 - `optouts`           HASH "message_id|action" -> JSON ledger entry, and `optouts:at`, a ZSET of
                       the same members scored by received_at, so `optouts(since)` is a range read;
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
+- `optouts:pending`   HASH "message_id|action" -> JSON entry of an effect started and not yet in
+                      the ledger (`mark_optout_pending`); `record_optout` deletes the member;
 - `survey:{id}:votes` HASH voter -> counted choice;
 - `survey:{id}:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
 - `survey:{id}:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
@@ -124,6 +126,10 @@ class Keys:
     @property
     def optouts_latest(self) -> str:
         return f"{self.prefix}optouts:latest"
+
+    @property
+    def optouts_pending(self) -> str:
+        return f"{self.prefix}optouts:pending"
 
     def survey(self, survey: str) -> list[str]:
         """The survey's keys, in the order the vote script takes them: votes, counts, meta, seen."""

@@ -43,6 +43,7 @@ class Space:
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
     latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
+    pending: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # marks not yet recorded
     surveys: dict[str, Survey] = field(default_factory=dict)
 
 
@@ -218,6 +219,7 @@ class MemoryStore(Store):
 
     async def record_optout(self, entry: OptOut) -> None:
         key = (entry.message_id, entry.action)
+        self._s.pending.pop(key, None)
         if key in self._s.optouts:
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
@@ -231,6 +233,16 @@ class MemoryStore(Store):
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         found = [e for e in self._s.optouts.values() if since is None or e.received_at >= since]
         return sorted(found, key=_ledger_order)
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        key = (entry.message_id, entry.action)
+        if key in self._s.optouts or key in self._s.pending:
+            return False
+        self._s.pending[key] = entry
+        return True
+
+    async def pending_optouts(self) -> list[OptOut]:
+        return sorted(self._s.pending.values(), key=_ledger_order)
 
     async def vote(
         self,

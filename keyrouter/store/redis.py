@@ -217,10 +217,12 @@ end
 return 0
 """
 
-# KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH.  ARGV: member "message_id|action",
-# received_at, JSON, number.  The first write of a member wins, body and score together; a new
-# member becomes its number's latest when received at the same time or after the current one.
+# KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH, optouts:pending HASH.  ARGV: member
+# "message_id|action", received_at, JSON, number.  The first write of a member wins, body and score
+# together; a new member becomes its number's latest when received at the same time or after the
+# current one.  The member's pending mark goes.
 _OPTOUT = """
+redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
   local cur = redis.call('HGET', KEYS[3], ARGV[4])
@@ -230,6 +232,12 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   end
 end
 return 0
+"""
+
+# KEYS: optouts HASH, optouts:pending HASH.  ARGV: member, JSON.  1 when newly marked pending.
+_PENDING = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 """
 
 # KEYS: optouts HASH, optouts:latest HASH.  ARGV: number.  The latest entry's JSON, or nil.
@@ -322,6 +330,7 @@ class RedisStore(Store):
         self._release = script(_RELEASE)
         self._optout = script(_OPTOUT)
         self._optouts = script(_OPTOUTS)
+        self._pending = script(_PENDING)
         self._latest = script(_LATEST)
         self._vote = script(_VOTE)
         self._results = script(_RESULTS)
@@ -447,7 +456,7 @@ class RedisStore(Store):
         body = json.dumps(asdict(entry), ensure_ascii=False)
         member = f"{entry.message_id}|{entry.action}"
         await self._optout(
-            keys=[k.optouts, k.optouts_by_time, k.optouts_latest],
+            keys=[k.optouts, k.optouts_by_time, k.optouts_latest, k.optouts_pending],
             args=[member, repr(entry.received_at), body, entry.number],
         )
 
@@ -461,6 +470,17 @@ class RedisStore(Store):
         low = "-inf" if since is None else repr(since)
         bodies = await self._optouts(keys=[k.optouts, k.optouts_by_time], args=[low])
         return [OptOut(**json.loads(body)) for body in bodies]
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        k = self.keys
+        body = json.dumps(asdict(entry), ensure_ascii=False)
+        member = f"{entry.message_id}|{entry.action}"
+        return bool(await self._pending(keys=[k.optouts, k.optouts_pending], args=[member, body]))
+
+    async def pending_optouts(self) -> list[OptOut]:
+        found = await self.client.hgetall(self.keys.optouts_pending)
+        entries = [(_s(m), OptOut(**json.loads(_s(b)))) for m, b in found.items()]
+        return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, me[0].encode()))]
 
     async def vote(
         self,

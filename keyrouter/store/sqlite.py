@@ -48,8 +48,14 @@ CREATE TABLE IF NOT EXISTS stats (
 CREATE TABLE IF NOT EXISTS optouts (
     ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
     keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
+    outcome TEXT, transaction_id TEXT,
     PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS optouts_received ON optouts (ns, received_at);
+CREATE TABLE IF NOT EXISTS optouts_pending (
+    ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
+    keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
+    outcome TEXT, transaction_id TEXT,
+    PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS optouts_latest (
     ns TEXT NOT NULL, number TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL,
     received_at REAL NOT NULL,
@@ -104,8 +110,23 @@ ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id,
     action = excluded.action, received_at = excluded.received_at
 WHERE excluded.received_at >= optouts_latest.received_at"""
 
+# Ledger rows: the column names of inserts, and OptOut's fields in order for selects.
+_LEDGER_COLUMNS = ("ns, message_id, action, number, keyword, received_at, handled_at, outcome,"
+                   " transaction_id")
+_ENTRY = "number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id"
+
+
+def _add_ledger_columns(db: sqlite3.Connection) -> None:
+    """A ledger file from before the İYS columns gets them (NULL for old lines)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
+    for column in ("outcome", "transaction_id"):
+        if column not in have:
+            db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
+
+
 _LATEST = """
-SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at
+SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at, o.outcome,
+       o.transaction_id
 FROM optouts_latest l JOIN optouts o
     ON o.ns = l.ns AND o.message_id = l.message_id AND o.action = l.action
 WHERE l.ns = :ns AND l.number = :number"""
@@ -136,6 +157,7 @@ class SqliteStore(Store):
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._tx(lambda db: [db.execute(sql) for sql in SCHEMA.split(";") if sql.strip()])
+        self._tx(_add_ledger_columns)
 
     def __repr__(self) -> str:
         return f"SqliteStore(sqlite:///{self.path}, namespace={self.namespace!r})"
@@ -359,9 +381,11 @@ class SqliteStore(Store):
     async def record_optout(self, entry: OptOut) -> None:
         def run(db: sqlite3.Connection) -> None:
             p = self._p(**asdict(entry))
+            db.execute("DELETE FROM optouts_pending WHERE ns = :ns AND message_id = :message_id"
+                       " AND action = :action", p)
             if db.execute(
-                "INSERT OR IGNORE INTO optouts VALUES (:ns, :message_id, :action, :number,"
-                " :keyword, :received_at, :handled_at)",
+                f"INSERT OR IGNORE INTO optouts ({_LEDGER_COLUMNS}) VALUES (:ns, :message_id,"
+                " :action, :number, :keyword, :received_at, :handled_at, :outcome, :transaction_id)",
                 p,
             ).rowcount:
                 db.execute(_LATEST_UPDATE, p)
@@ -375,10 +399,29 @@ class SqliteStore(Store):
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index
         rows = await self._read(
-            "SELECT number, action, message_id, keyword, received_at, handled_at FROM optouts"
+            f"SELECT {_ENTRY} FROM optouts"
             f" WHERE ns = :ns{after} ORDER BY received_at, message_id || '|' || action",
             self._p(since=since),  # ties in the order Redis gives them (by member bytes)
         )
+        return [OptOut(*row) for row in rows]
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            p = self._p(**asdict(entry))
+            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
+                          " AND action = :action", p).fetchone():
+                return False
+            return bool(db.execute(
+                f"INSERT OR IGNORE INTO optouts_pending ({_LEDGER_COLUMNS}) VALUES (:ns,"
+                " :message_id, :action, :number, :keyword, :received_at, :handled_at, :outcome,"
+                " :transaction_id)", p).rowcount)
+
+        return await self._write(run)
+
+    async def pending_optouts(self) -> list[OptOut]:
+        rows = await self._read(
+            f"SELECT {_ENTRY} FROM optouts_pending WHERE ns = :ns"
+            " ORDER BY received_at, message_id || '|' || action", self._p())
         return [OptOut(*row) for row in rows]
 
     async def vote(

@@ -22,6 +22,8 @@ import pytest
 
 from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, open_store
 
+from .ledger_contract import LedgerContract
+
 LEASE = 30.0
 SHORT = 0.2  # a lease the tests outlive by sleeping
 DAY = 86400.0
@@ -64,7 +66,7 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract:
+class StoreContract(LedgerContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
