@@ -5,10 +5,20 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.base import (
+    HORIZON_MARGIN,
+    Claimed,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    Store,
+    SurveyResults,
+    ledger_cursor,
+)
 
 __all__ = [
-    "HORIZON_MARGIN", "Claimed", "DeadLetter", "OptOut", "Store", "SurveyResults", "open_store",
+    "HORIZON_MARGIN", "Claimed", "DeadLetter", "LedgerCursor", "OptOut", "Store", "SurveyResults",
+    "ledger_cursor", "open_store",
 ]
 
 

@@ -81,6 +81,21 @@ class DeadLetter:
     row: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: Where a page of the ledger ended: (received_at, message_id, action) of its last entry.
+LedgerCursor = tuple[float, str, str]
+
+
+def ledger_cursor(entry: OptOut) -> LedgerCursor:
+    """The cursor that continues `optouts_page` after `entry`."""
+    return (entry.received_at, entry.message_id, entry.action)
+
+
+def ledger_key(entry: OptOut) -> tuple[float, str]:
+    """The ledger's order: received_at, then the member "message_id|action" (as Redis orders ties,
+    byte order, which for UTF-8 is Python's str order)."""
+    return entry.received_at, f"{entry.message_id}|{entry.action}"
+
+
 class Store(ABC):
     """Per-namespace processing state.  All methods are coroutines; ids are opaque strings."""
 
@@ -206,6 +221,36 @@ class Store(ABC):
     @abstractmethod
     async def survey_results(self, survey: str) -> SurveyResults:
         """Votes per choice, voters, last vote time, rejected count (zeros for an unknown id)."""
+
+    # ------------------------------------------------------------- paginated reads (dashboard)
+    @abstractmethod
+    async def optouts_page(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> list[OptOut]:
+        """Up to `limit` ledger entries, NEWEST received first (ties: the greater
+        "message_id|action" first, the reverse of `optouts`), strictly after the cursor `before`
+        (see `ledger_cursor`) in that order, with since <= received_at < until and, when given,
+        that action.  Reads only what it returns (plus, with an action filter, the entries it
+        skips): never the whole ledger.  One round trip."""
+
+    @abstractmethod
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
+        """Up to `limit` dead letters, NEWEST failed first (ties: the greater id first), skipping
+        `offset`.  Reads only the page.  One round trip."""
+
+    @abstractmethod
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        """One dead letter, or None when `id` is not one."""
+
+    @abstractmethod
+    async def dead_letter_count(self) -> int:
+        """How many dead letters are held now (not the all-time `counts()["dead"]`)."""
 
     async def close(self) -> None:  # noqa: B027 - optional for backends holding no resources
         """Release connections and files."""

@@ -11,6 +11,8 @@ Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 - `progress:{id}`     SET of handler entry keys that succeeded;
 - `retry`             HASH id -> "attempts|retry_at";
 - `dead`              HASH id -> JSON dead letter;
+- `dead:at`           ZSET of the dead ids scored by failed_at, for the dashboard's pages; a page
+                      read rebuilds it from `dead` when their sizes differ (self-healing);
 - `stats`             HASH of counters done / skipped / dead / failed;
 - `optouts`           HASH "message_id|action" -> JSON ledger entry, and `optouts:at`, a ZSET of
                       the same members scored by received_at, so `optouts(since)` is a range read;
@@ -110,6 +112,10 @@ class Keys:
     @property
     def dead(self) -> str:
         return f"{self.prefix}dead"
+
+    @property
+    def dead_by_time(self) -> str:
+        return f"{self.prefix}dead:at"
 
     @property
     def stats(self) -> str:

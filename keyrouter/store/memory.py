@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.base import (
+    HORIZON_MARGIN,
+    Claimed,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    Store,
+    SurveyResults,
+    ledger_key,
+)
 from keyrouter.store.keys import check_namespace, check_policy
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -244,6 +253,35 @@ class MemoryStore(Store):
     async def pending_optouts(self) -> list[OptOut]:
         return sorted(self._s.pending.values(), key=_ledger_order)
 
+    # -- paginated reads (the dashboard); memory is for tests, so plain sorts are fine ----------
+
+    async def optouts_page(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> list[OptOut]:
+        after = None if before is None else (before[0], f"{before[1]}|{before[2]}")
+        found = [
+            e for e in self._s.optouts.values()
+            if (since is None or e.received_at >= since) and (until is None or e.received_at < until)
+            and (action is None or e.action == action) and (after is None or ledger_key(e) < after)
+        ]
+        return sorted(found, key=ledger_key, reverse=True)[: max(0, limit)]
+
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
+        ordered = sorted(self._s.dead.values(), key=lambda d: (d.failed_at, d.id), reverse=True)
+        return ordered[max(0, offset) : max(0, offset) + max(0, limit)]
+
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        return self._s.dead.get(id)
+
+    async def dead_letter_count(self) -> int:
+        return len(self._s.dead)
+
     async def vote(
         self,
         survey: str,
@@ -279,6 +317,7 @@ class MemoryStore(Store):
     async def survey_results(self, survey: str) -> SurveyResults:
         s = self._s.surveys.get(survey, Survey())
         return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
+
 
 
 def _ledger_order(entry: OptOut) -> tuple[float, str]:

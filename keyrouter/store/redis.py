@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from keyrouter.store.base import Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -178,12 +178,13 @@ redis.call('DEL', KEYS[3])
 return attempts
 """
 
-# KEYS: retry, stats, dead, claim key.  ARGV: owner, id, JSON object without "attempts".
-# -1 when another owner holds the id.
+# KEYS: retry, stats, dead, claim key, dead:at.  ARGV: owner, id, JSON object without "attempts",
+# failed_at.  -1 when another owner holds the id.
 _DEAD = """
 if taken(KEYS[4], ARGV[1]) then return -1 end
 local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
 redis.call('HSET', KEYS[3], ARGV[2], '{"attempts":' .. attempts .. ',' .. string.sub(ARGV[3], 2))
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
 redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'dead', 1)
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
@@ -191,16 +192,18 @@ redis.call('DEL', KEYS[4])
 return attempts
 """
 
-# KEYS: dead, retry.  ARGV: id.
+# KEYS: dead, retry, dead:at.  ARGV: id.
 _RETRY_DEAD = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: dead, target done key, retry, progress key.  ARGV: id, bucket ttl (0: none).
+# KEYS: dead, target done key, retry, progress key, dead:at.  ARGV: id, bucket ttl (0: none).
 _DROP_DEAD = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -289,6 +292,69 @@ return out
 """
 
 
+# KEYS: optouts HASH, optouts:at ZSET.  ARGV: start score ('+inf', or the cursor's or `until`'s,
+# as a number), start exclusive ('1'/'0'), cursor score ('' for none), cursor member, since ('-inf'
+# or a number), action ('' for any), limit.  Walks the ZSET newest first BY RANK from the first
+# entry at or below the start (ZCOUNT finds its rank), a chunk at a time, so a filtered page reads
+# only the entries it passes over.  Returns the bodies, newest first.
+_OPTOUTS_PAGE = """
+local unpack = table.unpack or unpack
+local zset, limit = KEYS[2], tonumber(ARGV[7])
+-- the rank of the first entry to look at: how many come before it, newest first
+local rank = 0
+if ARGV[1] ~= '+inf' then
+  rank = redis.call('ZCOUNT', zset, (ARGV[2] == '1' and '' or '(') .. ARGV[1], '+inf')
+end
+local cscore = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
+local since = tonumber(ARGV[5])
+local suffix = ARGV[6] ~= '' and ('|' .. ARGV[6]) or nil
+local members = {}
+while #members < limit do
+  local got = redis.call('ZREVRANGE', zset, rank, rank + 999, 'WITHSCORES')
+  if #got == 0 then break end
+  rank = rank + #got / 2
+  local stop = false
+  for i = 1, #got, 2 do
+    local m, score = got[i], tonumber(got[i + 1])
+    if score < since then stop = true; break end
+    local skip = cscore ~= nil and score == cscore and m >= ARGV[4]
+    if not skip and suffix and string.sub(m, -#suffix) ~= suffix then skip = true end
+    if not skip then
+      members[#members + 1] = m
+      if #members >= limit then break end
+    end
+  end
+  if stop then break end
+end
+if #members == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(members))
+"""
+
+# KEYS: dead HASH, dead:at ZSET.  ARGV: offset, limit.  Rebuilds the index when its size differs
+# from the hash's (dead letters written by an older version, or removed by a path that does not
+# keep the index), then reads one page by rank.  Returns id, body pairs, newest failed first.
+_DEAD_PAGE = """
+local unpack = table.unpack or unpack
+if redis.call('HLEN', KEYS[1]) ~= redis.call('ZCARD', KEYS[2]) then
+  redis.call('DEL', KEYS[2])
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local ok, d = pcall(cjson.decode, all[i + 1])
+    local at = ok and type(d) == 'table' and tonumber(d['failed_at']) or 0
+    redis.call('ZADD', KEYS[2], string.format('%.17g', at), all[i])
+  end
+end
+local first = tonumber(ARGV[1])
+local ids = redis.call('ZREVRANGE', KEYS[2], first, first + tonumber(ARGV[2]) - 1)
+if #ids == 0 then return {} end
+local bodies, out = redis.call('HMGET', KEYS[1], unpack(ids)), {}
+for i, id in ipairs(ids) do
+  if bodies[i] then out[#out + 1] = id; out[#out + 1] = bodies[i] end
+end
+return out
+"""
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -335,6 +401,8 @@ class RedisStore(Store):
         self._vote = script(_VOTE)
         self._results = script(_RESULTS)
         self._vote_ids_ttl = vote_ids_ttl(horizon)
+        self._optouts_page = script(_OPTOUTS_PAGE)
+        self._dead_page = script(_DEAD_PAGE)
 
     @classmethod
     def from_url(
@@ -424,8 +492,8 @@ class RedisStore(Store):
         k = self.keys
         record = {"error": error, "failed_at": now, "rule": rule, "row": dict(row)}
         body = json.dumps(record, default=str, ensure_ascii=False)
-        keys = [k.retry, k.stats, k.dead, k.claim(id)]
-        return int(await self._dead(keys=keys, args=[owner, id, body])) != -1
+        keys = [k.retry, k.stats, k.dead, k.claim(id), k.dead_by_time]
+        return int(await self._dead(keys=keys, args=[owner, id, body, repr(now)])) != -1
 
     async def dead_letters(self) -> list[DeadLetter]:
         raw = await self.client.hgetall(self.keys.dead)
@@ -436,11 +504,13 @@ class RedisStore(Store):
         return sorted(out, key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
-        return bool(await self._retry_dead(keys=[self.keys.dead, self.keys.retry], args=[id]))
+        k = self.keys
+        return bool(await self._retry_dead(keys=[k.dead, k.retry, k.dead_by_time], args=[id]))
 
     async def drop_dead(self, id: str) -> bool:
         k = self.keys
-        keys = [k.dead, k.done_target(self.horizon, self._clock()), k.retry, k.progress(id)]
+        keys = [k.dead, k.done_target(self.horizon, self._clock()), k.retry, k.progress(id),
+                k.dead_by_time]
         return bool(await self._drop_dead(keys=keys, args=[id, self._ttl]))
 
     async def counts(self) -> dict[str, int]:
@@ -482,6 +552,47 @@ class RedisStore(Store):
         entries = [(_s(m), OptOut(**json.loads(_s(b)))) for m, b in found.items()]
         return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, me[0].encode()))]
 
+    # -- paginated reads (the dashboard) --------------------------------------------------------
+
+    async def optouts_page(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> list[OptOut]:
+        if limit <= 0:
+            return []
+        start, exclusive, cscore, cmember = "+inf", "0", "", ""
+        if until is not None:
+            start, exclusive = repr(until), "1"
+        if before is not None and (until is None or before[0] < until):
+            start, exclusive = repr(before[0]), "0"
+            cscore, cmember = repr(before[0]), f"{before[1]}|{before[2]}"
+        low = "-inf" if since is None else repr(since)
+        k = self.keys
+        bodies = await self._optouts_page(
+            keys=[k.optouts, k.optouts_by_time],
+            args=[start, exclusive, cscore, cmember, low, action or "", limit],
+        )
+        return [OptOut(**json.loads(body)) for body in bodies if body is not None]
+
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        flat = await self._dead_page(keys=[self.keys.dead, self.keys.dead_by_time],
+                                     args=[max(0, offset), limit])
+        return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        body = await self.client.hget(self.keys.dead, id)
+        return None if body is None else _dead(id, body)
+
+    async def dead_letter_count(self) -> int:
+        return int(await self.client.hlen(self.keys.dead))
+
     async def vote(
         self,
         survey: str,
@@ -505,3 +616,8 @@ class RedisStore(Store):
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+
+def _dead(id: str, body: bytes | str) -> DeadLetter:
+    d = json.loads(body)
+    return DeadLetter(id, d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"])

@@ -19,7 +19,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyrouter.store.base import HORIZON_MARGIN, Claimed, DeadLetter, OptOut, Store, SurveyResults
+from keyrouter.store.base import (
+    HORIZON_MARGIN,
+    Claimed,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    Store,
+    SurveyResults,
+)
 from keyrouter.store.keys import check_namespace, check_policy
 
 T = TypeVar("T")
@@ -42,6 +50,7 @@ CREATE TABLE IF NOT EXISTS dead (
     ns TEXT NOT NULL, id TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
     failed_at REAL NOT NULL, rule TEXT, row TEXT NOT NULL,
     PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dead_at ON dead (ns, failed_at, id);
 CREATE TABLE IF NOT EXISTS stats (
     ns TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
     PRIMARY KEY (ns, name)) WITHOUT ROWID;
@@ -56,6 +65,7 @@ CREATE TABLE IF NOT EXISTS optouts_pending (
     keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
     outcome TEXT, transaction_id TEXT,
     PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS optouts_page ON optouts (ns, received_at, (message_id || '|' || action));
 CREATE TABLE IF NOT EXISTS optouts_latest (
     ns TEXT NOT NULL, number TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL,
     received_at REAL NOT NULL,
@@ -423,6 +433,55 @@ class SqliteStore(Store):
             f"SELECT {_ENTRY} FROM optouts_pending WHERE ns = :ns"
             " ORDER BY received_at, message_id || '|' || action", self._p())
         return [OptOut(*row) for row in rows]
+
+    # -- paginated reads (the dashboard): index range scans, LIMIT rows read ---------------------
+
+    async def optouts_page(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> list[OptOut]:
+        where = ["ns = :ns"]
+        if since is not None:
+            where.append("received_at >= :since")
+        if until is not None:
+            where.append("received_at < :until")
+        if action is not None:
+            where.append("action = :action")
+        if before is not None:
+            where.append("(received_at, message_id || '|' || action) < (:bt, :bm)")
+        p = self._p(since=since, until=until, action=action, limit=max(0, limit),
+                    bt=before[0] if before else None,
+                    bm=f"{before[1]}|{before[2]}" if before else None)
+        rows = await self._read(
+            f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join(where)}"
+            " ORDER BY received_at DESC, message_id || '|' || action DESC LIMIT :limit",
+            p,
+        )
+        return [OptOut(*row) for row in rows]
+
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
+        rows = await self._read(
+            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns"
+            " ORDER BY failed_at DESC, id DESC LIMIT :limit OFFSET :offset",
+            self._p(limit=max(0, limit), offset=max(0, offset)),
+        )
+        return [DeadLetter(i, e, a, f, r, json.loads(row)) for i, e, a, f, r, row in rows]
+
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        rows = await self._read(
+            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
+            self._p(id=id),
+        )
+        return DeadLetter(*rows[0][:5], json.loads(rows[0][5])) if rows else None
+
+    async def dead_letter_count(self) -> int:
+        rows = await self._read("SELECT count(*) FROM dead WHERE ns = :ns", self._p())
+        return int(rows[0][0])
 
     async def vote(
         self, survey: str, voter: str, choice: str, *, policy: str, now: float,

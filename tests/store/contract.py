@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, open_store
+from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger_cursor, open_store
 
 from .ledger_contract import LedgerContract
 
@@ -573,6 +573,82 @@ class StoreContract(LedgerContract):
         latest = await make_store(namespace).latest_optout("+9")
         assert latest is not None and latest.received_at == max(times)
         assert latest.message_id == f"m{times.index(max(times))}"
+
+    # -- paginated reads (the dashboard) --------------------------------------------------------
+
+    async def test_optouts_page_newest_first_with_a_cursor(self, store: Store) -> None:
+        # ties on received_at: the greater "message_id|action" first, the reverse of optouts()
+        entries = [optout(f"m{i:03d}", 1000.0 + i // 3, "blacklist" if i % 4 else "unblacklist")
+                   for i in range(40)]
+        for e in random.sample(entries, len(entries)):
+            await store.record_optout(e)
+        expected = list(reversed(await store.optouts()))
+        assert len(expected) == 40
+        got, cursor = [], None
+        while True:
+            page = await store.optouts_page(before=cursor, limit=7)
+            assert len(page) <= 7
+            if not page:
+                break
+            got.extend(page)
+            cursor = ledger_cursor(page[-1])
+        assert got == expected
+
+    async def test_optouts_page_filters_by_time_and_action(self, store: Store) -> None:
+        for i in range(30):
+            action = "unblacklist" if i % 3 == 0 else "blacklist"
+            await store.record_optout(optout(f"m{i}", 100.0 + i, action))
+        page = await store.optouts_page(since=110.0, until=120.0, limit=100)
+        assert [e.received_at for e in page] == [119.0 - i for i in range(10)]
+        page = await store.optouts_page(action="unblacklist", limit=4)
+        assert [e.message_id for e in page] == ["m27", "m24", "m21", "m18"]
+        nxt = await store.optouts_page(action="unblacklist", before=ledger_cursor(page[-1]), limit=4)
+        assert [e.message_id for e in nxt] == ["m15", "m12", "m9", "m6"]
+        both = await store.optouts_page(action="blacklist", since=101.0, until=105.0, limit=10)
+        assert [e.message_id for e in both] == ["m4", "m2", "m1"]
+        # a cursor past `until` and one inside it
+        assert [e.message_id for e in await store.optouts_page(
+            before=(500.0, "zz", "blacklist"), until=103.0, limit=2)] == ["m2", "m1"]
+        assert [e.message_id for e in await store.optouts_page(
+            before=ledger_cursor(page[0]), until=129.0, limit=2)] == ["m26", "m25"]
+        assert await store.optouts_page(since=1000.0) == []
+        assert await store.optouts_page(limit=0) == []
+        assert await store.optouts_page(action="nothing-like-this") == []
+
+    async def test_dead_letters_page_newest_first(self, store: Store) -> None:
+        for i in range(25):
+            await store.dead_letter(f"d{i:02d}", "w", f"err {i}", rule="r", row={"i": i},
+                                    now=1000.0 + i // 2)
+        assert await store.dead_letter_count() == 25
+        everything = list(reversed(await store.dead_letters()))
+        # newest failed first, ties: the greater id first
+        assert [d.id for d in everything[:3]] == ["d24", "d23", "d22"]
+        pages = [await store.dead_letters_page(offset, 10) for offset in (0, 10, 20, 30)]
+        assert [len(p) for p in pages] == [10, 10, 5, 0]
+        assert [d.id for p in pages for d in p] == sorted((d.id for d in everything), reverse=True)
+        assert pages[0][0] == everything[0]
+        assert pages[0][0].row == {"i": 24}
+
+    async def test_one_dead_letter_and_the_count_follow_retry_and_drop(self, store: Store) -> None:
+        assert await store.get_dead_letter("x") is None
+        assert await store.dead_letter_count() == 0
+        assert await store.dead_letters_page() == []
+        row = {"id": "x", "text": "<script>alert(1)</script>", "n": [1, None]}
+        for id, at in (("x", 5.0), ("y", 6.0), ("z", 7.0)):
+            await store.dead_letter(id, "w", "boom", rule="kayit", row=row, now=at)
+        d = await store.get_dead_letter("x")
+        assert d is not None
+        assert (d.id, d.error, d.attempts, d.failed_at, d.rule) == ("x", "boom", 1, 5.0, "kayit")
+        assert dict(d.row) == row
+        assert await store.retry_dead("x")
+        assert await store.drop_dead("z")
+        assert await store.get_dead_letter("x") is None
+        assert await store.dead_letter_count() == 1
+        assert [d.id for d in await store.dead_letters_page()] == ["y"]
+        # dead again after the retry: back on the first page, newest
+        await store.claim(["x"], "w", LEASE, time.time())
+        await store.dead_letter("x", "w", "again", rule=None, row={}, now=9.0)
+        assert [d.id for d in await store.dead_letters_page()] == ["x", "y"]
 
     # -- survey votes ---------------------------------------------------------------------------
 

@@ -129,6 +129,23 @@ class RedisContract(StoreContract):
         for key in (*ledger, votes, counts, meta):
             assert await client.ttl(key) == -1
 
+    async def test_dead_letter_index_heals_itself(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        """Dead letters written without the `dead:at` index (an older version) or removed by a
+        path that does not keep it still page correctly: the page read rebuilds the index."""
+        store = make_store()
+        k = Keys(store.namespace)
+        await store.dead_letter("new", "w", "e", rule=None, row={}, now=50.0)
+        assert await client.zrange(k.dead_by_time, 0, -1, withscores=True) == [(b"new", 50.0)]
+        for id, at in (("old1", 10.0), ("old2", 30.0)):
+            body = f'{{"attempts": 3, "error": "x", "failed_at": {at}, "rule": "r", "row": {{}}}}'
+            await client.hset(k.dead, id, body)
+        assert [d.id for d in await store.dead_letters_page()] == ["new", "old2", "old1"]
+        await client.hdel(k.dead, "old2")  # e.g. finish() on a dead id
+        assert [d.id for d in await store.dead_letters_page(0, 2)] == ["new", "old1"]
+        assert await client.zcard(k.dead_by_time) == 2
+
     async def test_cleanup_touches_only_its_namespace(
         self, make_store: MakeStore, client: aioredis.Redis
     ) -> None:
