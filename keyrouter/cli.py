@@ -353,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", metavar="ID")
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=cmd_survey)
+
+    from keyrouter.web.cli import add_parser as add_dashboard  # imports no web library
+
+    add_dashboard(sub)
     return parser
 
 

@@ -41,6 +41,9 @@ class Settings(BaseModel):
     #: KEYROUTER_MAX_ABANDONED: sync handler threads left running past their time limit that a
     #: worker tolerates; one more and it stops cleanly (exit 5) for its supervisor to restart it.
     max_abandoned: int = Field(8, ge=0)
+    #: KEYROUTER_DASHBOARD_TOKEN: signs people and scripts in to `keyrouter dashboard` and enables
+    #: its Retry/Drop buttons; without it the dashboard is read-only and loopback-only.
+    dashboard_token: SecretStr | None = None
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -80,4 +83,5 @@ _ENV = {
     "handler_timeout": "KEYROUTER_HANDLER_TIMEOUT",
     "shutdown_grace": "KEYROUTER_SHUTDOWN_GRACE",
     "max_abandoned": "KEYROUTER_MAX_ABANDONED",
+    "dashboard_token": "KEYROUTER_DASHBOARD_TOKEN",
 }

@@ -1,0 +1,306 @@
+"""The dashboard's Starlette app: routes, the sign-in rule, security headers.
+
+Server-rendered HTML that works without JavaScript (the pages ship none, and the CSP forbids
+any); Jinja2 autoescapes every value.  The store is opened in the app's lifespan (so a Redis
+client lives on the server's event loop) and closed with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyrouter.store import Store
+from keyrouter.web import pages
+from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
+from keyrouter.web.charts import bar_chart
+
+logger = logging.getLogger("keyrouter.dashboard")
+HERE = Path(__file__).parent
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+NAV = [("/", "Status", "Durum"), ("/surveys", "Surveys", "Anketler"),
+       ("/optouts", "Opt-outs", "Ret kayıtları"), ("/dead-letters", "Dead letters", "Başarısız mesajlar")]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response, errors and static files included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *[(k, v) for k, v in HEADERS if k not in names]]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+@dataclass
+class Action:
+    at: str
+    who: str
+    what: str
+    id: str
+
+
+@dataclass
+class Dashboard:
+    open_store: Callable[[], Store]
+    rules: pages.RulesInfo
+    auth: Auth
+    store_label: str = ""
+    namespace: str = "default"
+    store: Store | None = None
+
+    def __post_init__(self) -> None:
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
+                               autoescape=select_autoescape(default=True, default_for_string=True))
+        self.deadline = pages.deadline_function()
+        self.actions: deque[Action] = deque(maxlen=50)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        session: Session | None = request.scope.get("keyrouter.session")
+        html = self.env.get_template(name).render(
+            nav=NAV, path=request.url.path, auth=self.auth, session=session,
+            csrf=self.auth.csrf_token(session) if session else "", **ctx)
+        return HTMLResponse(html, status_code=status)
+
+    def guarded(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
+        """With a token, a request needs the bearer header or a valid session cookie; a person
+        without one is sent to the login form, a script gets 401."""
+
+        async def run(request: Request) -> Response:
+            if self.auth.required:
+                session = self.auth.session(request.cookies.get(COOKIE))
+                if session is not None:
+                    request.scope["keyrouter.session"] = session
+                elif self.auth.bearer_ok(request.headers.get("authorization")):
+                    request.scope["keyrouter.bearer"] = True
+                elif request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+                    return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
+                else:
+                    return Response("sign in: a session cookie or Authorization: Bearer <token>\n",
+                                    401, {"www-authenticate": "Bearer"}, media_type="text/plain")
+            return await endpoint(request)
+
+        return run
+
+    @property
+    def db(self) -> Store:
+        assert self.store is not None, "the store opens with the app's lifespan"
+        return self.store
+
+    # -- pages ------------------------------------------------------------------------------
+    async def status(self, request: Request) -> Response:
+        counts = await self.db.counts()
+        held = await self.db.dead_letter_count()
+        return self.render(request, "status.html", counts=counts, held=held, rules=self.rules,
+                           loaded=pages.turkey_time(self.rules.loaded_at),
+                           changed=pages.rules_on_disk_changed(self.rules),
+                           store=self.store_label, namespace=self.namespace,
+                           now=pages.turkey_time(time.time()))
+
+    async def surveys(self, request: Request) -> Response:
+        views = []
+        for survey, declared in self.rules.surveys.items():
+            view = pages.survey_view(await self.db.survey_results(survey), declared)
+            views.append((view, bar_chart(f"survey {survey}", view.bars)))
+        return self.render(request, "surveys.html", views=views)
+
+    async def survey_csv(self, request: Request) -> Response:
+        survey = request.path_params["survey"]
+        if survey not in self.rules.surveys:
+            return self.render(request, "error.html", 404, message="No such survey in the rules.")
+        view = pages.survey_view(await self.db.survey_results(survey), self.rules.surveys[survey])
+        return _csv(pages.survey_csv(view), f"survey-{survey}.csv")
+
+    async def optouts(self, request: Request) -> Response:
+        f, problems = pages.LedgerFilter.parse(request.query_params)
+        before = pages.decode_cursor(request.query_params.get("before"))
+        entries, more = await pages.ledger_page(self.db, f, before)
+        now = time.time()
+        rows = [pages.ledger_row(e, self.deadline, now) for e in entries]
+        older = None
+        if more is not None:
+            older = "?" + urlencode({**f.query(), "before": pages.encode_cursor(entries[-1])})
+        return self.render(request, "optouts.html", rows=rows, f=f, problems=problems,
+                           tracked=self.deadline is not None, older=older, first=before is None,
+                           newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
+                           csv="/optouts.csv?" + urlencode(f.query()),
+                           full=self.auth.required)
+
+    async def optouts_csv(self, request: Request) -> Response:
+        f, problems = pages.LedgerFilter.parse(request.query_params)
+        if problems:
+            return Response("; ".join(problems) + "\n", 400, media_type="text/plain")
+        full = self.auth.required  # full numbers only behind the token
+        body = pages.ledger_csv(self.db, f, full, self.deadline)
+        return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
+            "content-disposition": 'attachment; filename="optouts.csv"'})
+
+    async def dead_letters(self, request: Request) -> Response:
+        try:
+            page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            page = 1
+        held = await self.db.dead_letter_count()
+        letters = await self.db.dead_letters_page((page - 1) * pages.PAGE_SIZE, pages.PAGE_SIZE)
+        last = max(1, -(-held // pages.PAGE_SIZE))
+        return self.render(request, "dead_letters.html", rows=[pages.dead_row(d) for d in letters],
+                           held=held, page=page, last=last, actions=list(reversed(self.actions)),
+                           done=request.query_params.get("done", ""))
+
+    async def dead_letter(self, request: Request) -> Response:
+        d = await self.db.get_dead_letter(request.path_params["id"])
+        if d is None:
+            return self.render(request, "error.html", 404, message="No such dead letter (retried or "
+                               "dropped already?).")
+        return self.render(request, "dead_letter.html", d=pages.dead_row(d), raw=pages.raw_row_text(d))
+
+    async def change_dead(self, request: Request) -> Response:
+        """POST /dead-letters/{id}/retry|drop: token only, CSRF-checked for sessions, logged."""
+        if not self.auth.can_change:
+            return Response("read-only: start the dashboard with KEYROUTER_DASHBOARD_TOKEN\n", 403,
+                            media_type="text/plain")
+        session: Session | None = request.scope.get("keyrouter.session")
+        form = await request.form()
+        if session is not None and not self.auth.csrf_ok(session, str(form.get("csrf") or "")):
+            return Response("CSRF check failed: reload the page and try again\n", 403,
+                            media_type="text/plain")
+        id, action = request.path_params["id"], request.path_params["action"]
+        if action not in ("retry", "drop"):
+            return Response("unknown action: retry or drop\n", 404, media_type="text/plain")
+        change = self.db.retry_dead if action == "retry" else self.db.drop_dead
+        ok = await change(id)
+        who = session.who if session else "bearer token"
+        client = request.client.host if request.client else "?"
+        verb = "retried" if action == "retry" else "dropped"
+        logger.info("dashboard: dead letter %s %s by %s (%s)%s", id, verb, who, client,
+                    "" if ok else ": it was not a dead letter any more")
+        if ok:
+            self.actions.append(Action(pages.turkey_time(time.time()), who, verb, id))
+        return RedirectResponse("/dead-letters?" + urlencode({"done": f"{verb} {id}" if ok else
+                                                               f"{id} was not a dead letter"}), 303)
+
+    # -- signing in ---------------------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        nxt = _local(request.query_params.get("next", "/"))
+        if not self.auth.required:
+            return RedirectResponse(nxt, 303)
+        if request.method == "GET":
+            return self.render(request, "login.html", next=nxt, error="")
+        client = request.client.host if request.client else "?"
+        form = await request.form()
+        nxt = _local(str(form.get("next") or "/"))
+        if self.auth.login_blocked(client):
+            return self.render(request, "login.html", 429, next=nxt,
+                               error="Too many failed attempts; wait a minute.")
+        if not self.auth.token_matches(str(form.get("token") or "")):
+            self.auth.login_failed(client)
+            logger.warning("dashboard: failed sign-in from %s", client)
+            return self.render(request, "login.html", 401, next=nxt, error="Wrong token.")
+        who = str(form.get("name") or "")
+        response = RedirectResponse(nxt, 303)
+        response.set_cookie(COOKIE, self.auth.new_cookie(who), max_age=SESSION_SECONDS, httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https", path="/")
+        logger.info("dashboard: %s signed in from %s", clean_name(who), client)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        session: Session | None = request.scope.get("keyrouter.session")
+        form = await request.form()
+        if session is not None and not self.auth.csrf_ok(session, str(form.get("csrf") or "")):
+            return Response("CSRF check failed\n", 403, media_type="text/plain")
+        response = RedirectResponse("/login", 303)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """Outside the middleware (Starlette's last resort), so the headers are set here."""
+    logger.error("dashboard: %s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    body = "The store did not answer (or the page failed); try again shortly.\n"
+    return Response(body, 503, {k.decode(): v.decode() for k, v in HEADERS}, media_type="text/plain")
+
+
+def _local(target: str) -> str:
+    """Only same-site paths after login: never an open redirect."""
+    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else "/"
+
+
+def _csv(text: str, filename: str) -> Response:
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
+def create_app(open_store: Callable[[], Store], rules: pages.RulesInfo, *, token: str | None = None,
+               allowed_hosts: list[str] | None = None, store_label: str = "",
+               namespace: str = "default") -> Starlette:
+    """`open_store` runs in the lifespan; `allowed_hosts` (Host header check, against DNS
+    rebinding of a loopback dashboard) None checks nothing."""
+    d = Dashboard(open_store, rules, Auth(token), store_label, namespace)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        d.store = open_store()
+        try:
+            yield
+        finally:
+            await d.store.close()
+
+    g = d.guarded
+    routes = [
+        Route("/", g(d.status)),
+        Route("/surveys", g(d.surveys)),
+        Route("/surveys/{survey:path}.csv", g(d.survey_csv)),
+        Route("/optouts", g(d.optouts)),
+        Route("/optouts.csv", g(d.optouts_csv)),
+        Route("/dead-letters", g(d.dead_letters)),
+        Route("/dead-letters/{id:path}/{action:str}", g(d.change_dead), methods=["POST"]),
+        Route("/dead-letters/{id:path}", g(d.dead_letter)),
+        Route("/login", d.login, methods=["GET", "POST"]),
+        Route("/logout", g(d.logout), methods=["POST"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    middleware = [Middleware(SecurityHeaders)]
+    if allowed_hosts:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={Exception: _unavailable})
+    app.state.dashboard = d
+    return app

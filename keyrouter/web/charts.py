@@ -1,0 +1,46 @@
+"""Charts as inline SVG, drawn on the server: no script, no CDN, nothing fetched.
+
+Every text that goes into the markup passes `html.escape`; the result is handed to the templates
+as `Markup`, so they do not escape it a second time.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from markupsafe import Markup
+
+BAR_HEIGHT, GAP, LABEL_WIDTH, BAR_WIDTH, COUNT_WIDTH = 22, 8, 120, 360, 90
+
+
+def _fit(label: str, size: int = 16) -> str:
+    return label if len(label) <= size else label[: size - 1] + "…"
+
+
+def bar_chart(title: str, bars: list[tuple[str, int, bool]]) -> Markup:
+    """A horizontal bar per (label, count, declared): one `rect.bar` each, zero-width for zero,
+    with the count beside it; undeclared choices get the class `undeclared`."""
+    total = sum(n for _, n, _ in bars)
+    top = max((n for _, n, _ in bars), default=0)
+    height = max(1, len(bars)) * (BAR_HEIGHT + GAP) + GAP
+    width = LABEL_WIDTH + BAR_WIDTH + COUNT_WIDTH
+    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" role="img" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'aria-label="{escape(title)}"><title>{escape(title)}</title>']
+    if not bars:
+        out.append(f'<text class="empty" x="{GAP}" y="{BAR_HEIGHT}">no choices declared, no votes yet</text>')
+    for i, (label, n, declared) in enumerate(bars):
+        y = GAP + i * (BAR_HEIGHT + GAP)
+        w = round(BAR_WIDTH * n / top, 1) if top else 0
+        pct = f"{100 * n / total:.1f}%" if total else "0.0%"
+        cls = "bar" if declared else "bar undeclared"
+        mid = y + BAR_HEIGHT * 0.7
+        out.append(
+            f'<g class="row"><text class="label" x="{LABEL_WIDTH - GAP}" y="{mid}" '
+            f'text-anchor="end">{escape(_fit(label))}</text>'
+            f'<rect class="{cls}" x="{LABEL_WIDTH}" y="{y}" width="{w}" height="{BAR_HEIGHT}" '
+            f'data-choice="{escape(label)}" data-votes="{n}"><title>{escape(label)}: {n}</title></rect>'
+            f'<text class="count" x="{LABEL_WIDTH + w + GAP}" y="{mid}">{n} ({pct})</text></g>'
+        )
+    out.append("</svg>")
+    return Markup("".join(out))

@@ -1,0 +1,319 @@
+"""What the pages show, gathered from the store and the rules: plain data, no HTTP, no HTML.
+
+Every read is a page (`optouts_page`, `dead_letters_page`) or a small fixed set of keys, so a page
+costs the same with 100 or 100,000 ledger entries.  Phone numbers are masked here (KVKK); only the
+CSV export with the token asks for them in full.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from keyrouter.handlers.survey import normalize_choice
+from keyrouter.message import TURKEY, mask_number
+from keyrouter.rules import RuleSet, load_rules, rule_files
+from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
+
+PAGE_SIZE = 50
+EFFECTS = ("blacklist", "unblacklist")
+#: A Turkish mobile number inside free text (a message body, an error): masked before display.
+_MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?90|0)?\s?5\d{2}\s?\d{3}\s?\d{2}\s?\d{2}(?!\d)")
+
+
+def turkey_time(epoch: float | None) -> str:
+    """`2026-11-27 21:35:01 +03:00`: the time people in Turkey read, with its offset."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, TURKEY).strftime("%Y-%m-%d %H:%M:%S %z").replace(
+        "+0300", "+03:00")
+
+
+def mask_text(text: str) -> str:
+    """Mask every Turkish mobile number inside free text."""
+    return _MOBILE_IN_TEXT.sub(lambda m: mask_number(re.sub(r"\s", "", m.group(0))), text)
+
+
+def mask_value(value: Any) -> Any:
+    """A dead letter's raw row with every phone number masked, keeping its shape."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) >= 10:
+        return mask_text(str(value))
+    return value
+
+
+# ---------------------------------------------------------------- rules: files, hash, surveys
+@dataclass(frozen=True)
+class RulesInfo:
+    """The rules the dashboard loaded: files with their hashes, and each survey's choices."""
+
+    path: str
+    files: tuple[tuple[str, str], ...]  # (file, sha256 prefix)
+    version: str  # sha256 prefix over every file's name and bytes
+    rule_count: int
+    surveys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> declared choices
+    loaded_at: float = 0.0
+
+    @classmethod
+    def load(cls, path: str, now: float) -> RulesInfo:
+        """Raises RulesError, like every command that reads the rules."""
+        rules = load_rules(path)
+        files, version = file_hashes(path)
+        return cls(path, files, version, len(rules.rules), declared_surveys(rules), now)
+
+
+def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    overall = hashlib.sha256()
+    files = []
+    for f in rule_files(path):
+        try:
+            data = f.read_bytes()
+        except OSError:
+            data = b""
+        overall.update(str(f).encode() + b"\0" + data + b"\0")
+        files.append((str(f), hashlib.sha256(data).hexdigest()[:12]))
+    return tuple(files), overall.hexdigest()[:12]
+
+
+def declared_surveys(rules: RuleSet) -> dict[str, tuple[str, ...]]:
+    """survey id -> its declared choices (normalized as votes are), from every `survey` entry."""
+    out: dict[str, dict[str, None]] = {}
+    entries = [e for r in rules.rules for e in r.handlers] + list(rules.default)
+    for entry in entries:
+        if entry.name != "survey" or "id" not in entry.params:
+            continue
+        choices = out.setdefault(str(entry.params["id"]).strip(), {})
+        for c in entry.params.get("choices") or ():
+            choices.setdefault(normalize_choice(c), None)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------- surveys
+@dataclass(frozen=True)
+class SurveyView:
+    survey: str
+    bars: list[tuple[str, int, bool]]  # (choice, votes, declared)
+    voters: int
+    rejected: int
+    last_vote: str
+    total: int
+
+
+def survey_view(results: SurveyResults, declared: tuple[str, ...]) -> SurveyView:
+    """One bar per declared choice (zero votes included), then any counted choice the rules do
+    not declare (a survey without `choices`, or choices changed since)."""
+    bars = [(c, results.votes.get(c, 0), True) for c in declared]
+    bars += [(c, n, False) for c, n in sorted(results.votes.items()) if c not in declared]
+    return SurveyView(results.survey, bars, results.voters, results.rejected,
+                      turkey_time(results.last_vote_at), sum(n for _, n, _ in bars))
+
+
+def survey_csv(view: SurveyView) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["survey", "choice", "votes", "percent", "declared"])
+    for choice, n, declared in view.bars:
+        pct = round(100 * n / view.total, 1) if view.total else 0.0
+        w.writerow([view.survey, choice, n, pct, "yes" if declared else "no"])
+    w.writerow([])
+    w.writerow(["voters", view.voters])
+    w.writerow(["rejected", view.rejected])
+    w.writerow(["last_vote", view.last_vote])
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- opt-out ledger
+def deadline_function() -> Callable[[float], float] | None:
+    """The compliance module's deadline (three Turkish business days), when it is installed."""
+    try:
+        from keyrouter import deadlines  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    for name in ("deadline_epoch", "deadline"):
+        fn = getattr(deadlines, name, None)
+        if callable(fn):
+            return _as_epoch(fn)
+    return None
+
+
+def _as_epoch(fn: Callable[..., Any]) -> Callable[[float], float]:
+    def deadline(received_at: float) -> float:
+        try:
+            got = fn(received_at)
+        except TypeError:
+            got = fn(datetime.fromtimestamp(received_at, TURKEY))
+        return got.timestamp() if isinstance(got, datetime) else float(got)
+
+    return deadline
+
+
+@dataclass(frozen=True)
+class LedgerFilter:
+    day_from: date | None = None
+    day_to: date | None = None  # inclusive
+    effect: str | None = None
+
+    @classmethod
+    def parse(cls, q: Mapping[str, str]) -> tuple[LedgerFilter, list[str]]:
+        """From query parameters; bad values are dropped and named in the returned problems."""
+        problems: list[str] = []
+
+        def day(name: str) -> date | None:
+            text = (q.get(name) or "").strip()
+            if not text:
+                return None
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                problems.append(f"{name}: not a date (YYYY-MM-DD)")
+                return None
+
+        effect = (q.get("effect") or "").strip() or None
+        if effect is not None and effect not in EFFECTS:
+            problems.append("effect: blacklist or unblacklist")
+            effect = None
+        return cls(day("from"), day("to"), effect), problems
+
+    def since(self) -> float | None:
+        if self.day_from is None:
+            return None
+        return datetime.combine(self.day_from, datetime.min.time(), TURKEY).timestamp()
+
+    def until(self) -> float | None:
+        if self.day_to is None:
+            return None
+        end = datetime.combine(self.day_to, datetime.min.time(), TURKEY) + timedelta(days=1)
+        return end.timestamp()
+
+    def query(self) -> dict[str, str]:
+        q = {"from": self.day_from.isoformat() if self.day_from else "",
+             "to": self.day_to.isoformat() if self.day_to else "", "effect": self.effect or ""}
+        return {k: v for k, v in q.items() if v}
+
+
+def encode_cursor(entry: OptOut) -> str:
+    raw = json.dumps(list(ledger_cursor(entry)), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None) -> LedgerCursor | None:
+    if not text:
+        return None
+    try:
+        at, message_id, action = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        return float(at), str(message_id), str(action)
+    except (ValueError, TypeError, binascii.Error):
+        return None
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    received: str
+    number: str
+    effect: str
+    keyword: str
+    message_id: str
+    handled: str
+    deadline: str  # "" when not tracked
+    met: bool | None  # None: not tracked
+    pending: bool
+
+
+def ledger_row(e: OptOut, deadline: Callable[[float], float] | None, now: float) -> LedgerRow:
+    due = deadline(e.received_at) if deadline else None
+    handled = bool(e.handled_at)
+    met = None if due is None else (handled and e.handled_at <= due)
+    return LedgerRow(turkey_time(e.received_at), mask_number(e.number), e.action, e.keyword or "",
+                     e.message_id, turkey_time(e.handled_at) if handled else "",
+                     turkey_time(due), met, not handled)
+
+
+async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None,
+                      limit: int = PAGE_SIZE) -> tuple[list[OptOut], LedgerCursor | None]:
+    """One page and the cursor of the next (None on the last page)."""
+    got = await store.optouts_page(before=before, limit=limit + 1, since=f.since(), until=f.until(),
+                                   action=f.effect)
+    more = len(got) > limit
+    return got[:limit], ledger_cursor(got[limit - 1]) if more else None
+
+
+LEDGER_CSV_FIELDS = ("received_at", "number", "effect", "keyword", "message_id", "handled_at",
+                     "deadline", "deadline_met")
+
+
+async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool,
+                     deadline: Callable[[float], float] | None,
+                     chunk: int = 1000) -> AsyncIterator[str]:
+    """The filtered ledger, newest first, read a chunk at a time (never all at once)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(LEDGER_CSV_FIELDS)
+    before: LedgerCursor | None = None
+    while True:
+        got = await store.optouts_page(before=before, limit=chunk, since=f.since(),
+                                       until=f.until(), action=f.effect)
+        for e in got:
+            due = deadline(e.received_at) if deadline else None
+            met = "" if due is None else ("yes" if e.handled_at and e.handled_at <= due else "no")
+            w.writerow([turkey_time(e.received_at), e.number if full_numbers else mask_number(e.number),
+                        e.action, e.keyword or "", e.message_id, turkey_time(e.handled_at),
+                        turkey_time(due) if due is not None else "not tracked", met])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+        if len(got) < chunk:
+            return
+        before = ledger_cursor(got[-1])
+
+
+# ---------------------------------------------------------------- dead letters
+@dataclass(frozen=True)
+class DeadRow:
+    id: str
+    failed: str
+    rule: str
+    attempts: int
+    error: str
+
+
+def dead_row(d: DeadLetter) -> DeadRow:
+    return DeadRow(d.id, turkey_time(d.failed_at), d.rule or "", d.attempts, mask_text(d.error))
+
+
+def raw_row_text(d: DeadLetter) -> str:
+    """The stored row, pretty-printed, phone numbers masked (the page escapes it)."""
+    return json.dumps(mask_value(dict(d.row)), ensure_ascii=False, indent=2, default=str)
+
+
+def rules_on_disk_changed(info: RulesInfo) -> bool:
+    """The files changed since the dashboard loaded them (a worker may run newer rules)."""
+    try:
+        return file_hashes(info.path)[1] != info.version
+    except OSError:
+        return True
+
+
+def store_label(url: str) -> str:
+    """Scheme and place of the store URL, never a password."""
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("redis"):
+        host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
+        return f"{scheme}://{host}"
+    if scheme == "sqlite":
+        return f"sqlite:///{Path(rest[1:]).name}" if rest else "sqlite://"
+    return f"{scheme}://"
