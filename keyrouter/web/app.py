@@ -155,10 +155,14 @@ class Dashboard:
         entries, more = await pages.ledger_page(self.db, f, before)
         now = time.time()
         rows = [pages.ledger_row(e, self.deadline, now) for e in entries]
+        waiting = await pages.pending_rows(self.db, f) if before is None else []
+        pending = [pages.ledger_row(e, self.deadline, now, pending=True)
+                   for e in waiting[: pages.PENDING_SHOWN]]
         older = None
         if more is not None:
             older = "?" + urlencode({**f.query(), "before": pages.encode_cursor(entries[-1])})
         return self.render(request, "optouts.html", rows=rows, f=f, problems=problems,
+                           pending=pending, pending_total=len(waiting),
                            tracked=self.deadline is not None, older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),

@@ -26,7 +26,7 @@ from keyrouter.rules import RuleSet, load_rules, rule_files
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 
 PAGE_SIZE = 50
-EFFECTS = ("blacklist", "unblacklist")
+EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay")
 #: A Turkish mobile number inside free text (a message body, an error): masked before display.
 _MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?90|0)?\s?5\d{2}\s?\d{3}\s?\d{2}\s?\d{2}(?!\d)")
 
@@ -138,28 +138,35 @@ def survey_csv(view: SurveyView) -> str:
 
 
 # ---------------------------------------------------------------- opt-out ledger
-def deadline_function() -> Callable[[float], float] | None:
+#: Effects a refusal has: the law's three business days apply to them (an opt-in has no deadline).
+REFUSALS = ("blacklist", "iys_ret")
+PENDING_SHOWN = 100
+Deadline = Callable[[float], float]
+
+
+def deadline_function() -> Deadline | None:
     """The compliance module's deadline (three Turkish business days), when it is installed."""
     try:
-        from keyrouter import deadlines  # type: ignore[attr-defined]
+        from keyrouter import deadlines
     except ImportError:
         return None
-    for name in ("deadline_epoch", "deadline"):
-        fn = getattr(deadlines, name, None)
-        if callable(fn):
-            return _as_epoch(fn)
-    return None
+    fn = getattr(deadlines, "deadline", None)
+    if not callable(fn):
+        return None
 
-
-def _as_epoch(fn: Callable[..., Any]) -> Callable[[float], float]:
     def deadline(received_at: float) -> float:
-        try:
-            got = fn(received_at)
-        except TypeError:
-            got = fn(datetime.fromtimestamp(received_at, TURKEY))
+        got = fn(received_at)
         return got.timestamp() if isinstance(got, datetime) else float(got)
 
     return deadline
+
+
+def business_hours_left(due: float, now: float) -> float | None:
+    try:
+        from keyrouter.deadlines import business_hours_left as left
+    except ImportError:
+        return None
+    return float(left(due, now))
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,7 @@ class LedgerFilter:
 
         effect = (q.get("effect") or "").strip() or None
         if effect is not None and effect not in EFFECTS:
-            problems.append("effect: blacklist or unblacklist")
+            problems.append(f"effect: one of {', '.join(EFFECTS)}")
             effect = None
         return cls(day("from"), day("to"), effect), problems
 
@@ -228,19 +235,38 @@ class LedgerRow:
     effect: str
     keyword: str
     message_id: str
-    handled: str
-    deadline: str  # "" when not tracked
-    met: bool | None  # None: not tracked
+    handled: str  # "" while pending
+    outcome: str  # İYS's answer, "" for the provider's blacklist
+    deadline: str  # "" when there is none (an opt-in) or it is not tracked
+    met: bool | None  # None: no deadline, or not tracked
     pending: bool
+    left: str = ""  # business hours left (pending refusals), or how late
 
 
-def ledger_row(e: OptOut, deadline: Callable[[float], float] | None, now: float) -> LedgerRow:
-    due = deadline(e.received_at) if deadline else None
-    handled = bool(e.handled_at)
-    met = None if due is None else (handled and e.handled_at <= due)
+def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool = False) -> LedgerRow:
+    due = deadline(e.received_at) if deadline and e.action in REFUSALS else None
+    met = None if due is None else (not pending and e.handled_at <= due)
+    left = ""
+    if pending and due is not None:
+        hours = business_hours_left(due, now)
+        if hours is not None:
+            left = (f"{hours:.0f} business hours left" if hours >= 0
+                    else f"overdue by {-hours:.0f} business hours")
     return LedgerRow(turkey_time(e.received_at), mask_number(e.number), e.action, e.keyword or "",
-                     e.message_id, turkey_time(e.handled_at) if handled else "",
-                     turkey_time(due), met, not handled)
+                     e.message_id, "" if pending else turkey_time(e.handled_at), e.outcome or "",
+                     turkey_time(due), met, pending, left)
+
+
+def matches(e: OptOut, f: LedgerFilter) -> bool:
+    since, until = f.since(), f.until()
+    return ((since is None or e.received_at >= since) and (until is None or e.received_at < until)
+            and (f.effect is None or e.action == f.effect))
+
+
+async def pending_rows(store: Store, f: LedgerFilter) -> list[OptOut]:
+    """Effects started but not in the ledger (retrying or dead-lettered), oldest first.  Their
+    number is bounded by the messages in flight and the dead letters, not by the ledger."""
+    return [e for e in await store.pending_optouts() if matches(e, f)]
 
 
 async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None,
@@ -252,27 +278,40 @@ async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None
     return got[:limit], ledger_cursor(got[limit - 1]) if more else None
 
 
-LEDGER_CSV_FIELDS = ("received_at", "number", "effect", "keyword", "message_id", "handled_at",
-                     "deadline", "deadline_met")
+LEDGER_CSV_FIELDS = ("status", "received_at", "number", "effect", "keyword", "message_id",
+                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met")
 
 
-async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool,
-                     deadline: Callable[[float], float] | None,
+def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool) -> list[str]:
+    due = deadline(e.received_at) if deadline and e.action in REFUSALS else None
+    if deadline is None:
+        shown, met = "not tracked", ""
+    elif due is None:
+        shown, met = "", ""
+    else:
+        shown = turkey_time(due)
+        met = "pending" if pending else ("yes" if e.handled_at <= due else "no")
+    return ["pending" if pending else "handled", turkey_time(e.received_at),
+            e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
+            "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
+            shown, met]
+
+
+async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool, deadline: Deadline | None,
                      chunk: int = 1000) -> AsyncIterator[str]:
-    """The filtered ledger, newest first, read a chunk at a time (never all at once)."""
+    """Pending effects first, then the filtered ledger newest first, read a chunk at a time
+    (never all at once)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(LEDGER_CSV_FIELDS)
+    for e in await pending_rows(store, f):
+        w.writerow(_csv_row(e, full_numbers, deadline, True))
     before: LedgerCursor | None = None
     while True:
         got = await store.optouts_page(before=before, limit=chunk, since=f.since(),
                                        until=f.until(), action=f.effect)
         for e in got:
-            due = deadline(e.received_at) if deadline else None
-            met = "" if due is None else ("yes" if e.handled_at and e.handled_at <= due else "no")
-            w.writerow([turkey_time(e.received_at), e.number if full_numbers else mask_number(e.number),
-                        e.action, e.keyword or "", e.message_id, turkey_time(e.handled_at),
-                        turkey_time(due) if due is not None else "not tracked", met])
+            w.writerow(_csv_row(e, full_numbers, deadline, False))
         yield out.getvalue()
         out.seek(0)
         out.truncate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,8 +50,11 @@ async def seed(store: Store, *, optouts: int = 120, dead: int = 60) -> None:
     for i in range(optouts):
         action = "unblacklist" if i % 10 == 0 else "blacklist"
         number = NUMBER if i == optouts - 1 else f"+90532{i:07d}"
-        await store.record_optout(OptOut(number, action, f"m{i:04d}", "RET", T0 + i * 3600.0,
-                                         T0 + i * 3600.0 + 30))
+        handled = T0 + i * 3600.0 + (30 if i != 1 else 10 * 86400)  # m0001 handled late
+        await store.record_optout(OptOut(number, action, f"m{i:04d}", "RET", T0 + i * 3600.0, handled))
+    # effects started but not in the ledger yet: one long overdue, one just received
+    await store.mark_optout_pending(OptOut(NUMBER, "blacklist", "p-old", "RET", T0 - 86400.0, 0.0))
+    await store.mark_optout_pending(OptOut(NUMBER, "iys_ret", "p-new", "RET", time.time() - 60, 0.0))
     for i in range(dead):
         row = {"id": f"d{i:03d}", "sender": NUMBER, "text": XSS if i == dead - 1 else f"text {i}"}
         error = XSS if i == dead - 1 else f"handler failed {i} for {NUMBER}"
@@ -73,8 +77,9 @@ def seeded() -> MemoryStore:
 def make_app(rules_path: Path, seeded: MemoryStore) -> Callable[..., object]:
     from keyrouter.web.app import create_app
 
-    def make(token: str | None = None, store: Store | None = None, **kw: object) -> object:
+    def make(token: str | None = None, store: Store | None = None,
+             opener: Callable[[], Store] | None = None, **kw: object) -> object:
         info = RulesInfo.load(str(rules_path), T0)
-        return create_app(lambda: store or seeded, info, token=token, **kw)
+        return create_app(opener or (lambda: store or seeded), info, token=token, **kw)
 
     return make

@@ -101,7 +101,13 @@ def test_optouts_newest_first_masked_and_paged(open_client: TestClient) -> None:
     ids = ledger_ids(r.text)
     assert ids == [f"m{i:04d}" for i in range(119, 69, -1)]  # 50, newest first
     assert NUMBER not in r.text and MASKED in r.text
-    assert "not tracked" in r.text
+    assert "not tracked" not in r.text
+    # m0119: blacklist received Sat 2026-09-26 16:13; Mon, Tue, Wed count: due Thu 00:00
+    row = r.text.split("<code>m0119</code>")[1].split("</tr>")[0]
+    assert "2026-10-01 00:00:00 +03:00" in row and "<td>met</td>" in row
+    pending = r.text.split('id="pending"')[1].split("</table>")[0]
+    assert "p-old" in pending and "p-new" in pending and NUMBER not in pending
+    assert "overdue by" in pending.split("p-old")[1] and "business hours left" in pending.split("p-new")[1]
     older = re.search(r'href="/optouts(\?[^"]+)" rel="next"', r.text)
     assert older
     page2 = open_client.get("/optouts" + older.group(1).replace("&amp;", "&"))
@@ -109,7 +115,11 @@ def test_optouts_newest_first_masked_and_paged(open_client: TestClient) -> None:
     last = open_client.get("/optouts" + re.search(r'href="/optouts(\?[^"]+)" rel="next"',
                                                  page2.text).group(1).replace("&amp;", "&"))
     assert ledger_ids(last.text) == [f"m{i:04d}" for i in range(19, -1, -1)]
-    assert 'rel="next"' not in last.text
+    assert 'rel="next"' not in last.text and 'id="pending"' not in last.text
+    late = last.text.split("<code>m0001</code>")[1].split("</tr>")[0]
+    assert "<strong>late</strong>" in late
+    opt_in = last.text.split("<code>m0000</code>")[1].split("</tr>")[0]
+    assert "met" not in opt_in and "late" not in opt_in  # an opt-in has no deadline
 
 
 def test_optouts_filters(open_client: TestClient) -> None:
@@ -119,12 +129,15 @@ def test_optouts_filters(open_client: TestClient) -> None:
     assert ids == [f"m{i:04d}" for i in range(30, 6, -1)]  # 00:13 .. 23:13 on the 22nd
     r = open_client.get("/optouts", params={"effect": "unblacklist"})
     assert ledger_ids(r.text) == [f"m{i:04d}" for i in range(110, -1, -10)]
+    assert "p-old" not in r.text and "p-new" not in r.text
+    r = open_client.get("/optouts", params={"effect": "iys_ret"})
+    assert ledger_ids(r.text) == [] and "p-new" in r.text and "p-old" not in r.text
     day = {"from": "2026-09-22", "to": "2026-09-22"}
     r = open_client.get("/optouts", params={"effect": "unblacklist", **day})
     assert ledger_ids(r.text) == ["m0030", "m0020", "m0010"]
     r = open_client.get("/optouts", params={"from": "yesterday", "effect": "<b>"})
     assert r.status_code == 200 and "from: not a date" in r.text
-    assert "effect: blacklist or unblacklist" in r.text
+    assert "effect: one of blacklist, unblacklist, iys_ret, iys_onay" in r.text
     assert "<b>" not in r.text.split("<main>")[1]
     r = open_client.get("/optouts", params={"before": "garbage!"})
     assert len(ledger_ids(r.text)) == 50
@@ -135,15 +148,19 @@ def test_optouts_csv_masked_without_token_full_with_it(open_client: TestClient,
     r = open_client.get("/optouts.csv", params={"effect": "blacklist"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert len(rows) == 108 and {row["effect"] for row in rows} == {"blacklist"}
-    assert rows[0]["number"] == MASKED and NUMBER not in r.text
-    assert rows[0]["received_at"].endswith("+03:00") and rows[0]["deadline"] == "not tracked"
+    assert len(rows) == 109 and {row["effect"] for row in rows} == {"blacklist"}
+    assert rows[0]["status"] == "pending" and rows[0]["message_id"] == "p-old"
+    assert rows[0]["deadline_met"] == "pending"
+    assert rows[1]["message_id"] == "m0119" and rows[1]["number"] == MASKED and NUMBER not in r.text
+    assert rows[1]["received_at"].endswith("+03:00")
+    assert (rows[1]["deadline"], rows[1]["deadline_met"]) == ("2026-10-01 00:00:00 +03:00", "yes")
+    assert rows[-1]["message_id"] == "m0001" and rows[-1]["deadline_met"] == "no"
     assert token_client.get("/optouts.csv").status_code == 401
     r = token_client.get("/optouts.csv", headers=BEARER, params={"from": "2026-09-22", "to": "2026-09-22"})
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 24
     full = token_client.get("/optouts.csv", headers=BEARER).text
-    assert NUMBER in full and len(list(csv.DictReader(io.StringIO(full)))) == 120
+    assert NUMBER in full and len(list(csv.DictReader(io.StringIO(full)))) == 122
     assert open_client.get("/optouts.csv", params={"from": "nope"}).status_code == 400
 
 
@@ -297,3 +314,41 @@ def test_store_failure_is_a_503_with_headers(make_app: Callable[..., Any]) -> No
         r = c.get("/")
         assert r.status_code == 503 and "did not answer" in r.text
         assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_pages_over_a_real_redis(make_app: Callable[..., Any]) -> None:
+    """The same pages over the real Redis (its own db and namespace, deleted afterwards): the
+    store opens in the app's lifespan, on the server's event loop."""
+    import os
+    import uuid
+
+    import redis
+
+    from keyrouter.store import open_store
+    from keyrouter.store.keys import Keys
+
+    from .conftest import seed
+
+    url = os.environ.get("KEYROUTER_TEST_WEB_REDIS_URL", "redis://127.0.0.1:6379/12")
+    ns = f"web-{uuid.uuid4().hex}"
+
+    async def fill() -> None:
+        async with open_store(url, ns) as store:
+            await seed(store, optouts=60, dead=55)
+
+    asyncio.run(fill())
+    try:
+        with TestClient(make_app(token=TOKEN, opener=lambda: open_store(url, ns))) as client:
+            assert '<strong id="held">55</strong>' in client.get("/dead-letters", headers=BEARER).text
+            assert ledger_ids(client.get("/optouts", headers=BEARER).text)[:2] == ["m0059", "m0058"]
+            assert "data-votes=\"3\"" in client.get("/surveys", headers=BEARER).text
+            sign_in(client)
+            csrf = csrf_of(client.get("/dead-letters").text)
+            r = client.post("/dead-letters/d054/retry", data={"csrf": csrf})
+            assert "retried d054" in r.text and '<strong id="held">54</strong>' in r.text
+            assert 'data-id="d054"' not in r.text
+    finally:
+        sync = redis.Redis.from_url(url)
+        for key in sync.scan_iter(match=Keys(ns).pattern, count=1000):
+            sync.delete(key)
+        sync.close()
