@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -25,6 +26,8 @@ class Runtime:
     store: Store
     client: IletiMerkezi | None
     dispatcher: Dispatcher
+    #: The running `keyrouter.worker.Worker` (`run` only): metrics read `is_fetch_leader`.
+    worker: Any = None
 
 
 def make_client(settings: Settings) -> IletiMerkezi | None:

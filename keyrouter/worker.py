@@ -1,4 +1,15 @@
-"""The poll loop: get-inbox, process, sleep; transient API errors back off, never kill it."""
+"""`keyrouter run`: one fetcher per namespace (keyrouter.intake) feeding every worker's dispatcher.
+
+Two loops run side by side, so fetching never waits for handlers:
+- the *fetch* loop, once per interval: take or renew the namespace's fetch lease; the holder polls
+  get-inbox and publishes the new unfinished rows;
+- the *feed* loop: reads the shared rows (at once after this worker published, else once per
+  interval) and hands them to the dispatcher.
+
+A running worker exits only when a person must act and retrying cannot help: refused credentials
+(3) or a base URL that is not the API (2).  Every other provider answer and every store failure is
+logged loudly and retried with capped, jittered backoff.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +18,24 @@ import contextlib
 import logging
 import random
 import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from keyrouter.client import AuthenticationRefused, PermanentApiError, TransientApiError
+from keyrouter.client import ApiError, AuthenticationRefused, PermanentApiError, TransientApiError
 from keyrouter.dispatch import Report
+from keyrouter.durability import warn_if_not_durable
+from keyrouter.events import NO_EVENTS, Events
+from keyrouter.intake import Intake
 from keyrouter.runtime import Runtime
-from keyrouter.sources import parse_rows
 
 logger = logging.getLogger("keyrouter.worker")
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_CONFIG, EXIT_AUTH, EXIT_POLL_FAILED = 0, 1, 2, 3, 4
-#: Worth waiting out: the provider or the store is down or slow, not misconfigured.
-TRANSIENT = (TransientApiError, redis.RedisError, sqlite3.OperationalError, OSError)
+#: Store failures worth a one-line log (anything else is logged with its traceback, once per kind).
+STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+TRANSIENT = (TransientApiError, *STORE_ERRORS)  # kept for callers of the first round
 MAX_BACKOFF = 300.0
 
 
@@ -27,43 +44,233 @@ async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), max(0.0, seconds))
 
 
-async def poll_once(runtime: Runtime) -> Report:
-    """One get-inbox call through the pipeline.  Raises the client's errors."""
-    assert runtime.client is not None
-    inbox = await runtime.client.get_inbox()
-    messages = list(parse_rows(inbox.rows))
-    return await runtime.dispatcher.process(messages)
+def not_the_api(exc: PermanentApiError) -> bool:
+    """A refusal that says the base URL points somewhere that is not the provider's API (no
+    usable scheme, or no such endpoint there): only a person can fix it.  Other refusals of
+    get-inbox (say, a 200 carrying {"code": 400}) may pass: they are retried."""
+    return exc.code is None or exc.code in (404, 405)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, starting at the poll interval."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        raw = min(MAX_BACKOFF, max(self.interval, 1.0) * 2 ** (self.failures - 1))
+        return raw * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Worker:
+    """One `keyrouter run` process.  `is_fetch_leader` (for metrics): this worker holds the
+    namespace's fetch lease and is the one calling get-inbox."""
+
+    def __init__(self, runtime: Runtime, stopping: asyncio.Event, *, interval: float = 15.0,
+                 once: bool = False, events: Events | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.runtime = runtime
+        self.stopping = stopping
+        self.interval = interval
+        self.once = once
+        self.clock = clock
+        dispatcher = runtime.dispatcher
+        self.events: Events = events or getattr(dispatcher, "events", None) or NO_EVENTS
+        # the holder renews once per interval: the lease must outlast a few intervals
+        self.fetch_lease = max(runtime.settings.lease, 2.5 * interval)
+        self.intake = Intake(runtime.store, runtime.client, owner=dispatcher.owner,
+                             lease=self.fetch_lease, beyond_horizon=dispatcher.beyond_horizon)
+        self.streaming = callable(getattr(dispatcher, "offer", None)) and \
+            callable(getattr(dispatcher, "run", None))
+        self.exit_code: int | None = None
+        self._fresh = asyncio.Event()  # this worker just published: read at once
+        self._logged_kinds: set[type] = set()
+
+    @property
+    def is_fetch_leader(self) -> bool:
+        return self.intake.is_leader
+
+    # ------------------------------------------------------------------ entry points
+    async def run(self) -> int:
+        """Returns the exit code of `keyrouter run`."""
+        await warn_if_not_durable(self.runtime.store)
+        if self.once:
+            return await self._run_once()
+        loops = [asyncio.create_task(self._fetch_loop(), name="keyrouter-fetch"),
+                 asyncio.create_task(self._feed_loop(), name="keyrouter-feed")]
+        if self.streaming:
+            loops.append(asyncio.create_task(self.runtime.dispatcher.run(self.stopping),
+                                             name="keyrouter-dispatch"))
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._release()
+        if self.exit_code is not None:
+            return self.exit_code
+        logger.info("stopped cleanly")
+        return EXIT_OK
+
+    async def _run_once(self) -> int:
+        """One poll (when this worker may fetch), every shared row processed, then exit."""
+        self.events.loop_ticked(self.clock())
+        try:
+            try:
+                if await self.intake.acquire(self.clock()):
+                    code = await self._poll(backoff=None)
+                    if code is not None:
+                        return code
+                else:
+                    logger.info("another worker fetches for this namespace; running the rows "
+                                "it shared")
+                messages = await self.intake.read(full=True)
+                report = await self.runtime.dispatcher.process(messages)
+            finally:
+                await self._release()
+        except Exception as exc:  # the store failed: one line, exit 4
+            self._store_failed(exc, None)
+            return EXIT_POLL_FAILED
+        _log_report(report)
+        return EXIT_DEAD_LETTERS if await self.runtime.store.dead_letters() else EXIT_OK
+
+    # ------------------------------------------------------------------ the two loops
+    async def _fetch_loop(self) -> None:
+        poll_backoff, store_backoff = Backoff(self.interval), Backoff(self.interval)
+        next_poll = 0.0
+        while not self.stopping.is_set():
+            now = self.clock()
+            self.events.loop_ticked(now)
+            wait = self.interval * random.uniform(0.9, 1.1)
+            try:
+                if await self.intake.acquire(now) and now >= next_poll:
+                    code = await self._poll(backoff=poll_backoff)
+                    if code is not None:
+                        self.exit_code = code
+                        self.stopping.set()
+                        return
+                    if poll_backoff.failures:
+                        next_poll = now + self._poll_delay
+                store_backoff.reset()
+            except Exception as exc:  # the store failed: back off, never die
+                self.events.poll_finished("store")
+                wait = self._store_failed(exc, store_backoff)
+            await sleep_unless_stopped(self.stopping, wait)
+
+    async def _feed_loop(self) -> None:
+        """Shared rows -> the dispatcher.  Streaming: offer what is new, and everything still
+        shared once per resync period (a message another worker held, a retry now due).  The
+        first-round dispatcher gets all shared rows each turn, so one sender's order holds."""
+        store_backoff = Backoff(self.interval)
+        lease = self.runtime.settings.lease
+        resync = max(self.interval, min(lease / 2, 10.0))
+        last_full = -resync
+        dispatcher: Any = self.runtime.dispatcher
+        while not self.stopping.is_set():
+            wait = self.interval
+            try:
+                self._fresh.clear()
+                full = not self.streaming or time.monotonic() - last_full >= resync
+                messages = await self.intake.read(full=full)
+                if full:
+                    last_full = time.monotonic()
+                if self.streaming:
+                    if messages:
+                        dispatcher.offer(messages)
+                elif messages:
+                    _log_report(await dispatcher.process(messages))
+                store_backoff.reset()
+            except Exception as exc:  # the store failed: back off, never die
+                wait = self._store_failed(exc, store_backoff)
+            if self.stopping.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                stop = asyncio.ensure_future(self.stopping.wait())
+                fresh = asyncio.ensure_future(self._fresh.wait())
+                try:
+                    await asyncio.wait({stop, fresh}, timeout=wait,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    fresh.cancel()
+
+    # ------------------------------------------------------------------ one poll
+    _poll_delay = 0.0
+
+    async def _poll(self, backoff: Backoff | None) -> int | None:
+        """get-inbox and publish; None to go on, or the exit code when a person must act.
+        Provider failures are logged and, outside --once, scheduled for a later try."""
+        try:
+            fetched = await self.intake.fetch()
+        except AuthenticationRefused as exc:
+            self.events.poll_finished("auth")
+            logger.error("%s", exc)
+            return EXIT_AUTH
+        except PermanentApiError as exc:
+            self.events.poll_finished("transient")
+            if not_the_api(exc):
+                logger.error("get-inbox refused: %s (check ILETIMERKEZI_BASE_URL)", exc)
+                return EXIT_BAD_CONFIG
+            return self._poll_failed(exc, backoff)
+        except ApiError as exc:
+            self.events.poll_finished("transient")
+            return self._poll_failed(exc, backoff)
+        self.events.poll_finished("ok", fetched.rows, fetched.total_rows)
+        if backoff is not None and backoff.failures:
+            logger.warning("get-inbox answers again after %d failed polls", backoff.failures)
+            backoff.reset()
+        if fetched.published > 0:
+            self._fresh.set()
+        return None
+
+    def _poll_failed(self, exc: ApiError, backoff: Backoff | None) -> int | None:
+        refused = isinstance(exc, PermanentApiError)
+        what = "get-inbox refused" if refused else "get-inbox failed"
+        if backoff is None:  # --once: nothing will try again, so do not promise it
+            logger.error("%s (%s: %s)", what, type(exc).__name__, exc)
+            return EXIT_POLL_FAILED
+        self._poll_delay = backoff.next_delay()
+        logger.error("%s (%s: %s); next try in %.0fs", what, type(exc).__name__, exc,
+                     self._poll_delay)
+        return None
+
+    def _store_failed(self, exc: BaseException, backoff: Backoff | None) -> float:
+        """Log a store failure loudly (one line for the known kinds); returns the delay before
+        the next try."""
+        delay = backoff.next_delay() if backoff is not None else 0.0
+        later = f"; next try in {delay:.0f}s" if backoff is not None else ""
+        if isinstance(exc, STORE_ERRORS) or type(exc) in self._logged_kinds:
+            logger.error("the store failed (%s: %s)%s", type(exc).__name__, exc, later)
+        else:
+            self._logged_kinds.add(type(exc))
+            logger.error("the store failed (%s: %s)%s", type(exc).__name__, exc, later,
+                         exc_info=exc)
+        return delay
+
+    async def _release(self) -> None:
+        try:
+            await self.intake.release()
+        except Exception as exc:  # the lease expires on its own
+            logger.warning("could not hand on the fetch lease (%s); it expires in %.0fs",
+                           type(exc).__name__, self.fetch_lease)
+
+
+def _log_report(report: Report) -> None:
+    if report.seen or report.dead or report.retrying:
+        logger.info("poll: %d rows, %d done, %d skipped, %d retrying, %d dead, %d deferred",
+                    report.seen, report.done, report.skipped, report.retrying, report.dead,
+                    report.deferred)
 
 
 async def run(runtime: Runtime, stopping: asyncio.Event, *, once: bool = False,
-              interval: float = 15.0) -> int:
+              interval: float = 15.0, events: Events | None = None) -> int:
     """Returns the exit code of `keyrouter run`."""
-    failures = 0
-    while not stopping.is_set():
-        try:
-            report = await poll_once(runtime)
-        except AuthenticationRefused as exc:
-            logger.error("%s", exc)
-            return EXIT_AUTH
-        except PermanentApiError as exc:  # e.g. a base URL that is not the API: retrying cannot help
-            logger.error("get-inbox refused: %s (check ILETIMERKEZI_BASE_URL)", exc)
-            return EXIT_BAD_CONFIG
-        except TRANSIENT as exc:
-            failures += 1
-            delay = min(MAX_BACKOFF, interval * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
-            what = "get-inbox failed" if isinstance(exc, TransientApiError) else "the store failed"
-            logger.warning("%s (%s: %s); next try in %.0fs", what, type(exc).__name__, exc, delay)
-            if once:
-                return EXIT_POLL_FAILED
-            await sleep_unless_stopped(stopping, delay)
-            continue
-        failures = 0
-        if report.seen or report.dead or report.retrying:
-            logger.info("poll: %d rows, %d done, %d skipped, %d retrying, %d dead, %d deferred",
-                        report.seen, report.done, report.skipped, report.retrying, report.dead,
-                        report.deferred)
-        if once:
-            return EXIT_DEAD_LETTERS if await runtime.store.dead_letters() else EXIT_OK
-        await sleep_unless_stopped(stopping, interval * random.uniform(0.9, 1.1))
-    logger.info("stopped cleanly")
-    return EXIT_OK
+    worker = Worker(runtime, stopping, interval=interval, once=once, events=events)
+    runtime.worker = worker
+    return await worker.run()
