@@ -3,8 +3,8 @@
 Two loops run side by side, so fetching never waits for handlers:
 - the *fetch* loop, once per interval: take or renew the namespace's fetch lease; the holder polls
   get-inbox and publishes the new unfinished rows;
-- the *feed* loop: reads the shared rows (at once after this worker published, else once per
-  interval) and hands them to the dispatcher.
+- the *feed* loop, about once a second (soon after this worker published): reads the shared rows
+  and hands them to the dispatcher.
 
 A running worker exits only when a person must act and retrying cannot help: refused credentials
 (3) or a base URL that is not the API (2).  Every other provider answer and every store failure is
@@ -88,6 +88,9 @@ class Worker:
         self.streaming = callable(getattr(dispatcher, "offer", None)) and \
             callable(getattr(dispatcher, "run", None))
         self.exit_code: int | None = None
+        #: seconds between reads of the shared rows (jittered), so a row published by another
+        #: worker starts within about a second, whatever the poll interval
+        self.tick = min(interval, 1.0)
         self._fresh = asyncio.Event()  # this worker just published: read at once
         self._logged_kinds: set[type] = set()
 
@@ -99,6 +102,8 @@ class Worker:
     async def run(self) -> int:
         """Returns the exit code of `keyrouter run`."""
         await warn_if_not_durable(self.runtime.store)
+        logger.info("worker %s started (namespace %r, poll interval %gs)",
+                    self.runtime.dispatcher.owner, self.runtime.settings.namespace, self.interval)
         if self.once:
             return await self._run_once()
         loops = [asyncio.create_task(self._fetch_loop(), name="keyrouter-fetch"),
@@ -173,7 +178,7 @@ class Worker:
         last_full = -resync
         dispatcher: Any = self.runtime.dispatcher
         while not self.stopping.is_set():
-            wait = self.interval
+            wait = self.tick * random.uniform(0.5, 1.0)
             try:
                 self._fresh.clear()
                 full = not self.streaming or time.monotonic() - last_full >= resync
@@ -190,15 +195,21 @@ class Worker:
                 wait = self._store_failed(exc, store_backoff)
             if self.stopping.is_set():
                 return
-            with contextlib.suppress(TimeoutError):
-                stop = asyncio.ensure_future(self.stopping.wait())
-                fresh = asyncio.ensure_future(self._fresh.wait())
-                try:
-                    await asyncio.wait({stop, fresh}, timeout=wait,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop.cancel()
-                    fresh.cancel()
+            await self._wait_for_rows(wait)
+
+    async def _wait_for_rows(self, seconds: float) -> None:
+        """Sleep until the next read: `seconds`, or soon after this worker published.  Not at
+        once: the others read on their own ticks, and a holder that always read first would take
+        every burst for itself."""
+        stop = asyncio.ensure_future(self.stopping.wait())
+        fresh = asyncio.ensure_future(self._fresh.wait())
+        try:
+            await asyncio.wait({stop, fresh}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            if fresh.done() and not stop.done():
+                await sleep_unless_stopped(self.stopping, random.uniform(0, self.tick / 2))
+        finally:
+            stop.cancel()
+            fresh.cancel()
 
     # ------------------------------------------------------------------ one poll
     _poll_delay = 0.0

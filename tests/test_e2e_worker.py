@@ -605,6 +605,8 @@ def test_two_workers_on_one_redis_run_each_entry_once(h: Harness) -> None:
         - recording:to_file: {tag: b}
     """)
     workers = [h.run_worker(), h.run_worker()]
+    for w in workers:  # a slow start on a loaded machine must not leave the burst to the other
+        wait_until(lambda w=w: " started (namespace" in w.stderr(), 20, "the worker's start", (w,))
     ids: list[str] = []
     for batch in range(15):  # messages keep arriving while both workers poll
         ids += [h.fake.add_message(f"mesaj {n}", sender=mobile(n))["id"]
