@@ -77,14 +77,15 @@ def stream(rng: random.Random, words: list[str], n: int) -> list[str]:
 
 
 class NaiveRouter:
-    """The obvious implementation: one regex per rule, tried in file order."""
+    """The obvious implementation: one Python regex per rule, tried in file order (Python's `re`,
+    as keyrouter used before RE2, so the baseline stays comparable across versions)."""
 
     def __init__(self, router: Router) -> None:
         self.normalize = router.normalizer
         self.rules = []
         for rule in router.rules.rules:
             if rule.pattern is not None:
-                regex = rule.pattern
+                regex = re.compile(rule.pattern.pattern)
             else:
                 alts = "|".join(re.escape(k.normalized) for k in rule.keywords)
                 tail = r"(?: (?P<rest>.*))?" if rule.match == "first_word" else ""

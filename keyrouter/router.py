@@ -3,28 +3,31 @@
 File order decides, exact and pattern matches beat fuzzy ones.  The cost of a lookup does not
 grow with the number of keyword rules: exact keywords are one dict probe, first-word keywords one
 probe on the first word, fuzzy keywords a deletion-neighbourhood probe; only patterns are tried
-one after another (most of them folded into one alternation the regex engine runs in C).
+one after another (folded into one RE2 alternation per possible first character, which runs in C
+in time linear in the text).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from keyrouter.firstchars import first_chars
+import re2
+
 from keyrouter.fuzzy import DeletionIndex
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.patterns import OPTIONS, first_chars, rewrite_groups
 from keyrouter.rules import HandlerEntry, Keyword, Rule, RuleSet
 
 #: Patterns run on normalized texts up to this length; longer texts (no SMS is this long, even
 #: concatenated) can still match keywords, and otherwise go to the default.
 MAX_PATTERN_TEXT = 1000
 How = Literal["exact", "first_word", "pattern", "fuzzy"]
-_UNFOLDABLE = re.compile(r"\\[1-9]|\(\?\(|^\(\?[aiLmsux]+\)")
-_NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
-_NAMED_BACKREF = re.compile(r"\(\?P=([A-Za-z_]\w*)\)")
+_BOTH = re2._Anchor.ANCHOR_BOTH
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(slots=True)
@@ -82,7 +85,13 @@ class _Group:
                 self.patterns.append(rule)
         for candidates in self.first.values():  # file order; within a rule, longest keyword first
             candidates.sort(key=lambda c: (c[0].index, -len(c[2])))
-        self.patterns_first = [(r, first_chars(r.pattern)) for r in self.patterns]  # type: ignore[arg-type]
+        # first character -> the patterns (positions in self.patterns) that can start with it
+        starts = [first_chars(r.pattern.pattern) for r in self.patterns]  # type: ignore[union-attr]
+        self._anywhere = tuple(i for i, chars in enumerate(starts) if chars is None)
+        self._head_key = {head: tuple(i for i, chars in enumerate(starts)
+                                      if chars is None or head in chars)
+                          for head in set().union(*(c for c in starts if c))}
+        self._sets: dict[tuple[int, ...], _PatternSet] = {}
         self._by_head: dict[str, _PatternSet] = {}
 
     def find(self, text: str, receiver: str, best: _Found | None) -> _Found | None:
@@ -112,25 +121,34 @@ class _Group:
         return best
 
     def _patterns_for(self, head: str) -> _PatternSet:
-        """The patterns that can match a text starting with `head`, compiled on first use."""
+        """The patterns that can match a text starting with `head`, compiled on first use (one
+        set per distinct list of patterns, so odd first characters cannot grow the cache)."""
         found = self._by_head.get(head)
         if found is None:
-            rules = [r for r, chars in self.patterns_first if chars is None or head in chars]
-            found = self._by_head[head] = _PatternSet(rules)
+            key = self._head_key.get(head, self._anywhere)
+            found = self._sets.get(key)
+            if found is None:
+                found = self._sets[key] = _PatternSet([self.patterns[i] for i in key])
+            if head in self._head_key:
+                self._by_head[head] = found
         return found
 
     def _find_pattern(self, text: str, receiver: str, best: _Found | None,
                       limit: int) -> _Found | None:
         patterns = self._patterns_for(text[:1])
+        if patterns.combined is None and not patterns.single:
+            return best
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (half an emoji): RE2 reads only UTF-8
+            text = _LONE_SURROGATE.sub("\ufffd", text)
+            data = text.encode()
         if patterns.combined is not None and patterns.folded[0].index < limit:
-            m = patterns.combined.fullmatch(text)
-            if m:
-                slot = int(m.lastgroup[2:])  # type: ignore[index]
-                rule = patterns.folded[slot]
+            found = patterns.first(data)
+            if found is not None:
+                rule = patterns.folded[found[0]]
                 if rule.index < limit:
-                    captures = {name: m.group(group) for group, name in patterns.groups[slot]
-                                if m.group(group) is not None}
-                    best = _Found(rule.index, rule, Match(rule.name, None, captures, how="pattern"))
+                    best = _Found(rule.index, rule, Match(rule.name, None, found[1], how="pattern"))
                     limit = rule.index
         for rule in patterns.single:
             if rule.index >= limit:
@@ -159,33 +177,63 @@ class _Group:
 
 
 class _PatternSet:
-    """Receiver-less patterns folded into one alternation, in file order: the regex engine tries
-    them in C and the first alternative that matches the whole text wins, as file order says.
-    Patterns that cannot be folded safely (receivers, numbered back-references, conditionals,
-    global flags) are tried one by one."""
+    """Receiver-less patterns folded into one RE2 alternation, in file order.  RE2 prefers the
+    earliest alternative that matches the whole text, as file order says, in time linear in the
+    text.  Most texts stop at a byte comparison (RE2's bounds of what any match can be) or at
+    `test`, a program without capturing groups (RE2's cost grows with them); `combined` has a
+    group per rule, to tell which rule matched and its captures.  Patterns with `receivers` are
+    tried one by one (an earlier pattern may be for another receiver)."""
 
     def __init__(self, patterns: list[Rule]) -> None:
         self.folded: list[Rule] = []
-        self.single: list[Rule] = []
-        self.groups: list[list[tuple[str, str]]] = []  # per folded rule: (group in combined, name)
-        self.combined: re.Pattern[str] | None = None
-        parts = []
-        for rule in patterns:
+        self.single: list[Rule] = [r for r in patterns if r.receivers is not None]
+        self.test: Any = None  # re2's RE2 objects, called directly (no per-match wrapper)
+        self.combined: Any = None
+        self.low, self.high = b"", b"\xff" * 8  # every match lies between them
+        self.slot_of: dict[int, int] = {}  # group number of a rule's wrapper group -> slot
+        self.captures: list[list[tuple[int, str]]] = []  # per slot: (group number, name)
+        folded = [r for r in patterns if r.receivers is None]
+        if not folded:
+            return
+        tests, parts = [], []
+        for slot, rule in enumerate(folded):
             source = rule.pattern.pattern  # type: ignore[union-attr]
-            if rule.receivers is not None or _UNFOLDABLE.search(source):
-                self.single.append(rule)
-                continue
-            slot = len(self.folded)
-            self.folded.append(rule)
-            self.groups.append([(f"_g{slot}_{name}", name) for name in rule.pattern.groupindex])  # type: ignore[union-attr]
-            source = _NAMED_GROUP.sub(lambda m, s=slot: f"(?P<_g{s}_{m.group(1)}>", source)
-            source = _NAMED_BACKREF.sub(lambda m, s=slot: f"(?P=_g{s}_{m.group(1)})", source)
-            parts.append(f"(?P<_k{slot}>{source})")
-        if parts:
-            try:
-                self.combined = re.compile("|".join(parts))
-            except re.error:  # never expected; trying them one by one is always correct
-                self.folded, self.groups, self.single = [], [], list(patterns)
+            tests.append("(?:" + rewrite_groups(source, lambda name: "(?:") + ")")
+            parts.append(f"(?P<_k{slot}>" + rewrite_groups(
+                source, lambda name, s=slot: f"(?P<_g{s}_{name}>" if name else "(?:") + ")")
+        try:
+            test = re2.compile("|".join(tests), OPTIONS)
+            combined = re2.compile("|".join(parts), OPTIONS)
+        except re2.error:  # never expected; trying them one by one is always correct
+            self.single = list(patterns)
+            return
+        index = combined.groupindex
+        expected = len(folded) + sum(len(r.pattern.groupindex) for r in folded)  # type: ignore[union-attr]
+        if test.groups or combined.groups != expected:  # the rewrite misread a pattern
+            self.single = list(patterns)
+            return
+        self.folded, self.combined = folded, combined._regexp
+        self.test = test._regexp if combined.groups > 4 else None  # few groups: one call is less
+        with contextlib.suppress(re2.error):  # no useful bounds (a leading `.*`): keep them open
+            self.low, self.high = test.possiblematchrange(16)
+        self.slot_of = {index[f"_k{slot}"]: slot for slot in range(len(folded))}
+        self.captures = [[(index[f"_g{slot}_{name}"], name) for name in rule.pattern.groupindex]  # type: ignore[union-attr]
+                         for slot, rule in enumerate(folded)]
+
+    def first(self, data: bytes) -> tuple[int, dict[str, str]] | None:
+        """(slot, captures) of the first folded rule matching the whole UTF-8 `data`."""
+        n = len(data)
+        if data < self.low or data > self.high:
+            return None
+        if self.test is not None and self.test.Match(_BOTH, data, 0, n)[0][0] < 0:
+            return None
+        spans = self.combined.Match(_BOTH, data, 0, n)
+        if spans[0][0] < 0:
+            return None
+        slot = self.slot_of[spans.index((0, n), 1)]  # the first group spanning it all: a wrapper
+        return slot, {name: data[start:end].decode("utf-8", "replace")
+                      for group, name in self.captures[slot]
+                      for start, end in (spans[group],) if start >= 0}
 
 
 class Router:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from keyrouter import yamlpos
+from keyrouter import patterns, yamlpos
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Locale, Normalizer, NormalizeSettings
@@ -133,7 +133,7 @@ class Rule:
     normalizer: Normalizer
     where: Location
     keywords: tuple[Keyword, ...] = ()
-    pattern: re.Pattern[str] | None = None
+    pattern: patterns.Regex | None = None  # RE2: fullmatch, groupindex, pattern
     match: Literal["exact", "first_word"] = "exact"
     receivers: frozenset[str] | None = None
     max_age: timedelta | None = None
@@ -324,9 +324,11 @@ class _Builder:
                     self.error(at((*path, key)), f"`{key}` applies to keywords; a pattern always "
                                                  "matches the whole normalized text")
             try:
-                pattern = re.compile(model.pattern)
-            except re.error as exc:
-                self.error(at((*path, "pattern")), f"pattern does not compile: {exc}")
+                pattern = patterns.compile_pattern(model.pattern)
+            except patterns.PatternProblem as exc:
+                self.error(at((*path, "pattern")), str(exc))
+            if pattern is not None and patterns.nested_repetition(model.pattern):
+                self.warn(at((*path, "pattern")), patterns.NESTED_WARNING)
         else:
             for i, written in enumerate(model.keywords or []):
                 kw_where = at((*path, "keywords", i))

@@ -119,16 +119,19 @@ def test_patterns_match_the_whole_text_and_named_groups_capture(router) -> None:
         rules:
           - {name: survey, pattern: '(?:survey|anket) (?P<choice>[ab])', handlers: [log]}
           - {name: rez, pattern: 'rez (?P<code>\\d{6})', handlers: [log]}
-          - {name: same_names, pattern: 'x (?P<choice>\\w+) (?P=choice)', handlers: [log]}
-          - {name: numbered, pattern: '(\\w+) y \\1', handlers: [log]}
+          - {name: same_names, pattern: 'x (?P<choice>\\w+) (\\w+)', handlers: [log]}
+          - {name: re2_syntax, pattern: '(?<first>[[:alpha:]]+) y \\pN+', handlers: [log]}
+          - {name: scoped_flag, pattern: '(?:(?i)İ)z', handlers: [log]}
     """)
     assert r.route("ANKET: B").match.captures == {"choice": "b"}
     assert r.route("anket b c").match is None  # not the whole text
     assert r.route("REZ 123456").match.captures == {"code": "123456"}
     assert r.route("rez 1234567").match is None
-    assert r.route("x foo foo").match.captures == {"choice": "foo"}
-    assert r.route("x foo bar").match is None
-    assert r.route("abc y abc").match.rule == "numbered"
+    assert r.route("x foo bar").match.captures == {"choice": "foo"}  # unnamed groups: not captures
+    assert r.route("x foo").match is None
+    m = r.route("abc y ٣4").match  # POSIX classes, \\pN and (?<name>...): RE2 syntax
+    assert (m.rule, m.captures) == ("re2_syntax", {"first": "abc"})
+    assert r.route("İz").match is None  # normalized to 'iz': the flag is scoped to its group
 
 
 def test_receivers_filter(router) -> None:
