@@ -17,6 +17,7 @@ from keyrouter.web.pages import RulesInfo
 
 TOKEN = "s3cret-dashboard-token"
 XSS = "<script>document.title='pwned'</script>"
+IMG_XSS = "<img src=x onerror=\"document.title='pwned'\">"
 NUMBER = "+905321234567"
 RULES = """
 version: 1
@@ -47,6 +48,7 @@ async def seed(store: Store, *, optouts: int = 120, dead: int = 60) -> None:
         await store.vote("spring-2026", voter, choice, policy="last", now=T0 + 60)
     await store.vote("spring-2026", "v5", "zzz", policy="last", now=T0 + 61, valid=False)
     await store.vote("nps", "v1", "9", policy="last", now=T0 + 5)
+    await store.vote("nps", "v2", IMG_XSS, policy="last", now=T0 + 6)  # a survey without choices
     for i in range(optouts):
         action = "unblacklist" if i % 10 == 0 else "blacklist"
         number = NUMBER if i == optouts - 1 else f"+90532{i:07d}"

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from keyrouter.store.memory import MemoryStore
 
-from .conftest import NUMBER, T0, TOKEN, XSS
+from .conftest import IMG_XSS, NUMBER, T0, TOKEN, XSS
 
 HTML = {"accept": "text/html"}
 BEARER = {"authorization": f"Bearer {TOKEN}"}
@@ -185,6 +185,8 @@ def test_stored_xss_is_shown_as_text(open_client: TestClient) -> None:
         page = open_client.get(path).text
         assert XSS not in page and "<script" not in page
         assert "&lt;script&gt;" in page
+    page = open_client.get("/surveys").text  # a vote's choice is a label in the SVG chart
+    assert IMG_XSS not in page and "<img" not in page and "&lt;img src=x" in page
 
 
 # -- safe by default ----------------------------------------------------------------------------
