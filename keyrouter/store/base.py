@@ -15,6 +15,15 @@ Vocabulary:
   done is still recorded when nobody took over); an id another owner holds is left completely
   alone (no marker, no attempt, no dead letter, its lease and progress untouched), so a stale
   worker whose lease expired and was taken over cannot finish or fail the new owner's message.
+- *fetch lease*: one per namespace; its holder (the fetch leader) polls the provider and
+  *publishes* the new rows, which every worker reads with `published`.  Its fencing token grows
+  each time the lease is taken (not when renewed), so a publish by a leader that lost the lease is
+  refused.  A published row lives until its id is finished (done, skipped or dead: dropped in the
+  same atomic step) or unpublished, so what is shared stays bounded by the unfinished work.
+
+Strings: ids, entry keys, errors, voters, choices and rows are arbitrary Python strings, NUL and
+lone surrogates (half an emoji split across SMS segments) included; every backend stores and reads
+them back exactly (see each backend's module doc for how).
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ class Claimed:
     id: str
     attempts: int = 0
     succeeded: frozenset[str] = frozenset()
+    #: The id had another owner's expired lease: that worker died or stalled mid-message.
+    taken_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +121,13 @@ class Store(ABC):
         """The ids, in input order, that are not finished.  One round trip."""
 
     @abstractmethod
-    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
+    async def claim(
+        self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
+    ) -> list[Claimed]:
         """Atomically lease every id that is unfinished, not leased by another owner (an expired
         lease counts as free) and whose retry time is <= `now` (epoch seconds).  Re-claiming an
-        id this owner already holds renews it.  Returns the claimed ones in input order."""
+        id this owner already holds renews it.  Returns the claimed ones in input order, at most
+        `limit` of them (the first ones, as the caller orders by priority); None: no limit."""
 
     @abstractmethod
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
@@ -133,8 +147,8 @@ class Store(ABC):
         skipped: Sequence[str] = (),
         forever: Sequence[str] = (),
     ) -> list[str]:
-        """Mark `ids` done and `skipped` skipped (both finished); drop their progress, retry state
-        and lease.  Idempotent.  Fenced (see the module doc): returns, in input order (`ids`
+        """Mark `ids` done and `skipped` skipped (both finished); drop their progress, retry state,
+        lease and published row.  Idempotent.  Fenced (see the module doc): returns, in input order (`ids`
         then `skipped`) and once each, the ids left alone because another owner holds them.
 
         `forever` names ids of `ids` or `skipped` whose markers never expire, even with a
@@ -153,8 +167,8 @@ class Store(ABC):
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
     ) -> bool:
         """Finish `id` as dead with its error and row; keep progress (a retry skips entries that
-        succeeded); release the lease.  Counts the attempt.  False when fenced (another owner
-        holds `id`: nothing changed), else True."""
+        succeeded); release the lease; drop its published row.  Counts the attempt.  False when
+        fenced (another owner holds `id`: nothing changed), else True."""
 
     @abstractmethod
     async def dead_letters(self) -> list[DeadLetter]:
@@ -177,6 +191,37 @@ class Store(ABC):
     async def release(self, ids: Sequence[str], owner: str) -> None:
         """Give back leases `owner` holds without counting an attempt (a clean shutdown between
         handler entries); progress is kept.  One round trip."""
+
+    # ------------------------------------------------------------- fetch lease, shared rows
+    @abstractmethod
+    async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
+        """Take the namespace's fetch lease when it is free (or expired), or renew it when `owner`
+        holds it, for `lease` seconds.  Returns the fencing token while `owner` holds the lease,
+        else None.  The token grows each time the lease is taken, never when renewed; leases run
+        on the store's clock like claim leases (`now` is the caller's, for symmetry with claim).
+        One round trip."""
+
+    @abstractmethod
+    async def release_fetch(self, owner: str) -> None:
+        """Give the fetch lease up now (a clean stop), when `owner` holds it."""
+
+    @abstractmethod
+    async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
+        """Share (id, row JSON text) pairs with every worker: adds the rows whose id is unfinished
+        and not already published (the first of duplicate ids wins), in order, only while `token`
+        is the current fetch token.  Returns the number added, or -1 when fenced (nothing added).
+        One round trip, whatever the number of rows."""
+
+    @abstractmethod
+    async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
+        """(cursor, rows published after cursor `after`, in publish order); start with 0 and pass
+        the cursor back.  Rows of finished or unpublished ids are gone.  A cursor greater than any
+        this store handed out (the store lost its data) reads from the start again.  One round
+        trip."""
+
+    @abstractmethod
+    async def unpublish(self, ids: Sequence[str]) -> None:
+        """Drop the published rows of `ids` (e.g. messages beyond the horizon).  One round trip."""
 
     # ------------------------------------------------------------- opt-out ledger
     @abstractmethod

@@ -14,6 +14,13 @@ Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 - `dead:at`           ZSET of the dead ids scored by failed_at, for the dashboard's pages; a page
                       read rebuilds it from `dead` when their sizes differ (self-healing);
 - `stats`             HASH of counters done / skipped / dead / failed;
+- `holders`           HASH id -> owner of its latest claim, until finished, failed or released, so
+                      a claim over another owner's expired lease is seen (`Claimed.taken_over`);
+- `fetch`             STRING owner of the namespace's fetch lease, with a PX lease;
+- `fetch:token`       STRING counter: the fencing token, incremented each time the lease is taken;
+- `published`         HASH id -> row JSON shared by the fetch leader, and `published:order`, a ZSET
+                      of the same ids scored by their publish sequence number, drawn from
+                      `published:seq` (STRING counter); an id leaves both when finished;
 - `optouts`           HASH "message_id|action" -> JSON ledger entry, and `optouts:at`, a ZSET of
                       the same members scored by received_at, so `optouts(since)` is a range read;
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
@@ -120,6 +127,30 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self.prefix}stats"
+
+    @property
+    def holders(self) -> str:
+        return f"{self.prefix}holders"
+
+    @property
+    def fetch(self) -> str:
+        return f"{self.prefix}fetch"
+
+    @property
+    def fetch_token(self) -> str:
+        return f"{self.prefix}fetch:token"
+
+    @property
+    def published(self) -> str:
+        return f"{self.prefix}published"
+
+    @property
+    def published_order(self) -> str:
+        return f"{self.prefix}published:order"
+
+    @property
+    def published_seq(self) -> str:
+        return f"{self.prefix}published:seq"
 
     @property
     def optouts(self) -> str:

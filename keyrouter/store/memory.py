@@ -54,6 +54,10 @@ class Space:
     latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
     pending: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # marks not yet recorded
     surveys: dict[str, Survey] = field(default_factory=dict)
+    fetch: tuple[str, float] | None = None  # (owner, until) of the fetch lease
+    fetch_token: int = 0
+    published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
+    publish_seq: int = 0
 
 
 class MemoryStore(Store):
@@ -125,12 +129,16 @@ class MemoryStore(Store):
         self._sweep()
         return [id for id in ids if not self._is_finished(id)]
 
-    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
+    async def claim(
+        self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
+    ) -> list[Claimed]:
         self._sweep()
         out: list[Claimed] = []
         seen: set[str] = set()
         t = self._clock()
         for id in ids:
+            if limit is not None and len(out) >= limit:
+                break
             if id in seen or self._is_finished(id):
                 continue
             attempts, retry_at = self._s.retry.get(id, (0, 0.0))
@@ -139,7 +147,9 @@ class MemoryStore(Store):
                 continue
             seen.add(id)
             self._s.leases[id] = (owner, t + lease)
-            out.append(Claimed(id, attempts, frozenset(self._s.progress.get(id, ()))))
+            taken_over = held is not None and held[0] != owner
+            progress = frozenset(self._s.progress.get(id, ()))
+            out.append(Claimed(id, attempts, progress, taken_over))
         return out
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
@@ -178,6 +188,7 @@ class MemoryStore(Store):
                 self._s.leases.pop(id, None)
                 self._s.progress.pop(id, None)
                 self._s.retry.pop(id, None)
+                self._s.published.pop(id, None)
         return list(left)
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
@@ -200,6 +211,7 @@ class MemoryStore(Store):
         self._s.stats["dead"] += 1
         self._s.stats["failed"] += 1
         self._s.leases.pop(id, None)
+        self._s.published.pop(id, None)
         return True
 
     async def dead_letters(self) -> list[DeadLetter]:
@@ -225,6 +237,44 @@ class MemoryStore(Store):
     async def release(self, ids: Sequence[str], owner: str) -> None:
         for id in ids:
             self._release(id, owner)
+
+    async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
+        s, t = self._s, self._clock()
+        if s.fetch is not None and s.fetch[1] > t and s.fetch[0] != owner:
+            return None
+        if s.fetch is None or s.fetch[1] <= t:
+            s.fetch_token += 1  # taken, not renewed: a new token fences the previous holder
+        s.fetch = (owner, t + lease)
+        return s.fetch_token
+
+    async def release_fetch(self, owner: str) -> None:
+        if self._s.fetch is not None and self._s.fetch[0] == owner:
+            self._s.fetch = None
+
+    async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
+        s = self._s
+        if token != s.fetch_token:
+            return -1
+        self._sweep()
+        added = 0
+        for id, row in rows:
+            if id in s.published or self._is_finished(id):
+                continue
+            s.publish_seq += 1
+            s.published[id] = (s.publish_seq, row)
+            added += 1
+        return added
+
+    async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
+        s = self._s
+        if after > s.publish_seq:
+            after = 0  # a cursor from before the store lost its data
+        rows = sorted((seq, id, row) for id, (seq, row) in s.published.items() if seq > after)
+        return s.publish_seq, [(id, row) for _, id, row in rows]
+
+    async def unpublish(self, ids: Sequence[str]) -> None:
+        for id in ids:
+            self._s.published.pop(id, None)
 
     async def record_optout(self, entry: OptOut) -> None:
         key = (entry.message_id, entry.action)

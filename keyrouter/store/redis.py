@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
+from keyrouter.store.codec import from_bytes, row_json, to_bytes
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -69,24 +70,31 @@ end
 # KEYS: dead, done keys...  ARGV: ids...
 _UNFINISHED = "return as_json(unfinished(ARGV, KEYS[1], 2))"
 
-# KEYS: dead, retry, done keys...  ARGV: claim prefix, progress prefix, owner, lease ms, now, ids...
-# Returns JSON: a flat list of id, attempts, #succeeded, succeeded entries..., per claimed id.
+# KEYS: dead, retry, holders, done keys...  ARGV: claim prefix, progress prefix, owner, lease ms,
+# now, limit (-1: none), ids...  Returns JSON: a flat list of id, attempts, taken over (0/1),
+# #succeeded, succeeded entries..., per claimed id.  `holders` remembers each id's last owner
+# after its lease key expired, so a claim over a dead worker's lease is seen.
 _CLAIM = """
 local ids, seen = {}, {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   if not seen[ARGV[i]] then seen[ARGV[i]] = true; ids[#ids + 1] = ARGV[i] end
 end
-ids = unfinished(ids, KEYS[1], 3)
-local now, out = tonumber(ARGV[5]), {}
+ids = unfinished(ids, KEYS[1], 4)
+local now, limit, out, n = tonumber(ARGV[5]), tonumber(ARGV[6]), {}, 0
+if limit < 0 then limit = #ids end
 local retries = redis.call('EXISTS', KEYS[2]) == 1
+local held = redis.call('EXISTS', KEYS[3]) == 1
 for s = 1, #ids, 1000 do
+  if n >= limit then break end
   local chunk, leases = {}, {}
   for j = s, math.min(s + 999, #ids) do
     chunk[#chunk + 1] = ids[j]; leases[#leases + 1] = ARGV[1] .. ids[j]
   end
   local holders = redis.call('MGET', unpack(leases))
   local states = retries and redis.call('HMGET', KEYS[2], unpack(chunk)) or {}
+  local lasts = held and redis.call('HMGET', KEYS[3], unpack(chunk)) or {}
   for j, id in ipairs(chunk) do
+    if n >= limit then break end
     local attempts, retry_at = 0, 0
     if states[j] then
       local a, at = string.match(states[j], '^(%d+)|(.*)$')
@@ -95,16 +103,22 @@ for s = 1, #ids, 1000 do
     local holder = holders[j]
     if retry_at <= now and (not holder or holder == ARGV[3]) then
       redis.call('SET', leases[j], ARGV[3], 'PX', ARGV[4])
+      local last, over = lasts[j], 0
+      if last ~= ARGV[3] then
+        if last and not holder then over = 1 end
+        redis.call('HSET', KEYS[3], id, ARGV[3])
+      end
       local done = redis.call('SMEMBERS', ARGV[2] .. id)
-      out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = #done
+      out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = over; out[#out + 1] = #done
       for _, e in ipairs(done) do out[#out + 1] = e end
+      n = n + 1
     end
   end
 end
 return as_json(out)
 """
 
-# ARGV: claim prefix, owner, lease ms, ids...
+# KEYS: any key of the namespace (Cluster routes by it).  ARGV: claim prefix, owner, lease ms, ids...
 _RENEW = """
 local out, seen = {}, {}
 for i = 4, #ARGV do
@@ -119,7 +133,8 @@ end
 return out
 """
 
-# ARGV: claim prefix, progress prefix, owner, (id, entry) pairs...  Returns the lost ids.
+# KEYS: any key of the namespace.  ARGV: claim prefix, progress prefix, owner, (id, entry) pairs...
+# Returns the lost ids.
 _RECORD = """
 local lost, held = {}, {}
 for i = 4, #ARGV, 2 do
@@ -133,13 +148,14 @@ end
 return lost
 """
 
-# KEYS: target done key, stats, retry, dead, done keys... (the plain done SET first)
-# ARGV: claim prefix, progress prefix, bucket ttl (0: none), owner, number of done ids, number of
-# skipped ids, ids..., skipped..., forever...  Returns the ids left alone (another owner's).
-# A `forever` id goes in the plain done SET, even when an expiring bucket already holds it.
+# KEYS: target done key, stats, retry, dead, holders, published, published:order, done keys... (the
+# plain done SET first).  ARGV: claim prefix, progress prefix, bucket ttl (0: none), owner, number of
+# done ids, number of skipped ids, ids..., skipped..., forever...  Returns the ids left alone
+# (another owner's).  A `forever` id goes in the plain done SET, even when an expiring bucket
+# already holds it.
 _FINISH = """
 local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
-local last, plain = 6 + n + m, KEYS[5]
+local last, plain = 6 + n + m, KEYS[8]
 local forever, left, seen, added = {}, {}, {}, {0, 0}
 for i = last + 1, #ARGV do forever[ARGV[i]] = true end
 for i = 7, last do
@@ -148,7 +164,7 @@ for i = 7, last do
     if not seen[id] then seen[id] = true; left[#left + 1] = id end
   else
     local target, known = forever[id] and plain or KEYS[1], false
-    for k = 5, #KEYS do
+    for k = 8, #KEYS do
       if KEYS[k] ~= target and redis.call('SISMEMBER', KEYS[k], id) == 1 then
         known = true; break
       end
@@ -159,6 +175,8 @@ for i = 7, last do
     end
     redis.call('HDEL', KEYS[4], id)
     redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[5], id)
+    if redis.call('HDEL', KEYS[6], id) == 1 then redis.call('ZREM', KEYS[7], id) end
     redis.call('DEL', ARGV[1] .. id, ARGV[2] .. id)
   end
 end
@@ -168,18 +186,20 @@ if added[2] > 0 then redis.call('HINCRBY', KEYS[2], 'skipped', added[2]) end
 return left
 """
 
-# KEYS: retry, stats, claim key.  ARGV: owner, id, retry_at.  -1 when another owner holds the id.
+# KEYS: retry, stats, claim key, holders.  ARGV: owner, id, retry_at.  -1 when another owner holds
+# the id.
 _FAIL = """
 if taken(KEYS[3], ARGV[1]) then return -1 end
 local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
 redis.call('HSET', KEYS[1], ARGV[2], attempts .. '|' .. ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
 redis.call('DEL', KEYS[3])
+redis.call('HDEL', KEYS[4], ARGV[2])
 return attempts
 """
 
-# KEYS: retry, stats, dead, claim key, dead:at.  ARGV: owner, id, JSON object without "attempts",
-# failed_at.  -1 when another owner holds the id.
+# KEYS: retry, stats, dead, claim key, dead:at, holders, published, published:order.  ARGV: owner,
+# id, JSON object without "attempts", failed_at.  -1 when another owner holds the id.
 _DEAD = """
 if taken(KEYS[4], ARGV[1]) then return -1 end
 local attempts = attempts_of(KEYS[1], ARGV[2]) + 1
@@ -189,6 +209,8 @@ redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'dead', 1)
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
 redis.call('DEL', KEYS[4])
+redis.call('HDEL', KEYS[6], ARGV[2])
+if redis.call('HDEL', KEYS[7], ARGV[2]) == 1 then redis.call('ZREM', KEYS[8], ARGV[2]) end
 return attempts
 """
 
@@ -211,11 +233,78 @@ redis.call('DEL', KEYS[4])
 return 1
 """
 
-# ARGV: claim prefix, owner, ids...  Drops the leases `owner` holds; retry state and progress stay.
+# KEYS: holders.  ARGV: claim prefix, owner, ids...  Drops the leases `owner` holds (a clean
+# hand-over: the next claim is no take-over); retry state and progress stay.
 _RELEASE = """
 for i = 3, #ARGV do
   local lease = ARGV[1] .. ARGV[i]
   if redis.call('GET', lease) == ARGV[2] then redis.call('DEL', lease) end
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return 0
+"""
+
+# KEYS: fetch, fetch:token.  ARGV: owner, lease ms.  The token while `owner` holds the lease
+# (renewed), a new one when it was free, -1 when another owner holds it.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2])) or redis.call('INCR', KEYS[2])
+end
+if holder then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS: fetch.  ARGV: owner.
+_RELEASE_FETCH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: dead, fetch:token, published, published:order, published:seq, done keys...
+# ARGV: token, (id, row) pairs...  The count added, -1 when `token` is not the current one.
+_PUBLISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local ids, rows = {}, {}
+for i = 2, #ARGV, 2 do
+  if rows[ARGV[i]] == nil then ids[#ids + 1] = ARGV[i]; rows[ARGV[i]] = ARGV[i + 1] end
+end
+ids = unfinished(ids, KEYS[1], 6)
+local seq = tonumber(redis.call('GET', KEYS[5]) or '0')
+local added = 0
+for _, id in ipairs(ids) do
+  if redis.call('HSETNX', KEYS[3], id, rows[id]) == 1 then
+    added = added + 1
+    redis.call('ZADD', KEYS[4], seq + added, id)
+  end
+end
+if added > 0 then redis.call('SET', KEYS[5], seq + added) end
+return added
+"""
+
+# KEYS: published, published:order, published:seq.  ARGV: after.  JSON: cursor, then id, row pairs.
+_PUBLISHED = """
+local last = redis.call('GET', KEYS[3]) or '0'
+local after = ARGV[1]
+if tonumber(after) > tonumber(last) then after = '0' end
+local ids, out = redis.call('ZRANGE', KEYS[2], '(' .. after, '+inf', 'BYSCORE'), {tonumber(last)}
+for s = 1, #ids, 1000 do
+  local rows = redis.call('HMGET', KEYS[1], unpack(ids, s, math.min(s + 999, #ids)))
+  for j = 1, #rows do
+    if rows[j] then out[#out + 1] = ids[s + j - 1]; out[#out + 1] = rows[j] end
+  end
+end
+return cjson.encode(out)
+"""
+
+# KEYS: published, published:order.  ARGV: ids...
+_UNPUBLISH = """
+for s = 1, #ARGV, 1000 do
+  local chunk = {unpack(ARGV, s, math.min(s + 999, #ARGV))}
+  redis.call('HDEL', KEYS[1], unpack(chunk))
+  redis.call('ZREM', KEYS[2], unpack(chunk))
 end
 return 0
 """
@@ -355,8 +444,22 @@ return out
 """
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+_s = from_bytes
+
+
+def _json(reply: bytes | str) -> Any:
+    return json.loads(from_bytes(reply))
+
+
+class _Script:
+    """A registered script whose string keys and arguments go out as UTF-8 with surrogatepass, so
+    any id (NUL, lone surrogates) reaches Redis intact; see codec.py."""
+
+    def __init__(self, client: Any, source: str) -> None:
+        self._script = client.register_script(source)
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        return await self._script(keys=[to_bytes(k) for k in keys], args=[to_bytes(a) for a in args])
 
 
 def _ms(seconds: float) -> int:
@@ -383,7 +486,9 @@ class RedisStore(Store):
         self._clock = clock
         self._owns_client = owns_client
         self._ttl = 0 if horizon is None else bucket_ttl(horizon)
-        script = client.register_script
+        def script(source: str) -> _Script:
+            return _Script(client, source)
+
         self._unfinished = script(_PRELUDE + _UNFINISHED)
         self._claim = script(_PRELUDE + _CLAIM)
         self._renew = script(_RENEW)
@@ -400,6 +505,11 @@ class RedisStore(Store):
         self._latest = script(_LATEST)
         self._vote = script(_VOTE)
         self._results = script(_RESULTS)
+        self._acquire = script(_ACQUIRE)
+        self._release_fetch = script(_RELEASE_FETCH)
+        self._publish = script(_PRELUDE + _PUBLISH)
+        self._published = script(_PRELUDE + _PUBLISHED)
+        self._unpublish = script(_PRELUDE + _UNPUBLISH)
         self._vote_ids_ttl = vote_ids_ttl(horizon)
         self._optouts_page = script(_OPTOUTS_PAGE)
         self._dead_page = script(_DEAD_PAGE)
@@ -429,29 +539,33 @@ class RedisStore(Store):
         if not ids:
             return []
         found = await self._unfinished(keys=[self.keys.dead, *self._done_keys()], args=list(ids))
-        return json.loads(found)
+        return _json(found)
 
-    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
-        if not ids:
+    async def claim(
+        self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
+    ) -> list[Claimed]:
+        if not ids or limit == 0:
             return []
         k = self.keys
-        flat = json.loads(await self._claim(
-            keys=[k.dead, k.retry, *self._done_keys()],
-            args=[k.claim_prefix, k.progress_prefix, owner, _ms(lease), repr(now), *ids],
+        limit = -1 if limit is None else limit
+        flat = _json(await self._claim(
+            keys=[k.dead, k.retry, k.holders, *self._done_keys()],
+            args=[k.claim_prefix, k.progress_prefix, owner, _ms(lease), repr(now), limit, *ids],
         ))
         out: list[Claimed] = []
         i = 0
         while i < len(flat):
-            n = int(flat[i + 2])
-            entries = frozenset(_s(e) for e in flat[i + 3 : i + 3 + n])
-            out.append(Claimed(_s(flat[i]), int(flat[i + 1]), entries))
-            i += 3 + n
+            n = int(flat[i + 3])
+            entries = frozenset(flat[i + 4 : i + 4 + n])
+            out.append(Claimed(flat[i], int(flat[i + 1]), entries, flat[i + 2] == 1))
+            i += 4 + n
         return out
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
         if not ids:
             return []
-        kept = await self._renew(args=[self.keys.claim_prefix, owner, _ms(lease), *ids])
+        k = self.keys
+        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, _ms(lease), *ids])
         return [_s(id) for id in kept]
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
@@ -459,7 +573,7 @@ class RedisStore(Store):
             return []
         k = self.keys
         flat = [x for pair in entries for x in pair]
-        lost = await self._record(args=[k.claim_prefix, k.progress_prefix, owner, *flat])
+        lost = await self._record(keys=[k.holders], args=[k.claim_prefix, k.progress_prefix, owner, *flat])
         return [_s(id) for id in lost]
 
     async def finish(
@@ -476,14 +590,15 @@ class RedisStore(Store):
         target, done_keys = k.done_target(self.horizon, now), k.done_keys(self.horizon, now)
         args = [k.claim_prefix, k.progress_prefix, self._ttl, owner, len(ids), len(skipped)]
         left = await self._finish(
-            keys=[target, k.stats, k.retry, k.dead, *done_keys],
+            keys=[target, k.stats, k.retry, k.dead, k.holders, k.published, k.published_order,
+                  *done_keys],
             args=[*args, *ids, *skipped, *forever],
         )
         return [_s(id) for id in left]
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         k = self.keys
-        keys = [k.retry, k.stats, k.claim(id)]
+        keys = [k.retry, k.stats, k.claim(id), k.holders]
         return int(await self._fail(keys=keys, args=[owner, id, repr(retry_at)]))
 
     async def dead_letter(
@@ -491,16 +606,14 @@ class RedisStore(Store):
     ) -> bool:
         k = self.keys
         record = {"error": error, "failed_at": now, "rule": rule, "row": dict(row)}
-        body = json.dumps(record, default=str, ensure_ascii=False)
-        keys = [k.retry, k.stats, k.dead, k.claim(id), k.dead_by_time]
+        body = row_json(record)
+        keys = [k.retry, k.stats, k.dead, k.claim(id), k.dead_by_time, k.holders, k.published,
+                k.published_order]
         return int(await self._dead(keys=keys, args=[owner, id, body, repr(now)])) != -1
 
     async def dead_letters(self) -> list[DeadLetter]:
         raw = await self.client.hgetall(self.keys.dead)
-        out = []
-        for id, body in raw.items():
-            d = json.loads(body)
-            out.append(DeadLetter(_s(id), d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"]))
+        out = [_dead(_s(id), body) for id, body in raw.items()]
         return sorted(out, key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
@@ -519,11 +632,35 @@ class RedisStore(Store):
 
     async def release(self, ids: Sequence[str], owner: str) -> None:
         if ids:
-            await self._release(args=[self.keys.claim_prefix, owner, *ids])
+            await self._release(keys=[self.keys.holders], args=[self.keys.claim_prefix, owner, *ids])
+
+    async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
+        k = self.keys
+        token = int(await self._acquire(keys=[k.fetch, k.fetch_token], args=[owner, _ms(lease)]))
+        return None if token < 0 else token
+
+    async def release_fetch(self, owner: str) -> None:
+        await self._release_fetch(keys=[self.keys.fetch], args=[owner])
+
+    async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
+        k = self.keys
+        keys = [k.dead, k.fetch_token, k.published, k.published_order, k.published_seq]
+        flat = [x for pair in rows for x in pair]
+        return int(await self._publish(keys=[*keys, *self._done_keys()], args=[str(token), *flat]))
+
+    async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
+        k = self.keys
+        keys = [k.published, k.published_order, k.published_seq]
+        cursor, *flat = _json(await self._published(keys=keys, args=[str(int(after))]))
+        return int(cursor), list(zip(flat[::2], flat[1::2], strict=True))
+
+    async def unpublish(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._unpublish(keys=[self.keys.published, self.keys.published_order], args=ids)
 
     async def record_optout(self, entry: OptOut) -> None:
         k = self.keys
-        body = json.dumps(asdict(entry), ensure_ascii=False)
+        body = row_json(asdict(entry))
         member = f"{entry.message_id}|{entry.action}"
         await self._optout(
             keys=[k.optouts, k.optouts_by_time, k.optouts_latest, k.optouts_pending],
@@ -533,23 +670,23 @@ class RedisStore(Store):
     async def latest_optout(self, number: str) -> OptOut | None:
         k = self.keys
         body = await self._latest(keys=[k.optouts, k.optouts_latest], args=[number])
-        return None if body is None else OptOut(**json.loads(body))
+        return None if body is None else OptOut(**_json(body))
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         k = self.keys
         low = "-inf" if since is None else repr(since)
         bodies = await self._optouts(keys=[k.optouts, k.optouts_by_time], args=[low])
-        return [OptOut(**json.loads(body)) for body in bodies]
+        return [OptOut(**_json(body)) for body in bodies]
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         k = self.keys
-        body = json.dumps(asdict(entry), ensure_ascii=False)
+        body = row_json(asdict(entry))
         member = f"{entry.message_id}|{entry.action}"
         return bool(await self._pending(keys=[k.optouts, k.optouts_pending], args=[member, body]))
 
     async def pending_optouts(self) -> list[OptOut]:
         found = await self.client.hgetall(self.keys.optouts_pending)
-        entries = [(_s(m), OptOut(**json.loads(_s(b)))) for m, b in found.items()]
+        entries = [(_s(m), OptOut(**_json(b))) for m, b in found.items()]
         return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, me[0].encode()))]
 
     # -- paginated reads (the dashboard) --------------------------------------------------------
@@ -577,7 +714,7 @@ class RedisStore(Store):
             keys=[k.optouts, k.optouts_by_time],
             args=[start, exclusive, cscore, cmember, low, action or "", limit],
         )
-        return [OptOut(**json.loads(body)) for body in bodies if body is not None]
+        return [OptOut(**_json(body)) for body in bodies if body is not None]
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
         if limit <= 0:
@@ -587,7 +724,7 @@ class RedisStore(Store):
         return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
-        body = await self.client.hget(self.keys.dead, id)
+        body = await self.client.hget(self.keys.dead, to_bytes(id))
         return None if body is None else _dead(id, body)
 
     async def dead_letter_count(self) -> int:
@@ -619,5 +756,5 @@ class RedisStore(Store):
 
 
 def _dead(id: str, body: bytes | str) -> DeadLetter:
-    d = json.loads(body)
+    d = _json(body)
     return DeadLetter(id, d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"])

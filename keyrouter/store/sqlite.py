@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE TABLE IF NOT EXISTS vote_ids (
     ns TEXT NOT NULL, survey TEXT NOT NULL, vote_id TEXT NOT NULL,
     PRIMARY KEY (ns, survey, vote_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fetch (
+    ns TEXT NOT NULL PRIMARY KEY, owner TEXT, lease_until REAL, token INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS published (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, id TEXT NOT NULL, row TEXT NOT NULL,
+    UNIQUE (ns, id));
 """
 
 # `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).
@@ -88,13 +93,22 @@ _FINISHED = """(EXISTS (SELECT 1 FROM finished f WHERE f.ns = :ns AND f.id = j.v
 
 _UNFINISHED = f"SELECT j.value FROM json_each(:ids) j WHERE NOT {_FINISHED} ORDER BY j.key"
 
+# A row's owner stays after its lease expired (until finish, fail or release): a claim over another
+# owner's expired lease is a take-over.
 _CLAIMABLE = f"""
-SELECT j.value, coalesce(w.attempts, 0) FROM json_each(:ids) j
+SELECT j.value, coalesce(w.attempts, 0), coalesce(w.owner <> :owner, 0) FROM json_each(:ids) j
 LEFT JOIN work w ON w.ns = :ns AND w.id = j.value
 WHERE NOT {_FINISHED}
   AND (w.id IS NULL OR (w.retry_at <= :now
        AND (w.owner IS NULL OR w.owner = :owner OR w.lease_until <= :t)))
-ORDER BY j.key"""
+ORDER BY j.key LIMIT :limit"""
+
+# Rows (id, row) of :rows whose id is unfinished, in order; a published id keeps its first row.
+_PUBLISH = f"""
+INSERT OR IGNORE INTO published (ns, id, row)
+SELECT :ns, j.value, j.row FROM (SELECT key, json_extract(value, '$[0]') AS value,
+                                        json_extract(value, '$[1]') AS row FROM json_each(:rows)) j
+WHERE NOT {_FINISHED} ORDER BY j.key"""
 
 _LEASE = """
 INSERT INTO work (ns, id, owner, lease_until) SELECT :ns, value, :owner, :until
@@ -236,10 +250,13 @@ class SqliteStore(Store):
         rows = await self._read(_UNFINISHED, self._p(ids=json.dumps(list(ids))))
         return [r[0] for r in rows]
 
-    async def claim(self, ids: Sequence[str], owner: str, lease: float, now: float) -> list[Claimed]:
+    async def claim(
+        self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
+    ) -> list[Claimed]:
         def run(db: sqlite3.Connection) -> list[Claimed]:
-            p = self._p(ids=json.dumps(list(ids)), owner=owner, now=now)
-            found = dict(db.execute(_CLAIMABLE, p).fetchall())  # dedupes, keeps input order
+            unique = json.dumps(list(dict.fromkeys(ids)))
+            p = self._p(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
+            found = {id: (n, over) for id, n, over in db.execute(_CLAIMABLE, p)}
             if not found:
                 return []
             p.update(ids=json.dumps(list(found)), until=p["t"] + lease)
@@ -247,8 +264,13 @@ class SqliteStore(Store):
             done: dict[str, set[str]] = {}
             for id, entry in db.execute(f"SELECT id, entry FROM progress WHERE {_IN}", p):
                 done.setdefault(id, set()).add(entry)
-            return [Claimed(id, n, frozenset(done.get(id, ()))) for id, n in found.items()]
+            return [
+                Claimed(id, n, frozenset(done.get(id, ())), bool(over))
+                for id, (n, over) in found.items()
+            ]
 
+        if not ids or limit == 0:
+            return []
         return await self._write(run)
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
@@ -300,7 +322,7 @@ class SqliteStore(Store):
                 marked += self._mark(db, [id for id in free if id in keep], kind, forever=True)
                 self._bump(db, kind, marked)
             p = self._p(ids=json.dumps([id for id in (*ids, *skipped) if id not in taken]))
-            for table in ("work", "progress"):
+            for table in ("work", "progress", "published"):
                 db.execute(f"DELETE FROM {table} WHERE {_IN}", p)
             return [id for id in dict.fromkeys((*ids, *skipped)) if id in taken]
 
@@ -338,6 +360,7 @@ class SqliteStore(Store):
                 p,
             )
             db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
+            db.execute("DELETE FROM published WHERE ns = :ns AND id = :id", p)
             self._bump(db, "dead")
             self._bump(db, "failed")
             return True
@@ -387,6 +410,65 @@ class SqliteStore(Store):
 
         if ids:
             await self._write(run)
+
+    async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
+        def run(db: sqlite3.Connection) -> int | None:
+            p = self._p(owner=owner)
+            p["until"] = p["t"] + lease
+            got = db.execute("SELECT owner, lease_until, token FROM fetch WHERE ns = :ns", p).fetchone()
+            holder, until, token = got if got else (None, None, 0)
+            if holder is not None and until > p["t"]:
+                if holder != owner:
+                    return None
+                db.execute("UPDATE fetch SET lease_until = :until WHERE ns = :ns", p)
+                return int(token)
+            p["token"] = token + 1  # taken, not renewed: a new token fences the previous holder
+            db.execute("INSERT OR REPLACE INTO fetch VALUES (:ns, :owner, :until, :token)", p)
+            return int(p["token"])
+
+        return await self._write(run)
+
+    async def release_fetch(self, owner: str) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE fetch SET owner = NULL, lease_until = NULL WHERE ns = :ns AND owner = :owner",
+            self._p(owner=owner),
+        ))
+
+    async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            got = db.execute("SELECT token FROM fetch WHERE ns = :ns", self._p()).fetchone()
+            if got is None or got[0] != token:
+                return -1
+            if not rows:
+                return 0
+            return db.execute(_PUBLISH, self._p(rows=json.dumps(list(rows)))).rowcount
+
+        return await self._write(run)
+
+    async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
+        def run() -> tuple[int, list[tuple[str, str]]]:
+            with self._lock:
+                self._db.execute("BEGIN")  # one snapshot for the cursor and the rows
+                try:
+                    got = self._db.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'published'"
+                    ).fetchone()
+                    last = got[0] if got else 0
+                    rows = self._db.execute(
+                        "SELECT id, row FROM published WHERE ns = :ns AND seq > :after ORDER BY seq",
+                        self._p(after=after if after <= last else 0),
+                    ).fetchall()
+                finally:
+                    self._db.execute("COMMIT")
+            return last, [(id, row) for id, row in rows]
+
+        return await asyncio.to_thread(run)
+
+    async def unpublish(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._write(lambda db: db.execute(
+                f"DELETE FROM published WHERE {_IN}", self._p(ids=json.dumps(list(ids)))
+            ))
 
     async def record_optout(self, entry: OptOut) -> None:
         def run(db: sqlite3.Connection) -> None:

@@ -164,6 +164,136 @@ class StoreContract(LedgerContract):
         assert set(counts) == set(ids)
         assert set(counts.values()) == {1}
 
+    async def test_claim_limit_takes_the_first_claimable(self, store: Store) -> None:
+        now = time.time()
+        await store.finish(["done"], "w")
+        await store.claim(["held"], "B", LEASE, now)
+        ids = ["done", "a", "held", "a", "b", "c", "d"]
+        assert await store.claim(ids, "A", LEASE, now, limit=0) == []
+        assert ids_of(await store.claim(ids, "A", LEASE, now, limit=2)) == ["a", "b"]
+        # "a" and "b" are A's already: re-claiming renews them and counts toward the limit
+        assert ids_of(await store.claim(ids, "A", LEASE, now, limit=3)) == ["a", "b", "c"]
+        assert ids_of(await store.claim(ids, "C", LEASE, now, limit=5)) == ["d"]
+        assert ids_of(await store.claim(ids, "A", LEASE, now, limit=None)) == ["a", "b", "c"]
+
+    async def test_taken_over_marks_a_claim_over_another_owners_expired_lease(
+        self, store: Store
+    ) -> None:
+        now = time.time()
+        fresh = await store.claim(["a", "b", "c", "d"], "A", SHORT, now)
+        assert [c.taken_over for c in fresh] == [False] * 4
+        await store.release(["c"], "A")  # a clean hand-over
+        assert await store.fail("d", "A", "e", retry_at=now) == 1  # released by the failure
+        await asyncio.sleep(SHORT + 0.1)
+        got = await store.claim(["a", "c", "d"], "B", LEASE, time.time())
+        assert [(c.id, c.taken_over) for c in got] == [("a", True), ("c", False), ("d", False)]
+        # A's own expired lease, retaken by A: no take-over
+        again = await store.claim(["b"], "A", LEASE, time.time())
+        assert [(c.id, c.taken_over) for c in again] == [("b", False)]
+        # B renewing its own lease: no take-over
+        assert [c.taken_over for c in await store.claim(["a"], "B", LEASE, time.time())] == [False]
+
+    # -- fetch lease and published rows ---------------------------------------------------------
+
+    async def test_fetch_lease_is_exclusive_renewable_and_fenced(self, make_store: MakeStore) -> None:
+        a = make_store()
+        b = make_store(a.namespace)  # another worker on the same namespace
+        first = await a.acquire_fetch("A", SHORT, time.time())
+        assert isinstance(first, int)
+        assert await b.acquire_fetch("B", LEASE, time.time()) is None
+        assert await a.acquire_fetch("A", SHORT, time.time()) == first  # renewed, same token
+        await b.release_fetch("B")  # not B's: nothing happens
+        assert await b.acquire_fetch("B", LEASE, time.time()) is None
+        await asyncio.sleep(SHORT + 0.1)  # A died: its lease runs out
+        second = await b.acquire_fetch("B", LEASE, time.time())
+        assert second is not None and second > first
+        assert await a.acquire_fetch("A", LEASE, time.time()) is None
+        assert await a.publish([("m1", '{"id": "m1"}')], first) == -1  # the old leader is fenced
+        assert await b.publish([("m1", '{"id": "m1"}')], second) == 1
+        assert await a.published(0) == (await b.published(0))
+        await b.release_fetch("B")  # a clean stop: A takes over at once
+        third = await a.acquire_fetch("A", LEASE, time.time())
+        assert third is not None and third > second
+        assert await b.publish([("m2", "{}")], second) == -1
+        assert await a.publish([("m2", "{}")], third) == 1
+        assert [id for id, _ in (await b.published(0))[1]] == ["m1", "m2"]
+
+    async def test_fetch_token_grows_when_the_holder_retakes_an_expired_lease(
+        self, store: Store
+    ) -> None:
+        first = await store.acquire_fetch("A", SHORT, time.time())
+        await asyncio.sleep(SHORT + 0.1)
+        second = await store.acquire_fetch("A", LEASE, time.time())
+        assert first is not None and second is not None and second > first
+        assert await store.publish([("m", "{}")], first) == -1
+
+    async def test_one_fetch_leader_among_many(self, make_store: MakeStore) -> None:
+        namespace = make_store().namespace
+        stores = [make_store(namespace) for _ in range(12)]
+        tokens = await asyncio.gather(
+            *(s.acquire_fetch(f"w{i}", LEASE, time.time()) for i, s in enumerate(stores))
+        )
+        assert len([t for t in tokens if t is not None]) == 1
+
+    async def test_publish_adds_unfinished_unpublished_rows_in_order(self, store: Store) -> None:
+        token = await store.acquire_fetch("L", LEASE, time.time())
+        assert token is not None
+        assert await store.published(0) == (0, [])
+        await store.finish(["done"], "w", skipped=["skipped"])
+        await store.dead_letter("dead", "w", "e", rule=None, row={}, now=time.time())
+        rows = [("m3", "r3"), ("done", "x"), ("m1", "r1"), ("m3", "again"), ("skipped", "x"),
+                ("dead", "x"), ("m2", "r2")]
+        assert await store.publish(rows, token) == 3
+        cursor, got = await store.published(0)
+        assert got == [("m3", "r3"), ("m1", "r1"), ("m2", "r2")]
+        assert await store.published(cursor) == (cursor, [])
+        # the next poll sees the same inbox plus one: only the new row is added
+        assert await store.publish([("m1", "new"), ("m4", "r4"), ("m3", "x")], token) == 1
+        later, got = await store.published(cursor)
+        assert later > cursor and got == [("m4", "r4")]
+        assert await store.publish([], token) == 0
+        assert (await store.published(0))[1] == [("m3", "r3"), ("m1", "r1"), ("m2", "r2"), ("m4", "r4")]
+
+    async def test_finishing_drops_the_published_row(self, store: Store) -> None:
+        token = await store.acquire_fetch("L", LEASE, time.time())
+        assert token is not None
+        ids = ["d", "s", "x", "f", "held", "u", "keep"]
+        assert await store.publish([(id, f"row {id}") for id in ids], token) == len(ids)
+        now = time.time()
+        await store.claim(["held"], "B", LEASE, now)
+        assert await store.finish(["d", "held"], "A", skipped=["s"]) == ["held"]  # held: fenced
+        await store.dead_letter("x", "A", "e", rule=None, row={}, now=now)
+        assert await store.fail("f", "A", "e", retry_at=now) == 1  # a failure keeps the row
+        await store.unpublish(["u", "never published"])
+        await store.unpublish([])
+        assert (await store.published(0))[1] == [("f", "row f"), ("held", "row held"), ("keep", "row keep")]
+        # a finished id is never published again; an unpublished one can be
+        assert await store.publish([("d", "again"), ("u", "again"), ("x", "again")], token) == 1
+        assert (await store.published(0))[1][-1] == ("u", "again")
+        assert await store.retry_dead("x") is True  # unfinished again: the next poll shares it
+        assert await store.publish([("x", "again")], token) == 1
+        assert await store.finish(["f", "held", "keep", "u", "x"], "B") == []
+        assert await store.published(0) == ((await store.published(0))[0], [])
+
+    async def test_published_survives_a_lost_cursor(self, store: Store) -> None:
+        token = await store.acquire_fetch("L", LEASE, time.time())
+        assert token is not None
+        await store.publish([("a", "1"), ("b", "2")], token)
+        cursor, _ = await store.published(0)
+        # a cursor greater than any handed out (the store lost its data): read from the start
+        assert await store.published(cursor + 1000) == (cursor, [("a", "1"), ("b", "2")])
+
+    async def test_published_rows_are_per_namespace(self, make_store: MakeStore) -> None:
+        one, two = make_store(), make_store()
+        t1 = await one.acquire_fetch("L", LEASE, time.time())
+        t2 = await two.acquire_fetch("L", LEASE, time.time())
+        assert t1 is not None and t2 is not None
+        await one.publish([("a", "one")], t1)
+        await two.publish([("a", "two")], t2)
+        await one.finish(["a"], "w")
+        assert (await one.published(0))[1] == []
+        assert (await two.published(0))[1] == [("a", "two")]
+
     # -- progress and failures ------------------------------------------------------------------
 
     async def test_fail_counts_attempts_and_keeps_progress(self, store: Store) -> None:

@@ -107,6 +107,23 @@ class RedisContract(StoreContract):
         keys = {key async for key in client.scan_iter(match=k.pattern)}
         assert keys == {k.done.encode(), k.stats.encode()}
 
+    async def test_shared_rows_leave_no_keys_once_finished(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        store = make_store()
+        token = await store.acquire_fetch("L", LEASE, time.time())
+        assert token is not None
+        await store.publish([("a", "{}"), ("b", "{}")], token)
+        await store.claim(["a", "b"], "A", LEASE, time.time())
+        await store.finish(["a"], "A")
+        await store.dead_letter("b", "A", "e", rule=None, row={}, now=1.0)
+        await store.release_fetch("L")
+        k = Keys(store.namespace)
+        keys = {key async for key in client.scan_iter(match=k.pattern)}
+        # two counters and the finished state: nothing grows with the number of shared rows
+        want = (k.done, k.dead, k.dead_by_time, k.stats, k.fetch_token, k.published_seq)
+        assert keys == {x.encode() for x in want}
+
     async def test_ledger_and_survey_keys(self, make_store: MakeStore, client: aioredis.Redis) -> None:
         store = make_store(horizon=timedelta(days=90))
         await store.record_optout(optout("m1", 1000.5))
@@ -204,6 +221,38 @@ async def test_all_done_poll_costs_one_round_trip_each(horizon: timedelta | None
         CountingConnection.sent = 0
         assert await store.claim(ids, "w", LEASE, time.time()) == []
         assert CountingConnection.sent == 1
+    finally:
+        await delete_namespace(client, store.namespace)
+        await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_fetch_and_shared_rows_cost_one_round_trip_each() -> None:
+    """The leader's poll over a processed inbox of 10,000: acquire, publish, read: three trips."""
+    pool = aioredis.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    store = RedisStore(client, f"rt-{uuid4().hex}", timedelta(days=7))
+    ids = [f"{7_000_000_000 + i}" for i in range(10_000)]
+    rows = [(id, f'{{"id": "{id}", "text": "RET"}}') for id in ids]
+    try:
+        token = await store.acquire_fetch("L", LEASE, time.time())
+        assert token is not None
+        assert await store.publish(rows[:5000], token) == 5000  # loads the scripts too
+        await store.published(0)
+        await store.unpublish(ids[:1])
+        await store.finish(ids[:5000], "w")
+        calls = [
+            (lambda: store.acquire_fetch("L", LEASE, time.time()), token),
+            (lambda: store.publish(rows, token), 5000),
+            (lambda: store.publish(rows, token), 0),  # nothing new: still one trip
+            (lambda: store.publish(rows, token - 1), -1),
+            (lambda: store.unpublish(ids[5000:]), None),
+            (lambda: store.published(0), (10_000, [])),
+        ]
+        for call, want in calls:
+            CountingConnection.sent = 0
+            assert await call() == want
+            assert CountingConnection.sent == 1
     finally:
         await delete_namespace(client, store.namespace)
         await client.aclose()
