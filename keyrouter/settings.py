@@ -9,6 +9,7 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from keyrouter.client import DEFAULT_BASE_URL
+from keyrouter.iys import DEFAULT_IYS_BASE_URL
 from keyrouter.retries import RetryPolicy
 
 
@@ -22,6 +23,12 @@ class Settings(BaseModel):
     api_key: SecretStr | None = None  # SecretStr: never printed by repr, str or logs
     api_hash: SecretStr | None = None
     sender: str | None = None  # approved sender name for replies
+    # İYS, for the `iys` handler (README "İYS"); the password never shows in reprs or logs.
+    iys_username: str | None = None
+    iys_password: SecretStr | None = None
+    iys_code: str | None = None  # the service provider's İYS code
+    iys_brand_code: str | None = None
+    iys_base_url: str = DEFAULT_IYS_BASE_URL  # sandbox: SANDBOX_IYS_BASE_URL
     # Extensions (README, "Configuration"):
     horizon: str | None = None  # e.g. "30d": older messages are ignored, done markers expire
     max_attempts: int = Field(5, ge=1)
@@ -73,6 +80,11 @@ _ENV = {
     "api_key": "ILETIMERKEZI_API_KEY",
     "api_hash": "ILETIMERKEZI_API_HASH",
     "sender": "ILETIMERKEZI_SENDER",
+    "iys_username": "IYS_USERNAME",
+    "iys_password": "IYS_PASSWORD",
+    "iys_code": "IYS_CODE",
+    "iys_brand_code": "IYS_BRAND_CODE",
+    "iys_base_url": "IYS_BASE_URL",
     "horizon": "KEYROUTER_HORIZON",
     "max_attempts": "KEYROUTER_MAX_ATTEMPTS",
     "retry_base": "KEYROUTER_RETRY_BASE",

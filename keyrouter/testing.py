@@ -33,10 +33,12 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from keyrouter.message import TURKEY, to_e164
+from keyrouter.testing_iys import FakeIys
 
 __all__ = [
     "ENDPOINTS",
     "FakeIletiMerkezi",
+    "FakeIys",
     "RecordedRequest",
     "SentSms",
     "inbox_response",

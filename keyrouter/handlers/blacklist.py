@@ -81,6 +81,8 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
                 action, masked, newer.message_id, newer.action, message.id,
             )
             return
+        # Pending until the ledger line: `optouts stats/overdue` count it while it is retried.
+        await context.store.mark_optout_pending(_entry(action, message, match, number, 0.0))
     already = False
     try:
         if action == "blacklist":
@@ -104,13 +106,10 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
     else:
         context.logger.info("%s: %s done, message %s", action, masked, message.id)
     if context.store is not None:
-        await context.store.record_optout(
-            OptOut(
-                number=number,
-                action=action,
-                message_id=message.id,
-                keyword=match.keyword if match else None,
-                received_at=message.received_at.timestamp(),
-                handled_at=time.time(),
-            )
-        )
+        await context.store.record_optout(_entry(action, message, match, number, time.time()))
+
+
+def _entry(action: str, message: Message, match: Match | None, number: str, handled_at: float) -> OptOut:
+    return OptOut(number=number, action=action, message_id=message.id,
+                  keyword=match.keyword if match else None,
+                  received_at=message.received_at.timestamp(), handled_at=handled_at)

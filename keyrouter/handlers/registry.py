@@ -21,6 +21,7 @@ BUILTINS: dict[str, str] = {
     "reply": "keyrouter.handlers.reply:handle",
     "webhook": "keyrouter.handlers.webhook:handle",
     "survey": "keyrouter.handlers.survey:handle",
+    "iys": "keyrouter.handlers.iys:handle",
 }
 
 Handler = Callable[..., Any]

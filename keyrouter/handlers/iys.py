@@ -1,0 +1,128 @@
+"""`iys`: record the sender's consent change in İYS, Turkey's national consent registry.
+
+Params (both optional):
+- `status`: `RET` (default: an opt-out) or `ONAY` (an opt-in rule);
+- `recipient_type` (or `recipientType`, İYS's own spelling): `BIREYSEL` (default) or `TACIR`.
+
+The record: `type` MESAJ, `source` HS_MESAJ (the decision came by SMS), `recipient` the sender's
+E.164 number, `consentDate` the provider's own date string (Turkey time) when the row has one in
+İYS's format, else the received time in Turkey time.  A sender that is a short code or a name
+goes to the dead letters, as with `blacklist` (README "sender and number").
+
+Safe to repeat: the effect is marked pending in the store before the call; a mark already there
+means an earlier try may have reached İYS, so the client asks the consent status first and sends
+nothing when İYS already holds the decision.  İYS refusing a record it already holds is success
+("already"); a RET for a recipient with no record is success ("nothing_to_withdraw").  The ledger
+line (action `iys_ret` / `iys_onay`) records the outcome and İYS's transactionId.  The latest
+request wins, as with `blacklist`: a message older than the number's latest ledger line changes
+nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD, IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from keyrouter.context import Context
+from keyrouter.handlers.templating import unknown_params
+from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
+from keyrouter.message import TURKEY, Message, mask_number
+from keyrouter.retries import PermanentError
+from keyrouter.router import Match
+from keyrouter.store.base import OptOut
+
+__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem", "record_for"]
+
+PARAMS = ("status", "recipient_type", "recipientType")
+_IYS_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def params_problem(params: Mapping[str, Any]) -> str | None:
+    """Why these params cannot work for `iys`, or None (for `keyrouter check` and run time)."""
+    problem = unknown_params(params, PARAMS, "iys")
+    if problem:
+        return problem
+    status = params.get("status", "RET")
+    if status not in STATUSES:
+        return f"iys: status must be RET (opt-out) or ONAY (opt-in), not {status!r}"
+    if "recipient_type" in params and "recipientType" in params:
+        return "iys: give recipient_type or recipientType, not both"
+    kind = params.get("recipient_type", params.get("recipientType", "BIREYSEL"))
+    if kind not in RECIPIENT_TYPES:
+        return f"iys: recipient_type must be BIREYSEL or TACIR, not {kind!r}"
+    return None
+
+
+def action_for(status: str) -> str:
+    """The ledger action of an İYS record with this status."""
+    return "iys_ret" if status == "RET" else "iys_onay"
+
+
+def consent_date(message: Message) -> str:
+    """İYS's consentDate: the provider's date string when it is already in İYS's format (both
+    are Turkey time), else the received moment in Turkey time."""
+    raw = message.row.get("date") if message.date_known else None
+    if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
+        return raw.strip()
+    return message.received_at.astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
+    """The consent record a message makes (None without a mobile sender)."""
+    if message.sender_e164 is None:
+        return None
+    return Consent(
+        recipient=message.sender_e164,
+        status=params.get("status", "RET"),
+        consent_date=consent_date(message),
+        recipient_type=params.get("recipient_type", params.get("recipientType", "BIREYSEL")),
+    )
+
+
+async def handle(message: Message, match: Match | None, context: Context) -> None:
+    problem = params_problem(context.params)
+    if problem:
+        raise PermanentError(problem)
+    consent = record_for(message, context.params)
+    if consent is None:
+        raise PermanentError(
+            f"iys: message {message.id}: the row's sender is not a mobile number "
+            f"({mask_number(message.sender)!r}: a short code or a name), so there is no recipient "
+            "to record in İYS; the row's `number` is our own receiving number and is deliberately "
+            "not used; see README 'sender and number'"
+        )
+    client = shared_client(context.settings) if context.settings is not None else None
+    if client is None:
+        raise PermanentError(
+            "iys: İYS is not configured: set IYS_USERNAME, IYS_PASSWORD, IYS_CODE and IYS_BRAND_CODE "
+            "(and IYS_BASE_URL for the sandbox) where the worker runs"
+        )
+    masked = mask_number(consent.recipient)
+    action = action_for(consent.status)
+    store = context.store
+    entry = OptOut(number=consent.recipient, action=action, message_id=message.id,
+                   keyword=match.keyword if match else None,
+                   received_at=message.received_at.timestamp(), handled_at=0.0)
+    repeat = False
+    if store is not None:
+        newer = await store.latest_optout(consent.recipient)
+        if newer is not None and newer.message_id != message.id and \
+                newer.received_at > entry.received_at:
+            context.logger.warning(
+                "iys: skipped for %s: a later message (%s, %s) already decided, message %s",
+                masked, newer.message_id, newer.action, message.id,
+            )
+            return
+        repeat = not await store.mark_optout_pending(entry)
+    result = await client.add_consent(consent, check_first=repeat)
+    context.logger.info(
+        "iys: %s %s for %s (%s%s), message %s", consent.status, result.outcome, masked,
+        consent.consent_date, f", transactionId {result.transaction_id}" if result.transaction_id else "",
+        message.id,
+    )
+    if store is not None:
+        await store.record_optout(replace(entry, handled_at=time.time(), outcome=result.outcome,
+                                          transaction_id=result.transaction_id))
