@@ -176,6 +176,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
         sandbox = FakeIletiMerkezi().start()
         settings = settings.model_copy(update={"sender": settings.sender or "KEYROUTER"})
+        settings, iys_sandbox = _iys_sandbox(settings)
     show = progress_bar(sys.stderr) if sys.stderr.isatty() and len(messages) > 1000 else None
 
     async def body(runtime: Any, stopping: asyncio.Event) -> int:
@@ -194,10 +195,23 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         if sandbox is not None:
             print(f"sandbox provider: {len(sandbox.sent)} SMS sent, "
                   f"{len(sandbox.blacklist)} numbers on the blacklist")
+            print(f"sandbox İYS: {len(iys_sandbox.records)} consent records")
         return code
     finally:
         if sandbox is not None:
             sandbox.stop()
+            iys_sandbox.stop()
+
+
+def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
+    """`replay --sandbox`: a local fake İYS for rules that use `iys`."""
+    from pydantic import SecretStr
+
+    from keyrouter.testing_iys import FakeIys
+
+    fake = FakeIys().start()
+    values = {**fake.settings(), "iys_password": SecretStr(fake.password)}
+    return settings.model_copy(update=values), fake
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,6 +13,7 @@ import httpx
 
 from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
+from keyrouter.iys import close_shared as close_iys_clients
 from keyrouter.router import Router
 from keyrouter.rules import load_rules
 from keyrouter.settings import Settings
@@ -62,4 +63,5 @@ async def open_runtime(settings: Settings, *, router: Router | None = None,
         await dispatcher.aclose()
         if client is not None:
             await client.aclose()
+        await close_iys_clients()
         await store.close()
