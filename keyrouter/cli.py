@@ -252,38 +252,6 @@ def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> in
         return _bad_config(str(exc))
 
 
-def _since(text: str | None) -> float | None:
-    """`--since`: a date or date-time, Turkey time unless it carries an offset (as provider dates)."""
-    from keyrouter.message import parse_date
-
-    if not text:
-        return None
-    parsed = parse_date(text)
-    if parsed is None:
-        raise ValueError(text)
-    return parsed.timestamp()
-
-
-def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
-    from keyrouter import reports
-
-    try:
-        since = _since(getattr(args, "since", None))
-    except ValueError:
-        return _bad_config(f"--since {args.since!r}: give a date, e.g. 2026-11-01 or 2026-11-01T09:00")
-
-    async def body(store: Any) -> int:
-        entries = await store.optouts(since)
-        if args.action == "export":
-            text = reports.ledger_csv(entries) if args.format == "csv" else reports.ledger_jsonl(entries)
-            sys.stdout.write(text)
-        else:
-            print(reports.ledger_stats_text(reports.ledger_stats(entries)))
-        return EXIT_OK
-
-    return _with_store(settings, body)
-
-
 def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
     from keyrouter import reports
 
@@ -349,16 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_dead_letters)
 
-    p = sub.add_parser("optouts", help="the opt-out ledger: export it, or see how fast opt-outs are handled")
-    actions = p.add_subparsers(dest="action", required=True)
-    q = actions.add_parser("export")
-    store_flag(q)
-    q.add_argument("--since", help="received on or after this date (Turkey time unless an offset is given)")
-    q.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    q = actions.add_parser("stats")
-    store_flag(q)
-    q.add_argument("--since")
-    p.set_defaults(func=cmd_optouts)
+    from keyrouter import ledger_cli
+
+    ledger_cli.add_parser(sub)  # optouts export|stats|overdue
 
     p = sub.add_parser("survey", help="survey results")
     actions = p.add_subparsers(dest="action", required=True)

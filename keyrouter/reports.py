@@ -13,7 +13,11 @@ from typing import Any
 
 from keyrouter.store.base import OptOut, SurveyResults
 
-LEDGER_FIELDS = ("number", "action", "message_id", "keyword", "received_at", "handled_at")
+LEDGER_FIELDS = ("number", "action", "message_id", "keyword", "received_at", "handled_at",
+                 "deadline", "within_deadline", "iys_outcome", "iys_transaction_id")
+#: Ledger actions with the three-business-day deadline (opt-outs), and İYS's own lines.
+_DEADLINED = ("blacklist", "iys_ret")
+_IYS_ACTIONS = ("iys_ret", "iys_onay")
 
 
 def _iso(epoch: float | None) -> str:
@@ -21,9 +25,41 @@ def _iso(epoch: float | None) -> str:
 
 
 def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
-    return [{"number": e.number, "action": e.action, "message_id": e.message_id,
-             "keyword": e.keyword or "", "received_at": _iso(e.received_at),
-             "handled_at": _iso(e.handled_at)} for e in entries]
+    """One row per ledger line.  `deadline` (three Turkish business days, keyrouter.deadlines) and
+    `within_deadline` for opt-outs; `iys_outcome` / `iys_transaction_id` from the İYS line of the
+    same message (a blacklist row shows what İYS answered for that message, too)."""
+    from keyrouter.deadlines import deadline
+
+    entries = list(entries)
+    iys = {e.message_id: e for e in entries if e.action in _IYS_ACTIONS}
+    rows = []
+    for e in entries:
+        due = deadline(e.received_at).timestamp() if e.action in _DEADLINED else None
+        own = e if e.action in _IYS_ACTIONS else iys.get(e.message_id)
+        rows.append({"number": e.number, "action": e.action, "message_id": e.message_id,
+                     "keyword": e.keyword or "", "received_at": _iso(e.received_at),
+                     "handled_at": _iso(e.handled_at), "deadline": _iso(due),
+                     "within_deadline": "" if due is None else ("yes" if e.handled_at <= due else "no"),
+                     "iys_outcome": (own.outcome or "") if own else "",
+                     "iys_transaction_id": (own.transaction_id or "") if own else ""})
+    return rows
+
+
+def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL") -> str:
+    """İYS consent records, one JSON object a line, for bulk upload: one per message and
+    decision (a message with both a blacklist and an İYS line gives one record)."""
+    from keyrouter.handlers.iys import consent_date_of
+
+    out, seen = [], set()
+    for e in entries:
+        status = "RET" if e.action in ("blacklist", "iys_ret") else "ONAY"
+        if (e.message_id, status) in seen:
+            continue
+        seen.add((e.message_id, status))
+        out.append(json.dumps({"recipient": e.number, "type": "MESAJ", "source": "HS_MESAJ",
+                               "status": status, "consentDate": consent_date_of(e.received_at),
+                               "recipientType": recipient_type}, ensure_ascii=False) + "\n")
+    return "".join(out)
 
 
 def ledger_csv(entries: Iterable[OptOut]) -> str:

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from keyrouter.context import Context
@@ -34,7 +35,8 @@ from keyrouter.retries import PermanentError
 from keyrouter.router import Match
 from keyrouter.store.base import OptOut
 
-__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem", "record_for"]
+__all__ = ["PARAMS", "action_for", "consent_date", "consent_date_of", "handle", "params_problem",
+           "record_for"]
 
 PARAMS = ("status", "recipient_type", "recipientType")
 _IYS_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -67,7 +69,13 @@ def consent_date(message: Message) -> str:
     raw = message.row.get("date") if message.date_known else None
     if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
         return raw.strip()
-    return message.received_at.astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")
+    return consent_date_of(message.received_at)
+
+
+def consent_date_of(moment: datetime | float) -> str:
+    """A moment (aware datetime or epoch seconds) as İYS's consentDate, Turkey time."""
+    when = moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, TURKEY)
+    return when.astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
