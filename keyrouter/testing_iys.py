@@ -11,7 +11,8 @@ Behaviour: a recipient's first record cannot be RET ("no record to withdraw", 40
 to the one held (same status, consentDate and source) is a duplicate (409).  Tokens expire after
 `token_ttl` seconds of `clock`.  `fail_next(endpoint, kind)` scripts failures: a status code
 (with `retry_after` for 429/503), 401 (once, the token stays good), "expired" (every token issued
-so far stops working), "no_record", "duplicate" or "reset".
+so far stops working), "no_record", "duplicate", "reset" or "hang" (the record is applied, then no
+answer comes until the fake stops: a process killed while waiting has "lost" a success).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class FakeIys:
         self._tx = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class FakeIys:
         return f"http://{host}:{port}"
 
     def start(self) -> Self:
+        self._stopping.clear()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -114,6 +117,7 @@ class FakeIys:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping.set()
         server.shutdown()
         server.server_close()
         if self._thread is not None:
@@ -138,7 +142,7 @@ class FakeIys:
         """Script the next `times` calls to `endpoint` (token, consents, status)."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}")
-        if not (isinstance(kind, int) or kind in ("expired", "no_record", "duplicate", "reset")):
+        if not (isinstance(kind, int) or kind in ("expired", "no_record", "duplicate", "reset", "hang")):
             raise ValueError(f"unknown fault {kind!r}")
         with self.lock:
             self._faults[endpoint].extend([(kind, retry_after)] * times)
@@ -185,6 +189,12 @@ class FakeIys:
             fault = faults.popleft() if faults else None
         if handler.command != "POST":
             return _json(handler, 405, _errors("H405", "Yalnızca POST"))
+        if fault is not None and fault[0] == "hang":
+            if endpoint == "consents" and m is not None and self._authorized(auth):
+                self._consent(body)
+            self._stopping.wait(120)
+            handler.close_connection = True
+            return None
         if fault is not None:
             kind, retry_after = fault
             if kind == "reset":

@@ -78,3 +78,51 @@ def test_replay_sandbox_reaches_the_fake_iys(tmp_path: Path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert code == 0, out
     assert "sandbox İYS: 2 consent records" in out
+
+
+def test_a_worker_killed_after_iys_recorded_costs_no_second_record(tmp_path: Path) -> None:
+    """SIGKILL a real `keyrouter replay` while İYS has recorded the RET but not yet answered; the
+    next run asks İYS, finds the decision held, sends nothing, and writes the ledger line."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from keyrouter.store.sqlite import SqliteStore
+
+    rules = tmp_path / "iys-only.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: optout\n    keywords: [RET]\n    handlers: [iys]\n",
+                     encoding="utf-8")
+    inbox = tmp_path / "inbox.jsonl"
+    inbox.write_text('{"id": "k1", "date": "2026-11-27 09:15:00", "sender": "05321112233", "text": "RET"}\n',
+                     encoding="utf-8")
+    db = tmp_path / "k.sqlite3"
+    with FakeIys() as iys:
+        iys.add_record("+905321112233", "ONAY")
+        iys.fail_next("consents", "hang")
+        env = {**os.environ, "IYS_USERNAME": iys.username, "IYS_PASSWORD": iys.password,
+               "IYS_CODE": iys.iys_code, "IYS_BRAND_CODE": iys.brand_code, "IYS_BASE_URL": iys.base_url,
+               "KEYROUTER_LEASE": "1", "KEYROUTER_RETRY_BASE": "0.1", "KEYROUTER_LOG_LEVEL": "WARNING"}
+        command = [sys.executable, "-m", "keyrouter.cli", "replay", str(inbox), "--rules", str(rules),
+                   "--store", f"sqlite:///{db}"]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while len(iys.records) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert len(iys.records) == 2, proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        time.sleep(1.2)  # the dead worker's lease runs out
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert len(iys.records) == 2
+        assert [r.endpoint for r in iys.requests].count("consents") == 1
+
+    async def ledger() -> list:
+        async with SqliteStore(db, "default") as store:
+            return [e for e in await store.optouts() if e.action == "iys_ret"]
+
+    [line] = asyncio.run(ledger())
+    assert line.message_id == "k1" and line.outcome == "already"
