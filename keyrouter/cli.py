@@ -18,13 +18,14 @@ from keyrouter.check import check_examples
 from keyrouter.router import Route, Router
 from keyrouter.rules import HandlerEntry, RulesError, load_rules
 from keyrouter.settings import Settings
+from keyrouter.yamlpos import DEFAULT_MAX_BYTES
 
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_INPUT = 0, 1, 2  # run's own codes: keyrouter.worker
 
 
-def _load_router(rules_path: str) -> Router | None:
+def _load_router(rules_path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Router | None:
     try:
-        rules = load_rules(rules_path)
+        rules = load_rules(rules_path, max_bytes)
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -35,7 +36,7 @@ def _load_router(rules_path: str) -> Router | None:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    router = _load_router(settings.rules)
+    router = _load_router(settings.rules, settings.rules_max_bytes)
     if router is None:
         return EXIT_BAD_INPUT
     failures, count = check_examples(router)
@@ -100,7 +101,7 @@ def describe(text: str, route: Route, router: Router) -> str:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    router = _load_router(settings.rules)
+    router = _load_router(settings.rules, settings.rules_max_bytes)
     if router is None:
         return EXIT_BAD_INPUT
     for text in args.texts:
@@ -143,7 +144,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.api_key is None or settings.api_hash is None:
         return _bad_config("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
                            "Settings → Security → API Access)")
-    router = _load_router(settings.rules)
+    router = _load_router(settings.rules, settings.rules_max_bytes)
     if router is None:
         return EXIT_BAD_INPUT
 
@@ -157,7 +158,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from keyrouter.replay import progress_bar, replay
     from keyrouter.sources import InputError, parse_rows, read_rows
 
-    router = _load_router(settings.rules)
+    router = _load_router(settings.rules, settings.rules_max_bytes)
     if router is None:
         return EXIT_BAD_INPUT
     try:

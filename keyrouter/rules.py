@@ -189,9 +189,12 @@ def rule_files(path: str | Path) -> list[Path]:
     return [p]
 
 
-def load_rules(path: str | Path) -> RuleSet:
-    """Read a rules file or folder.  Raises RulesError listing every problem (warnings aside)."""
+def load_rules(path: str | Path, max_bytes: int = yamlpos.DEFAULT_MAX_BYTES) -> RuleSet:
+    """Read a rules file or folder.  Raises RulesError listing every problem (warnings aside).
+    `max_bytes` bounds all files together (KEYROUTER_RULES_MAX_BYTES), so parsing time and
+    memory are bounded too."""
     builder = _Builder()
+    builder.budget = builder.max_bytes = max_bytes
     files = rule_files(path)
     if not files:
         builder.error(Location(str(path), 1), "no *.yaml or *.yml files in this folder")
@@ -208,6 +211,7 @@ class _Builder:
         self.default: tuple[HandlerEntry, ...] = ()
         self.default_where: Location | None = None
         self.first_normalizer: Normalizer | None = None
+        self.max_bytes = self.budget = yamlpos.DEFAULT_MAX_BYTES  # budget: what is left
 
     def error(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, message))
@@ -218,10 +222,14 @@ class _Builder:
     def add_file(self, file: Path) -> None:
         name = str(file)
         try:
-            text = file.read_text(encoding="utf-8")
+            text = yamlpos.read_limited(file, self.budget, self.max_bytes)
+        except yamlpos.TooLarge as exc:
+            self.error(Location(name, 1), str(exc))
+            return
         except (OSError, UnicodeDecodeError) as exc:
             self.error(Location(name, 1), f"cannot read: {exc}")
             return
+        self.budget -= len(text.encode("utf-8", "surrogatepass"))
         try:
             data, lines = yamlpos.load(text)
         except yamlpos.YamlProblem as exc:

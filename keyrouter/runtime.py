@@ -48,7 +48,7 @@ async def open_runtime(settings: Settings, *, router: Router | None = None,
                        stopping: asyncio.Event | None = None,
                        client: IletiMerkezi | None = None) -> AsyncIterator[Runtime]:
     """Raises RulesError for bad rules and ValueError for a bad store URL or horizon."""
-    router = router or Router(load_rules(settings.rules))
+    router = router or Router(load_rules(settings.rules, settings.rules_max_bytes))
     horizon = settings.horizon_delta()
     store = open_store(settings.store, settings.namespace, horizon)
     client = client or make_client(settings)

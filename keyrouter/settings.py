@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from keyrouter.client import DEFAULT_BASE_URL
 from keyrouter.iys import DEFAULT_IYS_BASE_URL
 from keyrouter.retries import RetryPolicy
+from keyrouter.yamlpos import DEFAULT_MAX_BYTES
 
 
 class Settings(BaseModel):
@@ -51,6 +52,10 @@ class Settings(BaseModel):
     #: KEYROUTER_DASHBOARD_TOKEN: signs people and scripts in to `keyrouter dashboard` and enables
     #: its Retry/Drop buttons; without it the dashboard is read-only and loopback-only.
     dashboard_token: SecretStr | None = None
+
+    #: KEYROUTER_RULES_MAX_BYTES: what the rules files may hold in all; bounds the time and memory
+    #: reading them takes (a 50 MB file took 42 s and 1 GB).
+    rules_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -96,4 +101,5 @@ _ENV = {
     "shutdown_grace": "KEYROUTER_SHUTDOWN_GRACE",
     "max_abandoned": "KEYROUTER_MAX_ABANDONED",
     "dashboard_token": "KEYROUTER_DASHBOARD_TOKEN",
+    "rules_max_bytes": "KEYROUTER_RULES_MAX_BYTES",
 }
