@@ -1,11 +1,14 @@
 """Provider rows -> `Message`; Turkish mobile numbers -> E.164.
 
 The provider's rows drift: any field may be a string, a number, null or missing.  Parsing never
-raises for a row that has an id; everything else is made as usable as it can be.
+raises for a row that is an object; everything else is made as usable as it can be, and a row
+without an id gets one derived from its content (`content_id`), so no opt-out is dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
 
 
 class RowError(ValueError):
-    """A provider row that cannot be tracked (no usable id)."""
+    """A provider row that cannot be tracked (not an object)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,8 @@ def parse_row(
     normalize: Callable[[str], str] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(TURKEY),
 ) -> Message:
-    """Build a Message from one get-inbox row.  Raises RowError only when there is no usable id.
+    """Build a Message from one get-inbox row.  Raises RowError only for a row that is not an
+    object; a missing, null or empty id is replaced by `content_id(row)`.
 
     A missing or unreadable date becomes the time of parsing, so the message is still processed
     (and `max_age` treats it as new), rather than being dropped.
@@ -110,7 +114,7 @@ def parse_row(
     raw_id = row.get("id")
     msg_id = _text(raw_id).strip() if not isinstance(raw_id, dict | list | bool) else ""
     if not msg_id:
-        raise RowError("row has no id")
+        msg_id = content_id(row)
     sender = _text(row.get("sender")).strip()
     text = _text(row.get("text"))
     received = parse_date(row.get("date"))
@@ -125,6 +129,15 @@ def parse_row(
         row=dict(row),
         date_known=received is not None,
     )
+
+
+def content_id(row: Mapping[str, Any]) -> str:
+    """The id of a row that came without one: `h-` and 32 hex digits of the SHA-256 of its date,
+    sender, number and text (as text, in canonical JSON).  The same row polled again gets the
+    same id, so it is dispatched once; two rows that differ in any of these get different ids."""
+    fields = [_text(row.get(key)) for key in ("date", "sender", "number", "text")]
+    canonical = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+    return "h-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
 
 
 def canonical_receiver(number: object) -> str:

@@ -67,8 +67,9 @@ def _rows_of(document: Any) -> list[Any] | None:
 
 
 def parse_rows(rows: Iterable[Any]) -> Iterator[Message]:
-    """Messages from provider rows; a row without a usable id cannot be tracked, so it is logged
-    (number masked) and skipped, and never stops the batch."""
+    """Messages from provider rows; a row that cannot be read (not an object) is logged (number
+    masked) and skipped, and never stops the batch.  Rows without an id get one from their
+    content (message.content_id)."""
     for row in rows:
         try:
             yield parse_row(row)

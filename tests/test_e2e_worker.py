@@ -32,7 +32,7 @@ from uuid import uuid4
 import pytest
 import redis
 
-from keyrouter.message import TURKEY
+from keyrouter.message import TURKEY, content_id
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.testing import FakeIletiMerkezi, inbox_response
@@ -511,7 +511,7 @@ def test_wrong_credentials_exit_3_with_the_causes_and_no_secrets(h: Harness) -> 
 # ----------------------------------------------------------------------------- 6. bad rows
 
 
-def test_malformed_rows_are_skipped_and_good_ones_processed(h: Harness) -> None:
+def test_malformed_rows_are_skipped_idless_rows_kept_and_good_ones_processed(h: Harness) -> None:
     h.rules("- recording:to_file: {tag: a}")
     good = [h.fake.add_message(f"iyi {i}", sender=mobile(i))["id"] for i in range(3)]
     day = "2026-03-01 10:00:00"
@@ -536,6 +536,7 @@ def test_malformed_rows_are_skipped_and_good_ones_processed(h: Harness) -> None:
         ]
     good += ["9001", "9002", "null-text", "no-date", "bad-date", "null-all", "ms-date", "huge-date",
              "list-date"]
+    good += [content_id(row) for row in h.fake.inbox[1:4]]  # id-less: an id from the content
     done = h.cli("run", "--once")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
