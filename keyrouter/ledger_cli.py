@@ -173,8 +173,8 @@ async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, withi
     from keyrouter.message import mask_number
 
     now = CLOCK()
-    cases = [c for c in await compliance.collect(store, effects)
-             if c.state == compliance.PENDING and c.deadline <= now + within]
+    cases = [c for c in await compliance.collect(store, effects, pending_only=True)
+             if c.deadline <= now + within]
     cases.sort(key=lambda c: c.deadline)
     for c in cases:
         number = (c.number if full else mask_number(c.number)) if c.number else "(no mobile number)"

@@ -130,6 +130,15 @@ def test_pending_counts_for_metrics(env) -> None:
     assert asyncio.run(counts()) == {"blacklist": {"pending": 1, "overdue": 1},
                                      "iys_ret": {"pending": 2, "overdue": 2}}
 
+    async def both() -> tuple[list, list]:
+        effects = compliance.effects_of_rules(load_rules(env["rules"]))
+        async with SqliteStore(env["path"], "default") as store:
+            return (await compliance.collect(store, effects),
+                    await compliance.collect(store, effects, pending_only=True))
+
+    every, pending = asyncio.run(both())
+    assert pending == [c for c in every if c.state == compliance.PENDING] and len(pending) == 3
+
 
 def test_unreadable_rules_warn_and_count_marks_only(env, monkeypatch, capsys) -> None:
     at(monkeypatch, DUE + 10)
