@@ -20,6 +20,7 @@ from keyrouter import patterns, yamlpos
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Locale, Normalizer, NormalizeSettings
+from keyrouter.suggest import did_you_mean
 
 MAX_FUZZY = 2
 MIN_FUZZY_LENGTH = 4
@@ -310,8 +311,8 @@ class _Builder:
                        f"rule name '{model.name}' is already used at {self.names[model.name]}")
         self.names.setdefault(model.name, where)
         if (model.keywords is None) == (model.pattern is None):
-            both = "both" if model.keywords is not None else "neither"
-            self.error(where, f"rule '{model.name}' has {both} `keywords` and `pattern`: give exactly one")
+            both = "both `keywords` and" if model.keywords is not None else "neither `keywords` nor"
+            self.error(where, f"rule '{model.name}' has {both} `pattern`: give exactly one")
             return
         if model.fuzzy > MAX_FUZZY:
             self.error(at((*path, "fuzzy")), f"fuzzy: {model.fuzzy} is too loose; at most {MAX_FUZZY}")
@@ -410,6 +411,24 @@ class _Locator:
         return Location(self.file, self.lines.get(path, 1))
 
 
+def _keys_beside(parents: list[str]) -> list[str]:
+    """The keys allowed in the map at `parents` (`["rules"]`: a rule's keys), for suggestions."""
+    model: Any = _FileModel
+    for key in parents:
+        field_info = model.model_fields.get(key) if isinstance(model, type) else None
+        inner = [t for t in _types_in(field_info.annotation) if isinstance(t, type)
+                 and issubclass(t, BaseModel)] if field_info else []
+        if not inner:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
+
+
+def _types_in(annotation: Any) -> list[Any]:
+    args = getattr(annotation, "__args__", None)
+    return [annotation] if not args else [t for a in args for t in _types_in(a)]
+
+
 def _explain_validation(err: Any) -> str:
     """pydantic's error -> one sentence a rules author can act on."""
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
@@ -418,7 +437,7 @@ def _explain_validation(err: Any) -> str:
     field_name = loc[-1] if loc else "file"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{field_name}'"
+        return f"unknown key '{field_name}'{did_you_mean(field_name, _keys_beside(loc[:-1]))}"
     if kind == "missing":
         return f"missing required key '{field_name}'"
     if kind == "literal_error":

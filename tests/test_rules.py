@@ -76,9 +76,9 @@ def test_unknown_keys_are_errors_with_their_line(write_rules) -> None:
             handlers: [log]
     """)
     assert problems(path) == [
-        f"{path}:2: unknown key 'rulez'",
-        f"{path}:4: unknown key 'lowercase'",
-        f"{path}:8: unknown key 'handler'",
+        f"{path}:2: unknown key 'rulez' (did you mean 'rules'?)",
+        f"{path}:4: unknown key 'lowercase'",  # nothing close among normalize's keys
+        f"{path}:8: unknown key 'handler' (did you mean 'handlers'?)",
     ]
 
 
@@ -134,7 +134,7 @@ def test_both_or_neither_keywords_and_pattern(write_rules) -> None:
     """)
     found = problems(path)
     assert f"{path}:3: rule 'both' has both `keywords` and `pattern`: give exactly one" in found
-    assert f"{path}:4: rule 'neither' has neither `keywords` and `pattern`: give exactly one" in found
+    assert f"{path}:4: rule 'neither' has neither `keywords` nor `pattern`: give exactly one" in found
 
 
 def test_bad_regex(write_rules) -> None:

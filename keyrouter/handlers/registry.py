@@ -12,6 +12,8 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from keyrouter.suggest import did_you_mean
+
 ENTRY_POINT_GROUP = "keyrouter.handlers"
 #: Built-in handler names and where they live.
 BUILTINS: dict[str, str] = {
@@ -62,7 +64,8 @@ def resolve(name: str) -> Handler:
     ep = _entry_points().get(name)
     if ep is None:
         raise HandlerNotFound(
-            f"unknown handler '{name}': not a built-in ({', '.join(BUILTINS)}), "
+            f"unknown handler '{name}'{did_you_mean(name, [*BUILTINS, *_entry_points()])}: "
+            f"not a built-in ({', '.join(BUILTINS)}), "
             f"not package.module:function, and no installed package registers it under "
             f"the entry-point group '{ENTRY_POINT_GROUP}'"
         )

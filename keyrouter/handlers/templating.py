@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from keyrouter.retries import PermanentError
+from keyrouter.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from keyrouter.client import IletiMerkezi
@@ -166,4 +167,5 @@ def unknown_params(params: Mapping[str, object], allowed: Iterable[str], handler
     if not unknown:
         return None
     known = ", ".join(allowed) if allowed else "none"
-    return f"{handler}: unknown param(s) {', '.join(unknown)}; known: {known}"
+    named = ", ".join(f"{u}{did_you_mean(u, allowed)}" for u in unknown)
+    return f"{handler}: unknown param(s) {named}; known: {known}"
