@@ -20,7 +20,8 @@ def idempotency_key(namespace: str, message_id: str, rule: str, index: int, hand
     """Same on every delivery of one message to one handler entry, different for every other.
     Hashed: message ids are the provider's, and a key may travel to third parties (webhooks)."""
     raw = "\x1f".join((namespace, message_id, rule, str(index), handler))
-    return "kr-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+    # surrogatepass: an id with a lone surrogate (half an emoji) still gets a key; others unchanged
+    return "kr-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 @dataclass(slots=True)

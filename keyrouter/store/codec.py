@@ -2,61 +2,68 @@
 
 Provider fields are any JSON: an id, sender or text may hold NUL or a lone surrogate (half an emoji
 split across concatenated SMS segments, decoded by a lenient JSON parser).  Python strings hold
-both; UTF-8 codecs and C strings do not.  Each backend therefore writes:
+both; UTF-8 codecs refuse lone surrogates and SQLite's JSON functions cut strings at NUL.  So the
+SQLite and Redis stores write every string (ids, entry keys, errors, voters, published rows...)
+through `escape`: a string with neither, not starting with the marker U+0001, is written unchanged
+(existing data reads as before); any other is written as the marker followed by the string with
+each NUL, surrogate, backslash and marker as `\\uXXXX`, one code point at a time, and `unescape`
+turns it back exactly.  Key names built from ids or survey names use the escaped form.
 
-- Redis: every string as UTF-8 with `surrogatepass` (a lone surrogate becomes its 3-byte form,
-  NUL stays a byte: Redis strings are binary-safe), read back with `surrogatepass`: exact.
-- SQLite: strings through `to_sql` / `from_sql`: unchanged unless they hold NUL, a surrogate or
-  start with the marker U+0001; those are stored as the marker followed by their JSON escape
-  (pure ASCII), so existing data reads as before and every string round-trips exactly.
-- Rows (dead letters): `row_json`, JSON with non-JSON values as `str()` and non-string keys as
-  strings; every backend, memory included, hands back what that JSON reads as.
+Rows (dead letters, ledger entries) are stored as `row_json`: JSON whose strings (keys too) went
+through `escape` (a JSON reader would merge two escaped halves of a pair; these stay apart), with
+non-JSON values as their `str()` and non-string keys as strings; `read_row` reverses it.  Every
+backend, memory included, hands back what `read_row(row_json(row))` gives: the row itself for any
+row parsed from JSON.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 MARK = "\x01"
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_ESCAPED = re.compile("[\\\\\x00\x01\ud800-\udfff]")  # backslash, NUL, the marker, surrogates
+_CODE = re.compile(r"\\u([0-9a-f]{4})")
 
 
-def to_bytes(value: Any) -> Any:
-    """A string as UTF-8 bytes that keep lone surrogates; other values unchanged."""
-    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-
-
-def from_bytes(value: bytes | str) -> str:
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
-
-
-def to_sql(value: str) -> str:
-    """A string SQLite stores and hands back unchanged (no NUL, no surrogate)."""
+def escape(value: str) -> str:
+    """A string without NUL or surrogates that `unescape` maps back to `value`: each of those
+    characters (and backslash and the marker) becomes `\\uXXXX`, one code point at a time, so two
+    lone halves of a pair stay two characters."""
     if value.startswith(MARK) or _UNSAFE.search(value):
-        return MARK + json.dumps(value)[1:-1]
+        return MARK + _ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
     return value
 
 
-def from_sql(value: str) -> str:
-    return json.loads(f'"{value[1:]}"') if value.startswith(MARK) else value
+def unescape(value: str) -> str:
+    if not value.startswith(MARK):
+        return value
+    return _CODE.sub(lambda m: chr(int(m.group(1), 16)), value[1:])
 
 
-def row_json(row: Any, *, ascii: bool = False) -> str:
-    """JSON text for a row of any shape: non-JSON values become `str()`, keys strings."""
-    try:
-        return json.dumps(row, default=str, ensure_ascii=ascii)
-    except (TypeError, ValueError):  # non-string keys json cannot take, or a cycle
-        return json.dumps(_plain(row, 0), default=str, ensure_ascii=ascii)
+def row_json(row: Any) -> str:
+    """JSON text for a row of any shape, valid UTF-8: every string (keys too) through `escape`,
+    non-JSON values as their `str()`, non-string keys as strings.  `read_row` reverses it."""
+    return json.dumps(_walk(row, escape, 0), ensure_ascii=False)
 
 
-def _plain(value: Any, depth: int) -> Any:
-    if depth > 100:
-        return str(value)
+def read_row(text: str | bytes) -> Any:
+    return _walk(json.loads(text), unescape, 0)
+
+
+def _walk(value: Any, fix: Callable[[str], str], depth: int) -> Any:
+    if isinstance(value, str):
+        return fix(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth > 100:  # a cycle, or deeper than any provider row
+        return fix(str(value))
     if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else str(k): _plain(v, depth + 1) for k, v in value.items()}
+        return {fix(k if isinstance(k, str) else str(k)): _walk(v, fix, depth + 1)
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v, depth + 1) for v in value]
-    return value
+        return [_walk(v, fix, depth + 1) for v in value]
+    return fix(str(value))

@@ -21,6 +21,7 @@ from keyrouter.store.base import (
     SurveyResults,
     ledger_key,
 )
+from keyrouter.store.codec import read_row, row_json
 from keyrouter.store.keys import check_namespace, check_policy
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -207,7 +208,8 @@ class MemoryStore(Store):
             return False
         attempts = self._s.retry.pop(id, (0, 0.0))[0] + 1
         self._s.dead.pop(id, None)  # a re-dead letter moves to the end, like a fresh one
-        self._s.dead[id] = DeadLetter(id, error, attempts, now, rule, dict(row))
+        # the row as every backend reads it back: through JSON (codec.row_json)
+        self._s.dead[id] = DeadLetter(id, error, attempts, now, rule, read_row(row_json(dict(row))))
         self._s.stats["dead"] += 1
         self._s.stats["failed"] += 1
         self._s.leases.pop(id, None)

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
-from keyrouter.store.codec import from_bytes, row_json, to_bytes
+from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -444,22 +444,31 @@ return out
 """
 
 
-_s = from_bytes
+def _s(value: bytes | str) -> str:
+    """A string the store wrote through `escape` (codec.py), as it was given."""
+    return unescape(value.decode() if isinstance(value, bytes) else value)
 
 
 def _json(reply: bytes | str) -> Any:
-    return json.loads(from_bytes(reply))
+    """A script's JSON list answer, its strings unescaped."""
+    return [unescape(x) if isinstance(x, str) else x for x in json.loads(reply)]
+
+
+def _body(value: bytes | str) -> Any:
+    """A stored JSON body, written by row_json."""
+    return read_row(value)
 
 
 class _Script:
-    """A registered script whose string keys and arguments go out as UTF-8 with surrogatepass, so
-    any id (NUL, lone surrogates) reaches Redis intact; see codec.py."""
+    """A registered script whose string arguments go out through `escape` (codec.py), so any id,
+    NUL and lone surrogates included, reaches Redis and Lua as valid UTF-8 and comes back exactly.
+    Key names are built from escaped parts by the caller."""
 
     def __init__(self, client: Any, source: str) -> None:
         self._script = client.register_script(source)
 
-    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        return await self._script(keys=[to_bytes(k) for k in keys], args=[to_bytes(a) for a in args])
+    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+        return await self._script(keys=keys, args=[escape(a) if isinstance(a, str) else a for a in args])
 
 
 def _ms(seconds: float) -> int:
@@ -598,7 +607,7 @@ class RedisStore(Store):
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         k = self.keys
-        keys = [k.retry, k.stats, k.claim(id), k.holders]
+        keys = [k.retry, k.stats, k.claim(escape(id)), k.holders]
         return int(await self._fail(keys=keys, args=[owner, id, repr(retry_at)]))
 
     async def dead_letter(
@@ -607,7 +616,7 @@ class RedisStore(Store):
         k = self.keys
         record = {"error": error, "failed_at": now, "rule": rule, "row": dict(row)}
         body = row_json(record)
-        keys = [k.retry, k.stats, k.dead, k.claim(id), k.dead_by_time, k.holders, k.published,
+        keys = [k.retry, k.stats, k.dead, k.claim(escape(id)), k.dead_by_time, k.holders, k.published,
                 k.published_order]
         return int(await self._dead(keys=keys, args=[owner, id, body, repr(now)])) != -1
 
@@ -622,7 +631,7 @@ class RedisStore(Store):
 
     async def drop_dead(self, id: str) -> bool:
         k = self.keys
-        keys = [k.dead, k.done_target(self.horizon, self._clock()), k.retry, k.progress(id),
+        keys = [k.dead, k.done_target(self.horizon, self._clock()), k.retry, k.progress(escape(id)),
                 k.dead_by_time]
         return bool(await self._drop_dead(keys=keys, args=[id, self._ttl]))
 
@@ -670,13 +679,13 @@ class RedisStore(Store):
     async def latest_optout(self, number: str) -> OptOut | None:
         k = self.keys
         body = await self._latest(keys=[k.optouts, k.optouts_latest], args=[number])
-        return None if body is None else OptOut(**_json(body))
+        return None if body is None else OptOut(**_body(body))
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         k = self.keys
         low = "-inf" if since is None else repr(since)
         bodies = await self._optouts(keys=[k.optouts, k.optouts_by_time], args=[low])
-        return [OptOut(**_json(body)) for body in bodies]
+        return [OptOut(**_body(body)) for body in bodies]
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         k = self.keys
@@ -686,8 +695,8 @@ class RedisStore(Store):
 
     async def pending_optouts(self) -> list[OptOut]:
         found = await self.client.hgetall(self.keys.optouts_pending)
-        entries = [(_s(m), OptOut(**_json(b))) for m, b in found.items()]
-        return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, me[0].encode()))]
+        entries = [(_s(m), OptOut(**_body(b))) for m, b in found.items()]
+        return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, escape(me[0]).encode()))]
 
     # -- paginated reads (the dashboard) --------------------------------------------------------
 
@@ -714,7 +723,7 @@ class RedisStore(Store):
             keys=[k.optouts, k.optouts_by_time],
             args=[start, exclusive, cscore, cmember, low, action or "", limit],
         )
-        return [OptOut(**_json(body)) for body in bodies if body is not None]
+        return [OptOut(**_body(body)) for body in bodies if body is not None]
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
         if limit <= 0:
@@ -724,7 +733,7 @@ class RedisStore(Store):
         return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
-        body = await self.client.hget(self.keys.dead, to_bytes(id))
+        body = await self.client.hget(self.keys.dead, escape(id))
         return None if body is None else _dead(id, body)
 
     async def dead_letter_count(self) -> int:
@@ -743,10 +752,10 @@ class RedisStore(Store):
     ) -> bool:
         check_policy(policy)
         args = [voter, choice, policy, repr(now), int(valid), vote_id, self._vote_ids_ttl]
-        return bool(await self._vote(keys=self.keys.survey(survey), args=args))
+        return bool(await self._vote(keys=self.keys.survey(escape(survey)), args=args))
 
     async def survey_results(self, survey: str) -> SurveyResults:
-        voters, last, rejected, *pairs = await self._results(keys=self.keys.survey(survey)[:3])
+        voters, last, rejected, *pairs = await self._results(keys=self.keys.survey(escape(survey))[:3])
         votes = {_s(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
         return SurveyResults(survey, votes, int(voters), float(last) if last else None, int(rejected))
 
@@ -756,5 +765,5 @@ class RedisStore(Store):
 
 
 def _dead(id: str, body: bytes | str) -> DeadLetter:
-    d = _json(body)
+    d = _body(body)
     return DeadLetter(id, d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"])

@@ -4,6 +4,8 @@ WAL lets readers run beside a writer; every write is a `BEGIN IMMEDIATE` transac
 the database's write lock up front, so two processes' claims serialize instead of interleaving.
 Id lists travel as one JSON parameter (`json_each`), so a batch is one statement, not one per id.
 Blocking calls run in a thread; one connection per store, serialized by a lock.
+Strings are stored through `codec.escape` (unchanged unless they hold NUL or a lone surrogate)
+and every row read is decoded by the connection's row factory, so any id or text round-trips.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from keyrouter.store.base import (
     Store,
     SurveyResults,
 )
+from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.keys import check_namespace, check_policy
 
 T = TypeVar("T")
@@ -156,6 +159,16 @@ FROM optouts_latest l JOIN optouts o
 WHERE l.ns = :ns AND l.number = :number"""
 
 
+def _ids(ids: Iterable[str]) -> str:
+    """An id list as one JSON parameter for json_each, each id through `escape` first: SQLite's
+    JSON functions would cut a string at NUL and mangle a lone surrogate."""
+    return json.dumps([escape(id) for id in ids])
+
+
+def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(unescape(v) if type(v) is str else v for v in row)
+
+
 class SqliteStore(Store):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
@@ -178,6 +191,7 @@ class SqliteStore(Store):
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+        self._db.row_factory = _decoded
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._tx(lambda db: [db.execute(sql) for sql in SCHEMA.split(";") if sql.strip()])
@@ -211,7 +225,10 @@ class SqliteStore(Store):
         return await asyncio.to_thread(run)
 
     def _p(self, **params: Any) -> dict[str, Any]:
-        return {"ns": self.namespace, "t": self._clock(), **params}
+        """Statement parameters; strings go in through `escape` (codec.py), so NUL and lone
+        surrogates are stored exactly, and every row read comes back through `unescape`."""
+        encoded = {k: escape(v) if isinstance(v, str) else v for k, v in params.items()}
+        return {"ns": self.namespace, "t": self._clock(), **encoded}
 
     def _bump(self, db: sqlite3.Connection, name: str, by: int = 1) -> None:
         if by:
@@ -229,7 +246,7 @@ class SqliteStore(Store):
         if not ids:
             return 0
         window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
-        p = self._p(ids=json.dumps(list(ids)), kind=kind)
+        p = self._p(ids=_ids(ids), kind=kind)
         p["exp"] = None if window is None or forever else p["t"] + window
         db.execute(f"DELETE FROM dead WHERE {_IN}", p)
         db.execute(f"DELETE FROM finished WHERE {_IN} AND expires_at <= :t", p)
@@ -241,25 +258,25 @@ class SqliteStore(Store):
         return cur.rowcount
 
     def _taken(self, db: sqlite3.Connection, ids: Sequence[str], owner: str) -> set[str]:
-        p = self._p(ids=json.dumps(list(ids)), owner=owner)
+        p = self._p(ids=_ids(ids), owner=owner)
         return {r[0] for r in db.execute(_TAKEN, p)}
 
     # -- contract -------------------------------------------------------------------------------
 
     async def unfinished(self, ids: Sequence[str]) -> list[str]:
-        rows = await self._read(_UNFINISHED, self._p(ids=json.dumps(list(ids))))
+        rows = await self._read(_UNFINISHED, self._p(ids=_ids(ids)))
         return [r[0] for r in rows]
 
     async def claim(
         self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
     ) -> list[Claimed]:
         def run(db: sqlite3.Connection) -> list[Claimed]:
-            unique = json.dumps(list(dict.fromkeys(ids)))
+            unique = _ids(dict.fromkeys(ids))
             p = self._p(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
             found = {id: (n, over) for id, n, over in db.execute(_CLAIMABLE, p)}
             if not found:
                 return []
-            p.update(ids=json.dumps(list(found)), until=p["t"] + lease)
+            p.update(ids=_ids(found), until=p["t"] + lease)
             db.execute(_LEASE, p)
             done: dict[str, set[str]] = {}
             for id, entry in db.execute(f"SELECT id, entry FROM progress WHERE {_IN}", p):
@@ -275,7 +292,7 @@ class SqliteStore(Store):
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
-            p = self._p(ids=json.dumps(list(ids)), owner=owner)
+            p = self._p(ids=_ids(ids), owner=owner)
             p["until"] = p["t"] + lease
             rows = db.execute(
                 f"UPDATE work SET lease_until = :until WHERE {_IN} AND owner = :owner"
@@ -289,7 +306,7 @@ class SqliteStore(Store):
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
-            p = self._p(ids=json.dumps([id for id, _ in entries]), owner=owner)
+            p = self._p(ids=_ids([id for id, _ in entries]), owner=owner)
             held = {
                 r[0]
                 for r in db.execute(
@@ -298,7 +315,7 @@ class SqliteStore(Store):
             }
             db.executemany(
                 "INSERT OR IGNORE INTO progress VALUES (?, ?, ?)",
-                [(self.namespace, id, entry) for id, entry in entries if id in held],
+                [(self.namespace, escape(id), escape(entry)) for id, entry in entries if id in held],
             )
             return [id for id in dict.fromkeys(id for id, _ in entries) if id not in held]
 
@@ -321,7 +338,7 @@ class SqliteStore(Store):
                 marked = self._mark(db, [id for id in free if id not in keep], kind)
                 marked += self._mark(db, [id for id in free if id in keep], kind, forever=True)
                 self._bump(db, kind, marked)
-            p = self._p(ids=json.dumps([id for id in (*ids, *skipped) if id not in taken]))
+            p = self._p(ids=_ids([id for id in (*ids, *skipped) if id not in taken]))
             for table in ("work", "progress", "published"):
                 db.execute(f"DELETE FROM {table} WHERE {_IN}", p)
             return [id for id in dict.fromkeys((*ids, *skipped)) if id in taken]
@@ -352,7 +369,7 @@ class SqliteStore(Store):
         def run(db: sqlite3.Connection) -> bool:
             if self._taken(db, [id], owner):
                 return False
-            p = self._p(id=id, error=error, rule=rule, row=json.dumps(dict(row)), now=now)
+            p = self._p(id=id, error=error, rule=rule, row=row_json(dict(row)), now=now)
             got = db.execute("SELECT attempts FROM work WHERE ns = :ns AND id = :id", p).fetchone()
             p["attempts"] = (got[0] if got else 0) + 1
             db.execute(
@@ -373,7 +390,7 @@ class SqliteStore(Store):
             " ORDER BY failed_at, id",
             self._p(),
         )
-        return [DeadLetter(i, e, a, f, r, json.loads(row)) for i, e, a, f, r, row in rows]
+        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 
     async def retry_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
@@ -405,7 +422,7 @@ class SqliteStore(Store):
         def run(db: sqlite3.Connection) -> None:
             db.execute(
                 f"UPDATE work SET owner = NULL, lease_until = NULL WHERE {_IN} AND owner = :owner",
-                self._p(ids=json.dumps(list(ids)), owner=owner),
+                self._p(ids=_ids(ids), owner=owner),
             )
 
         if ids:
@@ -441,7 +458,8 @@ class SqliteStore(Store):
                 return -1
             if not rows:
                 return 0
-            return db.execute(_PUBLISH, self._p(rows=json.dumps(list(rows)))).rowcount
+            pairs = json.dumps([[escape(id), escape(row)] for id, row in rows])
+            return db.execute(_PUBLISH, self._p(rows=pairs)).rowcount
 
         return await self._write(run)
 
@@ -467,7 +485,7 @@ class SqliteStore(Store):
     async def unpublish(self, ids: Sequence[str]) -> None:
         if ids:
             await self._write(lambda db: db.execute(
-                f"DELETE FROM published WHERE {_IN}", self._p(ids=json.dumps(list(ids)))
+                f"DELETE FROM published WHERE {_IN}", self._p(ids=_ids(ids))
             ))
 
     async def record_optout(self, entry: OptOut) -> None:
@@ -552,14 +570,14 @@ class SqliteStore(Store):
             " ORDER BY failed_at DESC, id DESC LIMIT :limit OFFSET :offset",
             self._p(limit=max(0, limit), offset=max(0, offset)),
         )
-        return [DeadLetter(i, e, a, f, r, json.loads(row)) for i, e, a, f, r, row in rows]
+        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
         rows = await self._read(
             "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
             self._p(id=id),
         )
-        return DeadLetter(*rows[0][:5], json.loads(rows[0][5])) if rows else None
+        return DeadLetter(*rows[0][:5], read_row(rows[0][5])) if rows else None
 
     async def dead_letter_count(self) -> int:
         rows = await self._read("SELECT count(*) FROM dead WHERE ns = :ns", self._p())
@@ -598,7 +616,7 @@ class SqliteStore(Store):
     async def survey_results(self, survey: str) -> SurveyResults:
         row = await self._read(_RESULTS, self._p(survey=survey))  # one statement: one snapshot
         last, rejected, votes = row[0]
-        counts: dict[str, int] = json.loads(votes)
+        counts: dict[str, int] = {unescape(k): n for k, n in json.loads(votes).items()}
         return SurveyResults(survey, counts, sum(counts.values()), last, rejected or 0)
 
     async def close(self) -> None:

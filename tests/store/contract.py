@@ -580,6 +580,47 @@ class StoreContract(LedgerContract):
         ]
         assert [d.id for d in await store.dead_letters()] == [odd[1]]
 
+    async def test_poison_strings_round_trip_everywhere(self, make_store: MakeStore) -> None:
+        """Whatever string the provider sends (NUL, lone surrogates: half an emoji split across
+        SMS segments, the codec's own marker) is stored and read back exactly."""
+        store = make_store()
+        ids = POISON
+        now = time.time()
+        assert await store.unfinished(ids) == ids
+        got = await store.claim(ids, "A\x00\ud83d", LEASE, now)
+        assert ids_of(got) == ids
+        assert await store.renew(ids, "A\x00\ud83d", LEASE) == ids
+        entries = [(id, f"{id}:entry\ud800") for id in ids]
+        assert await store.record_success(entries, "A\x00\ud83d") == []
+        got = await store.claim(ids, "A\x00\ud83d", LEASE, now)
+        assert [(c.id, c.succeeded) for c in got] == [(id, frozenset({e})) for id, e in entries]
+        token = await store.acquire_fetch("L\x00\udfff", LEASE, now)
+        assert token is not None
+        assert await store.publish([(id, f'{{"id": "{id}"}}') for id in ids], token) == len(ids)
+        assert (await store.published(0))[1] == [(id, f'{{"id": "{id}"}}') for id in ids]
+        first, second, *rest = ids
+        assert await store.fail(first, "A\x00\ud83d", "error \x00 \ud83d", retry_at=now) == 1
+        assert await store.dead_letter(
+            second, "A\x00\ud83d", "why \x00\udc00", rule="r\x00", row=POISON_ROW, now=now
+        )
+        assert await store.finish(rest, "A\x00\ud83d") == []
+        assert await store.unfinished(ids) == [first]
+        assert [id for id, _ in (await store.published(0))[1]] == [first]
+        (d,) = await store.dead_letters()
+        assert (d.id, d.error, d.rule, d.attempts) == (second, "why \x00\udc00", "r\x00", 1)
+        assert dict(d.row) == POISON_ROW_READ
+        assert await store.retry_dead(second) is True
+        assert await store.unfinished(ids) == [first, second]
+
+    async def test_poison_strings_in_the_ledger_and_votes(self, store: Store) -> None:
+        for i, odd in enumerate(POISON):
+            entry = optout(odd, 1000.0 + i, keyword=odd or None, number=f"+90555{i}")
+            await store.record_optout(entry)
+            assert await store.latest_optout(f"+90555{i}") == entry
+            assert await store.vote(odd, odd, odd, policy="last", now=1.0, vote_id=odd) is True
+            assert await store.survey_results(odd) == SurveyResults(odd, {odd: 1}, 1, 1.0, 0)
+        assert [e.message_id for e in await store.optouts()] == POISON
+
     # -- horizon --------------------------------------------------------------------------------
 
     async def test_done_markers_expire_after_the_horizon(self, make_store: MakeStore) -> None:
@@ -918,6 +959,28 @@ class StoreContract(LedgerContract):
                 assert (wins >= 1) if last else (wins == 1), (policy, k, wins)
 
 CHOICES = ("a", "b", "c")
+
+#: Strings that broke a backend once: NUL (SQLite's JSON functions cut at it), lone surrogates
+#: (UTF-8 codecs refuse them), the SQLite codec's marker, and their mixes.
+POISON = [
+    "nul\x00id", "\x00", "lone \ud83d", "\udc00tail", "\ud83d\ude00 pair of halves",
+    "\x01marked", "\x01", "mixed \x00 \ud83d 📩 İ", "plain-7", "",
+]
+
+
+class _Odd:
+    def __str__(self) -> str:
+        return "odd \x00 \ud83d"
+
+
+#: A dead-lettered row with poison in keys and values and every JSON type, plus a non-JSON value;
+#: every backend reads back POISON_ROW_READ (non-JSON values as str(), tuples as lists).
+POISON_ROW: dict[str, Any] = {
+    "id": "nul\x00id", "sender": "\ud83d", "text": "\x00\udc00", "k\x00\ud800": "v",
+    "n": 5, "big": 10**30, "f": 1.5, "b": True, "none": None, "list": ["\x00", 1, None],
+    "nested": {"\ud83d": {"deep": ["\udfff"]}}, "tuple": ("a", 2), "odd": _Odd(),
+}
+POISON_ROW_READ = {**POISON_ROW, "tuple": ["a", 2], "odd": "odd \x00 \ud83d"}
 
 # -- votes from two OS processes ----------------------------------------------------------------
 # The backends whose state is shared between processes (SQLite file, real Redis) call
