@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -14,9 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from keyrouter import doctor
 from keyrouter.check import check_examples
+from keyrouter.logs import LogConfigError, setup_logging
 from keyrouter.router import Route, Router
 from keyrouter.rules import HandlerEntry, RulesError, load_rules
+from keyrouter.service import add_run_flags
 from keyrouter.settings import Settings
 from keyrouter.yamlpos import DEFAULT_MAX_BYTES
 
@@ -120,7 +121,7 @@ def _bad_config(message: str) -> int:
 
 def _with_runtime(settings: Settings, router: Router | None,
                   body: Callable[[Any, asyncio.Event], Awaitable[int]], *, client: Any = None,
-                  signals: bool = False) -> int:
+                  signals: bool = False, events: Any = None) -> int:
     """Open the runtime, run `body(runtime, stopping)`, close everything; config errors -> 2."""
     from keyrouter import shutdown
     from keyrouter.runtime import open_runtime
@@ -129,7 +130,9 @@ def _with_runtime(settings: Settings, router: Router | None,
         stopping = asyncio.Event()
         if signals:
             shutdown.install(stopping)
-        async with open_runtime(settings, router=router, stopping=stopping, client=client) as runtime:
+        extra = {"events": events} if events is not None else {}
+        async with open_runtime(settings, router=router, stopping=stopping, client=client,
+                                **extra) as runtime:
             return await body(runtime, stopping)
 
     try:
@@ -139,7 +142,7 @@ def _with_runtime(settings: Settings, router: Router | None,
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from keyrouter import worker
+    from keyrouter import service, worker
 
     if settings.api_key is None or settings.api_hash is None:
         return _bad_config("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
@@ -148,10 +151,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if router is None:
         return EXIT_BAD_INPUT
 
-    async def body(runtime: Any, stopping: asyncio.Event) -> int:
-        return await worker.run(runtime, stopping, once=args.once, interval=args.interval)
+    try:
+        metrics, listener = service.make_metrics(args, settings, args.interval)
+    except ValueError as exc:
+        return _bad_config(str(exc))
 
-    return _with_runtime(settings, router, body, signals=True)
+    async def body(runtime: Any, stopping: asyncio.Event) -> int:
+        async with service.operating(runtime, stopping, metrics=metrics, listener=listener,
+                                     watch=args.watch, interval=args.interval):
+            return await worker.run(runtime, stopping, once=args.once, interval=args.interval)
+
+    return _with_runtime(settings, router, body, signals=True, events=metrics)
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -295,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     store_flag(p)
     p.add_argument("--once", action="store_true", help="one poll, then exit (for cron and tests)")
     p.add_argument("--interval", type=float, default=15.0, help="seconds between polls (default 15)")
+    add_run_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("replay", help="run a saved get-inbox answer or JSON-lines file through the pipeline")
@@ -322,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger_cli.add_parser(sub)  # optouts export|stats|overdue
 
+    doctor.add_parser(sub)
+
     p = sub.add_parser("survey", help="survey results")
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("results")
@@ -339,10 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("KEYROUTER_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpcore"):  # they log whole URLs: webhook tokens and credentials
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        setup_logging()
+    except LogConfigError as exc:
+        return _bad_config(str(exc))
     try:
         settings = Settings.from_env(rules=getattr(args, "rules", None), store=getattr(args, "store", None))
         settings.horizon_delta()

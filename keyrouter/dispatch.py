@@ -31,6 +31,7 @@ from typing import Any
 
 from keyrouter.client import PermanentApiError
 from keyrouter.context import Context, idempotency_key
+from keyrouter.events import NO_EVENTS, Events
 from keyrouter.handlers import registry
 from keyrouter.message import Message, mask_number
 from keyrouter.retries import PermanentError, RetryPolicy
@@ -106,6 +107,7 @@ class Dispatcher:
     threads: int = 16
     clock: Callable[[], float] = time.time
     stopping: asyncio.Event | None = None
+    events: Events = NO_EVENTS
     owner: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def __post_init__(self) -> None:
@@ -115,11 +117,32 @@ class Dispatcher:
         self._running: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._loggers: dict[str, logging.Logger] = {}
-        for rule in self.router.rules.rules:  # fail at start-up, not at the first message
+        self.inflight = 0  # handler entries running now (metrics)
+        self._waiting: dict[str, float] = {}  # unfinished ids offered -> received at (inbox lag)
+        self._rule_of: dict[str, str] = {}  # claimed ids -> the rule they were routed to
+        self._resolve_all(self.router)  # fail at start-up, not at the first message
+
+    def _resolve_all(self, router: Router) -> None:
+        for rule in router.rules.rules:
             for entry in rule.handlers:
                 self._resolve(entry.name)
-        for entry in self.router.rules.default:
+        for entry in router.rules.default:
             self._resolve(entry.name)
+
+    def use_router(self, router: Router) -> None:
+        """Hot reload: messages routed from now on use `router`; routed ones finish under theirs.
+        Its handlers are resolved first, so a reload naming one that does not import fails here."""
+        self._resolve_all(router)
+        self.router = router
+
+    def queued(self) -> dict[str, int]:
+        """Messages offered and unfinished that are not running a handler now (metrics)."""
+        return {"high": 0, "normal": max(0, len(self._waiting) - self.inflight)}
+
+    def oldest_waiting_age(self, now: float) -> float | None:
+        """Seconds since the oldest unfinished message offered to this dispatcher arrived."""
+        oldest = min(self._waiting.values(), default=None)
+        return None if oldest is None else max(0.0, now - oldest)
 
     def _resolve(self, name: str) -> tuple[Callable[..., Any], bool]:
         found = self._handlers.get(name)
@@ -154,6 +177,10 @@ class Dispatcher:
         if not by_id:
             return report
         pending = [by_id[i] for i in await self.store.unfinished(list(by_id))]
+        for i in by_id.keys() - {m.id for m in pending}:
+            self._waiting.pop(i, None)
+        for m in pending:
+            self._waiting.setdefault(m.id, m.received_at.timestamp())
         pending.sort(key=lambda m: (m.received_at, m.id))
         waiting: set[str] = set()  # senders whose earlier message is not finished
         for wave in _waves(pending):
@@ -178,6 +205,9 @@ class Dispatcher:
         try:
             claims = await self.store.claim(wanted, self.owner, self.lease, self.clock())
             claimed_ids = {c.id: c for c in claims}
+            taken = sum(1 for c in claims if getattr(c, "taken_over", False))
+            if taken:
+                self.events.lease_taken_over(taken)
             left = [m for m in wave if m.id not in claimed_ids]
             report.deferred += len(left)
             return left + await self._run_claimed(wave, claimed_ids, report)
@@ -202,10 +232,11 @@ class Dispatcher:
             # hand) of a message that was young enough is never skipped half-done
             first_time = claim.attempts == 0 and not claim.succeeded
             too_old = rule is not None and rule.max_age is not None and now - m.received_at > rule.max_age
+            rule_name = rule.name if rule else DEFAULT_RULE
+            self._rule_of[m.id] = rule_name
             if first_time and too_old:
                 skipped.append(m.id)
                 continue
-            rule_name = rule.name if rule else DEFAULT_RULE
             remaining = [(i, e) for i, e in enumerate(route.handlers)
                          if entry_key(rule_name, i, e) not in claim.succeeded]
             if remaining:
@@ -295,6 +326,13 @@ class Dispatcher:
                            "done; its last handler entry may run again", lost)
         report.done += len(finished) - len(taken or ())
         report.skipped += len(skipped)
+        lost = set(taken or ())
+        for outcome, ids in (("done", finished), ("skipped", skipped)):
+            for i in ids:
+                self._waiting.pop(i, None)
+                rule = self._rule_of.pop(i, DEFAULT_RULE)
+                if i not in lost:
+                    self.events.message_finished(rule, outcome)
 
     def _rule_name(self, job: _Job) -> str:
         return job.route.rule.name if job.route.rule else DEFAULT_RULE
@@ -343,16 +381,22 @@ class Dispatcher:
         index, entry = job.remaining[0]
         rule_name = self._rule_name(job)
         func, is_async = self._resolve(entry.name)
+        attempt = job.claimed.attempts + 1
+        fields = {"message_id": job.message.id, "rule": rule_name, "handler": entry.name,
+                  "attempt": attempt}
         context = Context(
             params=entry.params,
             idempotency_key=idempotency_key(self.namespace, job.message.id, rule_name, index, entry.name),
-            logger=self._logger(entry.name),
+            logger=logging.LoggerAdapter(self._logger(entry.name), fields),
             rule=rule_name,
-            attempt=job.claimed.attempts + 1,
+            attempt=attempt,
             client=self.client,
             store=self.store,
             settings=self.settings,
+            events=self.events,
         )
+        self.inflight += 1
+        started = time.monotonic()
         try:
             if is_async:
                 async with asyncio.timeout(entry.timeout or self.handler_timeout):
@@ -361,6 +405,10 @@ class Dispatcher:
                 await self._run_in_thread(func, job, context, entry.name)
         except Exception as exc:
             job.error = exc
+        finally:
+            self.inflight -= 1
+        if job.started:
+            self.events.handler_finished(entry.name, time.monotonic() - started, job.error is None)
 
     def _call_unless_stopped(self, func: Callable[..., Any], *args: Any) -> Any:
         """Runs in the pool thread: a call still queued when a stop arrives never starts."""
@@ -416,17 +464,25 @@ class Dispatcher:
                                             row=dict(job.message.row), now=self.clock()) is False:
                 logger.warning("%s: another worker holds it now; leaving it to them", where)
                 return
-            logger.error("dead letter: %s (%s): %s", where, why, error)
+            logger.error("dead letter: %s (%s): %s", where, why, error, extra=self._fields(job))
             report.dead += 1
+            self._waiting.pop(job.message.id, None)
+            self.events.message_finished(self._rule_of.pop(job.message.id, DEFAULT_RULE), "dead")
             return
         asked = float(getattr(exc, "retry_after", None) or 0)  # RetryLater, e.g. a webhook's Retry-After
         delay = max(self.policy.delay(failures), min(asked, self.policy.max_delay))
         logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
-                       self.policy.max_attempts, error)
+                       self.policy.max_attempts, error, extra=self._fields(job))
         if await self.store.fail(job.message.id, self.owner, error, self.clock() + delay) == -1:
             logger.warning("%s: another worker holds it now; leaving it to them", where)
             return
         report.retrying += 1
+        self.events.message_finished(self._rule_of.pop(job.message.id, DEFAULT_RULE), "retrying")
+
+    def _fields(self, job: _Job) -> dict[str, Any]:
+        """Structured log fields (JSON logs): never the number or the text."""
+        return {"message_id": job.message.id, "rule": self._rule_name(job),
+                "handler": job.remaining[0][1].name, "attempt": job.claimed.attempts + 1}
 
 
 def _sender_key(message: Message) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 OUTCOMES = ("done", "skipped", "retrying", "dead")
 #: Results of one get-inbox poll: the label values of keyrouter_polls_total.
 POLL_RESULTS = ("ok", "auth", "transient", "store")
+#: Results of a rules reload: the label values of keyrouter_rules_reloads_total.
+RELOAD_RESULTS = ("ok", "rejected")
 
 
 class Events:
@@ -37,6 +39,10 @@ class Events:
 
     def loop_ticked(self, now: float) -> None:
         """The worker's main loop is alive (for /healthz)."""
+
+    def rules_reloaded(self, result: str, version: str | None = None) -> None:
+        """A reload attempt (SIGHUP, --watch): `result` is one of RELOAD_RESULTS; `version` is
+        the hash of the rules now in force."""
 
 
 NO_EVENTS = Events()

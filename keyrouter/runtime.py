@@ -13,6 +13,7 @@ import httpx
 
 from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
+from keyrouter.events import NO_EVENTS, Events
 from keyrouter.iys import close_shared as close_iys_clients
 from keyrouter.router import Router
 from keyrouter.rules import load_rules
@@ -29,6 +30,7 @@ class Runtime:
     dispatcher: Dispatcher
     #: The running `keyrouter.worker.Worker` (`run` only): metrics read `is_fetch_leader`.
     worker: Any = None
+    events: Events = NO_EVENTS
 
 
 def make_client(settings: Settings) -> IletiMerkezi | None:
@@ -46,7 +48,8 @@ def make_client(settings: Settings) -> IletiMerkezi | None:
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, router: Router | None = None,
                        stopping: asyncio.Event | None = None,
-                       client: IletiMerkezi | None = None) -> AsyncIterator[Runtime]:
+                       client: IletiMerkezi | None = None,
+                       events: Events = NO_EVENTS) -> AsyncIterator[Runtime]:
     """Raises RulesError for bad rules and ValueError for a bad store URL or horizon."""
     router = router or Router(load_rules(settings.rules, settings.rules_max_bytes))
     horizon = settings.horizon_delta()
@@ -56,9 +59,10 @@ async def open_runtime(settings: Settings, *, router: Router | None = None,
         router, store, namespace=settings.namespace, client=client, settings=settings,
         policy=settings.retry_policy(), lease=settings.lease, concurrency=settings.concurrency,
         horizon=horizon, stopping=stopping, handler_timeout=settings.handler_timeout,
+        events=events,
     )
     try:
-        yield Runtime(settings, router, store, client, dispatcher)
+        yield Runtime(settings, router, store, client, dispatcher, events=events)
     finally:
         await dispatcher.aclose()
         if client is not None:

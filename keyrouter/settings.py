@@ -52,6 +52,11 @@ class Settings(BaseModel):
     #: KEYROUTER_DASHBOARD_TOKEN: signs people and scripts in to `keyrouter dashboard` and enables
     #: its Retry/Drop buttons; without it the dashboard is read-only and loopback-only.
     dashboard_token: SecretStr | None = None
+    #: KEYROUTER_METRICS_ADDR: HOST:PORT for /metrics, /healthz, /readyz (`run --metrics` wins).
+    metrics_addr: str | None = None
+    #: KEYROUTER_LOG_LEVEL / KEYROUTER_LOG_FORMAT: read and checked by keyrouter.logs at start-up.
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     #: KEYROUTER_RULES_MAX_BYTES: what the rules files may hold in all; bounds the time and memory
     #: reading them takes (a 50 MB file took 42 s and 1 GB).
@@ -102,4 +107,7 @@ _ENV = {
     "max_abandoned": "KEYROUTER_MAX_ABANDONED",
     "dashboard_token": "KEYROUTER_DASHBOARD_TOKEN",
     "rules_max_bytes": "KEYROUTER_RULES_MAX_BYTES",
+    "metrics_addr": "KEYROUTER_METRICS_ADDR",
+    "log_level": "KEYROUTER_LOG_LEVEL",
+    "log_format": "KEYROUTER_LOG_FORMAT",
 }

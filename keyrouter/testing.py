@@ -46,7 +46,10 @@ __all__ = [
     "process",
 ]
 
-ENDPOINTS = ("get-inbox", "add-blacklist", "delete-blacklist", "get-blacklist", "send-sms")
+ENDPOINTS = ("get-inbox", "add-blacklist", "delete-blacklist", "get-blacklist", "send-sms",
+             "get-balance", "get-sender")
+#: How get-inbox treats `page`/`rowCount` (undocumented): ignore them, honour them, or answer 400.
+PAGING = ("ignored", "honoured", "refused")
 
 #: Only 200, 401 and 474 are quoted from the provider; the other texts are stand-ins.
 MESSAGES = {
@@ -142,6 +145,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.server.fake._serve(self)
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, off by the fake's `date_skew` seconds (for clock checks)."""
+        when = time.time() if timestamp is None else timestamp
+        return super().date_time_string(when + self.server.fake.date_skew)
+
     do_GET = do_PUT = do_DELETE = do_POST
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -181,6 +189,12 @@ class FakeIletiMerkezi:
         #: The provider sends status codes as numbers or strings; True sends strings.
         self.code_as_string = code_as_string
         self.duplicate_window = 600.0
+        #: get-balance's answer (amount in TL, SMS credits), as strings like the provider's.
+        self.balance = {"amount": "100.50", "sms": "1000"}
+        #: Seconds added to the `Date` header of every answer (a provider clock ahead of ours).
+        self.date_skew = 0.0
+        #: One of PAGING: what get-inbox does with `page` and `rowCount`.
+        self.inbox_paging = "ignored"
         self.clock = clock
         #: TCP connections accepted so far (connection reuse shows as fewer than requests).
         self.connections = 0
@@ -361,6 +375,13 @@ class FakeIletiMerkezi:
         with self.lock:
             rows = copy.deepcopy(self.inbox)
             total = self.total_rows
+        if ("page" in request or "rowCount" in request) and self.inbox_paging != "ignored":
+            if self.inbox_paging == "refused":
+                return 400, {}
+            page = max(1, _int(request.get("page"), 1))
+            size = max(1, _int(request.get("rowCount"), 1000))
+            total = len(rows) if total is None else total
+            rows = rows[(page - 1) * size : page * size]
         return 200, {"orders": inbox_response(rows, total)["response"]["orders"]}
 
     def _add_blacklist(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -391,6 +412,13 @@ class FakeIletiMerkezi:
             numbers = sorted(self.blacklist)
         chunk = numbers[(page - 1) * size : page * size]
         return 200, {"blacklist": {"count": len(numbers), "number": chunk}}
+
+    def _get_balance(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, {"balance": dict(self.balance)}
+
+    def _get_sender(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The approved sender names (none when `approved_senders` is None: any is accepted)."""
+        return 200, {"senders": {"sender": sorted(self.approved_senders or ())}}
 
     def _send_sms(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         order = request.get("order")

@@ -166,7 +166,14 @@ class Worker:
             except Exception as exc:  # the store failed: back off, never die
                 self.events.poll_finished("store")
                 wait = self._store_failed(exc, store_backoff)
-            await sleep_unless_stopped(self.stopping, wait)
+            await self._sleep_ticking(wait)
+
+    async def _sleep_ticking(self, seconds: float) -> None:
+        """Sleep, ticking once per interval: a long backoff is alive (/healthz), not stuck."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            await sleep_unless_stopped(self.stopping, min(left, self.interval))
+            self.events.loop_ticked(self.clock())
 
     async def _feed_loop(self) -> None:
         """Shared rows -> the dispatcher.  Streaming: offer what is new, and everything still

@@ -1,0 +1,129 @@
+"""Hot reload of the rules in a running worker: SIGHUP and --watch, good, broken and failing files."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops_support import HANDLERS, Ops, free_port, scrape, value, wait_until
+
+from keyrouter.testing import FakeIletiMerkezi
+
+pytestmark = pytest.mark.slow
+
+OLD = """\
+version: 1
+rules:
+  - name: hello
+    keywords: [MERHABA]
+    handlers:
+      - ops_handlers:ok: {tag: old}
+    examples:
+      match: [merhaba]
+"""
+NEW = """\
+version: 1
+rules:
+  - name: hello
+    keywords: [MERHABA, SELAM]
+    handlers:
+      - ops_handlers:ok: {tag: new}
+    examples:
+      match: [selam]
+"""
+BROKEN = """\
+version: 1
+rules:
+  - name: hello
+    keywords: [MERHABA]
+    handlers:
+      - ops_handlers:ok: {tag: broken}
+    fuzzy: 9
+"""
+FAILING_EXAMPLES = """\
+version: 1
+rules:
+  - name: hello
+    keywords: [MERHABA]
+    handlers:
+      - ops_handlers:ok: {tag: failing}
+    examples:
+      match: [selam]
+"""
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Iterator[Ops]:
+    (tmp_path / "ops_handlers.py").write_text(HANDLERS, encoding="utf-8")
+    with FakeIletiMerkezi() as fake:
+        o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'state.sqlite3'}")
+        o.rules(OLD)
+        try:
+            yield o
+        finally:
+            o.close()
+
+
+def send(ops: Ops, text: str) -> str:
+    return ops.fake.add_message(text)["id"]
+
+
+def tag_of(ops: Ops, message_id: str, proc: object) -> str:
+    found = wait_until(lambda: [t for i, t in ops.called() if i == message_id], 20,
+                       f"message {message_id} handled", proc.proc, proc.err)  # type: ignore[attr-defined]
+    return found[0]
+
+
+def test_sighup_reloads_good_rules_and_keeps_old_ones_when_broken(ops: Ops) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    worker = ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{port}")
+    assert tag_of(ops, send(ops, "MERHABA"), worker) == "old"
+    first_version = next(dict(k[1])["version"] for k in scrape(base) if k[0] == "keyrouter_rules_info")
+
+    # a good file: the next message is routed with it
+    ops.rules(NEW)
+    worker.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: value(scrape(base), "keyrouter_rules_reloads_total", result="ok") == 1, 20,
+               "the reload", worker.proc, worker.err)
+    assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
+    s = scrape(base)
+    versions = [dict(k[1])["version"] for k in s if k[0] == "keyrouter_rules_info"]
+    assert len(versions) == 1 and versions[0] != first_version
+
+    # a broken file: the old (new) rules stay, the problem is logged as file:line
+    ops.rules(BROKEN)
+    worker.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: value(scrape(base), "keyrouter_rules_reloads_total", result="rejected") == 1, 20,
+               "the rejection", worker.proc, worker.err)
+    assert f"{ops.tmp / 'rules.yaml'}:7:" in worker.stderr()  # the fuzzy line
+    assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
+
+    # examples that fail: rejected too, with the example's line
+    ops.rules(FAILING_EXAMPLES)
+    worker.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: value(scrape(base), "keyrouter_rules_reloads_total", result="rejected") == 2, 20,
+               "the second rejection", worker.proc, worker.err)
+    assert f"{ops.tmp / 'rules.yaml'}:8:" in worker.stderr()  # the failing example
+    assert "should match rule 'hello'" in worker.stderr()
+    assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
+    s = scrape(base)
+    assert [dict(k[1])["version"] for k in s if k[0] == "keyrouter_rules_info"] == versions
+    assert value(s, "keyrouter_rules_reloads_total", result="ok") == 1
+    assert worker.stop() == 0, worker.stderr()  # the exit code is unchanged by the rejections
+    assert "Traceback" not in worker.stderr()
+
+
+def test_watch_reloads_when_the_file_changes(ops: Ops) -> None:
+    worker = ops.start("run", "--interval", "0.3", "--watch")
+    assert tag_of(ops, send(ops, "MERHABA"), worker) == "old"
+    ops.rules(NEW)
+    wait_until(lambda: "rules changed: rules" in worker.stderr(), 20, "the watch to reload",
+               worker.proc, worker.err)
+    assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
+    ops.rules(BROKEN)
+    wait_until(lambda: "were rejected" in worker.stderr(), 20, "the watch to reject", worker.proc, worker.err)
+    assert tag_of(ops, send(ops, "MERHABA"), worker) == "new"
+    assert worker.stop() == 0, worker.stderr()
