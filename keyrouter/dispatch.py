@@ -177,10 +177,9 @@ class Dispatcher:
         if not by_id:
             return report
         pending = [by_id[i] for i in await self.store.unfinished(list(by_id))]
-        for i in by_id.keys() - {m.id for m in pending}:
-            self._waiting.pop(i, None)
-        for m in pending:
-            self._waiting.setdefault(m.id, m.received_at.timestamp())
+        # every unfinished row comes with each call (a poll, or all shared rows): what is not
+        # here was finished elsewhere
+        self._waiting = {m.id: m.received_at.timestamp() for m in pending}
         pending.sort(key=lambda m: (m.received_at, m.id))
         waiting: set[str] = set()  # senders whose earlier message is not finished
         for wave in _waves(pending):
