@@ -34,6 +34,9 @@ rules:
     keywords: [YAVAS]
     handlers:
       - ops_handlers:wait_for_file: {path: '%(release)s'}
+  - name: stop
+    keywords: [RET]
+    handlers: [blacklist]
   - name: stuck
     keywords: [DONDUR]
     handlers:
@@ -62,8 +65,8 @@ def mobile(n: int) -> str:
 def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) -> None:
     ago = datetime.now(TURKEY) - timedelta(minutes=5)
     ids = [ops.fake.add_message(text, sender=mobile(n), date=ago)["id"]
-           for n, text in enumerate(["MERHABA", "merhaba!", "MERHABA", "BOZUK", "TEKRAR", "selam"])]
-    ops.fake.total_rows = 10  # the provider says 10, returns 6: the gap must show
+           for n, text in enumerate(["MERHABA", "merhaba!", "MERHABA", "BOZUK", "TEKRAR", "selam", "RET"])]
+    ops.fake.total_rows = 10  # the provider says 10, returns 7: the gap must show
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     worker = ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{port}")
@@ -91,20 +94,24 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
     assert value(s, "keyrouter_handler_duration_seconds_count", handler="ops_handlers:fail_once") == 2
     assert value(s, "keyrouter_polls_total", result="ok") >= 1
     assert value(s, "keyrouter_polls_total", result="auth") == 0
-    assert value(s, "keyrouter_inbox_rows") == 6
+    assert value(s, "keyrouter_inbox_rows") == 7
     assert value(s, "keyrouter_inbox_total_rows") == 10
     assert value(s, "keyrouter_dead_letters") == 1
     assert value(s, "keyrouter_fetch_leader") == 1
     assert value(s, "keyrouter_inflight") == 0
     assert value(s, "keyrouter_lease_takeovers_total") == 0
+    assert value(s, m, rule="stop", outcome="done") == 1 and mobile(6) in ops.fake.blacklist
+    assert value(s, "keyrouter_optout_delay_seconds_count") == 1
+    assert 290 <= value(s, "keyrouter_optout_delay_seconds_sum") <= 3600  # received 5 minutes ago
+    assert value(s, "keyrouter_optout_delay_seconds_bucket", le="60.0") == 0
     assert value(s, "keyrouter_rules_reloads_total", result="rejected") == 0
     versions = [dict(labels)["version"] for (name, labels) in s if name == "keyrouter_rules_info"]
     assert len(versions) == 1 and re.fullmatch(r"[0-9a-f]{12}", versions[0])
     assert value(s, "keyrouter_inbox_lag_seconds") == 0  # nothing unfinished
 
     # labels only from bounded sets: no id, no number, no text
-    allowed = {"hello", "broken", "flaky", "slow", "stuck", "default", "done", "skipped", "retrying",
-               "dead", "ok", "auth", "transient", "store", "rejected", "high", "normal",
+    allowed = {"hello", "broken", "flaky", "slow", "stop", "stuck", "blacklist", "default", "done",
+               "skipped", "retrying", "dead", "ok", "auth", "transient", "store", "rejected", "high", "normal",
                "ops_handlers:ok", "ops_handlers:fail_permanent", "ops_handlers:fail_once",
                versions[0]}
     for (name, labels) in s:
@@ -112,7 +119,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
             if key != "le":
                 assert label in allowed, f"{name} has label {key}={label!r}"
     text = http_get(base + "/metrics")[1]
-    for n in range(6):
+    for n in range(7):
         assert mobile(n)[3:] not in text
 
     # more messages: the counters move by exactly that much
@@ -123,7 +130,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
                    20, "two more hello messages", worker.proc, worker.err)
     assert value(s, m, rule="default", outcome="done") == 1
     assert value(s, "keyrouter_polls_total", result="ok") > polls
-    assert value(s, "keyrouter_inbox_rows") == 8
+    assert value(s, "keyrouter_inbox_rows") == 9
 
     # a slow handler: in flight, and the inbox lag is its age
     ops.fake.add_message("YAVAS", sender=mobile(20), date=datetime.now(TURKEY) - timedelta(minutes=3))
@@ -137,7 +144,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
     assert http_get(base + "/readyz") == (200, "ok\n")
     assert worker.stop() == 0, worker.stderr()
     assert "Traceback" not in worker.stderr()
-    assert len(ids) == 6
+    assert len(ids) == 7
 
 
 def test_healthz_turns_503_while_the_loop_is_stuck(ops: Ops) -> None:

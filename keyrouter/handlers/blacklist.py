@@ -105,6 +105,8 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
         )
     else:
         context.logger.info("%s: %s done, message %s", action, masked, message.id)
+    if action == "blacklist":  # keyrouter_optout_delay_seconds
+        context.events.optout_applied(message.received_at.timestamp(), time.time())
     if context.store is not None:
         await context.store.record_optout(_entry(action, message, match, number, time.time()))
 
