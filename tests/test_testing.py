@@ -350,4 +350,6 @@ def test_endpoints_listed() -> None:
         "delete-blacklist",
         "get-blacklist",
         "send-sms",
+        "get-balance",
+        "get-sender",
     )
