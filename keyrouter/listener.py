@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keyrouter.observe import Metrics
 
-_ADDR = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]*))?:?(?P<port>\d{1,5})$")
+_ADDR = re.compile(r"^(?:(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]*)):)?(?P<port>\d{1,5})$")
 
 
 def parse_addr(text: str, where: str = "KEYROUTER_METRICS_ADDR") -> tuple[str, int]:
