@@ -73,6 +73,8 @@ class Metrics(Events):
         self.poll_failures = 0
         self.store_error: str | None = None  # None: the last store read succeeded
         self.dead_letters: int | None = None
+        #: effect -> {"pending": n, "overdue": n} (keyrouter.compliance), from the refresher
+        self.optouts: dict[str, dict[str, int]] | None = None
         self.rules_version: str | None = None
         self.dispatcher: Any = None
         self.worker: Any = None
@@ -172,6 +174,13 @@ class Metrics(Events):
             return
         self.dead_letters = held
         self.store_error = None
+        try:  # pending opt-outs against their deadline; the rules say which dead letters count
+            from keyrouter.compliance import pending_counts
+
+            rules = getattr(getattr(self.dispatcher, "router", None), "rules", None)
+            self.optouts = await asyncio.wait_for(pending_counts(store, rules), timeout)
+        except Exception as exc:  # keep the last figures; readiness follows the read above
+            logger.debug("opt-out counts not refreshed: %s", type(exc).__name__)
 
     async def refresher(self, store: Any, stopping: asyncio.Event, period: float) -> None:
         while not stopping.is_set():
@@ -201,6 +210,12 @@ class _Live(Collector):
         yield _gauge("keyrouter_inbox_total_rows", "totalRows the last get-inbox reported",
                      m.inbox_total_rows)
         yield _gauge("keyrouter_dead_letters", "Dead letters held in the store now", m.dead_letters)
+        for name, doc in (("pending", "Opt-outs not yet applied, by effect (blacklist, iys_ret)"),
+                          ("overdue", "Pending opt-outs past their three-business-day deadline")):
+            family = GaugeMetricFamily(f"keyrouter_optouts_{name}", doc, labels=["effect"])
+            for effect, counts in (m.optouts or {}).items():
+                family.add_metric([effect], float(counts[name]))
+            yield family
         worker = m.worker() if callable(m.worker) else m.worker
         leader = _read(worker, "is_fetch_leader")
         if leader is None:  # a worker without a fetch lease polls get-inbox itself

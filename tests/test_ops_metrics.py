@@ -110,7 +110,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
     assert value(s, "keyrouter_inbox_lag_seconds") == 0  # nothing unfinished
 
     # labels only from bounded sets: no id, no number, no text
-    allowed = {"hello", "broken", "flaky", "slow", "stop", "stuck", "blacklist", "default", "done",
+    allowed = {"hello", "broken", "flaky", "slow", "stop", "stuck", "blacklist", "iys_ret", "default", "done",
                "skipped", "retrying", "dead", "ok", "auth", "transient", "store", "rejected", "high",
                "normal",
                "ops_handlers:ok", "ops_handlers:fail_permanent", "ops_handlers:fail_once",
