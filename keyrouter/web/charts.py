@@ -36,11 +36,11 @@ def bar_chart(title: str, bars: list[tuple[str, int, bool]]) -> Markup:
         cls = "bar" if declared else "bar undeclared"
         mid = y + BAR_HEIGHT * 0.7
         out.append(
-            f'<g class="row"><text class="label" x="{LABEL_WIDTH - GAP}" y="{mid}" '
+            f'<g class="row"><text class="label" x="{LABEL_WIDTH - GAP}" y="{mid:g}" '
             f'text-anchor="end">{escape(_fit(label))}</text>'
-            f'<rect class="{cls}" x="{LABEL_WIDTH}" y="{y}" width="{w}" height="{BAR_HEIGHT}" '
+            f'<rect class="{cls}" x="{LABEL_WIDTH}" y="{y}" width="{w:g}" height="{BAR_HEIGHT}" '
             f'data-choice="{escape(label)}" data-votes="{n}"><title>{escape(label)}: {n}</title></rect>'
-            f'<text class="count" x="{LABEL_WIDTH + w + GAP}" y="{mid}">{n} ({pct})</text></g>'
+            f'<text class="count" x="{LABEL_WIDTH + w + GAP:g}" y="{mid:g}">{n} ({pct})</text></g>'
         )
     out.append("</svg>")
     return Markup("".join(out))

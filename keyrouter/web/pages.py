@@ -48,8 +48,8 @@ def mask_value(value: Any) -> Any:
     """A dead letter's raw row with every phone number masked, keeping its shape."""
     if isinstance(value, str):
         return mask_text(value)
-    if isinstance(value, Mapping):
-        return {str(k): mask_value(v) for k, v in value.items()}
+    if isinstance(value, Mapping):  # a message id may look like a number: it is kept
+        return {str(k): v if k == "id" else mask_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask_value(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) >= 10:
