@@ -285,9 +285,17 @@ class Store(ABC):
         skips): never the whole ledger.  One round trip."""
 
     @abstractmethod
-    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
-        """Up to `limit` dead letters, NEWEST failed first (ties: the greater id first), skipping
-        `offset`.  Reads only the page.  One round trip."""
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        """Up to `limit` dead letters, NEWEST failed first (ties: the greater id first; with
+        `oldest_first` the exact reverse), skipping `offset` (counted among the matching ones).
+        With `rules`, only dead letters of those rules (then it reads past the others: on Redis,
+        server-side).  Reads only the page otherwise.  One round trip."""
+
+    @abstractmethod
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (message_id, action) pairs have a ledger line.  One round trip."""
 
     @abstractmethod
     async def get_dead_letter(self, id: str) -> DeadLetter | None:

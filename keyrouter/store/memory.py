@@ -324,9 +324,15 @@ class MemoryStore(Store):
         ]
         return sorted(found, key=ledger_key, reverse=True)[: max(0, limit)]
 
-    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
-        ordered = sorted(self._s.dead.values(), key=lambda d: (d.failed_at, d.id), reverse=True)
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        found = [d for d in self._s.dead.values() if rules is None or d.rule in rules]
+        ordered = sorted(found, key=lambda d: (d.failed_at, d.id), reverse=not oldest_first)
         return ordered[max(0, offset) : max(0, offset) + max(0, limit)]
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {tuple(k) for k in keys if tuple(k) in self._s.optouts}  # type: ignore[misc]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
         return self._s.dead.get(id)

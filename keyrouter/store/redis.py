@@ -419,9 +419,11 @@ if #members == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(members))
 """
 
-# KEYS: dead HASH, dead:at ZSET.  ARGV: offset, limit.  Rebuilds the index when its size differs
-# from the hash's (dead letters written by an older version, or removed by a path that does not
-# keep the index), then reads one page by rank.  Returns id, body pairs, newest failed first.
+# KEYS: dead HASH, dead:at ZSET.  ARGV: offset, limit, oldest first ('1'/'0'), rules... (none:
+# all).  Rebuilds the index
+# when its size differs from the hash's (dead letters written by an older version, or removed by a
+# path that does not keep the index), then reads one page by rank (or, with rules, walks it until
+# the page is full).  Returns id, body pairs, newest failed first.
 _DEAD_PAGE = """
 local unpack = table.unpack or unpack
 if redis.call('HLEN', KEYS[1]) ~= redis.call('ZCARD', KEYS[2]) then
@@ -433,12 +435,37 @@ if redis.call('HLEN', KEYS[1]) ~= redis.call('ZCARD', KEYS[2]) then
     redis.call('ZADD', KEYS[2], string.format('%.17g', at), all[i])
   end
 end
-local first = tonumber(ARGV[1])
-local ids = redis.call('ZREVRANGE', KEYS[2], first, first + tonumber(ARGV[2]) - 1)
-if #ids == 0 then return {} end
-local bodies, out = redis.call('HMGET', KEYS[1], unpack(ids)), {}
-for i, id in ipairs(ids) do
-  if bodies[i] then out[#out + 1] = id; out[#out + 1] = bodies[i] end
+local first, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local range = ARGV[3] == '1' and 'ZRANGE' or 'ZREVRANGE'
+if #ARGV == 3 then
+  local ids = redis.call(range, KEYS[2], first, first + limit - 1)
+  if #ids == 0 then return {} end
+  local bodies, out = redis.call('HMGET', KEYS[1], unpack(ids)), {}
+  for i, id in ipairs(ids) do
+    if bodies[i] then out[#out + 1] = id; out[#out + 1] = bodies[i] end
+  end
+  return out
+end
+-- only the rules ARGV[4..]: walk the index in order, a chunk at a time, until the page is full
+local want, out, rank, skip = {}, {}, 0, first
+for i = 4, #ARGV do want[ARGV[i]] = true end
+while #out < 2 * limit do
+  local ids = redis.call(range, KEYS[2], rank, rank + 499)
+  if #ids == 0 then break end
+  rank = rank + #ids
+  local bodies = redis.call('HMGET', KEYS[1], unpack(ids))
+  for i, id in ipairs(ids) do
+    local ok, d = false, nil
+    if bodies[i] then ok, d = pcall(cjson.decode, bodies[i]) end
+    if ok and type(d) == 'table' and type(d['rule']) == 'string' and want[d['rule']] then
+      if skip > 0 then
+        skip = skip - 1
+      else
+        out[#out + 1] = id; out[#out + 1] = bodies[i]
+        if #out >= 2 * limit then break end
+      end
+    end
+  end
 end
 return out
 """
@@ -725,12 +752,21 @@ class RedisStore(Store):
         )
         return [OptOut(**_body(body)) for body in bodies if body is not None]
 
-    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
-        if limit <= 0:
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        if limit <= 0 or (rules is not None and not rules):
             return []
         flat = await self._dead_page(keys=[self.keys.dead, self.keys.dead_by_time],
-                                     args=[max(0, offset), limit])
+                                     args=[max(0, offset), limit, int(oldest_first), *(rules or ())])
         return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not keys:
+            return set()
+        pairs = [(str(m), str(a)) for m, a in keys]
+        got = await self.client.hmget(self.keys.optouts, [f"{m}|{a}" for m, a in pairs])
+        return {pair for pair, body in zip(pairs, got, strict=True) if body is not None}
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
         body = await self.client.hget(self.keys.dead, escape(id))

@@ -564,13 +564,28 @@ class SqliteStore(Store):
         )
         return [OptOut(*row) for row in rows]
 
-    async def dead_letters_page(self, offset: int = 0, limit: int = 50) -> list[DeadLetter]:
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        only = "" if rules is None else " AND rule IN (SELECT value FROM json_each(:rules))"
+        way = "" if oldest_first else " DESC"
         rows = await self._read(
-            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns"
-            " ORDER BY failed_at DESC, id DESC LIMIT :limit OFFSET :offset",
-            self._p(limit=max(0, limit), offset=max(0, offset)),
+            f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
+            f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
+            self._p(limit=max(0, limit), offset=max(0, offset),
+                    rules=None if rules is None else json.dumps(list(rules))),
         )
         return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not keys:
+            return set()
+        rows = await self._read(
+            "SELECT o.message_id, o.action FROM json_each(:keys) j JOIN optouts o ON o.ns = :ns"
+            " AND o.message_id = json_extract(j.value, '$[0]') AND o.action = json_extract(j.value, '$[1]')",
+            self._p(keys=json.dumps([list(k) for k in keys])),
+        )
+        return {(m, a) for m, a in rows}
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
         rows = await self._read(

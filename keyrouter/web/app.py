@@ -31,6 +31,7 @@ from keyrouter.store import Store
 from keyrouter.web import pages
 from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
 from keyrouter.web.charts import bar_chart
+from keyrouter.web.pending import SCAN
 
 logger = logging.getLogger("keyrouter.dashboard")
 HERE = Path(__file__).parent
@@ -155,14 +156,16 @@ class Dashboard:
         entries, more = await pages.ledger_page(self.db, f, before)
         now = time.time()
         rows = [pages.ledger_row(e, self.deadline, now) for e in entries]
-        waiting = await pages.pending_rows(self.db, f) if before is None else []
-        pending = [pages.ledger_row(e, self.deadline, now, pending=True)
-                   for e in waiting[: pages.PENDING_SHOWN]]
+        waiting, more_pending = (await pages.pending_rows(self.db, f, self.rules.effects)
+                                 if before is None else ([], False))
+        pending = [pages.ledger_row(p.entry, self.deadline, now, pending=True, where=p.where)
+                   for p in waiting[: pages.PENDING_SHOWN]]
         older = None
         if more is not None:
             older = "?" + urlencode({**f.query(), "before": pages.encode_cursor(entries[-1])})
         return self.render(request, "optouts.html", rows=rows, f=f, problems=problems,
-                           pending=pending, pending_total=len(waiting),
+                           pending=pending, pending_total=len(waiting), more_pending=more_pending,
+                           scan=SCAN,
                            tracked=self.deadline is not None, older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),
@@ -173,7 +176,7 @@ class Dashboard:
         if problems:
             return Response("; ".join(problems) + "\n", 400, media_type="text/plain")
         full = self.auth.required  # full numbers only behind the token
-        body = pages.ledger_csv(self.db, f, full, self.deadline)
+        body = pages.ledger_csv(self.db, f, full, self.deadline, self.rules.effects)
         return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
             "content-disposition": 'attachment; filename="optouts.csv"'})
 
@@ -182,11 +185,23 @@ class Dashboard:
             page = max(1, int(request.query_params.get("page", "1")))
         except ValueError:
             page = 1
+        rule = request.query_params.get("rule") or None
         held = await self.db.dead_letter_count()
-        letters = await self.db.dead_letters_page((page - 1) * pages.PAGE_SIZE, pages.PAGE_SIZE)
-        last = max(1, -(-held // pages.PAGE_SIZE))
+        offset = (page - 1) * pages.PAGE_SIZE
+        if rule is None:
+            letters = await self.db.dead_letters_page(offset, pages.PAGE_SIZE)
+            last: int | None = max(1, -(-held // pages.PAGE_SIZE))
+            more = page < last
+        else:  # filtered: no count (it would read them all); a page and whether more follow
+            letters = await self.db.dead_letters_page(offset, pages.PAGE_SIZE + 1, rules=[rule])
+            more, last = len(letters) > pages.PAGE_SIZE, None
+            letters = letters[: pages.PAGE_SIZE]
+        keep = {"rule": rule} if rule else {}
         return self.render(request, "dead_letters.html", rows=[pages.dead_row(d) for d in letters],
-                           held=held, page=page, last=last, actions=list(reversed(self.actions)),
+                           held=held, page=page, last=last, more=more, rule=rule or "",
+                           rules=self.rules.rule_names, actions=list(reversed(self.actions)),
+                           newer="?" + urlencode({**keep, "page": page - 1}),
+                           older="?" + urlencode({**keep, "page": page + 1}),
                            done=request.query_params.get("done", ""))
 
     async def dead_letter(self, request: Request) -> Response:

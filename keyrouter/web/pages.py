@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import functools
 import hashlib
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from keyrouter.handlers.survey import normalize_choice
 from keyrouter.message import TURKEY, mask_number
 from keyrouter.rules import RuleSet, load_rules, rule_files
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
+from keyrouter.web.pending import Pending, pending
 
 PAGE_SIZE = 50
 EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay")
@@ -68,13 +70,19 @@ class RulesInfo:
     rule_count: int
     surveys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> declared choices
     loaded_at: float = 0.0
+    #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.effects_of_rules)
+    effects: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rule_names: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: str, now: float) -> RulesInfo:
         """Raises RulesError, like every command that reads the rules."""
+        from keyrouter.web.pending import effects_of
+
         rules = load_rules(path)
         files, version = file_hashes(path)
-        return cls(path, files, version, len(rules.rules), declared_surveys(rules), now)
+        return cls(path, files, version, len(rules.rules), declared_surveys(rules), now,
+                   effects_of(rules), tuple(r.name for r in rules.rules))
 
 
 def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
@@ -145,7 +153,9 @@ Deadline = Callable[[float], float]
 
 
 def deadline_function() -> Deadline | None:
-    """The compliance module's deadline (three Turkish business days), when it is installed."""
+    """The compliance module's deadline (three Turkish business days), when it is installed.  It
+    depends only on the Turkey-time day received (that day is not counted, whatever the hour), so
+    it is computed once per day, not once per line."""
     try:
         from keyrouter import deadlines
     except ImportError:
@@ -154,19 +164,29 @@ def deadline_function() -> Deadline | None:
     if not callable(fn):
         return None
 
-    def deadline(received_at: float) -> float:
-        got = fn(received_at)
+    @functools.lru_cache(maxsize=4096)
+    def for_day(day: date) -> float:
+        got = fn(datetime.combine(day, datetime.min.time(), TURKEY) + timedelta(hours=12))
         return got.timestamp() if isinstance(got, datetime) else float(got)
+
+    def deadline(received_at: float) -> float:
+        return for_day(datetime.fromtimestamp(received_at, TURKEY).date())
 
     return deadline
 
 
-def business_hours_left(due: float, now: float) -> float | None:
+@functools.lru_cache(maxsize=4096)
+def _hours_left(due: float, minute: int) -> float | None:
     try:
         from keyrouter.deadlines import business_hours_left as left
     except ImportError:
         return None
-    return float(left(due, now))
+    return float(left(due, minute * 60.0))
+
+
+def business_hours_left(due: float, now: float) -> float | None:
+    """Business hours from `now` (to the minute) to `due`: many lines share a deadline."""
+    return _hours_left(due, int(now // 60))
 
 
 @dataclass(frozen=True)
@@ -241,9 +261,11 @@ class LedgerRow:
     met: bool | None  # None: no deadline, or not tracked
     pending: bool
     left: str = ""  # business hours left (pending refusals), or how late
+    where: str = "ledger"  # ledger | retrying | dead letter
 
 
-def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool = False) -> LedgerRow:
+def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool = False,
+               where: str = "ledger") -> LedgerRow:
     due = deadline(e.received_at) if deadline and e.action in REFUSALS else None
     met = None if due is None else (not pending and e.handled_at <= due)
     left = ""
@@ -254,7 +276,7 @@ def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool =
                     else f"overdue by {-hours:.0f} business hours")
     return LedgerRow(turkey_time(e.received_at), mask_number(e.number), e.action, e.keyword or "",
                      e.message_id, "" if pending else turkey_time(e.handled_at), e.outcome or "",
-                     turkey_time(due), met, pending, left)
+                     turkey_time(due), met, pending, left, where)
 
 
 def matches(e: OptOut, f: LedgerFilter) -> bool:
@@ -263,10 +285,12 @@ def matches(e: OptOut, f: LedgerFilter) -> bool:
             and (f.effect is None or e.action == f.effect))
 
 
-async def pending_rows(store: Store, f: LedgerFilter) -> list[OptOut]:
-    """Effects started but not in the ledger (retrying or dead-lettered), oldest first.  Their
-    number is bounded by the messages in flight and the dead letters, not by the ledger."""
-    return [e for e in await store.pending_optouts() if matches(e, f)]
+async def pending_rows(store: Store, f: LedgerFilter, rule_effects: Mapping[str, Sequence[str]]
+                       ) -> tuple[list[Pending], bool]:
+    """Pending opt-outs (keyrouter.web.pending) that pass the filter, oldest first; and whether
+    there may be more than the dead letters read."""
+    found, more = await pending(store, rule_effects)
+    return [p for p in found if matches(p.entry, f)], more
 
 
 async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None,
@@ -278,11 +302,12 @@ async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None
     return got[:limit], ledger_cursor(got[limit - 1]) if more else None
 
 
-LEDGER_CSV_FIELDS = ("status", "received_at", "number", "effect", "keyword", "message_id",
+LEDGER_CSV_FIELDS = ("status", "where", "received_at", "number", "effect", "keyword", "message_id",
                      "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met")
 
 
-def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool) -> list[str]:
+def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
+             where: str = "ledger") -> list[str]:
     due = deadline(e.received_at) if deadline and e.action in REFUSALS else None
     if deadline is None:
         shown, met = "not tracked", ""
@@ -291,21 +316,22 @@ def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool) ->
     else:
         shown = turkey_time(due)
         met = "pending" if pending else ("yes" if e.handled_at <= due else "no")
-    return ["pending" if pending else "handled", turkey_time(e.received_at),
+    return ["pending" if pending else "handled", where, turkey_time(e.received_at),
             e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
             "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
             shown, met]
 
 
 async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool, deadline: Deadline | None,
+                     rule_effects: Mapping[str, Sequence[str]] | None = None,
                      chunk: int = 1000) -> AsyncIterator[str]:
     """Pending effects first, then the filtered ledger newest first, read a chunk at a time
     (never all at once)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(LEDGER_CSV_FIELDS)
-    for e in await pending_rows(store, f):
-        w.writerow(_csv_row(e, full_numbers, deadline, True))
+    for p in (await pending_rows(store, f, rule_effects or {}))[0]:
+        w.writerow(_csv_row(p.entry, full_numbers, deadline, True, p.where))
     before: LedgerCursor | None = None
     while True:
         got = await store.optouts_page(before=before, limit=chunk, since=f.since(),

@@ -798,7 +798,32 @@ class StoreContract(LedgerContract):
         assert [len(p) for p in pages] == [10, 10, 5, 0]
         assert [d.id for p in pages for d in p] == sorted((d.id for d in everything), reverse=True)
         assert pages[0][0] == everything[0]
+        oldest = await store.dead_letters_page(0, 100, oldest_first=True)
+        assert oldest == list(reversed([d for p in pages for d in p]))
         assert pages[0][0].row == {"i": 24}
+
+    async def test_dead_letters_page_of_some_rules(self, store: Store) -> None:
+        for i in range(30):
+            rule = ("optout", "survey", None)[i % 3]
+            await store.dead_letter(f"d{i:02d}", "w", "e", rule=rule, row={}, now=100.0 + i)
+        page = await store.dead_letters_page(0, 4, rules=["optout"])
+        assert [d.id for d in page] == ["d27", "d24", "d21", "d18"]
+        page = await store.dead_letters_page(3, 4, rules=["optout", "survey"])
+        assert [d.id for d in page] == ["d24", "d22", "d21", "d19"]  # after d28, d27, d25
+        assert len(await store.dead_letters_page(0, 100, rules=["optout"])) == 10
+        assert await store.dead_letters_page(0, 10, rules=["nope"]) == []
+        assert await store.dead_letters_page(0, 10, rules=[]) == []
+        page = await store.dead_letters_page(1, 3, rules=["optout"], oldest_first=True)
+        assert [d.id for d in page] == ["d03", "d06", "d09"]
+        page = await store.dead_letters_page(28, 5, oldest_first=True)
+        assert [d.id for d in page] == ["d28", "d29"]
+
+    async def test_optouts_recorded(self, store: Store) -> None:
+        await store.record_optout(optout("m|1", 1.0))
+        await store.record_optout(optout("m2", 2.0, "iys_ret"))
+        asked = [("m|1", "blacklist"), ("m|1", "iys_ret"), ("m2", "iys_ret"), ("x", "blacklist")]
+        assert await store.optouts_recorded(asked) == {("m|1", "blacklist"), ("m2", "iys_ret")}
+        assert await store.optouts_recorded([]) == set()
 
     async def test_one_dead_letter_and_the_count_follow_retry_and_drop(self, store: Store) -> None:
         assert await store.get_dead_letter("x") is None

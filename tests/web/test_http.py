@@ -180,6 +180,21 @@ def test_dead_letters_list_pages_and_raw_row(open_client: TestClient) -> None:
     assert open_client.get("/dead-letters/nope").status_code == 404
 
 
+def test_dead_letters_filtered_by_rule(open_client: TestClient, seeded: MemoryStore) -> None:
+    for i in range(3):
+        asyncio.run(seeded.dead_letter(f"o{i}", "w", "blacklist failed", rule="optout",
+                                       row={"id": f"o{i}"}, now=T0 - i))
+    r = open_client.get("/dead-letters", params={"rule": "optout"})
+    assert re.findall(r'<tr data-id="(\w+)">', r.text) == ["o0", "o1", "o2"]
+    assert '<option value="optout" selected>' in r.text and 'rel="next"' not in r.text
+    r = open_client.get("/dead-letters", params={"rule": "survey"})
+    assert len(re.findall(r'<tr data-id="(d\d{3})">', r.text)) == 50
+    older = re.search(r'href="/dead-letters(\?[^"]+)" rel="next"', r.text).group(1).replace("&amp;", "&")
+    assert "rule=survey" in older and "page=2" in older
+    assert len(re.findall(r'<tr data-id="(d\d{3})">', open_client.get("/dead-letters" + older).text)) == 10
+    assert "No dead letters" in open_client.get("/dead-letters", params={"rule": "<nope>"}).text
+
+
 def test_stored_xss_is_shown_as_text(open_client: TestClient) -> None:
     for path in ("/dead-letters", "/dead-letters/d059"):
         page = open_client.get(path).text

@@ -6,6 +6,9 @@ import asyncio
 import csv
 import io
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from keyrouter.store import OptOut
 from keyrouter.store.memory import MemoryStore
 from keyrouter.web.charts import bar_chart
@@ -66,3 +69,67 @@ def test_ledger_csv_streams_in_chunks_newest_first() -> None:
     rows = asyncio.run(run())
     assert [r["message_id"] for r in rows] == [f"m{i:02d}" for i in range(22, -1, -1)]
     assert rows[0]["number"] == "+905320000022" and rows[0]["deadline"] == "not tracked"
+
+
+def test_pending_agrees_with_the_compliance_count(write_rules) -> None:
+    """The dashboard's paged reading of "pending" finds exactly what `optouts overdue` finds."""
+    from keyrouter import compliance
+    from keyrouter.rules import load_rules
+    from keyrouter.web.pending import effects_of, pending
+
+    rules = load_rules(write_rules("""
+        version: 1
+        rules:
+          - name: optout
+            keywords: [RET]
+            handlers: [reply: {text: ok}, blacklist, iys: {status: RET}]
+          - {name: survey, keywords: [ANKET], handlers: [log]}
+    """))
+    effects = effects_of(rules)
+    assert effects == {"optout": ("blacklist", "iys_ret")}
+
+    def row(id: str, minute: int) -> dict[str, str]:
+        return {"id": id, "date": f"2026-11-23 10:{minute:02d}:00", "sender": "05321234567", "text": "RET"}
+
+    def mark(id: str, action: str = "blacklist") -> OptOut:
+        return OptOut("+905321234567", action, id, "RET", 1_795_000_000.0, 0.0)
+
+    async def run() -> tuple[set[tuple[str, str, str, float]], set[tuple[str, str, str, float]]]:
+        store = MemoryStore("pending")
+        # a: dead before either effect began (the reply failed): both pending
+        await store.dead_letter("a", "w", "e", rule="optout", row=row("a", 1), now=1.0)
+        # b: blacklisted (ledger line), İYS marked then dead: only İYS pending
+        await store.record_optout(OptOut("+905321234567", "blacklist", "b", "RET", 1_795_000_000.0, 5.0))
+        await store.mark_optout_pending(mark("b", "iys_ret"))
+        await store.dead_letter("b", "w", "e", rule="optout", row=row("b", 2), now=2.0)
+        # c: marked, waiting for a retry
+        await store.mark_optout_pending(mark("c"))
+        await store.claim(["c"], "w", 30.0, 0.0)
+        await store.fail("c", "w", "e", retry_at=9e9)
+        # d: marked, but its message finished otherwise: not pending
+        await store.mark_optout_pending(mark("d"))
+        await store.finish(["d"], "w")
+        # e: marked, dead under a rule without opt-out effects (the rules changed since)
+        await store.mark_optout_pending(mark("e"))
+        await store.dead_letter("e", "w", "e", rule="survey", row=row("e", 3), now=3.0)
+        # f: in the ledger only
+        await store.record_optout(OptOut("+905321234567", "iys_ret", "f", "RET", 1_795_000_000.0, 5.0))
+        ours, _ = await pending(store, effects)
+        theirs = [c for c in await compliance.collect(store, effects) if c.state == compliance.PENDING]
+        return ({(p.entry.message_id, p.entry.action, p.where, p.entry.received_at) for p in ours},
+                {(c.message_id, c.effect, c.where, c.received_at) for c in theirs})
+
+    ours, theirs = asyncio.run(run())
+    assert ours == theirs
+    assert {(m, e, w) for m, e, w, _ in ours} == {
+        ("a", "blacklist", "dead letter"), ("a", "iys_ret", "dead letter"),
+        ("b", "iys_ret", "dead letter"), ("c", "blacklist", "retrying"), ("e", "blacklist", "dead letter")}
+
+
+@given(st.floats(min_value=1_767_225_600, max_value=1_830_297_600))  # 2026-01-01 .. 2027-12-31
+def test_the_per_day_deadline_cache_agrees_with_deadlines(received: float) -> None:
+    from keyrouter import deadlines
+    from keyrouter.web.pages import deadline_function
+
+    fn = deadline_function()
+    assert fn is not None and fn(received) == deadlines.deadline(received).timestamp()
