@@ -86,16 +86,18 @@ class RulesInfo:
 
 
 def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
-    overall = hashlib.sha256()
+    """Each file's sha256 prefix, and the version hash the worker's metrics report
+    (`keyrouter_rules_info{version}`, keyrouter.reload.rules_version), so the two can be compared."""
+    from keyrouter.reload import rules_version
+
     files = []
     for f in rule_files(path):
         try:
             data = f.read_bytes()
         except OSError:
             data = b""
-        overall.update(str(f).encode() + b"\0" + data + b"\0")
         files.append((str(f), hashlib.sha256(data).hexdigest()[:12]))
-    return tuple(files), overall.hexdigest()[:12]
+    return tuple(files), rules_version(path)
 
 
 def declared_surveys(rules: RuleSet) -> dict[str, tuple[str, ...]]:

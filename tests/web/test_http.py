@@ -55,7 +55,9 @@ def test_status_page(open_client: TestClient, rules_path: Any) -> None:
     assert r.status_code == 200
     assert '<div class="big" id="held">60</div>' in r.text
     info = open_client.app.state.dashboard.rules  # type: ignore[attr-defined]
-    assert re.fullmatch(r"[0-9a-f]{12}", info.version) and info.version in r.text
+    from keyrouter.reload import rules_version
+
+    assert info.version == rules_version(rules_path) and info.version in r.text
     assert str(rules_path) in r.text and info.files[0][1] in r.text
     assert "Last poll" in r.text and "not recorded" in r.text
     assert "changed on disk" not in r.text
