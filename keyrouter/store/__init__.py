@@ -23,20 +23,23 @@ __all__ = [
 
 
 def open_store(url: str, namespace: str = "default", horizon: timedelta | None = None) -> Store:
-    """`redis://` / `rediss://`, `sqlite:///relative/path`, `sqlite:////absolute/path` (as in
+    """`redis://` / `rediss://` (one server), `redis+cluster://` / `rediss+cluster://` (any node of
+    a Redis Cluster), `sqlite:///relative/path`, `sqlite:////absolute/path` (as in
     SQLAlchemy; `sqlite://` alone is an in-memory database) or `memory://`.
 
     Errors name the scheme only: the URL may hold a password."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
-        raise ValueError("store URL needs a scheme: redis://, rediss://, sqlite:/// or memory://")
-    if scheme in ("redis", "rediss"):
+        raise ValueError("store URL needs a scheme: redis://, rediss://, redis+cluster://, sqlite:/// or memory://")
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        from redis.exceptions import RedisError
+
         from keyrouter.store.redis import RedisStore
 
         try:
             return RedisStore.from_url(url, namespace, horizon)
-        except ValueError:
+        except (ValueError, RedisError):
             raise ValueError(f"invalid {scheme}:// store URL (check host, port and db)") from None
     if scheme == "sqlite":
         from keyrouter.store.sqlite import SqliteStore
@@ -56,5 +59,5 @@ def open_store(url: str, namespace: str = "default", horizon: timedelta | None =
         return MemoryStore(namespace, horizon)
     shown = f" {scheme!r}" if re.fullmatch(r"[a-z][a-z0-9+.\-]{0,19}", scheme) else ""
     raise ValueError(
-        f"unsupported store URL scheme{shown}: use redis://, rediss://, sqlite:/// or memory://"
+        f"unsupported store URL scheme{shown}: use redis://, rediss://, redis+cluster://, sqlite:/// or memory://"
     )

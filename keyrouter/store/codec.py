@@ -4,10 +4,11 @@ Provider fields are any JSON: an id, sender or text may hold NUL or a lone surro
 split across concatenated SMS segments, decoded by a lenient JSON parser).  Python strings hold
 both; UTF-8 codecs refuse lone surrogates and SQLite's JSON functions cut strings at NUL.  So the
 SQLite and Redis stores write every string (ids, entry keys, errors, voters, published rows...)
-through `escape`: a string with neither, not starting with the marker U+0001, is written unchanged
-(existing data reads as before); any other is written as the marker followed by the string with
-each NUL, surrogate, backslash and marker as `\\uXXXX`, one code point at a time, and `unescape`
-turns it back exactly.  Key names built from ids or survey names use the escaped form.
+through `escape`.  A string with neither (for Redis: without a surrogate; it takes NUL as is) and
+not starting with the marker U+0001 is written unchanged, so existing data reads as before.  Any
+other is written as the marker followed by the string with each NUL, surrogate, backslash and
+marker as `\\uXXXX`, one code point at a time; `unescape` turns it back exactly.  Key names built
+from ids or survey names use the escaped form.
 
 Rows (dead letters, ledger entries) are stored as `row_json`: JSON whose strings (keys too) went
 through `escape` (a JSON reader would merge two escaped halves of a pair; these stay apart), with
@@ -25,15 +26,17 @@ from typing import Any
 
 MARK = "\x01"
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED = re.compile("[\\\\\x00\x01\ud800-\udfff]")  # backslash, NUL, the marker, surrogates
 _CODE = re.compile(r"\\u([0-9a-f]{4})")
 
 
-def escape(value: str) -> str:
+def escape(value: str, *, nul: bool = True) -> str:
     """A string without NUL or surrogates that `unescape` maps back to `value`: each of those
     characters (and backslash and the marker) becomes `\\uXXXX`, one code point at a time, so two
-    lone halves of a pair stay two characters."""
-    if value.startswith(MARK) or _UNSAFE.search(value):
+    lone halves of a pair stay two characters.  `nul=False` (Redis: binary-safe, and earlier
+    versions stored NUL as is) leaves a string whose only oddity is NUL unchanged."""
+    if value.startswith(MARK) or (_UNSAFE if nul else _SURROGATE).search(value):
         return MARK + _ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
     return value
 

@@ -1,14 +1,18 @@
 """Every Redis key the store uses, in one place, so scripts, tests and tools agree on names.
 
-Layout for namespace `ns` (all under `keyrouter:{ns}:`):
+Layout for namespace `ns`: every key starts `keyrouter:{ns}:` with literal braces, a Redis Cluster
+hash tag, so all keys of a namespace live in one hash slot and every script runs on a cluster (the
+scripts build per-id names from prefixes; that is allowed within the slot of their declared keys).
+Names below are relative to that prefix; `<id>` is an id through `codec.escape`.  Versions before
+the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time move (redis.py).
 
 - `done`              SET of finished (done or skipped) ids, when there is no horizon; with a
                       horizon, the ids finished `forever` (their markers never expire);
-- `done:{YYYYMMDD}`   the other finished ids, one SET per UTC day of marking, when a horizon is
+- `done:<YYYYMMDD>`   the other finished ids, one SET per UTC day of marking, when a horizon is
                       set; each bucket expires `horizon + HORIZON_MARGIN + 1 day` after its last
                       write;
-- `claim:{id}`        STRING owner token with a PX lease;
-- `progress:{id}`     SET of handler entry keys that succeeded;
+- `claim:<id>`        STRING owner token with a PX lease;
+- `progress:<id>`     SET of handler entry keys that succeeded;
 - `retry`             HASH id -> "attempts|retry_at";
 - `dead`              HASH id -> JSON dead letter;
 - `dead:at`           ZSET of the dead ids scored by failed_at, for the dashboard's pages; a page
@@ -26,10 +30,10 @@ Layout for namespace `ns` (all under `keyrouter:{ns}:`):
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
 - `optouts:pending`   HASH "message_id|action" -> JSON entry of an effect started and not yet in
                       the ledger (`mark_optout_pending`); `record_optout` deletes the member;
-- `survey:{id}:votes` HASH voter -> counted choice;
-- `survey:{id}:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
-- `survey:{id}:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
-- `survey:{id}:seen`  SET of vote ids already applied; expires `vote_ids_ttl` after the last vote.
+- `survey:<id>:votes` HASH voter -> counted choice;
+- `survey:<id>:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
+- `survey:<id>:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
+- `survey:<id>:seen`  SET of vote ids already applied; expires `vote_ids_ttl` after the last vote.
 
 Survey keys end in distinct suffixes, so no survey id (whatever `:` it holds) can alias another's.
 
@@ -89,6 +93,11 @@ class Keys:
 
     @property
     def prefix(self) -> str:
+        return f"keyrouter:{{{self.namespace}}}:"
+
+    @property
+    def legacy_prefix(self) -> str:
+        """The prefix before the hash tag: keys under it are moved to `prefix` at open."""
         return f"keyrouter:{self.namespace}:"
 
     @property

@@ -1,9 +1,11 @@
 """Redis store: many workers, one Redis.  Every batch operation is one Lua script, so it is atomic
 and costs one round trip whatever the number of ids.  Key names live in `keys.py`.
 
-Scripts build `claim:{id}` and `progress:{id}` names from prefixes passed as ARGV, which is fine on
-a single Redis (not on Cluster).  Done buckets are named from the store's clock on the client side
-and passed as KEYS, so tests can move time and no script depends on the server's clock.
+Scripts build `claim:<id>` and `progress:<id>` names from prefixes passed as ARGV; every key of a
+namespace shares one hash tag (keys.py), so this holds on a Redis Cluster too, where each script
+declares at least one key for the client to route it by.  Done buckets are named from the store's
+clock on the client side and passed as KEYS, so tests can move time and no script depends on the
+server's clock.  Connecting, and moving keys written before the hash tag: `redis_connect.py`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
-from keyrouter.store.codec import escape, read_row, row_json, unescape
+from keyrouter.store.codec import escape as _escape
+from keyrouter.store.codec import read_row, row_json, unescape
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
+from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
@@ -471,6 +475,11 @@ return out
 """
 
 
+def escape(value: str) -> str:
+    """codec.escape for Redis: NUL is fine in a Redis string (and earlier versions wrote it as is)."""
+    return _escape(value, nul=False)
+
+
 def _s(value: bytes | str) -> str:
     """A string the store wrote through `escape` (codec.py), as it was given."""
     return unescape(value.decode() if isinstance(value, bytes) else value)
@@ -491,10 +500,13 @@ class _Script:
     NUL and lone surrogates included, reaches Redis and Lua as valid UTF-8 and comes back exactly.
     Key names are built from escaped parts by the caller."""
 
-    def __init__(self, client: Any, source: str) -> None:
-        self._script = client.register_script(source)
+    def __init__(self, store: RedisStore, source: str) -> None:
+        self._store = store
+        self._script = store.client.register_script(source)
 
     async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+        if not self._store.moved:
+            await self._store.move_legacy_keys()
         return await self._script(keys=keys, args=[escape(a) if isinstance(a, str) else a for a in args])
 
 
@@ -522,8 +534,11 @@ class RedisStore(Store):
         self._clock = clock
         self._owns_client = owns_client
         self._ttl = 0 if horizon is None else bucket_ttl(horizon)
+        #: Keys written before the hash tag were looked for (once, before the first command).
+        self.moved = False
+
         def script(source: str) -> _Script:
-            return _Script(client, source)
+            return _Script(self, source)
 
         self._unfinished = script(_PRELUDE + _UNFINISHED)
         self._claim = script(_PRELUDE + _CLAIM)
@@ -554,19 +569,25 @@ class RedisStore(Store):
     def from_url(
         cls, url: str, namespace: str = "default", horizon: timedelta | None = None, **kw: Any
     ) -> RedisStore:
-        """A pool that waits for a free connection: redis-py's default pool raises
-        MaxConnectionsError once 100 calls are in flight.  `?max_connections=` and `?timeout=`
-        (seconds to wait) in the URL override the defaults."""
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=100, timeout=60)
-        return cls(aioredis.Redis.from_pool(pool), namespace, horizon, owns_client=True, **kw)
+        """`redis://`, `rediss://` (one server) or `redis+cluster://`, `rediss+cluster://` (any node
+        of a cluster); see redis_connect.connect."""
+        return cls(connect(url), namespace, horizon, owns_client=True, **kw)
 
     def __repr__(self) -> str:
         """Scheme, host, port and db only: never the password."""
-        pool = self.client.connection_pool
-        kw = pool.connection_kwargs
-        scheme = "rediss" if issubclass(pool.connection_class, aioredis.SSLConnection) else "redis"
-        where = kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', 6379)}"
-        return f"RedisStore({scheme}://{where}/{kw.get('db', 0)}, namespace={self.namespace!r})"
+        return f"RedisStore({describe(self.client)}, namespace={self.namespace!r})"
+
+    async def move_legacy_keys(self) -> int:
+        """Move this namespace's keys from their names before the hash tag (`keyrouter:ns:...`) to
+        today's, once per store, before its first command: data written by an older version is
+        kept across the upgrade.  Returns how many keys moved."""
+        moved = await move_legacy_keys(self.client, self.keys)
+        self.moved = True
+        return moved
+
+    async def _ready(self) -> None:
+        if not self.moved:
+            await self.move_legacy_keys()
 
     def _done_keys(self) -> list[str]:
         return self.keys.done_keys(self.horizon, self._clock())
@@ -648,6 +669,7 @@ class RedisStore(Store):
         return int(await self._dead(keys=keys, args=[owner, id, body, repr(now)])) != -1
 
     async def dead_letters(self) -> list[DeadLetter]:
+        await self._ready()
         raw = await self.client.hgetall(self.keys.dead)
         out = [_dead(_s(id), body) for id, body in raw.items()]
         return sorted(out, key=lambda d: (d.failed_at, d.id))
@@ -663,6 +685,7 @@ class RedisStore(Store):
         return bool(await self._drop_dead(keys=keys, args=[id, self._ttl]))
 
     async def counts(self) -> dict[str, int]:
+        await self._ready()
         raw = await self.client.hgetall(self.keys.stats)
         return {**dict.fromkeys(COUNTERS, 0), **{_s(k): int(v) for k, v in raw.items()}}
 
@@ -721,6 +744,7 @@ class RedisStore(Store):
         return bool(await self._pending(keys=[k.optouts, k.optouts_pending], args=[member, body]))
 
     async def pending_optouts(self) -> list[OptOut]:
+        await self._ready()
         found = await self.client.hgetall(self.keys.optouts_pending)
         entries = [(_s(m), OptOut(**_body(b))) for m, b in found.items()]
         return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, escape(me[0]).encode()))]
@@ -769,10 +793,12 @@ class RedisStore(Store):
         return {pair for pair, body in zip(pairs, got, strict=True) if body is not None}
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        await self._ready()
         body = await self.client.hget(self.keys.dead, escape(id))
         return None if body is None else _dead(id, body)
 
     async def dead_letter_count(self) -> int:
+        await self._ready()
         return int(await self.client.hlen(self.keys.dead))
 
     async def vote(

@@ -18,12 +18,12 @@ from uuid import uuid4
 
 import pytest
 import recording
-import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyrouter.message import RowError, parse_row
 from keyrouter.store.keys import Keys
+from keyrouter.store.redis_connect import connect
 from keyrouter.testing import pipeline, process
 
 REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -96,7 +96,7 @@ async def _run_twice(store_url: str, rules: Path, rows: list[Any]) -> None:
 
 
 async def _drop_namespace(url: str, namespace: str) -> None:
-    client = aioredis.from_url(url)
+    client = connect(url)
     try:
         async for key in client.scan_iter(match=Keys(namespace).pattern, count=1000):
             await client.delete(key)
@@ -116,14 +116,16 @@ def rules(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "cluster"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "memory":
         yield "memory://"
     elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'poison.sqlite3'}"
-    else:
+    elif request.param == "redis":
         yield REDIS_URL
+    else:
+        yield request.getfixturevalue("redis_cluster_url")
 
 
 @PROPERTY

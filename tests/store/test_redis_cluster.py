@@ -1,0 +1,187 @@
+"""Redis Cluster (issue 7, item 5): the whole contract on a real local 3-master cluster, one hash
+slot per namespace, `redis+cluster://` URLs, and the move of keys written before the hash tag."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from keyrouter.store import open_store
+from keyrouter.store.keys import Keys
+from keyrouter.store.redis import RedisStore
+
+from .contract import LEASE, POISON, FakeClock, optout
+from .test_redis import REDIS_URL, RedisContract, delete_namespace
+
+
+class TestClusterRedisStore(RedisContract):
+    @pytest.fixture
+    async def client(self, redis_cluster_url: str) -> AsyncIterator[Any]:
+        client = RedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis", 1))
+        await client.ping()
+        yield client
+        await client.aclose()
+
+    async def test_a_namespace_lives_in_one_slot(self, make_store: Any, client: RedisCluster) -> None:
+        """Every key a busy namespace writes hashes to one slot, whatever the ids and surveys."""
+        clock = FakeClock()
+        store = make_store(horizon=timedelta(days=3), clock=clock)
+        ids = ["{a}", "b}", "{", *POISON]
+        now = time.time()
+        await store.claim(ids, "A", LEASE, now)
+        await store.record_success([(id, "h") for id in ids], "A")
+        await store.fail(ids[0], "A", "e", retry_at=now)
+        await store.dead_letter(ids[1], "A", "e", rule=None, row={"id": ids[1]}, now=now)
+        await store.finish(ids[2:5], "A")
+        clock.advance(86400)
+        await store.finish(ids[5:7], "A", forever=ids[5:6])
+        token = await store.acquire_fetch("L", LEASE, now)
+        assert token is not None
+        await store.publish([(id, "{}") for id in ids], token)
+        await store.record_optout(optout("{m}", 1.0))
+        await store.vote("{s}", "v", "a", policy="last", now=1.0, vote_id="x")
+        assert len(await store.dead_letters_page()) == 1
+        keys = [k async for k in client.scan_iter(match=Keys(store.namespace).pattern)]
+        assert len(keys) > 15
+        assert {key_slot(k) for k in keys} == {key_slot(Keys(store.namespace).done.encode())}
+
+    async def test_namespaces_spread_over_the_masters(self, make_store: Any, client: Any) -> None:
+        stores = [make_store() for _ in range(12)]
+        for store in stores:
+            await store.finish(["a"], "w")
+        nodes = {client.get_node_from_key(Keys(s.namespace).done).name for s in stores}
+        assert len(nodes) > 1  # 12 namespaces on one master of three: 3 * (1/3)**11
+
+
+@pytest.mark.anyio
+async def test_open_store_takes_a_cluster_url(redis_cluster_url: str) -> None:
+    url = redis_cluster_url.replace("redis+cluster://", "redis+cluster://:s3cret@", 1)
+    store = open_store(url, f"t-{uuid4().hex}")
+    try:
+        assert isinstance(store, RedisStore) and isinstance(store.client, RedisCluster)
+        assert repr(store).startswith("RedisStore(redis+cluster://127.0.0.1:")
+        assert "s3cret" not in repr(store)
+    finally:
+        await store.close()
+    store = open_store(redis_cluster_url, f"t-{uuid4().hex}")
+    try:
+        await store.finish(["a"], "w")
+        assert await store.unfinished(["a", "b"]) == ["b"]
+        assert await store.counts() == {"done": 1, "skipped": 0, "dead": 0, "failed": 0}
+    finally:
+        await delete_namespace(store.client, store.namespace)
+        await store.close()
+
+
+# -- the move of keys written before the hash tag ------------------------------------------------
+
+
+class LegacyKeys(Keys):
+    """The key names of the version before the hash tag: `keyrouter:ns:...`."""
+
+    @property
+    def prefix(self) -> str:
+        return self.legacy_prefix
+
+
+def legacy_store(client: Any, namespace: str, **kw: Any) -> RedisStore:
+    """A store writing under the old names, as the previous version did (and not moving them)."""
+    store = RedisStore(client, namespace, **kw)
+    object.__setattr__(store, "keys", LegacyKeys(namespace))
+    store.moved = True
+    return store
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+async def plain_client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    if request.param == "fakeredis":
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    else:
+        client = aioredis.from_url(REDIS_URL)
+        await client.ping()
+    yield client
+    await client.aclose()
+
+
+async def _all_keys(client: aioredis.Redis, pattern: str) -> set[bytes]:
+    return {k async for k in client.scan_iter(match=pattern, count=1000)}
+
+
+@pytest.mark.anyio
+async def test_data_written_under_the_old_names_survives_the_upgrade(
+    plain_client: aioredis.Redis,
+) -> None:
+    namespace = f"up-{uuid4().hex}"
+    clock = FakeClock()
+    horizon = timedelta(days=7)
+    old = legacy_store(plain_client, namespace, horizon=horizon, clock=clock)
+    other = legacy_store(plain_client, f"{namespace}-other")  # a namespace sharing the prefix start
+    now = time.time()
+    try:
+        await old.finish(["done-1", "done-2"], "w", skipped=["skip"], forever=["done-2"])
+        await old.claim(["inflight", "failed", "dead"], "A", 60, now)
+        await old.record_success([("inflight", "h1"), ("failed", "h1")], "A")
+        assert await old.fail("failed", "A", "e", retry_at=now) == 1
+        await old.dead_letter("dead", "A", "boom", rule="r", row={"id": "dead", "n": 1}, now=5.0)
+        await old.record_optout(optout("m1", 1000.0))
+        await old.vote("s", "v", "a", policy="last", now=1.0, vote_id="m1")
+        await other.finish(["x"], "w")
+        legacy = await _all_keys(plain_client, f"{LegacyKeys(namespace).prefix}*")
+        assert len(legacy) >= 10
+
+        new = RedisStore(plain_client, namespace, horizon, clock=clock)
+        assert await new.unfinished(["done-1", "done-2", "skip", "dead", "new"]) == ["new"]
+        assert await _all_keys(plain_client, f"{LegacyKeys(namespace).prefix}*") == set()
+        assert await new.counts() == {"done": 2, "skipped": 1, "dead": 1, "failed": 2}
+        assert await new.claim(["inflight"], "B", LEASE, now) == []  # A's lease moved too
+        got = await new.claim(["failed"], "B", LEASE, now)
+        assert [(c.id, c.attempts, c.succeeded) for c in got] == [("failed", 1, frozenset({"h1"}))]
+        (d,) = await new.dead_letters()
+        assert (d.id, d.error, d.rule, dict(d.row)) == ("dead", "boom", "r", {"id": "dead", "n": 1})
+        assert await new.latest_optout("+905551112233") == optout("m1", 1000.0)
+        assert (await new.survey_results("s")).votes == {"a": 1}
+        assert await new.vote("s", "v", "b", policy="last", now=2.0, vote_id="m1") is False
+        k = Keys(namespace)
+        assert 0 < await plain_client.ttl(k.done_bucket(clock())) <= 10 * 86400  # the TTL moved
+        assert await plain_client.ttl(k.done) == -1
+        # the other namespace's old keys are its own: untouched until it opens
+        assert await _all_keys(plain_client, f"{LegacyKeys(namespace + '-other').prefix}*")
+    finally:
+        for ns in (namespace, f"{namespace}-other"):
+            await delete_namespace(plain_client, ns)
+            for key in await _all_keys(plain_client, f"{LegacyKeys(ns).prefix}*"):
+                await plain_client.delete(key)
+
+
+@pytest.mark.anyio
+async def test_old_keys_written_after_an_upgrade_merge_at_the_next_open(
+    plain_client: aioredis.Redis,
+) -> None:
+    """An old worker still running beside an upgraded one: its later writes are merged, never
+    dropped, when an upgraded worker opens again (counters add up, done sets unite)."""
+    namespace = f"up-{uuid4().hex}"
+    try:
+        old = legacy_store(plain_client, namespace)
+        await old.finish(["a"], "w")
+        first = RedisStore(plain_client, namespace)
+        await first.finish(["b"], "w")  # moves the old keys, then writes under the new names
+        await old.finish(["c"], "w")  # the old worker carries on
+        await old.dead_letter("d", "w", "e", rule=None, row={}, now=1.0)
+        second = RedisStore(plain_client, namespace)
+        assert await second.move_legacy_keys() >= 2
+        assert await second.unfinished(["a", "b", "c", "d", "e"]) == ["e"]
+        assert await second.counts() == {"done": 3, "skipped": 0, "dead": 1, "failed": 1}
+        assert await second.move_legacy_keys() == 0  # nothing left: a no-op
+    finally:
+        await delete_namespace(plain_client, namespace)
+        for key in await _all_keys(plain_client, f"{LegacyKeys(namespace).prefix}*"):
+            await plain_client.delete(key)
