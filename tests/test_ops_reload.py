@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, free_port, scrape, value, wait_until
+from ops_support import HANDLERS, Ops, free_port, http_get, scrape, value, wait_until
 
 from keyrouter.testing import FakeIletiMerkezi
 
@@ -127,3 +127,34 @@ def test_watch_reloads_when_the_file_changes(ops: Ops) -> None:
     wait_until(lambda: "were rejected" in worker.stderr(), 20, "the watch to reject", worker.proc, worker.err)
     assert tag_of(ops, send(ops, "MERHABA"), worker) == "new"
     assert worker.stop() == 0, worker.stderr()
+
+
+def test_two_workers_reloading_at_different_moments_run_each_message_once(ops: Ops) -> None:
+    ports = [free_port(), free_port()]
+    workers = [ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{p}") for p in ports]
+    ids: list[str] = []
+
+    def burst(n: int) -> None:
+        for _ in range(n):
+            ids.append(ops.fake.add_message("MERHABA", sender=f"+9053{len(ids):08d}")["id"])
+
+    def reloaded(port: int) -> bool:
+        return value(scrape(f"http://127.0.0.1:{port}"), "keyrouter_rules_reloads_total", result="ok") == 1
+
+    for w, p in zip(workers, ports, strict=True):
+        wait_until(lambda p=p: http_get(f"http://127.0.0.1:{p}/healthz")[0] == 200, 20, "the listener",
+                   w.proc, w.err)
+    burst(15)
+    ops.rules(NEW.replace("tag: new", "tag: old"))  # same handlers, new keywords: a new version
+    workers[0].proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: reloaded(ports[0]), 20, "the first reload", workers[0].proc, workers[0].err)
+    burst(15)  # one worker on the old rules, one on the new
+    workers[1].proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: reloaded(ports[1]), 20, "the second reload", workers[1].proc, workers[1].err)
+    burst(15)
+    wait_until(lambda: len({i for i, _ in ops.called()}) >= len(ids), 60, "every message handled",
+               workers[0].proc, workers[0].err)
+    for w in workers:
+        assert w.stop() == 0, w.stderr()
+    handled = [i for i, _ in ops.called()]
+    assert sorted(handled) == sorted(ids), "a message ran twice or not at all across the reloads"
