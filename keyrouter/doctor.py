@@ -239,6 +239,9 @@ async def check_store(d: Doctor) -> list[Check]:
         try:
             await asyncio.wait_for(store.counts(), 10)
         except Exception as exc:
+            if type(exc).__name__ in ("MovedError", "AskError"):
+                return [Check("store", "fail", f"{store!r} is a node of a Redis Cluster",
+                              "use a redis+cluster:// URL")]
             return [Check("store", "fail", f"{store!r} unreachable ({type(exc).__name__})",
                           "check KEYROUTER_STORE and that the server runs and accepts this host")]
         rtt = (time.perf_counter() - started) * 1000
@@ -257,36 +260,60 @@ async def check_store(d: Doctor) -> list[Check]:
 
 
 async def _redis_checks(client: Any) -> list[Check]:
-    info = await client.info()
-    found: list[Check] = []
+    """Policy, persistence and version of the server, or of every primary of a cluster (the
+    worst one is reported, with its address)."""
+    primaries = client.get_primaries() if hasattr(client, "get_primaries") else []
+    targets: list[tuple[str, dict[str, Any]]] = []
+    for node in primaries or [None]:
+        extra = {"target_nodes": node} if node is not None else {}
+        info = await client.info(**extra)
+        try:
+            save = (await client.config_get("save", **extra)).get("save", "")
+        except Exception:  # CONFIG is often disabled on managed Redis
+            save = None
+        info["_save"] = save
+        targets.append((f" on {node.name}" if node is not None else "", info))
+    return [_worst(targets, _policy), _worst(targets, _persistence), _worst(targets, _version)]
+
+
+def _worst(targets: list[tuple[str, dict[str, Any]]], check: Callable[[dict[str, Any]], Check]) -> Check:
+    order = {"fail": 0, "warn": 1, "ok": 2, "skip": 3}
+    results = []
+    for where, info in targets:
+        c = check(info)
+        if c.status != "ok" and where:
+            c.detail += where
+        results.append(c)
+    return min(results, key=lambda c: order[c.status])
+
+
+def _policy(info: dict[str, Any]) -> Check:
     policy = str(info.get("maxmemory_policy", "unknown"))
     if policy != "noeviction":
-        found.append(Check("redis maxmemory-policy", "fail",
-                           f"{policy}: Redis may evict done markers and repeat handler effects",
-                           "CONFIG SET maxmemory-policy noeviction, and set it in redis.conf"))
-    else:
-        found.append(Check("redis maxmemory-policy", "ok", "noeviction"))
-    try:
-        save = (await client.config_get("save")).get("save", "")
-    except Exception:  # CONFIG is often disabled on managed Redis
-        save = None
+        return Check("redis maxmemory-policy", "fail",
+                     f"{policy}: Redis may evict done markers and repeat handler effects",
+                     "CONFIG SET maxmemory-policy noeviction, and set it in redis.conf")
+    return Check("redis maxmemory-policy", "ok", "noeviction")
+
+
+def _persistence(info: dict[str, Any]) -> Check:
     if int(info.get("aof_enabled", 0)) == 1:
-        found.append(Check("redis persistence", "ok", "AOF on"))
-    else:
-        what = "persistence off" if save == "" else "AOF off (snapshots only)"
-        found.append(Check("redis persistence", "warn", f"{what}: a restart loses recent done markers",
-                           "appendonly yes (and appendfsync everysec)"))
+        return Check("redis persistence", "ok", "AOF on")
+    what = "persistence off" if info.get("_save") == "" else "AOF off (snapshots only)"
+    return Check("redis persistence", "warn", f"{what}: a restart loses recent done markers",
+                 "appendonly yes (and appendfsync everysec)")
+
+
+def _version(info: dict[str, Any]) -> Check:
     version = str(info.get("redis_version", "unknown"))
     try:
         parts = tuple(int(x) for x in version.split(".")[:2])
     except ValueError:
         parts = (0, 0)
     if parts < MIN_REDIS:
-        found.append(Check("redis version", "warn", f"Redis {version}",
-                           f"use Redis {'.'.join(map(str, MIN_REDIS))} or later"))
-    else:
-        found.append(Check("redis version", "ok", f"Redis {version}"))
-    return found
+        return Check("redis version", "warn", f"Redis {version}",
+                     f"use Redis {'.'.join(map(str, MIN_REDIS))} or later")
+    return Check("redis version", "ok", f"Redis {version}")
 
 
 def _sqlite_checks(path: str) -> list[Check]:

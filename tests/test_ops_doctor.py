@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +146,31 @@ def test_bad_rules_and_unreachable_store_fail(ops: Ops) -> None:
     assert found["rules"].startswith("fail ") and "rules.yaml:5" in found["rules"]
     assert found["store"].startswith("fail ") and "unreachable" in found["store"]
     assert "Traceback" not in done.stderr
+
+
+def test_a_cluster_is_checked_node_by_node(ops: Ops, tmp_path: Path) -> None:
+    cli = shutil.which("redis-cli")
+    assert cli, "redis-cli is not installed (CI installs redis-server, which brings it)"
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    nodes = [PrivateRedis(tmp_path / f"node{i}", *cluster, *(("--maxmemory-policy", "allkeys-lru")
+                                                             if i == 2 else ())) for i in range(3)]
+    try:
+        for node in nodes:
+            node.start()
+        created = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True,
+                                 text=True, timeout=60)
+        assert "All 16384 slots covered" in created.stdout, created.stdout + created.stderr
+        url = f"redis+cluster://127.0.0.1:{nodes[0].port}"
+        found: dict[str, str] = {}
+        for _ in range(50):  # the cluster settles a moment after create
+            done = ops.cli("doctor", ILETIMERKEZI_SENDER="MYBRAND", KEYROUTER_STORE=url)
+            found = lines(done.stdout)
+            if found["store"].startswith("ok "):
+                break
+            time.sleep(0.2)
+        policy = found["redis maxmemory-policy"]
+        assert policy.startswith("fail ") and f"127.0.0.1:{nodes[2].port}" in policy
+    finally:
+        for node in nodes:
+            node.stop()
