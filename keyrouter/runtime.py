@@ -60,6 +60,7 @@ async def open_runtime(settings: Settings, *, router: Router | None = None,
         policy=settings.retry_policy(), lease=settings.lease, concurrency=settings.concurrency,
         horizon=horizon, stopping=stopping, handler_timeout=settings.handler_timeout,
         events=events,
+        shutdown_grace=settings.shutdown_grace, max_abandoned=settings.max_abandoned,
     )
     try:
         yield Runtime(settings, router, store, client, dispatcher, events=events)

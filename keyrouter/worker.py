@@ -36,6 +36,9 @@ EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_CONFIG, EXIT_AUTH, EXIT_POLL_FAILED = 0, 1,
 #: Store failures worth a one-line log (anything else is logged with its traceback, once per kind).
 STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
 TRANSIENT = (TransientApiError, *STORE_ERRORS)  # kept for callers of the first round
+#: Too many handler threads stuck past their time limits (KEYROUTER_MAX_ABANDONED): the
+#: dispatcher stopped the worker cleanly so that its supervisor restarts it.
+EXIT_RESTART = 5
 MAX_BACKOFF = 300.0
 
 
@@ -120,6 +123,9 @@ class Worker:
             await self._release()
         if self.exit_code is not None:
             return self.exit_code
+        if getattr(self.runtime.dispatcher, "restart_needed", False):
+            logger.error("stopped for a restart: handler threads are stuck past their time limits")
+            return EXIT_RESTART
         logger.info("stopped cleanly")
         return EXIT_OK
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from typing import Any
@@ -81,3 +82,24 @@ def sync_slow(message: Any, match: Any, context: Any) -> None:
     finally:
         RUNNING[0] -= 1
     _note(message, match, context, "sync_slow")
+
+
+RELEASE = threading.Event()  # set by a test to let `sync_hang` threads return
+
+
+async def hang(message: Any, match: Any, context: Any) -> None:
+    """Noted at its start, then never returns (until cancelled)."""
+    _note(message, match, context, "hang")
+    await asyncio.Event().wait()
+
+
+def sync_hang(message: Any, match: Any, context: Any) -> None:
+    """A blocking handler that never returns on its own (a test sets RELEASE when done)."""
+    _note(message, match, context, "sync_hang")
+    RELEASE.wait(120)
+
+
+async def jitter(message: Any, match: Any, context: Any) -> None:
+    """Returns after 0-3 ms, so completions come back in a shuffled order."""
+    await asyncio.sleep(random.random() * 0.003)
+    _note(message, match, context, "jitter")

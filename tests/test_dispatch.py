@@ -338,19 +338,26 @@ async def test_a_failed_lease_renewal_is_retried(write_rules) -> None:
     assert len(recording.CALLS) == 1
 
 
-async def test_a_thread_past_its_time_limit_is_waited_for_before_a_retry(write_rules) -> None:
+async def test_a_thread_past_its_time_limit_is_abandoned_and_the_retry_keeps_the_key(write_rules) -> None:
     recording.MAX_RUNNING[0] = 0
     rules = Router(load_rules(write_rules("""
         version: 1
         rules:
-          - {name: any, pattern: '.*', handlers: [{recording:sync_slow: {seconds: 0.3}}]}
+          - {name: any, pattern: '.*', handlers: [{recording:sync_slow: {seconds: 0.6}}]}
     """)))
     store = MemoryStore()
-    d = Dispatcher(rules, store, policy=FAST, handler_timeout=0.05)
+    d = Dispatcher(rules, store, policy=FAST, handler_timeout=0.1)
     first = await d.process([msg("1", "x")])
-    assert first.retrying == 1 and recording.RUNNING[0] == 0  # failed, but only once it returned
-    await d.process([msg("1", "x")])
-    assert recording.MAX_RUNNING[0] == 1
+    # failed at the limit, without waiting for the thread: it still runs, abandoned
+    assert first.retrying == 1 and recording.RUNNING[0] == 1
+    assert d.abandoned_threads == 1
+    while recording.RUNNING[0]:
+        await asyncio.sleep(0.05)
+    assert d.abandoned_threads == 0  # it returned in the end
+    d.handler_timeout = 5
+    assert (await d.process([msg("1", "x")])).done == 1
+    keys = {c["key"] for c in recording.CALLS}
+    assert len(recording.CALLS) == 2 and len(keys) == 1  # the abandoned call and the retry: one key
     await d.aclose()
 
 

@@ -1,0 +1,215 @@
+"""One claimed message: its handler entries one after another, on its own.
+
+The entries that already succeeded (the claim's progress) are skipped; each success with entries
+left is written before the next entry starts; the last one hands the message to the writer's done
+batch.  A failed entry schedules a retry with backoff (the entries that succeeded are not run
+again) or, after the last attempt or on a permanent error, dead-letters the message.  A stop or a
+lost lease ends the message between entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from keyrouter.context import Context, idempotency_key
+from keyrouter.dispatch.limits import NOT_STARTED, await_with_limit, call_in_thread
+from keyrouter.dispatch.outcomes import (
+    ADMITTED,
+    DEAD,
+    DEFAULT_RULE,
+    DEFERRED,
+    DONE,
+    RETRYING,
+    SKIPPED,
+    describe_error,
+    entry_key,
+    is_permanent,
+)
+from keyrouter.dispatch.scheduling import FINISHING, Item, Queue
+from keyrouter.dispatch.writes import Writer
+from keyrouter.events import Events
+from keyrouter.message import Message, mask_number
+from keyrouter.router import Route
+from keyrouter.rules import HandlerEntry
+
+if TYPE_CHECKING:
+    from keyrouter.dispatch.core import Dispatcher
+
+logger = logging.getLogger("keyrouter.dispatch")
+
+
+async def run_message(d: Dispatcher, item: Item) -> None:
+    claim = item.claim
+    assert claim is not None
+    route = item.route if item.route is not None and item.router is d.router else d.route(item.message)
+    item.route = route
+    rule = route.rule
+    rule_name = rule.name if rule else DEFAULT_RULE
+    message = item.message
+    # max_age decides once, at the first attempt: a retry (or a dead letter retried by hand) of a
+    # message that was young enough is never skipped half-done
+    first_time = claim.attempts == 0 and not claim.succeeded
+    if first_time and rule is not None and rule.max_age is not None \
+            and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
+        d.finish_later(item, rule_name, skipped=True)
+        return
+    remaining = [(i, e) for i, e in enumerate(route.handlers)
+                 if entry_key(rule_name, i, e) not in claim.succeeded]
+    if message.normalized != route.normalized:
+        message = replace(message, normalized=route.normalized)
+    for n, (index, entry) in enumerate(remaining):
+        if d.stopped() or item.lost:
+            await d.give_back(item)
+            return
+        error = await run_entry(d, item, message, route, rule_name, index, entry)
+        if error is NOT_STARTED:
+            await d.give_back(item)
+            return
+        if error is not None:
+            await failed(d, item, rule_name, index, entry, error)
+            return
+        if n < len(remaining) - 1 and not await d.writer.progress(
+                item.id, entry_key(rule_name, index, entry)):
+            logger.warning("lease lost for message %s; stopping its handlers here", item.id)
+            d.lost(item)
+            return
+    d.finish_later(item, rule_name)  # nothing (left) to run is a crash after the last entry
+
+
+async def run_entry(d: Dispatcher, item: Item, message: Message, route: Route, rule_name: str,
+                    index: int, entry: HandlerEntry) -> Any:
+    """None on success, NOT_STARTED when a stop kept a queued thread call from starting, else
+    the exception."""
+    func, is_async = d.resolve(entry.name)
+    claim = item.claim
+    assert claim is not None
+    attempt = claim.attempts + 1
+    fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name, "attempt": attempt}
+    context = Context(
+        params=entry.params,
+        idempotency_key=idempotency_key(d.namespace, message.id, rule_name, index, entry.name),
+        logger=logging.LoggerAdapter(d.handler_logger(entry.name), fields),
+        rule=rule_name,
+        attempt=attempt,
+        client=d.client,
+        store=d.store,
+        settings=d.settings,
+        events=d.events,
+    )
+    limit = entry.timeout or d.handler_timeout
+    started = time.perf_counter()
+    try:
+        if is_async:
+            await await_with_limit(func(message, route.match, context), limit)
+        else:
+            result = await call_in_thread(d.threads_pool, limit, lambda: d.abandoned(entry.name),
+                                          d.call_unless_stopped, func, message, route.match, context)
+            if result is NOT_STARTED:
+                return NOT_STARTED
+            if inspect.isawaitable(result):
+                await await_with_limit(result, limit)
+    except Exception as exc:
+        d.events.handler_finished(entry.name, time.perf_counter() - started, False)
+        return exc
+    d.events.handler_finished(entry.name, time.perf_counter() - started, True)
+    return None
+
+
+async def failed(d: Dispatcher, item: Item, rule_name: str, index: int, entry: HandlerEntry,
+                 exc: BaseException) -> None:
+    claim = item.claim
+    assert claim is not None
+    message = item.message
+    failures = claim.attempts + 1
+    error = describe_error(exc)
+    where = f"message {message.id} from {mask_number(message.sender)}, rule {rule_name}, " \
+            f"handler #{index} {entry.name}"
+    # structured log fields (JSON logs): never the number or the text
+    fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name, "attempt": failures}
+    if is_permanent(exc) or d.policy.exhausted(failures):
+        why = "permanent error" if is_permanent(exc) else f"attempt {failures} of {d.policy.max_attempts}"
+        # a retry by hand must not meet max_age again: mark the message admitted
+        await d.store.record_success([(message.id, ADMITTED)], d.owner)
+        if await d.store.dead_letter(message.id, d.owner, error, rule=rule_name,
+                                     row=dict(message.row), now=d.clock()) is False:
+            logger.warning("%s: another worker holds it now; leaving it to them", where)
+            d.lost(item)
+            return
+        logger.error("dead letter: %s (%s): %s", where, why, error, extra=fields)
+        d.dead(item, rule_name)
+        return
+    asked = float(getattr(exc, "retry_after", None) or 0)  # RetryLater, e.g. a webhook's Retry-After
+    delay = max(d.policy.delay(failures), min(asked, d.policy.max_delay))
+    logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
+                   d.policy.max_attempts, error, extra=fields)
+    if await d.store.fail(message.id, d.owner, error, d.clock() + delay) == -1:
+        logger.warning("%s: another worker holds it now; leaving it to them", where)
+        d.lost(item)
+        return
+    d.retrying(item, rule_name, delay)
+
+
+class MessageEnds:
+    """How a message leaves a slot: the Dispatcher's bookkeeping for each ending (done or skipped
+    once written, given back at a stop, lost to another worker, dead, retrying)."""
+
+    _queue: Queue
+    _to_release: list[str]
+    _wake: asyncio.Event
+    events: Events
+
+    @property
+    def writer(self) -> Writer:
+        raise NotImplementedError
+
+    def _defer_line(self, item: Item, outcome: str | None) -> None:
+        raise NotImplementedError
+
+    def finish_later(self, item: Item, rule: str, *, skipped: bool = False) -> None:
+        item.state, item.rule, item.skipped = FINISHING, rule, skipped
+        self.writer.finish(item, skipped=skipped, forever=not item.message.date_known)
+
+    def _finished(self, items: list[Item], taken: list[str]) -> None:
+        """Done markers written (writer callback): the senders' next messages may start."""
+        lost = set(taken)
+        now = time.monotonic()
+        for item in items:
+            if item.id in lost:
+                logger.warning("message %s was taken over by another worker before it was marked "
+                               "done; its last handler entry may run again", item.id)
+                self._queue.defer(item, now)
+                self._defer_line(item, None)
+                continue
+            self._queue.drop(item)
+            outcome = SKIPPED if item.skipped else DONE
+            item.settle(outcome)
+            self.events.message_finished(item.rule, outcome)
+        self._wake.set()
+
+    async def give_back(self, item: Item) -> None:
+        """A stop between entries: the lease is given back (in one round trip with the others
+        when the loop winds down) so another worker can take the message at once."""
+        self._to_release.append(item.id)
+        self._queue.defer(item, time.monotonic())
+        self._defer_line(item, DEFERRED)
+
+    def lost(self, item: Item) -> None:
+        """Another worker holds the message now (or a write failed): leave it to them."""
+        self._queue.defer(item, time.monotonic())
+        self._defer_line(item, None)
+
+    def dead(self, item: Item, rule: str) -> None:
+        self._queue.drop(item)
+        item.settle(DEAD)
+        self.events.message_finished(rule, DEAD)
+
+    def retrying(self, item: Item, rule: str, delay: float) -> None:
+        self._queue.defer(item, time.monotonic(), delay)
+        self._defer_line(item, RETRYING)
+        self.events.message_finished(rule, RETRYING)

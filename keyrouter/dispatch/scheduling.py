@@ -1,0 +1,260 @@
+"""The local queue: which offered message may start next.
+
+Every message waits in its sender's line, ordered by (received time, id); only the head of a line
+may be claimed, and the next one only once the head is finished (done, skipped or dead), so one
+person's RET and a later BASLA are never applied out of order, by this worker or any other (the
+head may be held by another worker: the line then waits until the store says it is finished).
+Heads that may start sit in a heap ordered by priority (high first), then received time.
+A head that could not be claimed (held elsewhere, retry not due) waits for a recheck time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keyrouter.dispatch.outcomes import Report
+from keyrouter.message import Message
+from keyrouter.router import Route, Router
+from keyrouter.store.base import Claimed
+
+HIGH, NORMAL = 0, 1
+PRIORITY_NAMES = ("high", "normal")
+# where a message is in this worker
+WAITING, CLAIMED, RUNNING, FINISHING = "waiting", "claimed", "running", "finishing"
+RECHECK_FIRST, RECHECK_MAX = 0.5, 5.0  # seconds before a head that could not be claimed is tried again
+
+
+class Waiter:
+    """One `process()` call waiting for its messages to settle (run once, or not this time)."""
+
+    def __init__(self, report: Report, pending: int,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.report = report
+        self.pending = self.total = pending
+        self.progress = progress  # called with the number settled so far
+        self.settled = asyncio.Event()
+        self.error: BaseException | None = None
+        if pending == 0:
+            self.settled.set()
+
+    def settle(self, outcome: str | None) -> None:
+        if outcome is not None:
+            setattr(self.report, outcome, getattr(self.report, outcome) + 1)
+        self.pending -= 1
+        if self.progress is not None:
+            self.progress(self.total - self.pending)
+        if self.pending <= 0:
+            self.settled.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.settled.set()
+
+
+@dataclass(eq=False, slots=True)
+class Item:
+    message: Message
+    sender: str
+    seq: int
+    offered_at: float  # monotonic
+    # routed once the store says it is unfinished (an inbox of done messages costs no routing);
+    # `router` is the rules it was routed with: re-routed at start after a reload
+    route: Route | None = None
+    router: Router | None = None
+    priority: int = NORMAL
+    state: str = WAITING
+    checked: bool = False  # the store said unfinished since it was offered or last deferred
+    in_ready: bool = False
+    not_before: float = 0.0  # monotonic: do not claim before (retry or recheck)
+    recheck: float = 0.0  # the current recheck delay (grows while the head stays unclaimable)
+    claim: Claimed | None = None
+    lost: bool = False  # the lease went to another worker: stop between entries
+    waiters: list[Waiter] | None = None
+    rule: str = ""  # the rule it ran under (for events), set when it finishes
+    skipped: bool = False
+    order: tuple[datetime, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.order = (self.message.received_at, self.message.id)
+
+    @property
+    def id(self) -> str:
+        return self.message.id
+
+    def settle(self, outcome: str | None) -> None:
+        """Tell every waiting `process()` call how this message ended this time."""
+        waiters, self.waiters = self.waiters, None
+        for waiter in waiters or ():
+            waiter.settle(outcome)
+
+
+def _order(item: Item) -> tuple[datetime, str]:
+    return item.order
+
+
+def sender_key(message: Message) -> str:
+    return message.sender_e164 or message.sender or f"\x00{message.id}"
+
+
+class Queue:
+    """Offered, unfinished messages of this worker, by sender; not thread-safe (one event loop)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Item] = {}
+        self.lines: dict[str, list[Item]] = {}  # sender -> items in (received_at, id) order
+        self._ready: list[tuple[int, float, int, Item]] = []  # heads that may be claimed
+        self._timers: list[tuple[float, int, Item]] = []
+        self._unchecked: list[Item] = []
+        self.claimed: tuple[deque[Item], deque[Item]] = (deque(), deque())  # by priority
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # ------------------------------------------------------------------ adding and removing
+    def add(self, message: Message, now: float) -> Item:
+        item = Item(message, sender_key(message), next(self._seq), now)
+        self.items[item.id] = item
+        line = self.lines.setdefault(item.sender, [])
+        at = bisect_right(line, item.order, key=_order) if line else 0
+        if at == 0 and line and line[0].state != WAITING:
+            at = 1  # an earlier message that arrives late never overtakes one already started
+        line.insert(at, item)
+        self._unchecked.append(item)
+        return item
+
+    def drop(self, item: Item) -> None:
+        """The message is finished (or not ours to track any more): its line moves on."""
+        if self.items.get(item.id) is not item:
+            return
+        del self.items[item.id]
+        line = self.lines[item.sender]
+        was_head = line[0] is item
+        if was_head:
+            del line[0]
+        else:
+            line.remove(item)
+        if not line:
+            del self.lines[item.sender]
+        elif was_head:
+            self.make_ready(line[0])
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ state of a line
+    def head(self, item: Item) -> Item:
+        return self.lines[item.sender][0]
+
+    def is_head(self, item: Item) -> bool:
+        line = self.lines.get(item.sender)
+        return bool(line) and line[0] is item  # type: ignore[index]
+
+    def behind(self, item: Item) -> list[Item]:
+        """The later messages of the item's sender."""
+        return [i for i in self.lines.get(item.sender, ()) if i is not item]
+
+    def make_ready(self, item: Item) -> None:
+        """Consider the item for a claim once it is checked, the head of its line and due."""
+        if item.in_ready or item.state != WAITING or not item.checked:
+            return
+        if not self.is_head(item):
+            return
+        item.in_ready = True
+        heapq.heappush(self._ready, (item.priority, item.order[0].timestamp(), item.seq, item))
+
+    def checked(self, item: Item) -> None:
+        item.checked = True
+        self.make_ready(item)
+
+    def defer(self, item: Item, now: float, delay: float | None = None) -> None:
+        """Not claimable now: try again after `delay` (a retry's backoff) or a growing recheck time,
+        asking the store first whether it is still unfinished."""
+        item.state, item.claim, item.lost = WAITING, None, False
+        if delay is None:
+            item.recheck = min(RECHECK_MAX, max(RECHECK_FIRST, item.recheck * 2))
+            delay = item.recheck
+        else:
+            item.recheck = 0.0
+        item.not_before = now + delay
+        item.checked = False
+        heapq.heappush(self._timers, (item.not_before, item.seq, item))
+
+    def blocked(self, item: Item, now: float) -> bool:
+        """The item's line waits for a head that is deferred (retry or recheck not due)."""
+        line = self.lines.get(item.sender)
+        if not line:
+            return False
+        head = line[0]
+        return head.state == WAITING and head.not_before > now
+
+    # ------------------------------------------------------------------ what the loop asks
+    def take_unchecked(self, now: float) -> list[Item]:
+        """Items to ask the store about: new ones and deferred heads whose recheck time came."""
+        while self._timers and self._timers[0][0] <= now:
+            _, _, item = heapq.heappop(self._timers)
+            if self.items.get(item.id) is item and item.state == WAITING and not item.checked \
+                    and item.not_before <= now:
+                self._unchecked.append(item)
+        found, self._unchecked = self._unchecked, []
+        return [i for i in dict.fromkeys(found) if self.items.get(i.id) is i and not i.checked]
+
+    def recheck(self, items: list[Item]) -> None:
+        """Ask the store about these at the next tick."""
+        self._unchecked.extend(items)
+
+    def recheck_all(self) -> None:
+        """A new `run()` loop: every waiting message is asked about (and claimed) afresh."""
+        for item in self.items.values():
+            if item.state == WAITING:
+                item.checked, item.not_before = False, 0.0
+                self._unchecked.append(item)
+
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def has_unchecked(self) -> bool:
+        return bool(self._unchecked)
+
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def pick(self, n: int, now: float, *, waited_only: bool) -> list[Item]:
+        """Up to `n` heads to claim, high priority first, then oldest.  With `waited_only` (no
+        `run()` loop: `process()` calls only) messages nobody waits for any more are left."""
+        out: list[Item] = []
+        while self._ready and len(out) < n:
+            _, _, _, item = heapq.heappop(self._ready)
+            item.in_ready = False
+            if (self.items.get(item.id) is not item or item.state != WAITING or not item.checked
+                    or item.not_before > now or not self.is_head(item)):
+                continue
+            if waited_only and not item.waiters:
+                continue
+            out.append(item)
+        return out
+
+    def put_back(self, items: list[Item]) -> None:
+        for item in items:
+            self.make_ready(item)
+
+    def waiting(self) -> Iterator[Item]:
+        return (i for i in self.items.values() if i.state in (WAITING, CLAIMED))
+
+    def claimed_count(self) -> int:
+        return len(self.claimed[0]) + len(self.claimed[1])
+
+    def next_claimed(self) -> Item | None:
+        for lane in self.claimed:
+            while lane:
+                item = lane.popleft()
+                if self.items.get(item.id) is item and item.state == CLAIMED:
+                    return item
+        return None
