@@ -150,8 +150,9 @@ class Dispatcher(ServeLoop):
         return counts
 
     def oldest_waiting_age(self, now: float) -> float | None:
-        """Seconds since the oldest waiting message was received (epoch `now`); None: none wait."""
-        oldest = min((i.order[0].timestamp() for i in self._queue.waiting()), default=None)
+        """Seconds since the oldest unfinished message of this worker (waiting or running) was
+        received, at epoch `now` (the inbox lag); None when there is none."""
+        oldest = min((i.order[0].timestamp() for i in self._queue.items.values()), default=None)
         return None if oldest is None else max(0.0, now - oldest)
 
     @property
