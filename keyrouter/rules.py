@@ -190,10 +190,14 @@ def rule_files(path: str | Path) -> list[Path]:
     return [p]
 
 
-def load_rules(path: str | Path, max_bytes: int = yamlpos.DEFAULT_MAX_BYTES) -> RuleSet:
+def load_rules(path: str | Path, max_bytes: int | None = None) -> RuleSet:
     """Read a rules file or folder.  Raises RulesError listing every problem (warnings aside).
-    `max_bytes` bounds all files together (KEYROUTER_RULES_MAX_BYTES), so parsing time and
-    memory are bounded too."""
+    `max_bytes` bounds all files together, so parsing time and memory are bounded too; None
+    reads KEYROUTER_RULES_MAX_BYTES (default 4 MiB), so every caller honours the setting."""
+    if max_bytes is None:
+        from keyrouter.settings import rules_max_bytes
+
+        max_bytes = rules_max_bytes()
     builder = _Builder()
     builder.budget = builder.max_bytes = max_bytes
     files = rule_files(path)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from keyrouter.client import DEFAULT_BASE_URL
 from keyrouter.iys import DEFAULT_IYS_BASE_URL
@@ -80,6 +80,19 @@ class Settings(BaseModel):
                 values[field] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def rules_max_bytes(env: Mapping[str, str] | None = None) -> int:
+    """KEYROUTER_RULES_MAX_BYTES alone, for code that reads rules without Settings (reload,
+    doctor, dashboard).  An invalid value gives the default here; Settings reports it."""
+    env = os.environ if env is None else env
+    raw = env.get(_ENV["rules_max_bytes"])
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        return Settings.model_validate({"rules_max_bytes": raw}).rules_max_bytes
+    except ValidationError:
+        return DEFAULT_MAX_BYTES
 
 
 _ENV = {

@@ -132,6 +132,13 @@ def test_the_limit_counts_every_file_of_a_folder_and_is_a_setting(write_rules, t
         load_rules(tmp_path, 2 * size - 1)
     assert str(info.value).startswith(f"{tmp_path / 'b.yaml'}:1: too large:")
     assert Settings().rules_max_bytes == DEFAULT_MAX_BYTES
+    monkeypatch.setenv("KEYROUTER_RULES_MAX_BYTES", str(2 * size - 1))
+    with pytest.raises(RulesError):  # callers without Settings (reload, doctor) read it too
+        load_rules(tmp_path)
+    monkeypatch.setenv("KEYROUTER_RULES_MAX_BYTES", "lots")
+    assert len(load_rules(tmp_path).rules) == 2  # Settings reports the bad value, see below
+    assert main(["check", "--rules", str(tmp_path)]) == 2  # a bad setting: exit 2
+    assert "Traceback" not in capsys.readouterr().err
     monkeypatch.setenv("KEYROUTER_RULES_MAX_BYTES", str(size))
     monkeypatch.setenv("KEYROUTER_RULES", str(tmp_path))
     assert main(["check"]) == 2
