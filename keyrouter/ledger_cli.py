@@ -70,17 +70,20 @@ def _since(text: str | None) -> float | None:
     return parsed.timestamp()
 
 
-def _rule_effects(settings: Settings) -> dict[str, tuple[str, ...]] | None:
+def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
+    """The opt-out effects per rule name and a Router, or (None, None) with a warning."""
     from keyrouter.compliance import effects_of_rules
+    from keyrouter.router import Router
     from keyrouter.rules import RulesError, load_rules
 
     try:
-        return effects_of_rules(load_rules(settings.rules))
+        rules = load_rules(settings.rules)
     except (RulesError, OSError) as exc:
         first = exc.problems[0] if isinstance(exc, RulesError) and exc.problems else exc
         print(f"keyrouter: warning: rules {settings.rules} not readable ({first}); dead letters "
               "count as pending opt-outs only where their handler had started", file=sys.stderr)
-        return None
+        return None, None
+    return effects_of_rules(rules), Router(rules)
 
 
 def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,14 +100,14 @@ def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
             within = parse_duration(args.within).total_seconds()
         except ValueError as exc:
             return _fail(f"--within: {exc}", EXIT_BAD_INPUT)
-    effects = _rule_effects(settings) if args.action != "export" else None
+    effects, router = _rules(settings) if args.action != "export" else (None, None)
 
     async def body(store: Any) -> int:
         if args.action == "export":
             return await _export(store, args.format, since)
         if args.action == "stats":
-            return await _stats(store, effects, since)
-        return await _overdue(store, effects, within, args.full)
+            return await _stats(store, effects, router, since)
+        return await _overdue(store, effects, router, within, args.full)
 
     return _with_store(settings, body)
 
@@ -151,12 +154,14 @@ def _turkey(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, TURKEY).strftime("%Y-%m-%d %H:%M")
 
 
-async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, since: float | None) -> int:
+async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, router: Any,
+                 since: float | None) -> int:
     from keyrouter import compliance, reports
 
     entries = await store.optouts(since)
     print(reports.ledger_stats_text(reports.ledger_stats(entries)))
-    cases = [c for c in await compliance.collect(store, effects) if since is None or c.received_at >= since]
+    cases = [c for c in await compliance.collect(store, effects, router=router)
+             if since is None or c.received_at >= since]
     now = CLOCK()
     print("deadline: three Turkish business days (README, Deadlines)")
     for effect, s in compliance.summary(cases, now).items():
@@ -168,12 +173,13 @@ async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, since: 
     return EXIT_OK
 
 
-async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, within: float, full: bool) -> int:
+async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, router: Any, within: float,
+                   full: bool) -> int:
     from keyrouter import compliance
     from keyrouter.message import mask_number
 
     now = CLOCK()
-    cases = [c for c in await compliance.collect(store, effects, pending_only=True)
+    cases = [c for c in await compliance.collect(store, effects, router=router, pending_only=True)
              if c.deadline <= now + within]
     cases.sort(key=lambda c: c.deadline)
     for c in cases:

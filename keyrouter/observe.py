@@ -177,8 +177,8 @@ class Metrics(Events):
         try:  # pending opt-outs against their deadline; the rules say which dead letters count
             from keyrouter.compliance import pending_counts
 
-            rules = getattr(getattr(self.dispatcher, "router", None), "rules", None)
-            self.optouts = await asyncio.wait_for(pending_counts(store, rules), timeout)
+            router = getattr(self.dispatcher, "router", None)  # the rules in force, after reloads
+            self.optouts = await asyncio.wait_for(pending_counts(store, router), timeout)
         except Exception as exc:  # keep the last figures; readiness follows the read above
             logger.debug("opt-out counts not refreshed: %s", type(exc).__name__)
 

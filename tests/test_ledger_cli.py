@@ -178,3 +178,18 @@ def test_unreachable_store_is_exit_4(monkeypatch, capsys) -> None:
     monkeypatch.setenv("KEYROUTER_STORE", "redis://127.0.0.1:1/0")
     assert main(["optouts", "overdue"]) == 4
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_a_shared_row_held_up_before_its_opt_out_entry_is_pending(env, monkeypatch, capsys) -> None:
+    row = {"id": "held", "date": "2026-11-23 10:00:00", "sender": "05325550000", "text": "RET"}
+
+    async def share() -> None:
+        async with SqliteStore(env["path"], "default") as store:
+            token = await store.acquire_fetch("leader", 30, MONDAY)
+            assert token is not None and await store.publish([("held", json.dumps(row))], token) == 1
+
+    asyncio.run(share())
+    at(monkeypatch, DUE + 10)
+    assert main(["optouts", "overdue", "--full"]) == 1
+    held = [x for x in capsys.readouterr().out.splitlines() if "message held" in x]
+    assert len(held) == 2 and all(x.endswith("\twaiting") and "+905325550000" in x for x in held)
