@@ -268,7 +268,6 @@ class Store(ABC):
         """Votes per choice, voters, last vote time, rejected count (zeros for an unknown id)."""
 
     # ------------------------------------------------------------- paginated reads (dashboard)
-    @abstractmethod
     async def optouts_page(
         self,
         *,
@@ -283,6 +282,26 @@ class Store(ABC):
         (see `ledger_cursor`) in that order, with since <= received_at < until and, when given,
         that action.  Reads only what it returns (plus, with an action filter, the entries it
         skips): never the whole ledger.  One round trip."""
+        found, _ = await self.optouts_scan(before=before, limit=limit, since=since, until=until,
+                                           action=action)
+        return found
+
+    @abstractmethod
+    async def optouts_scan(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        scan: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> tuple[list[OptOut], LedgerCursor | None]:
+        """`optouts_page` that examines at most `scan` entries after the cursor (None: no bound),
+        so a filter that matches little costs a bounded read.  Returns (entries, next): `next`
+        is the cursor of the last entry examined when it stopped early (the page full, or `scan`
+        entries examined: then the page may be short, even empty, with older matches to come), or
+        None when the ledger (within since/until) ended first.  One round trip."""
 
     @abstractmethod
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,

@@ -19,6 +19,7 @@ from keyrouter.store.base import (
     OptOut,
     Store,
     SurveyResults,
+    ledger_cursor,
     ledger_key,
 )
 from keyrouter.store.codec import read_row, row_json
@@ -307,22 +308,30 @@ class MemoryStore(Store):
 
     # -- paginated reads (the dashboard); memory is for tests, so plain sorts are fine ----------
 
-    async def optouts_page(
+    async def optouts_scan(
         self,
         *,
         before: LedgerCursor | None = None,
         limit: int = 50,
+        scan: int | None = None,
         since: float | None = None,
         until: float | None = None,
         action: str | None = None,
-    ) -> list[OptOut]:
+    ) -> tuple[list[OptOut], LedgerCursor | None]:
+        if limit <= 0:
+            return [], None
         after = None if before is None else (before[0], f"{before[1]}|{before[2]}")
-        found = [
+        window = sorted((
             e for e in self._s.optouts.values()
             if (since is None or e.received_at >= since) and (until is None or e.received_at < until)
-            and (action is None or e.action == action) and (after is None or ledger_key(e) < after)
-        ]
-        return sorted(found, key=ledger_key, reverse=True)[: max(0, limit)]
+            and (after is None or ledger_key(e) < after)), key=ledger_key, reverse=True)
+        found: list[OptOut] = []
+        for examined, e in enumerate(window, 1):
+            if action is None or e.action == action:
+                found.append(e)
+            if len(found) >= limit or (scan is not None and scan > 0 and examined >= scan):
+                return found, ledger_cursor(e)
+        return found, None
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
                                 rules: Sequence[str] | None = None,

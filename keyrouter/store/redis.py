@@ -387,12 +387,14 @@ return out
 
 # KEYS: optouts HASH, optouts:at ZSET.  ARGV: start score ('+inf', or the cursor's or `until`'s,
 # as a number), start exclusive ('1'/'0'), cursor score ('' for none), cursor member, since ('-inf'
-# or a number), action ('' for any), limit.  Walks the ZSET newest first BY RANK from the first
-# entry at or below the start (ZCOUNT finds its rank), a chunk at a time, so a filtered page reads
-# only the entries it passes over.  Returns the bodies, newest first.
+# or a number), action ('' for any), limit, scan (0: no bound).  Walks the ZSET newest first BY RANK
+# from the first entry at or below the start (ZCOUNT finds its rank), a chunk at a time, so a
+# filtered page reads only the entries it passes over, at most `scan` of them.  Returns: '1' when
+# it stopped early (page full or scan done) else '0', the last examined member and its score, then
+# the bodies, newest first.
 _OPTOUTS_PAGE = """
 local unpack = table.unpack or unpack
-local zset, limit = KEYS[2], tonumber(ARGV[7])
+local zset, limit, scan = KEYS[2], tonumber(ARGV[7]), tonumber(ARGV[8])
 -- the rank of the first entry to look at: how many come before it, newest first
 local rank = 0
 if ARGV[1] ~= '+inf' then
@@ -401,33 +403,35 @@ end
 local cscore = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
 local since = tonumber(ARGV[5])
 local suffix = ARGV[6] ~= '' and ('|' .. ARGV[6]) or nil
-local members = {}
-while #members < limit do
+local members, examined, stopped, last, lastscore = {}, 0, '0', '', ''
+while stopped == '0' do
   local got = redis.call('ZREVRANGE', zset, rank, rank + 999, 'WITHSCORES')
   if #got == 0 then break end
   rank = rank + #got / 2
-  local stop = false
+  local ended = false
   for i = 1, #got, 2 do
     local m, score = got[i], tonumber(got[i + 1])
-    if score < since then stop = true; break end
-    local skip = cscore ~= nil and score == cscore and m >= ARGV[4]
-    if not skip and suffix and string.sub(m, -#suffix) ~= suffix then skip = true end
-    if not skip then
-      members[#members + 1] = m
-      if #members >= limit then break end
+    if score < since then ended = true; break end
+    if not (cscore ~= nil and score == cscore and m >= ARGV[4]) then
+      examined = examined + 1
+      last, lastscore = m, got[i + 1]
+      if not suffix or string.sub(m, -#suffix) == suffix then members[#members + 1] = m end
+      if #members >= limit or (scan > 0 and examined >= scan) then stopped = '1'; break end
     end
   end
-  if stop then break end
+  if ended then break end
 end
-if #members == 0 then return {} end
-return redis.call('HMGET', KEYS[1], unpack(members))
+local out = {stopped, last, lastscore}
+if #members > 0 then
+  for _, body in ipairs(redis.call('HMGET', KEYS[1], unpack(members))) do out[#out + 1] = body end
+end
+return out
 """
 
 # KEYS: dead HASH, dead:at ZSET.  ARGV: offset, limit, oldest first ('1'/'0'), rules... (none:
-# all).  Rebuilds the index
-# when its size differs from the hash's (dead letters written by an older version, or removed by a
-# path that does not keep the index), then reads one page by rank (or, with rules, walks it until
-# the page is full).  Returns id, body pairs, newest failed first.
+# all).  Rebuilds the index when its size differs from the hash's (dead letters written by an
+# older version, or removed by a path that does not keep the index), then reads one page by rank
+# (or, with rules, walks it until the page is full).  Returns id, body pairs, newest failed first.
 _DEAD_PAGE = """
 local unpack = table.unpack or unpack
 if redis.call('HLEN', KEYS[1]) ~= redis.call('ZCARD', KEYS[2]) then
@@ -751,17 +755,18 @@ class RedisStore(Store):
 
     # -- paginated reads (the dashboard) --------------------------------------------------------
 
-    async def optouts_page(
+    async def optouts_scan(
         self,
         *,
         before: LedgerCursor | None = None,
         limit: int = 50,
+        scan: int | None = None,
         since: float | None = None,
         until: float | None = None,
         action: str | None = None,
-    ) -> list[OptOut]:
+    ) -> tuple[list[OptOut], LedgerCursor | None]:
         if limit <= 0:
-            return []
+            return [], None
         start, exclusive, cscore, cmember = "+inf", "0", "", ""
         if until is not None:
             start, exclusive = repr(until), "1"
@@ -770,11 +775,15 @@ class RedisStore(Store):
             cscore, cmember = repr(before[0]), f"{before[1]}|{before[2]}"
         low = "-inf" if since is None else repr(since)
         k = self.keys
-        bodies = await self._optouts_page(
+        stopped, last, score, *bodies = await self._optouts_page(
             keys=[k.optouts, k.optouts_by_time],
-            args=[start, exclusive, cscore, cmember, low, action or "", limit],
+            args=[start, exclusive, cscore, cmember, low, action or "", limit, max(0, scan or 0)],
         )
-        return [OptOut(**_body(body)) for body in bodies if body is not None]
+        found = [OptOut(**json.loads(body)) for body in bodies if body is not None]
+        if _s(stopped) != "1":
+            return found, None
+        message_id, _, act = _s(last).rpartition("|")
+        return found, (float(score), message_id, act)
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
                                 rules: Sequence[str] | None = None,

@@ -29,6 +29,7 @@ from keyrouter.store.base import (
     OptOut,
     Store,
     SurveyResults,
+    ledger_cursor,
 )
 from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.keys import check_namespace, check_policy
@@ -536,33 +537,54 @@ class SqliteStore(Store):
 
     # -- paginated reads (the dashboard): index range scans, LIMIT rows read ---------------------
 
-    async def optouts_page(
+    async def optouts_scan(
         self,
         *,
         before: LedgerCursor | None = None,
         limit: int = 50,
+        scan: int | None = None,
         since: float | None = None,
         until: float | None = None,
         action: str | None = None,
-    ) -> list[OptOut]:
+    ) -> tuple[list[OptOut], LedgerCursor | None]:
+        if limit <= 0:
+            return [], None
         where = ["ns = :ns"]
         if since is not None:
             where.append("received_at >= :since")
         if until is not None:
             where.append("received_at < :until")
-        if action is not None:
-            where.append("action = :action")
         if before is not None:
             where.append("(received_at, message_id || '|' || action) < (:bt, :bm)")
-        p = self._p(since=since, until=until, action=action, limit=max(0, limit),
+        bounded = scan is not None and scan > 0
+        order = " ORDER BY received_at DESC, message_id || '|' || action DESC"
+        p = self._p(since=since, until=until, action=action, limit=limit, scan=scan,
                     bt=before[0] if before else None,
                     bm=f"{before[1]}|{before[2]}" if before else None)
+        if action is None or not bounded:  # a plain index range read of one page
+            if action is not None:
+                where.append("action = :action")
+            if bounded:
+                p["limit"] = min(limit, scan)  # type: ignore[type-var]
+            rows = await self._read(
+                f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join(where)}{order} LIMIT :limit", p)
+            found = [OptOut(*row) for row in rows]
+            return found, ledger_cursor(found[-1]) if len(found) >= p["limit"] else None
+        # bounded, with an action: the scan-th entry examined bounds the matching read (both are
+        # index walks), and is the next cursor when the page stays short
+        edge = await self._read(
+            f"SELECT received_at, message_id, action FROM optouts WHERE {' AND '.join(where)}{order}"
+            " LIMIT 1 OFFSET :scan - 1", p)
+        if edge:
+            where.append("(received_at, message_id || '|' || action) >= (:et, :em)")
+            p.update(et=edge[0][0], em=f"{edge[0][1]}|{edge[0][2]}")
         rows = await self._read(
-            f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join(where)}"
-            " ORDER BY received_at DESC, message_id || '|' || action DESC LIMIT :limit",
-            p,
-        )
-        return [OptOut(*row) for row in rows]
+            f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
+            " LIMIT :limit", p)
+        found = [OptOut(*row) for row in rows]
+        if len(found) >= limit:
+            return found, ledger_cursor(found[-1])
+        return found, (edge[0][0], edge[0][1], edge[0][2]) if edge else None
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
                                 rules: Sequence[str] | None = None,

@@ -153,19 +153,20 @@ class Dashboard:
     async def optouts(self, request: Request) -> Response:
         f, problems = pages.LedgerFilter.parse(request.query_params)
         before = pages.decode_cursor(request.query_params.get("before"))
-        entries, more = await pages.ledger_page(self.db, f, before)
+        page = await pages.ledger_page(self.db, f, before)
         now = time.time()
-        rows = [pages.ledger_row(e, self.deadline, now) for e in entries]
+        rows = [pages.ledger_row(e, self.deadline, now) for e in page.entries]
         waiting, more_pending = (await pages.pending_rows(self.db, f, self.rules.effects)
                                  if before is None else ([], False))
         pending = [pages.ledger_row(p.entry, self.deadline, now, pending=True, where=p.where)
                    for p in waiting[: pages.PENDING_SHOWN]]
         older = None
-        if more is not None:
-            older = "?" + urlencode({**f.query(), "before": pages.encode_cursor(entries[-1])})
+        if page.next is not None:
+            older = "?" + urlencode({**f.query(), "before": pages.encode_cursor(page.next)})
         return self.render(request, "optouts.html", rows=rows, f=f, problems=problems,
                            pending=pending, pending_total=len(waiting), more_pending=more_pending,
-                           scan=SCAN,
+                           scan=SCAN, searched=page.searched, ledger_scan=pages.LEDGER_SCAN,
+                           searched_to=pages.turkey_time(page.next[0]) if page.next else "",
                            tracked=self.deadline is not None, older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),

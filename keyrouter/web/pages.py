@@ -235,8 +235,9 @@ class LedgerFilter:
         return {k: v for k, v in q.items() if v}
 
 
-def encode_cursor(entry: OptOut) -> str:
-    raw = json.dumps(list(ledger_cursor(entry)), ensure_ascii=False).encode()
+def encode_cursor(at: OptOut | LedgerCursor) -> str:
+    cursor = ledger_cursor(at) if isinstance(at, OptOut) else at
+    raw = json.dumps(list(cursor), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -295,13 +296,26 @@ async def pending_rows(store: Store, f: LedgerFilter, rule_effects: Mapping[str,
     return [p for p in found if matches(p.entry, f)], more
 
 
+#: Ledger lines an effect filter examines per page view: a filter that matches little stays cheap
+#: and continues with "Older" from where it stopped.
+LEDGER_SCAN = 20_000
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[OptOut]
+    next: LedgerCursor | None  # where "Older" continues; None on the last page
+    searched: bool = False  # the page is short because LEDGER_SCAN lines were examined
+
+
 async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None,
-                      limit: int = PAGE_SIZE) -> tuple[list[OptOut], LedgerCursor | None]:
-    """One page and the cursor of the next (None on the last page)."""
-    got = await store.optouts_page(before=before, limit=limit + 1, since=f.since(), until=f.until(),
-                                   action=f.effect)
-    more = len(got) > limit
-    return got[:limit], ledger_cursor(got[limit - 1]) if more else None
+                      limit: int = PAGE_SIZE) -> LedgerPage:
+    got, nxt = await store.optouts_scan(before=before, limit=limit + 1, since=f.since(),
+                                        until=f.until(), action=f.effect,
+                                        scan=LEDGER_SCAN if f.effect else None)
+    if len(got) > limit:
+        return LedgerPage(got[:limit], ledger_cursor(got[limit - 1]))
+    return LedgerPage(got, nxt, nxt is not None)
 
 
 LEDGER_CSV_FIELDS = ("status", "where", "received_at", "number", "effect", "keyword", "message_id",

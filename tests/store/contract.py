@@ -786,6 +786,37 @@ class StoreContract(LedgerContract):
         assert await store.optouts_page(limit=0) == []
         assert await store.optouts_page(action="nothing-like-this") == []
 
+    async def test_optouts_scan_bounds_what_a_filtered_page_examines(self, store: Store) -> None:
+        for i in range(30):
+            action = "unblacklist" if i % 3 == 0 else "blacklist"
+            await store.record_optout(optout(f"m{i:02d}", 100.0 + i, action))
+
+        async def ids(**kw: Any) -> tuple[list[str], Any]:
+            found, nxt = await store.optouts_scan(**kw)
+            return [e.message_id for e in found], nxt
+
+        # five examined (m29..m25): one match, and the cursor of the fifth
+        assert await ids(action="unblacklist", limit=10, scan=5) == (
+            ["m27"], (125.0, "m25", "blacklist"))
+        assert await ids(action="unblacklist", limit=10, scan=5, before=(125.0, "m25", "blacklist")) == (
+            ["m24", "m21"], (120.0, "m20", "blacklist"))
+        assert await ids(action="iys_onay", limit=10, scan=4) == ([], (126.0, "m26", "blacklist"))
+        # the page fills first: its last entry is the cursor
+        full = (["m29", "m28"], (128.0, "m28", "blacklist"))
+        assert await ids(action="blacklist", limit=2, scan=10) == full
+        assert await ids(limit=10, scan=3) == (["m29", "m28", "m27"], (127.0, "m27", "unblacklist"))
+        # the ledger ends first: no cursor
+        assert await ids(since=127.5, limit=10, scan=100) == (["m29", "m28"], None)
+        assert await ids(action="unblacklist", since=120.0, limit=10) == (["m27", "m24", "m21"], None)
+        # walking scan by scan finds exactly the filtered ledger
+        walked, cursor = [], None
+        while True:
+            found, cursor = await ids(action="unblacklist", limit=3, scan=4, before=cursor)
+            walked += found
+            if cursor is None:
+                break
+        assert walked == [f"m{i:02d}" for i in range(27, -1, -3)]
+
     async def test_dead_letters_page_newest_first(self, store: Store) -> None:
         for i in range(25):
             await store.dead_letter(f"d{i:02d}", "w", f"err {i}", rule="r", row={"i": i},

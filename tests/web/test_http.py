@@ -371,3 +371,24 @@ def test_pages_over_a_real_redis(make_app: Callable[..., Any]) -> None:
         for key in sync.scan_iter(match=Keys(ns).pattern, count=1000):
             sync.delete(key)
         sync.close()
+
+
+def test_an_effect_filter_searches_a_bounded_stretch_and_goes_on(
+        open_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyrouter.web import pages
+
+    monkeypatch.setattr(pages, "LEDGER_SCAN", 25)
+    seen: list[str] = []
+    searched = 0
+    path = "/optouts?effect=unblacklist"
+    for _ in range(20):
+        r = open_client.get(path)
+        seen += ledger_ids(r.text)
+        searched += 'id="searched"' in r.text
+        older = re.search(r'href="/optouts(\?[^"]+)" rel="next"', r.text)
+        if older is None:
+            break
+        path = "/optouts" + older.group(1).replace("&amp;", "&")
+    assert seen == [f"m{i:04d}" for i in range(110, -1, -10)] and searched >= 3
+    r = open_client.get("/optouts?effect=iys_onay")
+    assert ledger_ids(r.text) == [] and "in the lines searched" in r.text and 'rel="next"' in r.text
