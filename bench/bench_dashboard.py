@@ -104,7 +104,7 @@ def main() -> None:
                 ("opt-outs, page in the middle", f"/optouts?before={deep}"),
                 ("opt-outs, one day", "/optouts?from=2026-05-30&to=2026-05-30"),
                 ("opt-outs, effect unblacklist (1 in 10)", "/optouts?effect=unblacklist"),
-                ("opt-outs, effect iys_onay (none: walks all)", "/optouts?effect=iys_onay"),
+                ("opt-outs, effect iys_onay (none: 20,000 searched)", "/optouts?effect=iys_onay"),
                 ("dead letters, newest", "/dead-letters"),
                 ("dead letters, last page", f"/dead-letters?page={DEAD // 50}"),
                 ("dead letters of one rule (1 in 10)", "/dead-letters?rule=optout"),
