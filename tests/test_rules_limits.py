@@ -17,14 +17,17 @@ from keyrouter.yamlpos import DEFAULT_MAX_BYTES
 
 #: The child imports keyrouter first, then times `check` alone and reports its peak memory.
 CHILD = """
-import contextlib, io, json, resource, sys, time
+import contextlib, io, json, sys, time
 from keyrouter.cli import main
 err = io.StringIO()
 start = time.perf_counter()
 with contextlib.redirect_stderr(err):
     code = main(["check", "--rules", sys.argv[1]])
 seconds = time.perf_counter() - start
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a big pytest process
+# would report its parent's peak
+with open("/proc/self/status") as status:
+    peak_mb = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
 print(json.dumps({"code": code, "seconds": seconds, "peak_mb": peak_mb, "err": err.getvalue()}))
 """
 
