@@ -798,7 +798,8 @@ class RedisStore(Store):
         if not keys:
             return set()
         pairs = [(str(m), str(a)) for m, a in keys]
-        got = await self.client.hmget(self.keys.optouts, [f"{m}|{a}" for m, a in pairs])
+        await self._ready()
+        got = await self.client.hmget(self.keys.optouts, [escape(f"{m}|{a}") for m, a in pairs])
         return {pair for pair, body in zip(pairs, got, strict=True) if body is not None}
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:

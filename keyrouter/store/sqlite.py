@@ -605,7 +605,7 @@ class SqliteStore(Store):
         rows = await self._read(
             "SELECT o.message_id, o.action FROM json_each(:keys) j JOIN optouts o ON o.ns = :ns"
             " AND o.message_id = json_extract(j.value, '$[0]') AND o.action = json_extract(j.value, '$[1]')",
-            self._p(keys=json.dumps([list(k) for k in keys])),
+            self._p(keys=json.dumps([[escape(str(m)), escape(str(a))] for m, a in keys])),
         )
         return {(m, a) for m, a in rows}
 

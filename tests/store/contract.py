@@ -198,12 +198,13 @@ class StoreContract(LedgerContract):
     async def test_fetch_lease_is_exclusive_renewable_and_fenced(self, make_store: MakeStore) -> None:
         a = make_store()
         b = make_store(a.namespace)  # another worker on the same namespace
-        first = await a.acquire_fetch("A", SHORT, time.time())
+        first = await a.acquire_fetch("A", LEASE, time.time())
         assert isinstance(first, int)
         assert await b.acquire_fetch("B", LEASE, time.time()) is None
-        assert await a.acquire_fetch("A", SHORT, time.time()) == first  # renewed, same token
+        assert await a.acquire_fetch("A", LEASE, time.time()) == first  # renewed, same token
         await b.release_fetch("B")  # not B's: nothing happens
         assert await b.acquire_fetch("B", LEASE, time.time()) is None
+        assert await a.acquire_fetch("A", SHORT, time.time()) == first  # a renewal sets the length
         await asyncio.sleep(SHORT + 0.1)  # A died: its lease runs out
         second = await b.acquire_fetch("B", LEASE, time.time())
         assert second is not None and second > first
@@ -620,6 +621,8 @@ class StoreContract(LedgerContract):
             assert await store.vote(odd, odd, odd, policy="last", now=1.0, vote_id=odd) is True
             assert await store.survey_results(odd) == SurveyResults(odd, {odd: 1}, 1, 1.0, 0)
         assert [e.message_id for e in await store.optouts()] == POISON
+        asked = [(odd, "blacklist") for odd in POISON] + [("nope\x00", "blacklist")]
+        assert await store.optouts_recorded(asked) == {(odd, "blacklist") for odd in POISON}
 
     # -- horizon --------------------------------------------------------------------------------
 
