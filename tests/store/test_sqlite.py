@@ -117,3 +117,66 @@ def test_open_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         open_store("sqlite:/k.sqlite3")
     with pytest.raises(ValueError, match="sqlite"):
         open_store("sqlite://host/k.sqlite3")
+
+
+def _lead(path: str, owner: str, start: Any, results: Any) -> None:
+    """One worker process: try to lead 40 times with a short lease, publish a row when leading,
+    and now and then stop leading."""
+
+    async def run() -> list[tuple[int, str, int]]:
+        store = SqliteStore(path, "lead")
+        rng = random.Random(owner)
+        seen: list[tuple[int, str, int]] = []
+        start.wait()
+        for i in range(40):
+            token = await store.acquire_fetch(owner, 0.05, time.time())
+            if token is not None:
+                added = await store.publish([(f"{owner}-{i}", f'{{"i": {i}}}')], token)
+                seen.append((token, f"{owner}-{i}", added))
+                if i % 3 == 2:
+                    await store.release_fetch(owner)  # a clean stop now and then: hand over
+            await asyncio.sleep(rng.uniform(0, 0.03))
+        await store.close()
+        return seen
+
+    results.put((owner, asyncio.run(run())))
+
+
+@pytest.mark.slow
+def test_processes_share_one_fetch_lease_and_its_rows(tmp_path: Path) -> None:
+    """Three OS processes on one SQLite file: each fencing token belongs to one holder, tokens only
+    grow, and every row a holder published is what every process reads, in publish order."""
+    path = str(tmp_path / "lead.sqlite3")
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(3), ctx.Queue()
+    owners = ("A", "B", "C")
+    procs = [ctx.Process(target=_lead, args=(path, o, start, results)) for o in owners]
+    for p in procs:
+        p.start()
+    got = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    holders: dict[int, set[str]] = {}
+    for owner, seen in got.items():
+        tokens = [token for token, _, _ in seen]
+        assert tokens == sorted(tokens), f"{owner}'s tokens went back: {tokens}"
+        for token, _, _ in seen:
+            holders.setdefault(token, set()).add(owner)
+    assert all(len(h) == 1 for h in holders.values()), holders
+    assert len({o for h in holders.values() for o in h}) >= 2, "the lease never changed hands"
+    published = {id for seen in got.values() for _, id, added in seen if added == 1}
+    assert published  # a deposed holder's publish may be refused (-1), never lost when accepted
+
+    async def read() -> list[tuple[str, str]]:
+        store = SqliteStore(path, "lead")
+        try:
+            return (await store.published(0))[1]
+        finally:
+            await store.close()
+
+    rows = asyncio.run(read())
+    assert {id for id, _ in rows} == published
+    by_token = {id: token for seen in got.values() for token, id, added in seen if added == 1}
+    order = [by_token[id] for id, _ in rows]
+    assert order == sorted(order)  # publish order follows the leaders' succession
