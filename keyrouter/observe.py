@@ -147,11 +147,14 @@ class Metrics(Events):
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready: rules loaded, store reachable, last poll ok or within its normal backoff."""
+        """Ready: rules loaded, store reachable, and (for the worker that polls get-inbox) the
+        last poll ok or within its normal backoff."""
         if self.rules_version is None:
             return False, "rules not loaded"
         if self.store_error is not None:
             return False, f"store unreachable: {self.store_error}"
+        if self.fetch_leader() is False:  # another worker polls; this one reads the shared rows
+            return (True, "ok") if self.dead_letters is not None else (False, "store not read yet")
         if self.last_poll is None:
             return False, "no poll has finished yet"
         if self.last_poll == "auth":
@@ -159,6 +162,12 @@ class Metrics(Events):
         if self.poll_failures >= READY_FAILURES:
             return False, f"get-inbox failed {self.poll_failures} times in a row ({self.last_poll})"
         return True, "ok"
+
+    def fetch_leader(self) -> bool | None:
+        """Whether this worker polls get-inbox (None: a worker without a fetch lease)."""
+        worker = self.worker() if callable(self.worker) else self.worker
+        leader = _read(worker, "is_fetch_leader")
+        return None if leader is None else bool(leader)
 
     # ------------------------------------------------------------------ store reads (event loop)
     async def refresh(self, store: Any, timeout: float = 5.0) -> None:
@@ -216,8 +225,7 @@ class _Live(Collector):
             for effect, counts in (m.optouts or {}).items():
                 family.add_metric([effect], float(counts[name]))
             yield family
-        worker = m.worker() if callable(m.worker) else m.worker
-        leader = _read(worker, "is_fetch_leader")
+        leader = m.fetch_leader()
         if leader is None:  # a worker without a fetch lease polls get-inbox itself
             leader = m.last_poll is not None
         yield _gauge("keyrouter_fetch_leader", "1 when this process polls get-inbox", float(bool(leader)))

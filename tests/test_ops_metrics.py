@@ -203,3 +203,17 @@ def test_a_bad_metrics_address_is_one_line_and_exit_2(ops: Ops) -> None:
         done = ops.cli("run", "--once", "--metrics", f"127.0.0.1:{busy}")
     assert done.returncode == 2, done.stderr
     assert "cannot serve metrics" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_workers_are_both_ready_and_one_is_the_fetch_leader(ops: Ops) -> None:
+    ports = [free_port(), free_port()]
+    workers = [ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{p}") for p in ports]
+    for w, p in zip(workers, ports, strict=True):
+        wait_until(lambda p=p: http_get(f"http://127.0.0.1:{p}/readyz") == (200, "ok\n"), 30,
+                   "both workers ready", w.proc, w.err)
+    leaders = [value(scrape(f"http://127.0.0.1:{p}"), "keyrouter_fetch_leader") for p in ports]
+    assert sorted(leaders) == [0, 1]
+    follower = ports[leaders.index(0)]
+    assert value(scrape(f"http://127.0.0.1:{follower}"), "keyrouter_polls_total", result="ok") == 0
+    for w in workers:
+        assert w.stop() == 0, w.stderr()

@@ -105,3 +105,16 @@ def test_reloader_swaps_only_checked_rules(write_rules, tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("match: [b]", "match: [a]").replace("[A]", "[A, B]"))
     assert asyncio.run(reloader.reload()) is True
     assert len(dispatcher.routers) == 1 and seen[-1][0] == "ok" and seen[-1][1] != version
+
+
+def test_a_worker_that_does_not_fetch_is_ready_once_the_store_answers() -> None:
+    class Follower:
+        is_fetch_leader = False
+
+    m = Metrics(process_metrics=False)
+    m.bind(worker=lambda: Follower(), rules=["a"], version="abc")
+    assert m.readiness() == (False, "store not read yet")
+    m.dead_letters = 0  # what a successful store read leaves
+    assert m.readiness() == (True, "ok")
+    m.store_error = "ConnectionError"
+    assert m.readiness() == (False, "store unreachable: ConnectionError")
