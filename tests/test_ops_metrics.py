@@ -171,11 +171,13 @@ def test_readyz_turns_503_when_redis_stops_and_back_when_it_returns(ops: Ops, tm
         worker = ops.start("run", "--interval", "0.5", KEYROUTER_STORE=redis.url,
                            KEYROUTER_METRICS_ADDR=f"127.0.0.1:{port}")
         ops.fake.add_message("MERHABA")
-        wait_until(lambda: http_get(base + "/readyz") == (200, "ok\n"), 20, "ready", worker.proc, worker.err)
+        wait_until(lambda: http_get(base + "/readyz") == (200, "ok\n")
+                   and value(scrape(base), "keyrouter_polls_total", result="ok"), 20, "ready after a poll",
+                   worker.proc, worker.err)
         redis.stop()
-        _status, body = wait_until(lambda: (r := http_get(base + "/readyz"))[0] == 503 and r, 20,
-                                  "/readyz 503 with Redis stopped", worker.proc, worker.err)
-        assert "store" in body and body.count("\n") == 1
+        _status, body = wait_until(lambda: (r := http_get(base + "/readyz"))[0] == 503 and "store" in r[1]
+                                   and r, 20, "/readyz 503 with Redis stopped", worker.proc, worker.err)
+        assert body.startswith("store unreachable") and body.count("\n") == 1
         assert http_get(base + "/healthz")[0] == 200, "a worker waiting for its store is alive"
         s = scrape(base)
         assert value(s, "keyrouter_polls_total", result="store") >= 1
