@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyrouter.store import Store
 from keyrouter.web import pages
+from keyrouter.web import status as status_info
 from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
 from keyrouter.web.charts import bar_chart
 from keyrouter.web.pending import SCAN
@@ -130,11 +131,14 @@ class Dashboard:
     async def status(self, request: Request) -> Response:
         counts = await self.db.counts()
         held = await self.db.dead_letter_count()
+        now = time.time()
+        inbox = await status_info.inbox(self.db, now)
         return self.render(request, "status.html", counts=counts, held=held, rules=self.rules,
+                           inbox=inbox,
                            loaded=pages.turkey_time(self.rules.loaded_at),
-                           changed=pages.rules_on_disk_changed(self.rules),
+                           changed=status_info.rules_on_disk_changed(self.rules),
                            store=self.store_label, namespace=self.namespace,
-                           now=pages.turkey_time(time.time()))
+                           now=pages.turkey_time(now))
 
     async def surveys(self, request: Request) -> Response:
         views = []
@@ -156,7 +160,7 @@ class Dashboard:
         page = await pages.ledger_page(self.db, f, before)
         now = time.time()
         rows = [pages.ledger_row(e, self.deadline, now) for e in page.entries]
-        waiting, more_pending = (await pages.pending_rows(self.db, f, self.rules.effects)
+        waiting, more_pending = (await pages.pending_rows(self.db, f, self.rules)
                                  if before is None else ([], False))
         pending = [pages.ledger_row(p.entry, self.deadline, now, pending=True, where=p.where)
                    for p in waiting[: pages.PENDING_SHOWN]]
@@ -177,7 +181,7 @@ class Dashboard:
         if problems:
             return Response("; ".join(problems) + "\n", 400, media_type="text/plain")
         full = self.auth.required  # full numbers only behind the token
-        body = pages.ledger_csv(self.db, f, full, self.deadline, self.rules.effects)
+        body = pages.ledger_csv(self.db, f, full, self.deadline, self.rules)
         return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
             "content-disposition": 'attachment; filename="optouts.csv"'})
 

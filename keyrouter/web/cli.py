@@ -56,7 +56,8 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
                      "pip install 'keyrouter[web]'")
     from keyrouter.rules import RulesError
     from keyrouter.store import open_store
-    from keyrouter.web.pages import RulesInfo, store_label
+    from keyrouter.web.pages import RulesInfo
+    from keyrouter.web.status import store_label
 
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
     if not is_loopback(args.host) and not token:

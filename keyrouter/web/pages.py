@@ -15,10 +15,9 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from keyrouter.handlers.survey import normalize_choice
@@ -73,6 +72,7 @@ class RulesInfo:
     #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.effects_of_rules)
     effects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_names: tuple[str, ...] = ()
+    router: Any = None  # routes the shared rows (pending opt-outs still waiting to start)
 
     @classmethod
     def load(cls, path: str, now: float) -> RulesInfo:
@@ -81,8 +81,10 @@ class RulesInfo:
 
         rules = load_rules(path)
         files, version = file_hashes(path)
+        from keyrouter.router import Router
+
         return cls(path, files, version, len(rules.rules), declared_surveys(rules), now,
-                   effects_of(rules), tuple(r.name for r in rules.rules))
+                   effects_of(rules), tuple(r.name for r in rules.rules), Router(rules))
 
 
 def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
@@ -288,11 +290,10 @@ def matches(e: OptOut, f: LedgerFilter) -> bool:
             and (f.effect is None or e.action == f.effect))
 
 
-async def pending_rows(store: Store, f: LedgerFilter, rule_effects: Mapping[str, Sequence[str]]
-                       ) -> tuple[list[Pending], bool]:
+async def pending_rows(store: Store, f: LedgerFilter, rules: RulesInfo) -> tuple[list[Pending], bool]:
     """Pending opt-outs (keyrouter.web.pending) that pass the filter, oldest first; and whether
     there may be more than the dead letters read."""
-    found, more = await pending(store, rule_effects)
+    found, more = await pending(store, rules.effects, rules.router)
     return [p for p in found if matches(p.entry, f)], more
 
 
@@ -339,14 +340,14 @@ def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
 
 
 async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool, deadline: Deadline | None,
-                     rule_effects: Mapping[str, Sequence[str]] | None = None,
+                     rules: RulesInfo | None = None,
                      chunk: int = 1000) -> AsyncIterator[str]:
     """Pending effects first, then the filtered ledger newest first, read a chunk at a time
     (never all at once)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(LEDGER_CSV_FIELDS)
-    for p in (await pending_rows(store, f, rule_effects or {}))[0]:
+    for p in (await pending_rows(store, f, rules))[0] if rules is not None else ():
         w.writerow(_csv_row(p.entry, full_numbers, deadline, True, p.where))
     before: LedgerCursor | None = None
     while True:
@@ -379,22 +380,3 @@ def dead_row(d: DeadLetter) -> DeadRow:
 def raw_row_text(d: DeadLetter) -> str:
     """The stored row, pretty-printed, phone numbers masked (the page escapes it)."""
     return json.dumps(mask_value(dict(d.row)), ensure_ascii=False, indent=2, default=str)
-
-
-def rules_on_disk_changed(info: RulesInfo) -> bool:
-    """The files changed since the dashboard loaded them (a worker may run newer rules)."""
-    try:
-        return file_hashes(info.path)[1] != info.version
-    except OSError:
-        return True
-
-
-def store_label(url: str) -> str:
-    """Scheme and place of the store URL, never a password."""
-    scheme, _, rest = url.partition("://")
-    if scheme.startswith("redis"):
-        host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
-        return f"{scheme}://{host}"
-    if scheme == "sqlite":
-        return f"sqlite:///{Path(rest[1:]).name}" if rest else "sqlite://"
-    return f"{scheme}://"

@@ -2,11 +2,12 @@
 read in pages: the dashboard cannot afford compliance.collect's whole-ledger read on every view.
 
 Pending, as compliance defines it: an effect with a deadline (blacklist, İYS RET) that has no
-ledger line and whose message either waits for a retry (marked pending by its handler) or sits in
-the dead letters (marked, or its rule has such an effect).  Reads: the marks, which ids of them
-are unfinished, the oldest `scan` dead letters of the opt-out rules (one filtered page), and which
-of their effects have a ledger line: four round trips, plus a lookup for the few marks the page
-did not explain.
+ledger line and whose message waits for a retry (marked pending by its handler), sits in the dead
+letters (marked, or its rule has such an effect), or is among the rows the workers share (fetched,
+unfinished) and routes to such an effect.  Reads: the marks, which ids of them are unfinished, the
+oldest `scan` dead letters of the opt-out rules (one filtered page), the shared rows (bounded by
+the inbox), and which of those effects have a ledger line: five round trips, plus a lookup for the
+few marks the page did not explain.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from keyrouter.compliance import EFFECTS
+from keyrouter.compliance import EFFECTS, _shared_effects  # the same routing of shared rows
 from keyrouter.message import RowError, parse_row
 from keyrouter.store import DeadLetter, OptOut, Store
 
@@ -43,7 +44,7 @@ def _row_facts(d: DeadLetter) -> tuple[float, str]:
     return m.received_at.timestamp(), m.sender_e164 or m.sender
 
 
-async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]],
+async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]], router: Any = None,
                   scan: int = SCAN) -> tuple[list[Pending], bool]:
     """(pending effects, oldest received first; whether the dead-letter page was full, so more
     may exist beyond it)."""
@@ -65,11 +66,18 @@ async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]],
             out.append(Pending(m, where))
     candidates = [(d, effect) for d in letters for effect in rule_effects.get(d.rule or "", ())
                   if (d.id, effect) not in seen]
-    recorded = await store.optouts_recorded([(d.id, e) for d, e in candidates]) if candidates else set()
+    shared = await _shared_effects(store, router) if router is not None else []
+    asked = [(d.id, e) for d, e in candidates] + [(m.id, e) for m, e in shared]
+    recorded = await store.optouts_recorded(asked) if asked else set()
     for d, effect in candidates:
         if (d.id, effect) not in recorded:
+            seen.add((d.id, effect))
             received, number = _row_facts(d)
             out.append(Pending(OptOut(number, effect, d.id, None, received, 0.0), "dead letter"))
+    for m, effect in shared:  # fetched, not started or held up before the opt-out entry
+        if (m.id, effect) not in recorded and (m.id, effect) not in seen:
+            out.append(Pending(OptOut(m.sender_e164 or m.sender, effect, m.id, None,
+                                      m.received_at.timestamp(), 0.0), "waiting"))
     out.sort(key=lambda p: (p.entry.received_at, p.entry.message_id, p.entry.action))
     return out, len(letters) >= scan
 

@@ -60,6 +60,7 @@ def test_status_page(open_client: TestClient, rules_path: Any) -> None:
     assert info.version == rules_version(rules_path) and info.version in r.text
     assert str(rules_path) in r.text and info.files[0][1] in r.text
     assert "Last poll" in r.text and "not recorded" in r.text
+    assert "none: no fetched message waits" in r.text  # inbox lag: no shared rows
     assert "changed on disk" not in r.text
     rules_path.write_text(rules_path.read_text() + "\n# edited\n")
     assert "changed on disk" in open_client.get("/").text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,9 +21,9 @@ from keyrouter.web.pages import (
     ledger_csv,
     mask_text,
     mask_value,
-    store_label,
     turkey_time,
 )
+from keyrouter.web.status import store_label
 
 
 def test_turkey_time_carries_its_offset() -> None:
@@ -133,3 +135,45 @@ def test_the_per_day_deadline_cache_agrees_with_deadlines(received: float) -> No
 
     fn = deadline_function()
     assert fn is not None and fn(received) == deadlines.deadline(received).timestamp()
+
+
+def test_pending_counts_shared_rows_as_compliance_does(write_rules) -> None:
+    """Rows the fetch leader shared (fetched, unfinished) that route to an opt-out effect are
+    pending ("waiting"), unless that effect is in the ledger: the same answer as compliance."""
+    from keyrouter import compliance
+    from keyrouter.router import Router
+    from keyrouter.rules import load_rules
+    from keyrouter.web.pending import effects_of, pending
+
+    rules = load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: optout, keywords: [RET], handlers: [reply: {text: ok}, blacklist]}
+          - {name: survey, keywords: [ANKET], handlers: [log]}
+    """))
+    router, effects = Router(rules), effects_of(rules)
+    NOV23 = 1_795_417_200.0  # 2026-11-23 10:00:00 +03:00
+
+    def row(id: str, text: str) -> tuple[str, str]:
+        body = {"id": id, "date": "2026-11-23 10:00:00", "sender": "05321234567", "number": "+908501234567",
+                "text": text}
+        return id, json.dumps(body)
+
+    async def run() -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]], Any]:
+        store = MemoryStore("shared")
+        token = await store.acquire_fetch("leader", 30.0, 0.0)
+        assert token is not None
+        await store.publish([row("w1", "RET"), row("w2", "ANKET"), row("w3", "ret")], token)
+        await store.record_optout(OptOut("+905321234567", "blacklist", "w3", "RET", 1_795_000_000.0, 5.0))
+        ours, _ = await pending(store, effects, router)
+        theirs = [c for c in await compliance.collect(store, effects, router=router)
+                  if c.state == compliance.PENDING]
+        from keyrouter.web.status import inbox
+
+        return ({(p.entry.message_id, p.entry.action, p.where) for p in ours},
+                {(c.message_id, c.effect, c.where) for c in theirs}, await inbox(store, NOV23 + 3 * 3600))
+
+    ours, theirs, waiting = asyncio.run(run())
+    assert ours == theirs == {("w1", "blacklist", "waiting")}
+    assert (waiting.waiting, waiting.oldest) == (3, "2026-11-23 10:00:00 +03:00")
+    assert waiting.lag == "3.0 h"

@@ -1,0 +1,65 @@
+"""What the Status page shows beyond the store's counters: the inbox lag from the rows the
+workers share, whether the rules changed on disk, the store's place without secrets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyrouter.message import RowError, parse_row
+from keyrouter.store import Store
+from keyrouter.web.pages import RulesInfo, file_hashes, turkey_time
+
+
+@dataclass(frozen=True)
+class Inbox:
+    waiting: int  # rows fetched and shared, not finished
+    oldest: str  # received time of the oldest of them
+    lag: str  # its age: the inbox lag
+
+
+async def inbox(store: Store, now: float) -> Inbox:
+    """The rows the workers share (`Store.published`: fetched, unfinished), one read bounded by
+    the inbox: how many wait and the age of the oldest, i.e. the inbox lag."""
+    _, rows = await store.published(0)
+    oldest: float | None = None
+    for _, text in rows:
+        try:
+            at = parse_row(json.loads(text)).received_at.timestamp()
+        except (ValueError, RowError):
+            continue
+        oldest = at if oldest is None else min(oldest, at)
+    if oldest is None:
+        return Inbox(len(rows), "", "")
+    return Inbox(len(rows), turkey_time(oldest), age(now - oldest))
+
+
+def age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def rules_on_disk_changed(info: RulesInfo) -> bool:
+    """The files changed since the dashboard loaded them (a worker may run newer rules)."""
+    try:
+        return file_hashes(info.path)[1] != info.version
+    except OSError:
+        return True
+
+
+def store_label(url: str) -> str:
+    """Scheme and place of the store URL, never a password."""
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("redis"):
+        host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
+        return f"{scheme}://{host}"
+    if scheme == "sqlite":
+        return f"sqlite:///{Path(rest[1:]).name}" if rest else "sqlite://"
+    return f"{scheme}://"
