@@ -112,8 +112,7 @@ class Worker:
         loops = [asyncio.create_task(self._fetch_loop(), name="keyrouter-fetch"),
                  asyncio.create_task(self._feed_loop(), name="keyrouter-feed")]
         if self.streaming:
-            loops.append(asyncio.create_task(self.runtime.dispatcher.run(self.stopping),
-                                             name="keyrouter-dispatch"))
+            loops.append(asyncio.create_task(self._dispatch_loop(), name="keyrouter-dispatch"))
         try:
             await asyncio.gather(*loops)
         finally:
@@ -223,6 +222,19 @@ class Worker:
         finally:
             stop.cancel()
             fresh.cancel()
+
+    async def _dispatch_loop(self) -> None:
+        """The dispatcher's scheduling loop; if it fails (the store), log, back off, go on."""
+        backoff = Backoff(self.interval)
+        while True:
+            try:
+                await self.runtime.dispatcher.run(self.stopping)
+                return
+            except Exception as exc:
+                delay = self._store_failed(exc, backoff)
+                if self.stopping.is_set():
+                    return
+                await sleep_unless_stopped(self.stopping, delay)
 
     # ------------------------------------------------------------------ one poll
     _poll_delay = 0.0
