@@ -191,6 +191,7 @@ class Worker:
         dispatcher: Any = self.runtime.dispatcher
         while not self.stopping.is_set():
             wait = self.tick * random.uniform(0.5, 1.0)
+            self.events.loop_ticked(self.clock())
             try:
                 self._fresh.clear()
                 full = not self.streaming or time.monotonic() - last_full >= resync
