@@ -22,7 +22,6 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from keyrouter.client import IletiMerkezi
 from keyrouter.message import Message, mask_number, parse_row
@@ -49,8 +48,6 @@ class Intake:
     def __init__(self, store: Store, client: IletiMerkezi | None, *, owner: str, lease: float,
                  beyond_horizon: Callable[[Message], bool] = lambda m: False) -> None:
         self.store = store
-        # until every backend shares rows, a store without them gets a per-process stand-in
-        self.share: Any = store if callable(getattr(store, "acquire_fetch", None)) else _LocalShare(store)
         self.client = client
         self.owner = owner
         self.lease = lease
@@ -69,7 +66,7 @@ class Intake:
 
     async def acquire(self, now: float) -> bool:
         """Take or renew the fetch lease (one round trip); True while this worker holds it."""
-        token = await self.share.acquire_fetch(self.owner, self.lease, now)
+        token = await self.store.acquire_fetch(self.owner, self.lease, now)
         if token != self.token:
             self._sent.clear()
             if token is not None:
@@ -85,7 +82,7 @@ class Intake:
         """Hand the fetch lease on at a clean stop, so another worker polls at its next turn."""
         if self.token is not None:
             self.token = None
-            await self.share.release_fetch(self.owner)
+            await self.store.release_fetch(self.owner)
 
     async def fetch(self) -> Fetched:
         """Poll get-inbox once and publish the unfinished rows not yet published.  Raises the
@@ -105,7 +102,7 @@ class Intake:
         new = [(i, _row_json(by_id[i])) for i in pending if i not in self._sent]
         added = 0
         if new:
-            added = await self.share.publish(new, self.token)
+            added = await self.store.publish(new, self.token)
             if added == -1:
                 logger.warning("another worker took over fetching; this poll's rows were not "
                                "published")
@@ -122,9 +119,9 @@ class Intake:
         """Published rows of unfinished messages, in publish order: those published since the last
         read, or all of them with `full` (one round trip).  Rows older than the horizon are
         unpublished; a row that cannot be parsed is logged and unpublished."""
-        cursor, rows = await self.share.published(0 if full else self.cursor)
+        cursor, rows = await self.store.published(0 if full else self.cursor)
         if cursor < self.cursor and not full:  # the store lost its state: start over
-            cursor, rows = await self.share.published(0)
+            cursor, rows = await self.store.published(0)
         self.cursor = cursor
         messages: list[Message] = []
         drop: list[str] = []
@@ -145,7 +142,7 @@ class Intake:
         if full:  # forget what is no longer shared (finished, or dropped)
             self._known = {i: self._known[i] for i in seen if i in self._known}
         if drop:
-            await self.share.unpublish(drop)
+            await self.store.unpublish(drop)
         return messages
 
     def forget(self, ids: Sequence[str]) -> None:
@@ -173,40 +170,3 @@ def _parse(msg_id: str, text: str) -> Message | None:
         return None
     return message
 
-
-class _LocalShare:
-    """The sharing part of the store contract kept in this process, for a store that lacks it:
-    every worker is its own fetcher (as in the first round), rows are shared with nobody."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.rows: dict[str, tuple[int, str]] = {}
-        self.seq = 0
-
-    async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
-        return 1
-
-    async def release_fetch(self, owner: str) -> None:
-        return None
-
-    async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
-        added = 0
-        for msg_id, text in rows:
-            if msg_id not in self.rows:
-                self.seq += 1
-                self.rows[msg_id] = (self.seq, text)
-                added += 1
-        return added
-
-    async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
-        wanted = [(i, seq) for i, (seq, _) in self.rows.items() if seq > after]
-        pending = set(await self.store.unfinished([i for i, _ in wanted])) if wanted else set()
-        for i, _ in wanted:
-            if i not in pending:
-                del self.rows[i]
-        rows = sorted((seq, i) for i, seq in wanted if i in pending)
-        return self.seq, [(i, self.rows[i][1]) for _, i in rows]
-
-    async def unpublish(self, ids: Sequence[str]) -> None:
-        for i in ids:
-            self.rows.pop(i, None)
