@@ -779,7 +779,7 @@ class RedisStore(Store):
             keys=[k.optouts, k.optouts_by_time],
             args=[start, exclusive, cscore, cmember, low, action or "", limit, max(0, scan or 0)],
         )
-        found = [OptOut(**json.loads(body)) for body in bodies if body is not None]
+        found = [OptOut(**_body(body)) for body in bodies if body is not None]
         if _s(stopped) != "1":
             return found, None
         message_id, _, act = _s(last).rpartition("|")
@@ -791,7 +791,9 @@ class RedisStore(Store):
         if limit <= 0 or (rules is not None and not rules):
             return []
         flat = await self._dead_page(keys=[self.keys.dead, self.keys.dead_by_time],
-                                     args=[max(0, offset), limit, int(oldest_first), *(rules or ())])
+                                     args=[max(0, offset), limit, int(oldest_first),
+                                           # as the bodies hold them (row_json): bytes, not re-escaped
+                                           *(_escape(r).encode() for r in rules or ())])
         return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:

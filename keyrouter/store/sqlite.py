@@ -577,7 +577,7 @@ class SqliteStore(Store):
             " LIMIT 1 OFFSET :scan - 1", p)
         if edge:
             where.append("(received_at, message_id || '|' || action) >= (:et, :em)")
-            p.update(et=edge[0][0], em=f"{edge[0][1]}|{edge[0][2]}")
+            p.update(et=edge[0][0], em=escape(f"{edge[0][1]}|{edge[0][2]}"))  # as _p would
         rows = await self._read(
             f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
             " LIMIT :limit", p)
@@ -595,7 +595,7 @@ class SqliteStore(Store):
             f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
             f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
             self._p(limit=max(0, limit), offset=max(0, offset),
-                    rules=None if rules is None else json.dumps(list(rules))),
+                    rules=None if rules is None else _ids(rules)),
         )
         return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 

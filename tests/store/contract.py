@@ -623,6 +623,22 @@ class StoreContract(LedgerContract):
         assert [e.message_id for e in await store.optouts()] == POISON
         asked = [(odd, "blacklist") for odd in POISON] + [("nope\x00", "blacklist")]
         assert await store.optouts_recorded(asked) == {(odd, "blacklist") for odd in POISON}
+        newest_first = list(reversed(POISON))
+        assert [e.message_id for e in await store.optouts_page(limit=100)] == newest_first
+        page, cursor = await store.optouts_scan(limit=3, scan=3, action="blacklist")
+        assert [e.message_id for e in page] == newest_first[:3] and cursor is not None
+        rest = await store.optouts_page(before=cursor, limit=100)
+        assert [e.message_id for e in rest] == newest_first[3:]
+        dead = [odd for odd in POISON if odd]
+        for i, odd in enumerate(dead):
+            await store.dead_letter(odd, "w", f"e {odd}", rule=odd, row={"id": odd}, now=float(i))
+        letters = await store.dead_letters_page(limit=100, rules=dead)
+        assert [(d.id, d.error, d.rule, dict(d.row)) for d in letters] == [
+            (odd, f"e {odd}", odd, {"id": odd}) for odd in reversed(dead)
+        ]
+        for odd in dead:
+            got = await store.get_dead_letter(odd)
+            assert got is not None and got.id == odd and dict(got.row) == {"id": odd}
 
     # -- horizon --------------------------------------------------------------------------------
 
