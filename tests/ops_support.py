@@ -4,6 +4,7 @@ redis-server, scraping over real HTTP."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -64,6 +65,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -195,7 +214,7 @@ class PrivateRedis:
     def __init__(self, folder: Path, *config: str) -> None:
         self.folder = folder
         self.config = config
-        self.port = free_port()
+        self.port = cluster_port() if "--cluster-enabled" in config else free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
