@@ -36,9 +36,12 @@ def escape(value: str, *, nul: bool = True) -> str:
     characters (and backslash and the marker) becomes `\\uXXXX`, one code point at a time, so two
     lone halves of a pair stay two characters.  `nul=False` (Redis: binary-safe, and earlier
     versions stored NUL as is) leaves a string whose only oddity is NUL unchanged."""
-    if value.startswith(MARK) or (_UNSAFE if nul else _SURROGATE).search(value):
-        return MARK + _ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
-    return value
+    if value.isascii():  # the usual case, in C: no surrogate possible
+        if not value.startswith(MARK) and not (nul and "\x00" in value):
+            return value
+    elif not value.startswith(MARK) and not (_UNSAFE if nul else _SURROGATE).search(value):
+        return value
+    return MARK + _ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 def unescape(value: str) -> str:

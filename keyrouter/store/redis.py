@@ -20,8 +20,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
+from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
-from keyrouter.store.codec import read_row, row_json, unescape
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
 
@@ -57,6 +57,14 @@ local function unfinished(ids, dead, first)
     if redis.call('HEXISTS', dead, id) == 0 then keep[#keep + 1] = id end
   end
   return keep
+end
+-- one command per 1000 ids: HDEL/ZREM/DEL of many members or keys, skipped when the key is absent
+local function drop_all(cmd, key, items)
+  if #items == 0 or (key and redis.call('EXISTS', key) == 0) then return end
+  for s = 1, #items, 1000 do
+    if key then redis.call(cmd, key, unpack(items, s, math.min(s + 999, #items)))
+    else redis.call(cmd, unpack(items, s, math.min(s + 999, #items))) end
+  end
 end
 -- another owner holds a live lease on the claim key: finish, fail and dead_letter leave it be
 local function taken(claim, owner)
@@ -97,6 +105,7 @@ for s = 1, #ids, 1000 do
   local holders = redis.call('MGET', unpack(leases))
   local states = retries and redis.call('HMGET', KEYS[2], unpack(chunk)) or {}
   local lasts = held and redis.call('HMGET', KEYS[3], unpack(chunk)) or {}
+  local hold = {}
   for j, id in ipairs(chunk) do
     if n >= limit then break end
     local attempts, retry_at = 0, 0
@@ -110,7 +119,7 @@ for s = 1, #ids, 1000 do
       local last, over = lasts[j], 0
       if last ~= ARGV[3] then
         if last and not holder then over = 1 end
-        redis.call('HSET', KEYS[3], id, ARGV[3])
+        hold[#hold + 1] = id; hold[#hold + 1] = ARGV[3]
       end
       local done = redis.call('SMEMBERS', ARGV[2] .. id)
       out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = over; out[#out + 1] = #done
@@ -118,6 +127,7 @@ for s = 1, #ids, 1000 do
       n = n + 1
     end
   end
+  if #hold > 0 then redis.call('HSET', KEYS[3], unpack(hold)) end
 end
 return as_json(out)
 """
@@ -160,7 +170,7 @@ return lost
 _FINISH = """
 local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
 local last, plain = 6 + n + m, KEYS[8]
-local forever, left, seen, added = {}, {}, {}, {0, 0}
+local forever, left, seen, added, gone, names = {}, {}, {}, {0, 0}, {}, {}
 for i = last + 1, #ARGV do forever[ARGV[i]] = true end
 for i = 7, last do
   local id = ARGV[i]
@@ -177,13 +187,13 @@ for i = 7, last do
       local kind = (i - 6 <= n) and 1 or 2
       added[kind] = added[kind] + 1
     end
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('HDEL', KEYS[5], id)
-    if redis.call('HDEL', KEYS[6], id) == 1 then redis.call('ZREM', KEYS[7], id) end
-    redis.call('DEL', ARGV[1] .. id, ARGV[2] .. id)
+    gone[#gone + 1] = id
+    names[#names + 1] = ARGV[1] .. id; names[#names + 1] = ARGV[2] .. id
   end
 end
+for k = 3, 6 do drop_all('HDEL', KEYS[k], gone) end
+drop_all('ZREM', KEYS[7], gone)
+drop_all('DEL', nil, names)
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if added[1] > 0 then redis.call('HINCRBY', KEYS[2], 'done', added[1]) end
 if added[2] > 0 then redis.call('HINCRBY', KEYS[2], 'skipped', added[2]) end
@@ -491,7 +501,7 @@ def _s(value: bytes | str) -> str:
 
 def _json(reply: bytes | str) -> Any:
     """A script's JSON list answer, its strings unescaped."""
-    return [unescape(x) if isinstance(x, str) else x for x in json.loads(reply)]
+    return [unescape(x) if type(x) is str and x[:1] == MARK else x for x in json.loads(reply)]
 
 
 def _body(value: bytes | str) -> Any:
@@ -511,7 +521,9 @@ class _Script:
     async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
         if not self._store.moved:
             await self._store.move_legacy_keys()
-        return await self._script(keys=keys, args=[escape(a) if isinstance(a, str) else a for a in args])
+        # inline fast path (most ids are plain ASCII): this runs for every id of every batch
+        args = [escape(a) if type(a) is str and (a[:1] == MARK or not a.isascii()) else a for a in args]
+        return await self._script(keys=keys, args=args)
 
 
 def _ms(seconds: float) -> int:
