@@ -53,8 +53,9 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     rule_name = rule.name if rule else DEFAULT_RULE
     message = item.message
     # max_age decides once, at the first attempt: a retry (or a dead letter retried by hand) of a
-    # message that was young enough is never skipped half-done
-    first_time = claim.attempts == 0 and not claim.succeeded
+    # message that was young enough is never skipped half-done.  A claim taken over from a worker
+    # that died (or stalled) is not a first attempt: its first entry may have had its effect.
+    first_time = claim.attempts == 0 and not claim.succeeded and not claim.taken_over
     if first_time and rule is not None and rule.max_age is not None \
             and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
         d.finish_later(item, rule_name, skipped=True)
