@@ -141,6 +141,9 @@ class Intake:
             messages.append(message)
         if full:  # forget what is no longer shared (finished, or dropped)
             self._known = {i: self._known[i] for i in seen if i in self._known}
+            # and send again what is no longer shared but may be unfinished again (a dead letter
+            # retried by hand before the next poll): the store ignores a row already shared
+            self._sent.intersection_update(i for i, _ in rows)
         if drop:
             await self.store.unpublish(drop)
         return messages

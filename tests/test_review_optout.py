@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 import recording
 
+from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
+from keyrouter.intake import Intake
 from keyrouter.message import TURKEY, Message, parse_row
 from keyrouter.router import Router
 from keyrouter.rules import load_rules
 from keyrouter.store.memory import MemoryStore
+from keyrouter.testing import FakeIletiMerkezi
 
 pytestmark = pytest.mark.anyio
 
@@ -68,3 +73,36 @@ async def test_a_message_taken_over_from_a_dead_worker_is_not_skipped_by_max_age
     assert report.skipped == 0 and report.done == 1
     assert Counter((c["id"], c["tag"]) for c in recording.CALLS) == Counter(
         {("1", "block"): 1, ("1", "reply"): 1})
+
+
+@pytest.fixture
+def fake() -> Any:
+    with FakeIletiMerkezi() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeIletiMerkezi) -> AsyncIterator[IletiMerkezi]:
+    async with IletiMerkezi(fake.key, fake.hash, base_url=fake.base_url) as c:
+        yield c
+
+
+async def test_a_dead_letter_retried_by_hand_before_the_next_poll_is_published_again(
+        fake: FakeIletiMerkezi, client: IletiMerkezi) -> None:
+    """Dead-lettering drops the shared row.  Retried by hand before the leader's next poll, the
+    message is unfinished again and still in the inbox: the leader must share it again, or no
+    worker ever runs it while that leader keeps the fetch lease."""
+    clock = Clock()
+    store = MemoryStore("ns", clock=clock)
+    leader = Intake(store, client, owner="a", lease=60.0)
+    assert await leader.acquire(clock.now)
+    msg_id = fake.add_message("RET", sender="+905354104818")["id"]
+    await leader.fetch()
+    assert [m.id for m in await leader.read(full=True)] == [msg_id]
+    assert await store.claim([msg_id], "a", 60, clock.now)
+    assert await store.dead_letter(msg_id, "a", "boom", rule="optout", row={}, now=clock.now)
+    assert await store.retry_dead(msg_id)  # by hand, within the same poll interval
+    for _ in range(3):  # the next polls and reads, every worker's full resync included
+        await leader.fetch()
+        await leader.read(full=True)
+    assert [m.id for m in await leader.read(full=True)] == [msg_id]
