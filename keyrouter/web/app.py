@@ -229,6 +229,12 @@ class Dashboard:
         id, action = request.path_params["id"], request.path_params["action"]
         if action not in ("retry", "drop"):
             return Response("unknown action: retry or drop\n", 404, media_type="text/plain")
+        if action == "drop" and form.get("confirm") != "yes":  # a drop cannot be undone: ask once
+            d = await self.db.get_dead_letter(id)
+            if d is None:
+                return RedirectResponse("/dead-letters?" + urlencode({"done": f"{id} was not a dead letter"}),
+                                        303)
+            return self.render(request, "confirm_drop.html", d=pages.dead_row(d))
         change = self.db.retry_dead if action == "retry" else self.db.drop_dead
         ok = await change(id)
         who = session.who if session else "bearer token"

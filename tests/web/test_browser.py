@@ -223,3 +223,13 @@ def test_retry_a_dead_letter_and_see_it_leave(signed_in: WebDriver, server: str,
             await store.close()
 
     assert not asyncio.run(still_dead())
+
+
+def test_drop_asks_once_then_the_letter_is_gone(signed_in: WebDriver, server: str, screens: Path) -> None:
+    signed_in.get(server + "/dead-letters")
+    signed_in.find_element(By.CSS_SELECTOR, 'tr[data-id="d057"] button.drop').click()
+    assert signed_in.find_element(By.TAG_NAME, "h1").text.startswith("Drop dead letter")
+    shoot(signed_in, screens, "confirm-drop")
+    signed_in.find_element(By.ID, "confirm-drop").click()
+    assert "dropped d057" in signed_in.find_element(By.CSS_SELECTOR, "p.notice").text
+    assert not signed_in.find_elements(By.CSS_SELECTOR, 'tr[data-id="d057"]')

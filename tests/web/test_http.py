@@ -295,6 +295,10 @@ def test_retry_and_drop_need_the_csrf_token_and_are_logged(
         r = token_client.post("/dead-letters/d058/retry", data={"csrf": csrf}, follow_redirects=False)
         assert r.status_code == 303
         r = token_client.post("/dead-letters/d057/drop", data={"csrf": csrf})
+        assert r.status_code == 200 and "Drop for good" in r.text  # asks once: nothing dropped yet
+        assert asyncio.run(seeded.get_dead_letter("d057")) is not None
+        assert csrf_of(r.text) == csrf
+        r = token_client.post("/dead-letters/d057/drop", data={"csrf": csrf, "confirm": "yes"})
     assert r.status_code == 200 and "dropped d057" in r.text
     assert asyncio.run(seeded.get_dead_letter("d058")) is None
     assert asyncio.run(seeded.unfinished(["d058", "d057"])) == ["d058"]
@@ -306,7 +310,8 @@ def test_retry_and_drop_need_the_csrf_token_and_are_logged(
     assert "Recent actions" in r.text and "Ayşe" in r.text
     # scripts: the bearer header, no CSRF (no cookie involved)
     token_client.cookies.clear()
-    r = token_client.post("/dead-letters/d056/drop", headers=BEARER, follow_redirects=False)
+    r = token_client.post("/dead-letters/d056/drop", headers=BEARER, data={"confirm": "yes"},
+                          follow_redirects=False)
     assert r.status_code == 303
     assert token_client.post("/dead-letters/d056/explode", headers=BEARER).status_code == 404
 
