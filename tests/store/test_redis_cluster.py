@@ -185,3 +185,43 @@ async def test_old_keys_written_after_an_upgrade_merge_at_the_next_open(
         await delete_namespace(plain_client, namespace)
         for key in await _all_keys(plain_client, f"{LegacyKeys(namespace).prefix}*"):
             await plain_client.delete(key)
+
+
+@pytest.mark.anyio
+async def test_a_processed_inbox_costs_one_round_trip_per_call_on_the_cluster(
+    redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll of a processed inbox of 10,000 on a cluster: each call one command to one node."""
+    sent = [0]
+    send = aioredis.Connection.send_packed_command
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent[0] += 1
+        await send(self, *args, **kwargs)
+
+    monkeypatch.setattr(aioredis.Connection, "send_packed_command", counting)
+    client = RedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis", 1))
+    store = RedisStore(client, f"rt-{uuid4().hex}", timedelta(days=7))
+    ids = [f"{7_000_000_000 + i}" for i in range(10_000)]
+    rows = [(id, "{}") for id in ids]
+    try:
+        token = await store.acquire_fetch("L", LEASE, time.time())
+        assert token is not None
+        await store.finish(ids, "w")
+        for call in (store.unfinished(ids[:1]), store.claim(ids[:1], "w", LEASE, time.time()),
+                     store.publish(rows[:1], token), store.published(0)):
+            await call  # connect to the slot's node and load the scripts
+        calls = [
+            (lambda: store.acquire_fetch("L", LEASE, time.time()), token),
+            (lambda: store.publish(rows, token), 0),
+            (lambda: store.published(0), (0, [])),
+            (lambda: store.unfinished(ids), []),
+            (lambda: store.claim(ids, "w", LEASE, time.time()), []),
+        ]
+        for call, want in calls:
+            sent[0] = 0
+            assert await call() == want
+            assert sent[0] == 1
+    finally:
+        await delete_namespace(client, store.namespace)
+        await client.aclose()
