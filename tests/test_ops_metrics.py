@@ -219,3 +219,43 @@ def test_two_workers_are_both_ready_and_one_is_the_fetch_leader(ops: Ops) -> Non
     assert value(scrape(f"http://127.0.0.1:{follower}"), "keyrouter_polls_total", result="ok") == 0
     for w in workers:
         assert w.stop() == 0, w.stderr()
+
+
+def test_queued_by_priority_while_the_only_slot_is_busy(ops: Ops) -> None:
+    ops.rules(f"""\
+version: 1
+rules:
+  - name: slow
+    keywords: [YAVAS]
+    handlers:
+      - ops_handlers:wait_for_file: {{path: '{ops.tmp / "release"}'}}
+  - name: urgent
+    keywords: [RET]
+    priority: high
+    handlers: [ops_handlers:ok]
+  - name: hello
+    keywords: [MERHABA]
+    handlers: [ops_handlers:ok]
+""")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    worker = ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{port}",
+                       KEYROUTER_CONCURRENCY="1")
+    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "the listener", worker.proc, worker.err)
+    ops.fake.add_message("YAVAS", sender=mobile(0))
+    wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_inflight") == 1, 20,
+               "the slow handler in the only slot", worker.proc, worker.err)
+    for n, text in enumerate(["MERHABA", "MERHABA", "RET"], 1):
+        ops.fake.add_message(text, sender=mobile(n))
+    s = wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_queued", priority="high") == 1
+                   and value(x, "keyrouter_queued", priority="normal") == 2 and x, 20,
+                   "three messages queued behind it", worker.proc, worker.err)
+    assert value(s, "keyrouter_inflight") == 1
+    (ops.tmp / "release").touch()
+    s = wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_messages_total", rule="hello",
+                                                         outcome="done") == 2 and x,
+                   20, "the queue drained", worker.proc, worker.err)
+    assert value(s, "keyrouter_queued", priority="high") == 0
+    assert value(s, "keyrouter_queued", priority="normal") == 0
+    assert value(s, "keyrouter_messages_total", rule="urgent", outcome="done") == 1
+    assert worker.stop() == 0, worker.stderr()
