@@ -40,6 +40,19 @@ def turkey_time(epoch: float | None) -> str:
         "+0300", "+03:00")
 
 
+_E164 = re.compile(r"\+\d[\d*]{5,17}")  # a number, or one masked: no formula can hide in it
+
+
+def cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text that starts like a formula (=, +, -, @, tab,
+    CR) gets a leading apostrophe, except an E.164 number (masked or not).  Survey choices and
+    message ids come from SMS senders."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") \
+            and not _E164.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def mask_text(text: str) -> str:
     """Mask every Turkish mobile number inside free text."""
     return _MOBILE_IN_TEXT.sub(lambda m: mask_number(re.sub(r"\s", "", m.group(0))), text)
@@ -141,7 +154,7 @@ def survey_csv(view: SurveyView) -> str:
     w.writerow(["survey", "choice", "votes", "percent", "declared"])
     for choice, n, declared in view.bars:
         pct = round(100 * n / view.total, 1) if view.total else 0.0
-        w.writerow([view.survey, choice, n, pct, "yes" if declared else "no"])
+        w.writerow([cell(view.survey), cell(choice), n, pct, "yes" if declared else "no"])
     w.writerow([])
     w.writerow(["voters", view.voters])
     w.writerow(["rejected", view.rejected])
@@ -333,10 +346,11 @@ def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
     else:
         shown = turkey_time(due)
         met = "pending" if pending else ("yes" if e.handled_at <= due else "no")
-    return ["pending" if pending else "handled", where, turkey_time(e.received_at),
-            e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
-            "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
-            shown, met]
+    row = ["pending" if pending else "handled", where, turkey_time(e.received_at),
+           e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
+           "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
+           shown, met]
+    return [cell(v) for v in row]
 
 
 async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool, deadline: Deadline | None,

@@ -177,3 +177,12 @@ def test_pending_counts_shared_rows_as_compliance_does(write_rules) -> None:
     assert ours == theirs == {("w1", "blacklist", "waiting")}
     assert (waiting.waiting, waiting.oldest) == (3, "2026-11-23 10:00:00 +03:00")
     assert waiting.lag == "3.0 h"
+
+
+def test_csv_cells_never_start_a_formula() -> None:
+    from keyrouter.web.pages import cell
+
+    assert cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert [cell(v) for v in ("+SUM(A1)", "-1+2", "@cmd", "\tx", "a=b", 5)] == [
+        "'+SUM(A1)", "'-1+2", "'@cmd", "'\tx", "a=b", 5]
+    assert cell("+905321234567") == "+905321234567"  # an E.164 number stays a number
