@@ -222,7 +222,9 @@ async def test_claims_are_sized_to_capacity_so_workers_share_a_burst(write_rules
     await until(lambda: len(recording.CALLS) == 100, 30, "the burst")
     await running.stop()
     await other.stop()
-    assert max(store.sizes) <= 6
+    # at most the free slots plus what a worker starts in ~100 ms at its pace (4 slots of 50 ms
+    # handlers: about 8), never a big share of the 100
+    assert max(store.sizes) <= 4 + 10, store.sizes
     assert store.claimed[one.owner] >= 20 and store.claimed[two.owner] >= 20, store.claimed
     assert Counter(c["id"] for c in recording.CALLS) == Counter({str(i): 1 for i in range(100)})
 

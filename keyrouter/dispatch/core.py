@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from keyrouter.dispatch.limits import NOT_STARTED, Threads
+from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
 from keyrouter.dispatch.loop import ServeLoop
 from keyrouter.dispatch.outcomes import DEFERRED, Report
 from keyrouter.dispatch.scheduling import (
@@ -69,7 +69,9 @@ class Dispatcher(ServeLoop):
     events: Events = NO_EVENTS
     shutdown_grace: float = 30.0  # KEYROUTER_SHUTDOWN_GRACE
     max_abandoned: int = 8  # KEYROUTER_MAX_ABANDONED
-    prefetch: int | None = None  # claimed beyond free slots; None: a quarter of concurrency
+    #: claimed beyond free slots, at least (more at a fast pace: see loop.ServeLoop._wants);
+    #: None: a quarter of concurrency, at most 32
+    prefetch: int | None = None
 
     def __post_init__(self) -> None:
         self._handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
@@ -79,6 +81,8 @@ class Dispatcher(ServeLoop):
             self.prefetch = max(1, min(32, self.concurrency // 4))
         self.restart_needed = False  # too many stuck threads: the worker exits for a restart
         self._pool: Threads | None = None
+        self.watchdog = Watchdog()  # time limits of running entries
+        self._pace, self._started, self._pace_since = 0.0, 0, time.monotonic()
         self._queue = Queue()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiters: set[Waiter] = set()
@@ -152,7 +156,7 @@ class Dispatcher(ServeLoop):
     def oldest_waiting_age(self, now: float) -> float | None:
         """Seconds since the oldest unfinished message of this worker (waiting or running) was
         received, at epoch `now` (the inbox lag); None when there is none."""
-        oldest = min((i.order[0].timestamp() for i in self._queue.items.values()), default=None)
+        oldest = min((i.received for i in self._queue.items.values()), default=None)
         return None if oldest is None else max(0.0, now - oldest)
 
     @property

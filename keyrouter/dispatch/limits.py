@@ -118,39 +118,86 @@ class Threads:
             self._calls.put(None)
 
 
-async def call_in_thread(threads: Threads, limit: float, on_abandon: Callable[[], None],
-                         func: Callable[..., Any], *args: Any) -> Any:
-    """Run `func(*args)` in the pool; HandlerTimeout once it has run `limit` seconds."""
+class _Watched:
+    __slots__ = ("call", "fired", "limit", "started", "task")
+
+    def __init__(self, task: asyncio.Task[Any], limit: float, call: _Call | None) -> None:
+        self.task, self.limit, self.call = task, limit, call
+        self.started = time.monotonic()
+        self.fired = False
+
+    def deadline(self) -> float:
+        if self.call is None:
+            return self.started + self.limit
+        started = self.call.started_at  # a thread call's clock starts when a thread takes it
+        return float("inf") if started is None else started + self.limit
+
+
+class Watchdog:
+    """One periodic check for every running entry, cheaper on the hot path than a timer per
+    call: an entry past its deadline has its task cancelled (and knows it was the limit)."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every = every
+        self._watched: set[_Watched] = set()
+
+    def watch(self, limit: float, call: _Call | None = None) -> _Watched:
+        task = asyncio.current_task()
+        assert task is not None
+        watched = _Watched(task, limit, call)
+        self._watched.add(watched)
+        return watched
+
+    def forget(self, watched: _Watched) -> None:
+        self._watched.discard(watched)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            if not self._watched:
+                continue
+            now = time.monotonic()
+            for watched in list(self._watched):
+                if not watched.fired and watched.deadline() <= now:
+                    watched.fired = True
+                    watched.task.cancel()
+
+
+def _limit_reached(watched: _Watched) -> bool:
+    """Our own cancellation (not a stop's): swallow it."""
+    if not watched.fired:
+        return False
+    watched.task.uncancel()
+    return True
+
+
+async def call_in_thread(threads: Threads, watchdog: Watchdog, limit: float,
+                         on_abandon: Callable[[], None], func: Callable[..., Any], *args: Any) -> Any:
+    """Run `func(*args)` in the pool; HandlerTimeout once it has run `limit` seconds (its thread
+    is then abandoned)."""
     call = threads.submit(func, *args)
-    wait = limit
-    while True:
-        timer = asyncio.timeout(wait)
-        try:
-            async with timer:
-                return await asyncio.shield(call.future)
-        except TimeoutError:
-            if not timer.expired():  # the handler's own TimeoutError
-                raise
-            if call.started_at is None:  # still queued behind other calls: its clock has not started
-                wait = limit
-                continue
-            ran = time.monotonic() - call.started_at
-            if ran < limit:
-                wait = limit - ran
-                continue
-            threads.abandon(call)
-            on_abandon()
-            raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (its thread was "
-                                 "abandoned)") from None
-
-
-async def await_with_limit(awaitable: Awaitable[Any], limit: float) -> Any:
-    """An async handler's coroutine, cancelled at the limit."""
-    timer = asyncio.timeout(limit)
+    watched = watchdog.watch(limit, call)
     try:
-        async with timer:
-            return await awaitable
-    except TimeoutError:
-        if not timer.expired():  # the handler's own TimeoutError
+        return await asyncio.shield(call.future)
+    except asyncio.CancelledError:
+        if not _limit_reached(watched):
+            raise
+        threads.abandon(call)
+        on_abandon()
+        raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (its thread was "
+                             "abandoned)") from None
+    finally:
+        watchdog.forget(watched)
+
+
+async def await_with_limit(awaitable: Awaitable[Any], watchdog: Watchdog, limit: float) -> Any:
+    """An async handler's coroutine, cancelled at the limit."""
+    watched = watchdog.watch(limit)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if not _limit_reached(watched):
             raise
         raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (cancelled)") from None
+    finally:
+        watchdog.forget(watched)

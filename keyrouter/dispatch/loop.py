@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from keyrouter.dispatch.limits import Watchdog
 from keyrouter.dispatch.outcomes import DEFERRED, describe_error
 from keyrouter.dispatch.running import MessageEnds, run_message
 from keyrouter.dispatch.scheduling import CLAIMED, RUNNING, WAITING, Item
@@ -24,6 +25,8 @@ from keyrouter.store.base import Claimed, Store
 logger = logging.getLogger("keyrouter.dispatch")
 CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick
 IDLE_TICK = 1.0  # seconds between ticks with nothing to do (rechecks, a stop)
+PREFETCH_SECONDS = 0.1  # claim ahead what this worker starts in about this time...
+MAX_PREFETCH = 1000  # ...but never more than this
 
 
 class ServeLoop(MessageEnds):
@@ -44,6 +47,10 @@ class ServeLoop(MessageEnds):
     _serving: bool
     _continuous: bool
     _writer: Writer | None
+    watchdog: Watchdog
+    _pace: float  # messages started per second lately
+    _started: int
+    _pace_since: float
 
     def stopped(self) -> bool:
         raise NotImplementedError
@@ -57,7 +64,8 @@ class ServeLoop(MessageEnds):
     async def _serve(self, until: Callable[[], bool]) -> None:
         self._serving = True
         self._writer = Writer(self.store, self.owner, self.flush_interval, self._finished)
-        helpers = [asyncio.create_task(renew_forever(self._queue, self.store, self.owner, self.lease))]
+        helpers = [asyncio.create_task(renew_forever(self._queue, self.store, self.owner, self.lease)),
+                   asyncio.create_task(self.watchdog.run())]
         helpers += [asyncio.create_task(self._wake_on(e)) for e in (self.stopping, *self._stop_events) if e]
         writing = asyncio.create_task(self._writer.run())
         failures = 0
@@ -106,8 +114,24 @@ class ServeLoop(MessageEnds):
         return IDLE_TICK if timer is None else min(IDLE_TICK, max(0.0, timer - time.monotonic()))
 
     def _wants(self) -> int:
+        """Claims to ask for: free slots, plus a prefetch of what this worker starts in about
+        PREFETCH_SECONDS at its recent pace (at least `prefetch`): a few with slow handlers, so
+        workers share a burst; many with instant ones, so claims stay few round trips."""
         assert self.prefetch is not None
-        return self.concurrency - len(self._tasks) + self.prefetch - self._queue.claimed_count()
+        ahead = min(MAX_PREFETCH, max(self.prefetch, int(self._pace * PREFETCH_SECONDS)))
+        backlog = self._queue.claimed_count()
+        if backlog > ahead // 2:  # enough claimed ahead: free slots take from it, claim in bulk later
+            return 0
+        return self.concurrency - len(self._tasks) + ahead - backlog
+
+    def _count_start(self, n: int, now: float) -> None:
+        """Messages started per second, smoothed over about a second."""
+        self._started += n
+        elapsed = now - self._pace_since
+        if elapsed >= 0.25:
+            rate = self._started / elapsed
+            self._pace = rate if self._pace == 0 else 0.5 * self._pace + 0.5 * rate
+            self._started, self._pace_since = 0, now
 
     async def _tick(self) -> None:
         queue = self._queue
@@ -119,7 +143,7 @@ class ServeLoop(MessageEnds):
             left = set(await self.store.unfinished([i.id for i in batch]))
             now = time.monotonic()
             for item in batch:
-                if queue.items.get(item.id) is not item:
+                if not item.queued:
                     continue
                 if item.id in left:
                     if item.route is None:
@@ -129,23 +153,27 @@ class ServeLoop(MessageEnds):
                     queue.drop(item)
                     item.settle(None)
             for item in batch:
-                if item.waiters and item.state == WAITING and queue.items.get(item.id) is item \
+                if item.waiters and item.state == WAITING and item.queued \
                         and self._blocked(item, now):
                     self._defer_line(item, DEFERRED)
         if self.stopped():
             return
         want = self._wants()
         if want > 0 and queue.has_ready():
-            # more candidates than slots: the store skips those held elsewhere and stops at `want`
-            candidates = queue.pick(2 * want + 8, now, waited_only=not self._continuous)
+            # a few more candidates than slots: the store skips those held elsewhere and stops at
+            # `want` (when many are held elsewhere, the next tick comes at once for the rest)
+            candidates = queue.pick(want + 8, now, waited_only=not self._continuous)
             if candidates:
                 await self._claim(candidates, want)
+        started = 0
         while len(self._tasks) < self.concurrency and not self.stopped():
             item = queue.next_claimed()
             if item is None:
                 break
             item.state = RUNNING
             self._tasks[item.id] = asyncio.create_task(self._run(item))
+            started += 1
+        self._count_start(started, time.monotonic())
 
     async def _claim(self, candidates: list[Item], want: int) -> None:
         ids = [i.id for i in candidates]

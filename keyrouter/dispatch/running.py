@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
-from dataclasses import replace
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     remaining = [(i, e) for i, e in enumerate(route.handlers)
                  if entry_key(rule_name, i, e) not in claim.succeeded]
     if message.normalized != route.normalized:
-        message = replace(message, normalized=route.normalized)
+        message = _with_normalized(message, route.normalized)
     for n, (index, entry) in enumerate(remaining):
         if d.stopped() or item.lost:
             await d.give_back(item)
@@ -81,6 +81,19 @@ async def run_message(d: Dispatcher, item: Item) -> None:
             d.lost(item)
             return
     d.finish_later(item, rule_name)  # nothing (left) to run is a crash after the last entry
+
+
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
+
+
+def _with_normalized(message: Message, normalized: str) -> Message:
+    """`dataclasses.replace(message, normalized=...)` without its per-call introspection (this
+    runs for every message)."""
+    copy = object.__new__(Message)
+    for name in _MESSAGE_FIELDS:
+        object.__setattr__(copy, name, getattr(message, name))
+    object.__setattr__(copy, "normalized", normalized)
+    return copy
 
 
 async def run_entry(d: Dispatcher, item: Item, message: Message, route: Route, rule_name: str,
@@ -107,14 +120,15 @@ async def run_entry(d: Dispatcher, item: Item, message: Message, route: Route, r
     started = time.perf_counter()
     try:
         if is_async:
-            await await_with_limit(func(message, route.match, context), limit)
+            await await_with_limit(func(message, route.match, context), d.watchdog, limit)
         else:
-            result = await call_in_thread(d.threads_pool, limit, lambda: d.abandoned(entry.name),
-                                          d.call_unless_stopped, func, message, route.match, context)
+            result = await call_in_thread(d.threads_pool, d.watchdog, limit,
+                                          lambda: d.abandoned(entry.name), d.call_unless_stopped,
+                                          func, message, route.match, context)
             if result is NOT_STARTED:
                 return NOT_STARTED
             if inspect.isawaitable(result):
-                await await_with_limit(result, limit)
+                await await_with_limit(result, d.watchdog, limit)
     except Exception as exc:
         d.events.handler_finished(entry.name, time.perf_counter() - started, False)
         return exc

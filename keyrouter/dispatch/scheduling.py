@@ -16,7 +16,6 @@ import itertools
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from keyrouter.dispatch.outcomes import Report
@@ -58,35 +57,34 @@ class Waiter:
         self.settled.set()
 
 
-@dataclass(eq=False, slots=True)
 class Item:
-    message: Message
-    sender: str
-    seq: int
-    offered_at: float  # monotonic
-    # routed once the store says it is unfinished (an inbox of done messages costs no routing);
-    # `router` is the rules it was routed with: re-routed at start after a reload
-    route: Route | None = None
-    router: Router | None = None
-    priority: int = NORMAL
-    state: str = WAITING
-    checked: bool = False  # the store said unfinished since it was offered or last deferred
-    in_ready: bool = False
-    not_before: float = 0.0  # monotonic: do not claim before (retry or recheck)
-    recheck: float = 0.0  # the current recheck delay (grows while the head stays unclaimable)
-    claim: Claimed | None = None
-    lost: bool = False  # the lease went to another worker: stop between entries
-    waiters: list[Waiter] | None = None
-    rule: str = ""  # the rule it ran under (for events), set when it finishes
-    skipped: bool = False
-    order: tuple[datetime, str] = field(init=False)
+    """One offered message in this worker (a plain slotted class: one is built per message)."""
 
-    def __post_init__(self) -> None:
-        self.order = (self.message.received_at, self.message.id)
+    __slots__ = ("checked", "claim", "id", "in_ready", "lost", "message", "not_before",
+                 "offered_at", "order", "priority", "queued", "received", "recheck", "route",
+                 "router", "rule", "sender", "seq", "skipped", "state", "waiters")
 
-    @property
-    def id(self) -> str:
-        return self.message.id
+    def __init__(self, message: Message, sender: str, seq: int, offered_at: float) -> None:
+        self.message, self.sender, self.seq, self.offered_at = message, sender, seq, offered_at
+        self.id = message.id
+        self.order: tuple[datetime, str] = (message.received_at, message.id)
+        self.received = message.received_at.timestamp()  # epoch seconds
+        # routed once the store says it is unfinished (an inbox of done messages costs no
+        # routing); `router` is the rules it was routed with: re-routed at start after a reload
+        self.route: Route | None = None
+        self.router: Router | None = None
+        self.priority = NORMAL
+        self.state = WAITING
+        self.queued = True  # in the queue (False once dropped)
+        self.checked = False  # the store said unfinished since it was offered or last deferred
+        self.in_ready = False
+        self.not_before = 0.0  # monotonic: do not claim before (retry or recheck)
+        self.recheck = 0.0  # the current recheck delay (grows while the head stays unclaimable)
+        self.claim: Claimed | None = None
+        self.lost = False  # the lease went to another worker: stop between entries
+        self.waiters: list[Waiter] | None = None
+        self.rule = ""  # the rule it ran under (for events), set when it finishes
+        self.skipped = False
 
     def settle(self, outcome: str | None) -> None:
         """Tell every waiting `process()` call how this message ended this time."""
@@ -132,8 +130,9 @@ class Queue:
 
     def drop(self, item: Item) -> None:
         """The message is finished (or not ours to track any more): its line moves on."""
-        if self.items.get(item.id) is not item:
+        if not item.queued:
             return
+        item.queued = False
         del self.items[item.id]
         line = self.lines[item.sender]
         was_head = line[0] is item
@@ -147,6 +146,8 @@ class Queue:
             self.make_ready(line[0])
 
     def clear(self) -> None:
+        for item in self.items.values():
+            item.queued = False
         self.__init__()  # type: ignore[misc]
 
     # ------------------------------------------------------------------ state of a line
@@ -168,7 +169,7 @@ class Queue:
         if not self.is_head(item):
             return
         item.in_ready = True
-        heapq.heappush(self._ready, (item.priority, item.order[0].timestamp(), item.seq, item))
+        heapq.heappush(self._ready, (item.priority, item.received, item.seq, item))
 
     def checked(self, item: Item) -> None:
         item.checked = True
@@ -200,11 +201,11 @@ class Queue:
         """Items to ask the store about: new ones and deferred heads whose recheck time came."""
         while self._timers and self._timers[0][0] <= now:
             _, _, item = heapq.heappop(self._timers)
-            if self.items.get(item.id) is item and item.state == WAITING and not item.checked \
+            if item.queued and item.state == WAITING and not item.checked \
                     and item.not_before <= now:
                 self._unchecked.append(item)
         found, self._unchecked = self._unchecked, []
-        return [i for i in dict.fromkeys(found) if self.items.get(i.id) is i and not i.checked]
+        return [i for i in dict.fromkeys(found) if i.queued and not i.checked]
 
     def recheck(self, items: list[Item]) -> None:
         """Ask the store about these at the next tick."""
@@ -233,7 +234,7 @@ class Queue:
         while self._ready and len(out) < n:
             _, _, _, item = heapq.heappop(self._ready)
             item.in_ready = False
-            if (self.items.get(item.id) is not item or item.state != WAITING or not item.checked
+            if (not item.queued or item.state != WAITING or not item.checked
                     or item.not_before > now or not self.is_head(item)):
                 continue
             if waited_only and not item.waiters:
@@ -255,6 +256,6 @@ class Queue:
         for lane in self.claimed:
             while lane:
                 item = lane.popleft()
-                if self.items.get(item.id) is item and item.state == CLAIMED:
+                if item.queued and item.state == CLAIMED:
                     return item
         return None
