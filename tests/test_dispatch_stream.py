@@ -86,6 +86,11 @@ async def test_offer_and_run_stream_messages_and_offer_dedups(write_rules) -> No
     assert d.offer(first[:10]) == 0  # already queued
     running = Running(d)
     await until(lambda: len(recording.CALLS) == 30, 10, "the first messages")
+
+    async def first_done() -> bool:
+        return await store.unfinished([m.id for m in first]) == [] and d.inflight == 0
+
+    await until(first_done, 10, "their done markers")
     later = [msg(str(i), "x", f"+90555{i:07d}") for i in range(30, 40)]
     # finished messages left the queue: offered again, the store says they are done, and they
     # never run again
