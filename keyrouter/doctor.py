@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import platform
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,29 +29,16 @@ from keyrouter.client import (
     PermanentApiError,
     TransientApiError,
 )
+from keyrouter.doctor_store import Check, check_store
 from keyrouter.router import Router
 from keyrouter.rules import RulesError, load_rules
 from keyrouter.settings import Settings
-from keyrouter.store import open_store
 
 STATUSES = ("ok", "warn", "fail", "skip")
 MAX_SKEW = 30.0  # seconds: max_age and the opt-out ledger's deadlines depend on the clock
-MIN_REDIS = (6, 2)
 AUTH_FIX = ("check the three causes: (1) key or hash wrong (panel: Settings → Security → API Access); "
             "(2) the \"Allow API access\" toggle off (Settings → Security → Access Permissions); "
             "(3) an IP allowlist on the account that excludes this host")
-
-
-@dataclass
-class Check:
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        text = f"{self.status:<4}  {self.name}: {self.detail}"
-        return f"{text} — fix: {self.fix}" if self.fix else text
 
 
 @dataclass
@@ -228,118 +212,7 @@ async def check_paging(d: Doctor) -> Check:
                  f"(asked {size} per page)", "run doctor again once the inbox is stable")
 
 
-# ---------------------------------------------------------------- store, rules, version
-async def check_store(d: Doctor) -> list[Check]:
-    try:
-        store = open_store(d.settings.store, d.settings.namespace, d.settings.horizon_delta())
-    except ValueError as exc:
-        return [Check("store", "fail", str(exc), "fix KEYROUTER_STORE")]
-    try:
-        started = time.perf_counter()
-        try:
-            await asyncio.wait_for(store.counts(), 10)
-        except Exception as exc:
-            if type(exc).__name__ in ("MovedError", "AskError"):
-                return [Check("store", "fail", f"{store!r} is a node of a Redis Cluster",
-                              "use a redis+cluster:// URL")]
-            return [Check("store", "fail", f"{store!r} unreachable ({type(exc).__name__})",
-                          "check KEYROUTER_STORE and that the server runs and accepts this host")]
-        rtt = (time.perf_counter() - started) * 1000
-        found = [Check("store", "ok", f"{store!r} answered in {rtt:.1f} ms")]
-        client = getattr(store, "client", None)
-        if client is not None and hasattr(client, "info"):
-            found += await _redis_checks(client)
-        elif hasattr(store, "path"):
-            found += _sqlite_checks(str(store.path))
-        else:
-            found.append(Check("store kind", "warn", "memory:// keeps nothing between runs",
-                               "use redis:// or sqlite:/// in production"))
-        return found
-    finally:
-        await store.close()
-
-
-async def _redis_checks(client: Any) -> list[Check]:
-    """Policy, persistence and version of the server, or of every primary of a cluster (the
-    worst one is reported, with its address)."""
-    primaries = client.get_primaries() if hasattr(client, "get_primaries") else []
-    targets: list[tuple[str, dict[str, Any]]] = []
-    for node in primaries or [None]:
-        extra = {"target_nodes": node} if node is not None else {}
-        info = await client.info(**extra)
-        try:
-            save = (await client.config_get("save", **extra)).get("save", "")
-        except Exception:  # CONFIG is often disabled on managed Redis
-            save = None
-        info["_save"] = save
-        targets.append((f" on {node.name}" if node is not None else "", info))
-    return [_worst(targets, _policy), _worst(targets, _persistence), _worst(targets, _version)]
-
-
-def _worst(targets: list[tuple[str, dict[str, Any]]], check: Callable[[dict[str, Any]], Check]) -> Check:
-    order = {"fail": 0, "warn": 1, "ok": 2, "skip": 3}
-    results = []
-    for where, info in targets:
-        c = check(info)
-        if c.status != "ok" and where:
-            c.detail += where
-        results.append(c)
-    return min(results, key=lambda c: order[c.status])
-
-
-def _policy(info: dict[str, Any]) -> Check:
-    policy = str(info.get("maxmemory_policy", "unknown"))
-    if policy != "noeviction":
-        return Check("redis maxmemory-policy", "fail",
-                     f"{policy}: Redis may evict done markers and repeat handler effects",
-                     "CONFIG SET maxmemory-policy noeviction, and set it in redis.conf")
-    return Check("redis maxmemory-policy", "ok", "noeviction")
-
-
-def _persistence(info: dict[str, Any]) -> Check:
-    if int(info.get("aof_enabled", 0)) == 1:
-        return Check("redis persistence", "ok", "AOF on")
-    what = "persistence off" if info.get("_save") == "" else "AOF off (snapshots only)"
-    return Check("redis persistence", "warn", f"{what}: a restart loses recent done markers",
-                 "appendonly yes (and appendfsync everysec)")
-
-
-def _version(info: dict[str, Any]) -> Check:
-    version = str(info.get("redis_version", "unknown"))
-    try:
-        parts = tuple(int(x) for x in version.split(".")[:2])
-    except ValueError:
-        parts = (0, 0)
-    if parts < MIN_REDIS:
-        return Check("redis version", "warn", f"Redis {version}",
-                     f"use Redis {'.'.join(map(str, MIN_REDIS))} or later")
-    return Check("redis version", "ok", f"Redis {version}")
-
-
-def _sqlite_checks(path: str) -> list[Check]:
-    found: list[Check] = []
-    if path == ":memory:":
-        return [Check("sqlite", "warn", "an in-memory database keeps nothing", "use sqlite:///path")]
-    folder = Path(path).resolve().parent
-    if os.access(folder, os.W_OK):
-        found.append(Check("sqlite folder", "ok", f"{folder} is writable"))
-    else:
-        found.append(Check("sqlite folder", "fail",
-                           f"{folder} is not writable (WAL needs its -wal and -shm files)",
-                           "give the worker's user write access to the folder"))
-    try:
-        with sqlite3.connect(path, timeout=5) as db:
-            mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-    except sqlite3.Error as exc:
-        return [*found, Check("sqlite journal", "fail", f"cannot read {path}: {exc}", "check the file")]
-    if mode == "wal":
-        found.append(Check("sqlite journal", "ok", "WAL mode"))
-    else:
-        found.append(Check("sqlite journal", "warn", f"journal_mode is {mode}, not WAL",
-                           "let keyrouter open it once, or PRAGMA journal_mode=WAL"))
-    return found
-
-
+# ---------------------------------------------------------------- rules, version
 def check_rules(d: Doctor) -> Check:
     try:
         d.router = Router(load_rules(d.settings.rules))
@@ -384,7 +257,7 @@ async def diagnose(settings: Settings, emit: Callable[[Check], None]) -> list[Ch
             check_credentials, check_balance, check_sender, check_clock, check_paging]
         for step in steps:
             add(await step(d))
-        for check in await check_store(d):
+        for check in await check_store(d.settings):
             add(check)
     finally:
         if d.client is not None:
