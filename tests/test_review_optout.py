@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -14,6 +15,7 @@ from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
 from keyrouter.intake import Intake
 from keyrouter.message import TURKEY, Message, parse_row
+from keyrouter.retries import RetryPolicy
 from keyrouter.router import Router
 from keyrouter.rules import load_rules
 from keyrouter.store.memory import MemoryStore
@@ -106,3 +108,30 @@ async def test_a_dead_letter_retried_by_hand_before_the_next_poll_is_published_a
         await leader.fetch()
         await leader.read(full=True)
     assert [m.id for m in await leader.read(full=True)] == [msg_id]
+
+
+async def test_a_stale_worker_never_dead_letters_a_message_another_worker_finished(
+        write_rules) -> None:
+    """Worker A's lease ran out mid-entry (paused, or cut off from the store); B took the message
+    over and finished it.  A's entry then fails for the last time: A must not turn B's done
+    message into a dead letter (a retry by hand would run every entry again)."""
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    router = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: optout, keywords: [RET], handlers: [{recording:slow: {seconds: 0.5, tag: s}}]}
+    """)))
+    recording.FAILS[("1", "s")] = 1
+    a = Dispatcher(router, store, clock=clock, policy=RetryPolicy(max_attempts=1))
+    running = asyncio.create_task(a.process([msg("1", "RET", clock.now - 60)]))
+    await asyncio.sleep(0.2)  # A's handler is running
+    clock.now += 120  # A's lease ran out
+    [claim] = await store.claim(["1"], "b", 60, clock.now)
+    assert claim.taken_over
+    assert await store.finish(["1"], "b") == []  # B ran it and marked it done
+    await running
+    await a.aclose()
+    assert await store.dead_letters() == []
+    assert await store.unfinished(["1"]) == []
+    assert (await store.counts())["dead"] == 0

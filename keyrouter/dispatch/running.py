@@ -149,8 +149,15 @@ async def failed(d: Dispatcher, item: Item, rule_name: str, index: int, entry: H
     fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name, "attempt": failures}
     if is_permanent(exc) or d.policy.exhausted(failures):
         why = "permanent error" if is_permanent(exc) else f"attempt {failures} of {d.policy.max_attempts}"
-        # a retry by hand must not meet max_age again: mark the message admitted
-        await d.store.record_success([(message.id, ADMITTED)], d.owner)
+        # a retry by hand must not meet max_age again: mark the message admitted.  Written only
+        # while this worker still holds the lease: when it ran out, another worker may have taken
+        # the message over and finished it, and a stale dead letter would undo that (a retry by
+        # hand would then run every entry again); the message is checked and claimed afresh.
+        if await d.store.record_success([(message.id, ADMITTED)], d.owner):
+            logger.warning("%s: the lease ran out before this failure was written; leaving the "
+                           "message to whoever holds it (or to a fresh claim)", where)
+            d.lost(item)
+            return
         if await d.store.dead_letter(message.id, d.owner, error, rule=rule_name,
                                      row=dict(message.row), now=d.clock()) is False:
             logger.warning("%s: another worker holds it now; leaving it to them", where)
