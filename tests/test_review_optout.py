@@ -125,7 +125,8 @@ async def test_a_stale_worker_never_dead_letters_a_message_another_worker_finish
     recording.FAILS[("1", "s")] = 1
     a = Dispatcher(router, store, clock=clock, policy=RetryPolicy(max_attempts=1))
     running = asyncio.create_task(a.process([msg("1", "RET", clock.now - 60)]))
-    await asyncio.sleep(0.2)  # A's handler is running
+    while not a.inflight:  # A claimed it and its handler is running
+        await asyncio.sleep(0.01)
     clock.now += 120  # A's lease ran out
     [claim] = await store.claim(["1"], "b", 60, clock.now)
     assert claim.taken_over
