@@ -56,10 +56,10 @@ async def test_handlers_that_never_return_fail_at_the_limit_retry_then_dead_lett
                    policy=RetryPolicy(max_attempts=2, base_delay=0.1, jitter=0), events=events)
     running = Running(d)
     stuck = [msg("sync", "takildi", "+905550000001", 100), msg("async", "asili", "+905550000002", 100)]
-    others = [msg(f"o{i}", "merhaba", f"+90556{i:07d}", 50) for i in range(100)]
+    others = [msg(f"o{i}", "merhaba", f"+90556{i:07d}", 50) for i in range(20)]
     d.offer(stuck + others)
     started = time.monotonic()
-    await until(lambda: sum(c["tag"] == "ok" for c in recording.CALLS) == 100, 10, "the other senders")
+    await until(lambda: sum(c["tag"] == "ok" for c in recording.CALLS) == 20, 10, "the other senders")
     assert time.monotonic() - started < 1.0  # they did not wait for the stuck ones' limit
 
     async def dead() -> set[str]:
