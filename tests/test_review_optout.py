@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -136,3 +137,47 @@ async def test_a_stale_worker_never_dead_letters_a_message_another_worker_finish
     assert await store.dead_letters() == []
     assert await store.unfinished(["1"]) == []
     assert (await store.counts())["dead"] == 0
+
+
+async def test_a_message_whose_own_lease_ran_out_mid_message_is_not_skipped_by_max_age(
+        write_rules) -> None:
+    """This worker's lease ran out while its first entry ran (the store unreachable, the process
+    paused) and nobody took the message over: the progress write is refused, and the message is
+    claimed again by the same worker, with no progress and no attempt on record.  It started
+    young enough; it must not be skipped half-done now that it is older than max_age."""
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    router = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - name: optout
+            keywords: [RET]
+            max_age: 1h
+            handlers: [{recording:slow: {seconds: 0.3, tag: block}}, {recording:record: {tag: reply}}]
+    """)))
+    d = Dispatcher(router, store, clock=clock)
+    running = Running(d)
+    d.offer([msg("1", "RET", clock.now - 3590)])
+    while not d.inflight:
+        await asyncio.sleep(0.01)
+    clock.now += 120  # the lease ran out under the running entry; now older than max_age
+    deadline = time.monotonic() + 20
+    while await store.unfinished(["1"]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await running.stop()
+    assert (await store.counts())["skipped"] == 0
+    assert {c["tag"] for c in recording.CALLS} == {"block", "reply"}
+
+
+class Running:
+    """A dispatcher's run() loop as a background task."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.stopping = asyncio.Event()
+        self.task = asyncio.create_task(dispatcher.run(self.stopping))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await asyncio.wait_for(self.task, 30)
+        await self.dispatcher.aclose()

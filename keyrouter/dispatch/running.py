@@ -54,8 +54,10 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     message = item.message
     # max_age decides once, at the first attempt: a retry (or a dead letter retried by hand) of a
     # message that was young enough is never skipped half-done.  A claim taken over from a worker
-    # that died (or stalled) is not a first attempt: its first entry may have had its effect.
-    first_time = claim.attempts == 0 and not claim.succeeded and not claim.taken_over
+    # that died (or stalled) is not a first attempt: its first entry may have had its effect; nor
+    # is one this worker started before its own lease ran out (the progress write was refused).
+    first_time = (claim.attempts == 0 and not claim.succeeded and not claim.taken_over
+                  and not item.started)
     if first_time and rule is not None and rule.max_age is not None \
             and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
         d.finish_later(item, rule_name, skipped=True)
@@ -68,6 +70,7 @@ async def run_message(d: Dispatcher, item: Item) -> None:
         if d.stopped() or item.lost:
             await d.give_back(item)
             return
+        item.started = True
         error = await run_entry(d, item, message, route, rule_name, index, entry)
         if error is NOT_STARTED:
             await d.give_back(item)

@@ -62,7 +62,7 @@ class Item:
 
     __slots__ = ("checked", "claim", "id", "in_ready", "lost", "message", "not_before",
                  "offered_at", "order", "priority", "queued", "received", "recheck", "route",
-                 "router", "rule", "sender", "seq", "skipped", "state", "waiters")
+                 "router", "rule", "sender", "seq", "skipped", "started", "state", "waiters")
 
     def __init__(self, message: Message, sender: str, seq: int, offered_at: float) -> None:
         self.message, self.sender, self.seq, self.offered_at = message, sender, seq, offered_at
@@ -82,6 +82,7 @@ class Item:
         self.recheck = 0.0  # the current recheck delay (grows while the head stays unclaimable)
         self.claim: Claimed | None = None
         self.lost = False  # the lease went to another worker: stop between entries
+        self.started = False  # an entry was started here: never a first attempt again (max_age)
         self.waiters: list[Waiter] | None = None
         self.rule = ""  # the rule it ran under (for events), set when it finishes
         self.skipped = False
