@@ -181,3 +181,31 @@ class Running:
         self.stopping.set()
         await asyncio.wait_for(self.task, 30)
         await self.dispatcher.aclose()
+
+
+async def test_a_dead_letter_does_not_hold_its_senders_later_messages_on_any_worker(
+        write_rules) -> None:
+    """A sender's earlier message that fails for good goes to the dead letters; the sender's
+    later messages then run, in order, on whichever worker (they are not held for ever)."""
+    store = MemoryStore()
+    router = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - name: broken
+            keywords: [BOZUK]
+            handlers: [{recording:record: {tag: first}}, recording:permanent]
+          - {name: optout, keywords: [RET], handlers: [{recording:arecord: {tag: ret}}]}
+    """)))
+    now = time.time()
+    inbox = [msg("1", "BOZUK", now - 30), msg("2", "RET", now - 20), msg("3", "RET", now - 10)]
+    workers = [Running(Dispatcher(router, store, owner=name)) for name in ("a", "b")]
+    for w in workers:
+        w.dispatcher.offer(inbox)
+    deadline = time.monotonic() + 20
+    while await store.unfinished(["1", "2", "3"]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for w in workers:
+        await w.stop()
+    assert [d.id for d in await store.dead_letters()] == ["1"]
+    assert [(c["id"], c["tag"]) for c in recording.CALLS] == [
+        ("1", "first"), ("2", "ret"), ("3", "ret")]
