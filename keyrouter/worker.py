@@ -20,7 +20,6 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
@@ -88,8 +87,6 @@ class Worker:
         self.fetch_lease = max(runtime.settings.lease, 2.5 * interval)
         self.intake = Intake(runtime.store, runtime.client, owner=dispatcher.owner,
                              lease=self.fetch_lease, beyond_horizon=dispatcher.beyond_horizon)
-        self.streaming = callable(getattr(dispatcher, "offer", None)) and \
-            callable(getattr(dispatcher, "run", None))
         self.exit_code: int | None = None
         #: seconds between reads of the shared rows (jittered), so a row published by another
         #: worker starts within about a second, whatever the poll interval
@@ -110,9 +107,8 @@ class Worker:
         if self.once:
             return await self._run_once()
         loops = [asyncio.create_task(self._fetch_loop(), name="keyrouter-fetch"),
-                 asyncio.create_task(self._feed_loop(), name="keyrouter-feed")]
-        if self.streaming:
-            loops.append(asyncio.create_task(self._dispatch_loop(), name="keyrouter-dispatch"))
+                 asyncio.create_task(self._feed_loop(), name="keyrouter-feed"),
+                 asyncio.create_task(self._dispatch_loop(), name="keyrouter-dispatch")]
         try:
             await asyncio.gather(*loops)
         finally:
@@ -181,28 +177,25 @@ class Worker:
             self.events.loop_ticked(self.clock())
 
     async def _feed_loop(self) -> None:
-        """Shared rows -> the dispatcher.  Streaming: offer what is new, and everything still
-        shared once per resync period (a message another worker held, a retry now due).  The
-        first-round dispatcher gets all shared rows each turn, so one sender's order holds."""
+        """Shared rows -> the dispatcher: offer what is new, and everything still shared once per
+        resync period (the dispatcher keeps and rechecks what it could not claim; the resync is
+        the safety net for anything a failed read or a restart of its loop let slip)."""
         store_backoff = Backoff(self.interval)
         lease = self.runtime.settings.lease
         resync = max(self.interval, min(lease / 2, 10.0))
         last_full = -resync
-        dispatcher: Any = self.runtime.dispatcher
+        dispatcher = self.runtime.dispatcher
         while not self.stopping.is_set():
             wait = self.tick * random.uniform(0.5, 1.0)
             self.events.loop_ticked(self.clock())
             try:
                 self._fresh.clear()
-                full = not self.streaming or time.monotonic() - last_full >= resync
+                full = time.monotonic() - last_full >= resync
                 messages = await self.intake.read(full=full)
                 if full:
                     last_full = time.monotonic()
-                if self.streaming:
-                    if messages:
-                        dispatcher.offer(messages)
-                elif messages:
-                    _log_report(await dispatcher.process(messages))
+                if messages:
+                    dispatcher.offer(messages)
                 store_backoff.reset()
             except Exception as exc:  # the store failed: back off, never die
                 wait = self._store_failed(exc, store_backoff)
