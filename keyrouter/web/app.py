@@ -89,7 +89,7 @@ class Dashboard:
     store: Store | None = None
 
     def __post_init__(self) -> None:
-        self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates"), auto_reload=False,
                                autoescape=select_autoescape(default=True, default_for_string=True))
         self.deadline = pages.deadline_function()
         self.actions: deque[Action] = deque(maxlen=50)
