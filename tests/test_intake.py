@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -16,8 +17,9 @@ import pytest
 
 from keyrouter.client import IletiMerkezi
 from keyrouter.events import Events
-from keyrouter.intake import Intake
+from keyrouter.intake import Intake, _row_json
 from keyrouter.message import TURKEY, Message
+from keyrouter.store.base import Store
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi, pipeline
 from keyrouter.worker import Worker
@@ -60,7 +62,7 @@ async def client(fake: FakeIletiMerkezi) -> AsyncIterator[IletiMerkezi]:
         yield c
 
 
-def intake(store: MemoryStore, client: IletiMerkezi | None, owner: str,
+def intake(store: Store, client: IletiMerkezi | None, owner: str,
            beyond: Callable[[Message], bool] = lambda m: False) -> Intake:
     return Intake(store, client, owner=owner, lease=10.0, beyond_horizon=beyond)
 
@@ -209,3 +211,38 @@ async def test_a_running_worker_reports_polls_and_ticks_and_leads(fake: FakeIlet
         assert not worker.is_fetch_leader  # handed on at a clean stop
     assert events.polls[0] == ("transient", None, None)
     assert events.ticks >= 2
+
+
+POISON = [
+    {"id": "a\x00b", "sender": "+90555\ud83d1112233", "text": "x\ud800y", "date": "2026-03-01 10:00:00"},
+    {"sender": "+905551112233", "text": "no id \udfff", "date": "2026-03-01 10:00:00"},
+    {"id": "\ud83d", "text": None, "extra": {"k\x00": ["\udc00", 1.5]}},
+]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+async def test_rows_holding_nul_and_lone_surrogates_are_shared_exactly(backend: str,
+                                                                       tmp_path: Path) -> None:
+    from uuid import uuid4
+
+    from keyrouter.message import parse_row
+    from keyrouter.store import open_store
+
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'state.sqlite3'}",
+           "redis": os.environ.get("KEYROUTER_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")}[backend]
+    namespace = f"intake-{uuid4().hex}"
+    async with open_store(url, namespace) as store:
+        try:
+            sharing = Intake(store, None, owner="a", lease=10.0)
+            assert await sharing.acquire(0)
+            assert sharing.token is not None
+            sent = [parse_row(row) for row in POISON]
+            assert await store.publish([(m.id, _row_json(m)) for m in sent], sharing.token) == 3
+            got = await intake(store, None, "b").read()
+            assert [(m.id, m.sender, m.text, m.row) for m in got] == \
+                [(m.id, m.sender, m.text, m.row) for m in sent]
+        finally:
+            client = getattr(store, "client", None)
+            if client is not None:
+                async for key in client.scan_iter(match=f"keyrouter:*{namespace}*"):
+                    await client.delete(key)
