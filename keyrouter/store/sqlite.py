@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keyrouter.store import sqlite_sql as stmt
 from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
@@ -37,127 +38,12 @@ from keyrouter.store.keys import check_namespace, check_policy
 T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS finished (
-    ns TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, expires_at REAL,
-    PRIMARY KEY (ns, id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS finished_expiry ON finished (ns, expires_at)
-    WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS work (
-    ns TEXT NOT NULL, id TEXT NOT NULL, owner TEXT, lease_until REAL,
-    attempts INTEGER NOT NULL DEFAULT 0, retry_at REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (ns, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS progress (
-    ns TEXT NOT NULL, id TEXT NOT NULL, entry TEXT NOT NULL,
-    PRIMARY KEY (ns, id, entry)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead (
-    ns TEXT NOT NULL, id TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
-    failed_at REAL NOT NULL, rule TEXT, row TEXT NOT NULL,
-    PRIMARY KEY (ns, id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dead_at ON dead (ns, failed_at, id);
-CREATE TABLE IF NOT EXISTS stats (
-    ns TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
-    PRIMARY KEY (ns, name)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS optouts (
-    ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
-    keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
-    outcome TEXT, transaction_id TEXT,
-    PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS optouts_received ON optouts (ns, received_at);
-CREATE TABLE IF NOT EXISTS optouts_pending (
-    ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
-    keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
-    outcome TEXT, transaction_id TEXT,
-    PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS optouts_page ON optouts (ns, received_at, (message_id || '|' || action));
-CREATE TABLE IF NOT EXISTS optouts_latest (
-    ns TEXT NOT NULL, number TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (ns, number)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS surveys (
-    ns TEXT NOT NULL, survey TEXT NOT NULL, last_vote_at REAL, rejected INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (ns, survey)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS votes (
-    ns TEXT NOT NULL, survey TEXT NOT NULL, voter TEXT NOT NULL, choice TEXT NOT NULL,
-    PRIMARY KEY (ns, survey, voter)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS vote_ids (
-    ns TEXT NOT NULL, survey TEXT NOT NULL, vote_id TEXT NOT NULL,
-    PRIMARY KEY (ns, survey, vote_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fetch (
-    ns TEXT NOT NULL PRIMARY KEY, owner TEXT, lease_until REAL, token INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS published (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, id TEXT NOT NULL, row TEXT NOT NULL,
-    UNIQUE (ns, id));
-"""
-
-# `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).
-_FINISHED = """(EXISTS (SELECT 1 FROM finished f WHERE f.ns = :ns AND f.id = j.value
-                       AND (f.expires_at IS NULL OR f.expires_at > :t))
-             OR EXISTS (SELECT 1 FROM dead d WHERE d.ns = :ns AND d.id = j.value))"""
-
-_UNFINISHED = f"SELECT j.value FROM json_each(:ids) j WHERE NOT {_FINISHED} ORDER BY j.key"
-
-# A row's owner stays after its lease expired (until finish, fail or release): a claim over another
-# owner's expired lease is a take-over.
-_CLAIMABLE = f"""
-SELECT j.value, coalesce(w.attempts, 0), coalesce(w.owner <> :owner, 0) FROM json_each(:ids) j
-LEFT JOIN work w ON w.ns = :ns AND w.id = j.value
-WHERE NOT {_FINISHED}
-  AND (w.id IS NULL OR (w.retry_at <= :now
-       AND (w.owner IS NULL OR w.owner = :owner OR w.lease_until <= :t)))
-ORDER BY j.key LIMIT :limit"""
-
-# Rows (id, row) of :rows whose id is unfinished, in order; a published id keeps its first row.
-_PUBLISH = f"""
-INSERT OR IGNORE INTO published (ns, id, row)
-SELECT :ns, j.value, j.row FROM (SELECT key, json_extract(value, '$[0]') AS value,
-                                        json_extract(value, '$[1]') AS row FROM json_each(:rows)) j
-WHERE NOT {_FINISHED} ORDER BY j.key"""
-
-_LEASE = """
-INSERT INTO work (ns, id, owner, lease_until) SELECT :ns, value, :owner, :until
-FROM json_each(:ids) WHERE true
-ON CONFLICT (ns, id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"""
-
-_SURVEY = "ns = :ns AND survey = :survey"
-_RESULTS = f"""
-SELECT (SELECT last_vote_at FROM surveys WHERE {_SURVEY}), (SELECT rejected FROM surveys WHERE {_SURVEY}),
-       (SELECT json_group_object(choice, n) FROM
-            (SELECT choice, count(*) AS n FROM votes WHERE {_SURVEY} GROUP BY choice))"""
-
-_IN = "ns = :ns AND id IN (SELECT value FROM json_each(:ids))"
-
-# The ids of :ids another owner holds a live lease on: finish, fail and dead_letter leave them be.
-_TAKEN = f"SELECT id FROM work WHERE {_IN} AND owner <> :owner AND lease_until > :t"
-
-# optouts_latest keeps, per number, the key of the entry latest_optout returns; a new entry takes
-# its place when received at the same time or later (ties: the one recorded last wins).
-_LATEST_UPDATE = """
-INSERT INTO optouts_latest VALUES (:ns, :number, :message_id, :action, :received_at)
-ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id,
-    action = excluded.action, received_at = excluded.received_at
-WHERE excluded.received_at >= optouts_latest.received_at"""
-
-# Ledger rows: the column names of inserts, and OptOut's fields in order for selects.
-_LEDGER_COLUMNS = ("ns, message_id, action, number, keyword, received_at, handled_at, outcome,"
-                   " transaction_id")
-_ENTRY = "number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id"
-
-
 def _add_ledger_columns(db: sqlite3.Connection) -> None:
     """A ledger file from before the İYS columns gets them (NULL for old lines)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
     for column in ("outcome", "transaction_id"):
         if column not in have:
             db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
-
-
-_LATEST = """
-SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at, o.outcome,
-       o.transaction_id
-FROM optouts_latest l JOIN optouts o
-    ON o.ns = l.ns AND o.message_id = l.message_id AND o.action = l.action
-WHERE l.ns = :ns AND l.number = :number"""
 
 
 def _ids(ids: Iterable[str]) -> str:
@@ -195,7 +81,7 @@ class SqliteStore(Store):
         self._db.row_factory = _decoded
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._tx(lambda db: [db.execute(sql) for sql in SCHEMA.split(";") if sql.strip()])
+        self._tx(lambda db: [db.execute(sql) for sql in stmt.SCHEMA.split(";") if sql.strip()])
         self._tx(_add_ledger_columns)
 
     def __repr__(self) -> str:
@@ -249,23 +135,23 @@ class SqliteStore(Store):
         window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
         p = self._p(ids=_ids(ids), kind=kind)
         p["exp"] = None if window is None or forever else p["t"] + window
-        db.execute(f"DELETE FROM dead WHERE {_IN}", p)
-        db.execute(f"DELETE FROM finished WHERE {_IN} AND expires_at <= :t", p)
+        db.execute(f"DELETE FROM dead WHERE {stmt.IN}", p)
+        db.execute(f"DELETE FROM finished WHERE {stmt.IN} AND expires_at <= :t", p)
         cur = db.execute(
             "INSERT OR IGNORE INTO finished SELECT :ns, value, :kind, :exp FROM json_each(:ids)", p
         )
         if forever:
-            db.execute(f"UPDATE finished SET expires_at = NULL WHERE {_IN}", p)
+            db.execute(f"UPDATE finished SET expires_at = NULL WHERE {stmt.IN}", p)
         return cur.rowcount
 
     def _taken(self, db: sqlite3.Connection, ids: Sequence[str], owner: str) -> set[str]:
         p = self._p(ids=_ids(ids), owner=owner)
-        return {r[0] for r in db.execute(_TAKEN, p)}
+        return {r[0] for r in db.execute(stmt.TAKEN, p)}
 
     # -- contract -------------------------------------------------------------------------------
 
     async def unfinished(self, ids: Sequence[str]) -> list[str]:
-        rows = await self._read(_UNFINISHED, self._p(ids=_ids(ids)))
+        rows = await self._read(stmt.UNFINISHED, self._p(ids=_ids(ids)))
         return [r[0] for r in rows]
 
     async def claim(
@@ -274,13 +160,13 @@ class SqliteStore(Store):
         def run(db: sqlite3.Connection) -> list[Claimed]:
             unique = _ids(dict.fromkeys(ids))
             p = self._p(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
-            found = {id: (n, over) for id, n, over in db.execute(_CLAIMABLE, p)}
+            found = {id: (n, over) for id, n, over in db.execute(stmt.CLAIMABLE, p)}
             if not found:
                 return []
             p.update(ids=_ids(found), until=p["t"] + lease)
-            db.execute(_LEASE, p)
+            db.execute(stmt.LEASE, p)
             done: dict[str, set[str]] = {}
-            for id, entry in db.execute(f"SELECT id, entry FROM progress WHERE {_IN}", p):
+            for id, entry in db.execute(f"SELECT id, entry FROM progress WHERE {stmt.IN}", p):
                 done.setdefault(id, set()).add(entry)
             return [
                 Claimed(id, n, frozenset(done.get(id, ())), bool(over))
@@ -296,7 +182,7 @@ class SqliteStore(Store):
             p = self._p(ids=_ids(ids), owner=owner)
             p["until"] = p["t"] + lease
             rows = db.execute(
-                f"UPDATE work SET lease_until = :until WHERE {_IN} AND owner = :owner"
+                f"UPDATE work SET lease_until = :until WHERE {stmt.IN} AND owner = :owner"
                 " AND lease_until > :t RETURNING id",
                 p,
             ).fetchall()
@@ -311,7 +197,7 @@ class SqliteStore(Store):
             held = {
                 r[0]
                 for r in db.execute(
-                    f"SELECT id FROM work WHERE {_IN} AND owner = :owner AND lease_until > :t", p
+                    f"SELECT id FROM work WHERE {stmt.IN} AND owner = :owner AND lease_until > :t", p
                 )
             }
             db.executemany(
@@ -341,7 +227,7 @@ class SqliteStore(Store):
                 self._bump(db, kind, marked)
             p = self._p(ids=_ids([id for id in (*ids, *skipped) if id not in taken]))
             for table in ("work", "progress", "published"):
-                db.execute(f"DELETE FROM {table} WHERE {_IN}", p)
+                db.execute(f"DELETE FROM {table} WHERE {stmt.IN}", p)
             return [id for id in dict.fromkeys((*ids, *skipped)) if id in taken]
 
         if not ids and not skipped:
@@ -422,7 +308,7 @@ class SqliteStore(Store):
     async def release(self, ids: Sequence[str], owner: str) -> None:
         def run(db: sqlite3.Connection) -> None:
             db.execute(
-                f"UPDATE work SET owner = NULL, lease_until = NULL WHERE {_IN} AND owner = :owner",
+                f"UPDATE work SET owner = NULL, lease_until = NULL WHERE {stmt.IN} AND owner = :owner",
                 self._p(ids=_ids(ids), owner=owner),
             )
 
@@ -460,7 +346,7 @@ class SqliteStore(Store):
             if not rows:
                 return 0
             pairs = json.dumps([[escape(id), escape(row)] for id, row in rows])
-            return db.execute(_PUBLISH, self._p(rows=pairs)).rowcount
+            return db.execute(stmt.PUBLISH, self._p(rows=pairs)).rowcount
 
         return await self._write(run)
 
@@ -486,7 +372,7 @@ class SqliteStore(Store):
     async def unpublish(self, ids: Sequence[str]) -> None:
         if ids:
             await self._write(lambda db: db.execute(
-                f"DELETE FROM published WHERE {_IN}", self._p(ids=_ids(ids))
+                f"DELETE FROM published WHERE {stmt.IN}", self._p(ids=_ids(ids))
             ))
 
     async def record_optout(self, entry: OptOut) -> None:
@@ -495,22 +381,22 @@ class SqliteStore(Store):
             db.execute("DELETE FROM optouts_pending WHERE ns = :ns AND message_id = :message_id"
                        " AND action = :action", p)
             if db.execute(
-                f"INSERT OR IGNORE INTO optouts ({_LEDGER_COLUMNS}) VALUES (:ns, :message_id,"
+                f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES (:ns, :message_id,"
                 " :action, :number, :keyword, :received_at, :handled_at, :outcome, :transaction_id)",
                 p,
             ).rowcount:
-                db.execute(_LATEST_UPDATE, p)
+                db.execute(stmt.LATEST_UPDATE, p)
 
         await self._write(run)
 
     async def latest_optout(self, number: str) -> OptOut | None:
-        rows = await self._read(_LATEST, self._p(number=number))
+        rows = await self._read(stmt.LATEST, self._p(number=number))
         return OptOut(*rows[0]) if rows else None
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index
         rows = await self._read(
-            f"SELECT {_ENTRY} FROM optouts"
+            f"SELECT {stmt.ENTRY} FROM optouts"
             f" WHERE ns = :ns{after} ORDER BY received_at, message_id || '|' || action",
             self._p(since=since),  # ties in the order Redis gives them (by member bytes)
         )
@@ -523,7 +409,7 @@ class SqliteStore(Store):
                           " AND action = :action", p).fetchone():
                 return False
             return bool(db.execute(
-                f"INSERT OR IGNORE INTO optouts_pending ({_LEDGER_COLUMNS}) VALUES (:ns,"
+                f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES (:ns,"
                 " :message_id, :action, :number, :keyword, :received_at, :handled_at, :outcome,"
                 " :transaction_id)", p).rowcount)
 
@@ -531,7 +417,7 @@ class SqliteStore(Store):
 
     async def pending_optouts(self) -> list[OptOut]:
         rows = await self._read(
-            f"SELECT {_ENTRY} FROM optouts_pending WHERE ns = :ns"
+            f"SELECT {stmt.ENTRY} FROM optouts_pending WHERE ns = :ns"
             " ORDER BY received_at, message_id || '|' || action", self._p())
         return [OptOut(*row) for row in rows]
 
@@ -567,7 +453,7 @@ class SqliteStore(Store):
             if bounded:
                 p["limit"] = min(limit, scan)  # type: ignore[type-var]
             rows = await self._read(
-                f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join(where)}{order} LIMIT :limit", p)
+                f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join(where)}{order} LIMIT :limit", p)
             found = [OptOut(*row) for row in rows]
             return found, ledger_cursor(found[-1]) if len(found) >= p["limit"] else None
         # bounded, with an action: the scan-th entry examined bounds the matching read (both are
@@ -579,7 +465,7 @@ class SqliteStore(Store):
             where.append("(received_at, message_id || '|' || action) >= (:et, :em)")
             p.update(et=edge[0][0], em=escape(f"{edge[0][1]}|{edge[0][2]}"))  # as _p would
         rows = await self._read(
-            f"SELECT {_ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
+            f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
             " LIMIT :limit", p)
         found = [OptOut(*row) for row in rows]
         if len(found) >= limit:
@@ -641,7 +527,7 @@ class SqliteStore(Store):
             )
             if not valid:
                 return False
-            sql = f"SELECT choice FROM votes WHERE {_SURVEY} AND voter = :voter"
+            sql = f"SELECT choice FROM votes WHERE {stmt.SURVEY} AND voter = :voter"
             old = db.execute(sql, p).fetchone()
             if old is not None and (old[0] == choice or policy == "first"):
                 return False
@@ -651,7 +537,7 @@ class SqliteStore(Store):
         return await self._write(run)
 
     async def survey_results(self, survey: str) -> SurveyResults:
-        row = await self._read(_RESULTS, self._p(survey=survey))  # one statement: one snapshot
+        row = await self._read(stmt.RESULTS, self._p(survey=survey))  # one statement: one snapshot
         last, rejected, votes = row[0]
         counts: dict[str, int] = {unescape(k): n for k, n in json.loads(votes).items()}
         return SurveyResults(survey, counts, sum(counts.values()), last, rejected or 0)

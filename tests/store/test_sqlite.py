@@ -16,7 +16,8 @@ from uuid import uuid4
 import pytest
 
 from keyrouter.store import Store, open_store
-from keyrouter.store.sqlite import _LATEST, SqliteStore
+from keyrouter.store.sqlite import SqliteStore
+from keyrouter.store.sqlite_sql import LATEST
 
 from .contract import MakeStore, StoreContract, check_race, race_votes
 
@@ -92,7 +93,7 @@ def test_latest_optout_reads_no_whole_table(tmp_path: Path) -> None:
     """latest_optout is two primary-key lookups, never a scan of the ledger."""
     store = SqliteStore(tmp_path / "k.sqlite3")
     try:
-        plan = store._db.execute(f"EXPLAIN QUERY PLAN {_LATEST}", {"ns": "n", "number": "+9"})
+        plan = store._db.execute(f"EXPLAIN QUERY PLAN {LATEST}", {"ns": "n", "number": "+9"})
         steps = [row[-1] for row in plan.fetchall()]
         assert len(steps) == 2 and all(step.startswith("SEARCH") for step in steps), steps
     finally:

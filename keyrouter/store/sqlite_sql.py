@@ -1,0 +1,117 @@
+"""The SQL of the SQLite store: the schema and the statements several methods share.  Named
+parameters: `:ns` the namespace, `:t` the store clock, `:ids` a JSON list of escaped ids (see
+sqlite.py `_ids`)."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS finished (
+    ns TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, expires_at REAL,
+    PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS finished_expiry ON finished (ns, expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS work (
+    ns TEXT NOT NULL, id TEXT NOT NULL, owner TEXT, lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, retry_at REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS progress (
+    ns TEXT NOT NULL, id TEXT NOT NULL, entry TEXT NOT NULL,
+    PRIMARY KEY (ns, id, entry)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead (
+    ns TEXT NOT NULL, id TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    failed_at REAL NOT NULL, rule TEXT, row TEXT NOT NULL,
+    PRIMARY KEY (ns, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dead_at ON dead (ns, failed_at, id);
+CREATE TABLE IF NOT EXISTS stats (
+    ns TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (ns, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS optouts (
+    ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
+    keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
+    outcome TEXT, transaction_id TEXT,
+    PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS optouts_received ON optouts (ns, received_at);
+CREATE TABLE IF NOT EXISTS optouts_pending (
+    ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
+    keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
+    outcome TEXT, transaction_id TEXT,
+    PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS optouts_page ON optouts (ns, received_at, (message_id || '|' || action));
+CREATE TABLE IF NOT EXISTS optouts_latest (
+    ns TEXT NOT NULL, number TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (ns, number)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS surveys (
+    ns TEXT NOT NULL, survey TEXT NOT NULL, last_vote_at REAL, rejected INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, survey)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS votes (
+    ns TEXT NOT NULL, survey TEXT NOT NULL, voter TEXT NOT NULL, choice TEXT NOT NULL,
+    PRIMARY KEY (ns, survey, voter)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vote_ids (
+    ns TEXT NOT NULL, survey TEXT NOT NULL, vote_id TEXT NOT NULL,
+    PRIMARY KEY (ns, survey, vote_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fetch (
+    ns TEXT NOT NULL PRIMARY KEY, owner TEXT, lease_until REAL, token INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS published (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, id TEXT NOT NULL, row TEXT NOT NULL,
+    UNIQUE (ns, id));
+"""
+
+# `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).
+FINISHED = """(EXISTS (SELECT 1 FROM finished f WHERE f.ns = :ns AND f.id = j.value
+                       AND (f.expires_at IS NULL OR f.expires_at > :t))
+             OR EXISTS (SELECT 1 FROM dead d WHERE d.ns = :ns AND d.id = j.value))"""
+
+UNFINISHED = f"SELECT j.value FROM json_each(:ids) j WHERE NOT {FINISHED} ORDER BY j.key"
+
+# A row's owner stays after its lease expired (until finish, fail or release): a claim over another
+# owner's expired lease is a take-over.
+CLAIMABLE = f"""
+SELECT j.value, coalesce(w.attempts, 0), coalesce(w.owner <> :owner, 0) FROM json_each(:ids) j
+LEFT JOIN work w ON w.ns = :ns AND w.id = j.value
+WHERE NOT {FINISHED}
+  AND (w.id IS NULL OR (w.retry_at <= :now
+       AND (w.owner IS NULL OR w.owner = :owner OR w.lease_until <= :t)))
+ORDER BY j.key LIMIT :limit"""
+
+# Rows (id, row) of :rows whose id is unfinished, in order; a published id keeps its first row.
+PUBLISH = f"""
+INSERT OR IGNORE INTO published (ns, id, row)
+SELECT :ns, j.value, j.row FROM (SELECT key, json_extract(value, '$[0]') AS value,
+                                        json_extract(value, '$[1]') AS row FROM json_each(:rows)) j
+WHERE NOT {FINISHED} ORDER BY j.key"""
+
+LEASE = """
+INSERT INTO work (ns, id, owner, lease_until) SELECT :ns, value, :owner, :until
+FROM json_each(:ids) WHERE true
+ON CONFLICT (ns, id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"""
+
+SURVEY = "ns = :ns AND survey = :survey"
+RESULTS = f"""
+SELECT (SELECT last_vote_at FROM surveys WHERE {SURVEY}), (SELECT rejected FROM surveys WHERE {SURVEY}),
+       (SELECT json_group_object(choice, n) FROM
+            (SELECT choice, count(*) AS n FROM votes WHERE {SURVEY} GROUP BY choice))"""
+
+IN = "ns = :ns AND id IN (SELECT value FROM json_each(:ids))"
+
+# The ids of :ids another owner holds a live lease on: finish, fail and dead_letter leave them be.
+TAKEN = f"SELECT id FROM work WHERE {IN} AND owner <> :owner AND lease_until > :t"
+
+# optouts_latest keeps, per number, the key of the entry latest_optout returns; a new entry takes
+# its place when received at the same time or later (ties: the one recorded last wins).
+LATEST_UPDATE = """
+INSERT INTO optouts_latest VALUES (:ns, :number, :message_id, :action, :received_at)
+ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id,
+    action = excluded.action, received_at = excluded.received_at
+WHERE excluded.received_at >= optouts_latest.received_at"""
+
+# Ledger rows: the column names of inserts, and OptOut's fields in order for selects.
+LEDGER_COLUMNS = ("ns, message_id, action, number, keyword, received_at, handled_at, outcome,"
+                   " transaction_id")
+ENTRY = "number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id"
+
+
+LATEST = """
+SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at, o.outcome,
+       o.transaction_id
+FROM optouts_latest l JOIN optouts o
+    ON o.ns = l.ns AND o.message_id = l.message_id AND o.action = l.action
+WHERE l.ns = :ns AND l.number = :number"""
