@@ -48,8 +48,12 @@ def permanent(message: Any, match: Any, context: Any) -> None:
 
 
 async def slow(message: Any, match: Any, context: Any) -> None:
+    STARTED.append(message.id)
     await asyncio.sleep(float(context.params.get("seconds", 1)))
     _note(message, match, context, "slow")
+
+
+STARTED: list[str] = []  # ids whose `slow` entry started (tests clear it)
 
 
 def to_file(message: Any, match: Any, context: Any) -> None:

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.anyio
 def clean_recording():
     recording.CALLS.clear()
     recording.FAILS.clear()
+    recording.STARTED.clear()
     yield
     recording.CALLS.clear()
     recording.FAILS.clear()
@@ -126,7 +127,7 @@ async def test_a_stale_worker_never_dead_letters_a_message_another_worker_finish
     recording.FAILS[("1", "s")] = 1
     a = Dispatcher(router, store, clock=clock, policy=RetryPolicy(max_attempts=1))
     running = asyncio.create_task(a.process([msg("1", "RET", clock.now - 60)]))
-    while not a.inflight:  # A claimed it and its handler is running
+    while not recording.STARTED:  # A claimed it and its handler is running
         await asyncio.sleep(0.01)
     clock.now += 120  # A's lease ran out
     [claim] = await store.claim(["1"], "b", 60, clock.now)
@@ -158,7 +159,7 @@ async def test_a_message_whose_own_lease_ran_out_mid_message_is_not_skipped_by_m
     d = Dispatcher(router, store, clock=clock)
     running = Running(d)
     d.offer([msg("1", "RET", clock.now - 3590)])
-    while not d.inflight:
+    while not recording.STARTED:  # its first entry runs: max_age was decided
         await asyncio.sleep(0.01)
     clock.now += 120  # the lease ran out under the running entry; now older than max_age
     deadline = time.monotonic() + 20
