@@ -210,3 +210,36 @@ async def test_a_dead_letter_does_not_hold_its_senders_later_messages_on_any_wor
     assert [d.id for d in await store.dead_letters()] == ["1"]
     assert [(c["id"], c["tag"]) for c in recording.CALLS] == [
         ("1", "first"), ("2", "ret"), ("3", "ret")]
+
+
+async def test_a_late_earlier_message_waits_for_a_later_one_running_on_another_worker(
+        write_rules) -> None:
+    """Worker A runs the sender's BASLA; B tried it (held by A).  Then a RET dated earlier
+    arrives late at both: B must not start it beside A's BASLA (one message of a sender at a
+    time, across workers); both put it behind, as A does for the message it runs."""
+    store = MemoryStore()
+    router = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: any, pattern: '.*', handlers: [{recording:slow: {seconds: 1.0, tag: s}}]}
+    """)))
+    now = time.time()
+    a = Running(Dispatcher(router, store, owner="a"))
+    b = Running(Dispatcher(router, store, owner="b"))
+    a.dispatcher.offer([msg("m1", "BASLA", now - 10)])
+    while not recording.STARTED:
+        await asyncio.sleep(0.01)
+    b.dispatcher.offer([msg("m1", "BASLA", now - 10)])
+    while b.dispatcher._queue.items["m1"].not_before == 0:
+        await asyncio.sleep(0.01)  # B tried to claim m1 and was refused
+    late = msg("m0", "RET", now - 20)
+    a.dispatcher.offer([late])
+    b.dispatcher.offer([late])
+    deadline = time.monotonic() + 20
+    while await store.unfinished(["m0", "m1"]) and time.monotonic() < deadline:
+        assert not (recording.STARTED == ["m1", "m0"] and not recording.CALLS), \
+            "m0 started on B while m1 still ran on A"
+        await asyncio.sleep(0.01)
+    await a.stop()
+    await b.stop()
+    assert [c["id"] for c in recording.CALLS] == ["m1", "m0"]

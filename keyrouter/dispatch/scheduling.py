@@ -123,8 +123,11 @@ class Queue:
         self.items[item.id] = item
         line = self.lines.setdefault(item.sender, [])
         at = bisect_right(line, item.order, key=_order) if line else 0
-        if at == 0 and line and line[0].state != WAITING:
-            at = 1  # an earlier message that arrives late never overtakes one already started
+        if at == 0 and line and (line[0].state != WAITING or line[0].not_before > 0):
+            # an earlier message that arrives late never overtakes one already started here, nor
+            # one this worker tried to claim (it may be running on another worker, which puts the
+            # late one behind it too); the ledger's latest-wins check orders their effects
+            at = 1
         line.insert(at, item)
         self._unchecked.append(item)
         return item
