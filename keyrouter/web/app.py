@@ -95,6 +95,15 @@ class Dashboard:
         self.actions: deque[Action] = deque(maxlen=50)
 
     # -- plumbing ---------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compile the templates and build the holiday calendar before the first request, so the
+        first page is as fast as the rest."""
+        for name in self.env.list_templates():
+            self.env.get_template(name)
+        if self.deadline is not None:
+            due = self.deadline(time.time())
+            pages.business_hours_left(due, time.time())
+
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session: Session | None = request.scope.get("keyrouter.session")
         html = self.env.get_template(name).render(
@@ -308,6 +317,7 @@ def create_app(open_store: Callable[[], Store], rules: pages.RulesInfo, *, token
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         d.store = open_store()
+        d.warm_up()
         try:
             yield
         finally:

@@ -25,6 +25,9 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from keyrouter.store.sqlite import SqliteStore
 
@@ -103,6 +106,7 @@ def browser(folder: Path) -> Iterator[WebDriver]:
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(60)
+    driver.implicitly_wait(10)  # find_element waits for the element a new page brings
     try:
         yield driver
     finally:
@@ -127,6 +131,22 @@ def shoot(driver: WebDriver, screens: Path, name: str) -> Path:
     return path
 
 
+def click_through(driver: WebDriver, element: WebElement) -> None:
+    """Click what submits a form or follows a link, and wait until the next page replaced this
+    one (click() returns before the navigation ends)."""
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+
+
+def absent(driver: WebDriver, css: str) -> bool:
+    """No such element on the page as it is now (no implicit wait for one to appear)."""
+    driver.implicitly_wait(0)
+    try:
+        return not driver.find_elements(By.CSS_SELECTOR, css)
+    finally:
+        driver.implicitly_wait(10)
+
+
 def no_script_ran(driver: WebDriver) -> None:
     assert driver.title != "pwned" and "pwned" not in driver.title
     with pytest.raises(NoAlertPresentException):
@@ -141,7 +161,7 @@ def signed_in(browser: WebDriver, server: str, screens: Path) -> WebDriver:
     shoot(browser, screens, "login")
     browser.find_element(By.ID, "name").send_keys("Ayşe")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
-    browser.find_element(By.ID, "signin").click()
+    click_through(browser, browser.find_element(By.ID, "signin"))
     assert browser.current_url == server + "/"
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("Status")
     # the session cookie is HttpOnly: no page script could read it
@@ -188,7 +208,7 @@ def test_optouts_page(signed_in: WebDriver, server: str, screens: Path) -> None:
     assert len(signed_in.find_elements(By.CSS_SELECTOR, "#pending tr.pending")) == 2
     assert "+905321234567" not in signed_in.page_source
     shoot(signed_in, screens, "optouts")
-    signed_in.find_element(By.ID, "older").click()
+    click_through(signed_in, signed_in.find_element(By.ID, "older"))
     assert "before=" in signed_in.current_url
     assert len(signed_in.find_elements(By.CSS_SELECTOR, "#ledger tbody tr")) == 50
 
@@ -209,9 +229,9 @@ def test_retry_a_dead_letter_and_see_it_leave(signed_in: WebDriver, server: str,
     signed_in.get(server + "/dead-letters")
     held = int(signed_in.find_element(By.ID, "held").text)
     shoot(signed_in, screens, "dead-letters")
-    signed_in.find_element(By.CSS_SELECTOR, 'tr[data-id="d058"] button.retry').click()
+    click_through(signed_in, signed_in.find_element(By.CSS_SELECTOR, 'tr[data-id="d058"] button.retry'))
     assert "retried d058" in signed_in.find_element(By.CSS_SELECTOR, "p.notice").text
-    assert not signed_in.find_elements(By.CSS_SELECTOR, 'tr[data-id="d058"]')
+    assert absent(signed_in, 'tr[data-id="d058"]')
     assert int(signed_in.find_element(By.ID, "held").text) == held - 1
     assert "Ayşe" in signed_in.find_element(By.TAG_NAME, "main").text  # the action log
 
@@ -227,9 +247,9 @@ def test_retry_a_dead_letter_and_see_it_leave(signed_in: WebDriver, server: str,
 
 def test_drop_asks_once_then_the_letter_is_gone(signed_in: WebDriver, server: str, screens: Path) -> None:
     signed_in.get(server + "/dead-letters")
-    signed_in.find_element(By.CSS_SELECTOR, 'tr[data-id="d057"] button.drop').click()
+    click_through(signed_in, signed_in.find_element(By.CSS_SELECTOR, 'tr[data-id="d057"] button.drop'))
     assert signed_in.find_element(By.TAG_NAME, "h1").text.startswith("Drop dead letter")
     shoot(signed_in, screens, "confirm-drop")
-    signed_in.find_element(By.ID, "confirm-drop").click()
+    click_through(signed_in, signed_in.find_element(By.ID, "confirm-drop"))
     assert "dropped d057" in signed_in.find_element(By.CSS_SELECTOR, "p.notice").text
-    assert not signed_in.find_elements(By.CSS_SELECTOR, 'tr[data-id="d057"]')
+    assert absent(signed_in, 'tr[data-id="d057"]')
