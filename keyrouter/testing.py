@@ -348,7 +348,10 @@ class FakeIletiMerkezi:
         return self._send_json(handler, code, document)
 
     def _send_json(self, handler: _Handler, code: int, document: dict[str, Any]) -> None:
-        encoded = json.dumps(document, ensure_ascii=False).encode()
+        try:
+            encoded = json.dumps(document, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate in a row (half an emoji): as a \u escape,
+            encoded = json.dumps(document).encode()  # the only way JSON can carry it
         _send(handler, code, encoded, "application/json; charset=utf-8")
 
     def _status(self, code: int, **extra: Any) -> dict[str, Any]:

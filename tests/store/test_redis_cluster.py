@@ -4,6 +4,7 @@ slot per namespace, `redis+cluster://` URLs, and the move of keys written before
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -225,3 +226,48 @@ async def test_a_processed_inbox_costs_one_round_trip_per_call_on_the_cluster(
     finally:
         await delete_namespace(client, store.namespace)
         await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_durability_check_reads_every_master(redis_cluster_url: str) -> None:
+    """`run`'s start-up warning works on a cluster: the test nodes run without AOF, and say so."""
+    from keyrouter.durability import durability_warnings
+
+    store = open_store(redis_cluster_url, f"t-{uuid4().hex}")
+    try:
+        warnings = await durability_warnings(store)
+        assert any("appendonly" in w for w in warnings), warnings
+        assert not any("could not ask" in w for w in warnings), warnings
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_worker_runs_an_inbox_on_the_cluster(redis_cluster_url: str, tmp_path: Any) -> None:
+    """`run --once` in process against the fake provider, the store on the cluster: the fetch
+    lease, publish, shared rows, claims and done markers all on one slot; nothing left shared."""
+    import asyncio
+
+    import recording
+
+    from keyrouter.testing import FakeIletiMerkezi, pipeline
+    from keyrouter.worker import Worker
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: all\n    pattern: '.*'\n"
+                     "    handlers: [recording:record]\n", encoding="utf-8")
+    namespace = f"w-{uuid4().hex}"
+    recording.CALLS.clear()
+    with FakeIletiMerkezi() as fake:
+        ids = [fake.add_message(f"mesaj {i}", sender=f"+9055500000{i}")["id"] for i in range(5)]
+        fake.inbox.append({"id": "half \ud83d", "sender": "\x00", "text": "emoji \ud83d"})
+        async with pipeline(rules, fake=fake, store=redis_cluster_url, namespace=namespace) as rt:
+            try:
+                assert await Worker(rt, asyncio.Event(), once=True).run() == 0
+                assert await rt.store.unfinished([*ids, "half \ud83d"]) == []
+                assert (await rt.store.published(0))[1] == []
+                assert Counter(c["id"] for c in recording.CALLS) == dict.fromkeys(
+                    [*ids, "half \ud83d"], 1)
+            finally:
+                await delete_namespace(rt.store.client, namespace)
+    recording.CALLS.clear()
