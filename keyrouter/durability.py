@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
+
 from keyrouter.store.base import Store
 
 logger = logging.getLogger("keyrouter.worker")
@@ -23,6 +25,8 @@ async def durability_warnings(store: Store) -> list[str]:
     warnings: list[str] = []
     try:
         aof = _values(await client.info("persistence"), "aof_enabled")
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return []  # unreachable: the worker says so itself, once, where it uses the store
     except Exception as exc:  # a check must not stop the worker
         return [f"could not ask Redis about persistence ({type(exc).__name__}: {exc}); Redis must "
                 "persist with AOF (appendonly yes) and must not evict (maxmemory-policy noeviction)"]

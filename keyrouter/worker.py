@@ -102,10 +102,10 @@ class Worker:
     async def run(self) -> int:
         """Returns the exit code of `keyrouter run`."""
         await warn_if_not_durable(self.runtime.store)
-        logger.info("worker %s started (namespace %r, poll interval %gs)",
-                    self.runtime.dispatcher.owner, self.runtime.settings.namespace, self.interval)
         if self.once:
             return await self._run_once()
+        logger.info("worker %s started (namespace %r, poll interval %gs)",
+                    self.runtime.dispatcher.owner, self.runtime.settings.namespace, self.interval)
         loops = [asyncio.create_task(self._fetch_loop(), name="keyrouter-fetch"),
                  asyncio.create_task(self._feed_loop(), name="keyrouter-feed"),
                  asyncio.create_task(self._dispatch_loop(), name="keyrouter-dispatch")]
@@ -198,7 +198,7 @@ class Worker:
                     dispatcher.offer(messages)
                 store_backoff.reset()
             except Exception as exc:  # the store failed: back off, never die
-                wait = self._store_failed(exc, store_backoff)
+                wait = self._store_failed(exc, store_backoff, echo=True)
             if self.stopping.is_set():
                 return
             await self._wait_for_rows(wait)
@@ -270,11 +270,17 @@ class Worker:
                      self._poll_delay)
         return None
 
-    def _store_failed(self, exc: BaseException, backoff: Backoff | None) -> float:
+    def _store_failed(self, exc: BaseException, backoff: Backoff | None, *,
+                      echo: bool = False) -> float:
         """Log a store failure loudly (one line for the known kinds); returns the delay before
-        the next try."""
+        the next try.  `echo`: another loop meets the same outage and logs each try, so this
+        one says it once per outage."""
         delay = backoff.next_delay() if backoff is not None else 0.0
         later = f"; next try in {delay:.0f}s" if backoff is not None else ""
+        if echo and isinstance(exc, STORE_ERRORS):
+            if backoff is not None and backoff.failures == 1:
+                logger.error("reading the shared rows failed (%s: %s); retrying", type(exc).__name__, exc)
+            return delay
         if isinstance(exc, STORE_ERRORS) or type(exc) in self._logged_kinds:
             logger.error("the store failed (%s: %s)%s", type(exc).__name__, exc, later)
         else:

@@ -59,8 +59,15 @@ async def test_other_stores_get_no_warning(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_an_unreachable_redis_is_a_warning_not_a_crash() -> None:
+async def test_an_unreachable_redis_is_left_to_the_worker_to_report() -> None:
     from redis_server import free_port
 
-    found = await warnings_of(f"redis://127.0.0.1:{free_port()}/0?socket_connect_timeout=1")
-    assert len(found) == 1 and "could not ask Redis about persistence" in found[0]
+    assert await warnings_of(f"redis://127.0.0.1:{free_port()}/0?socket_connect_timeout=1") == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("server", [("--appendonly", "yes", "--rename-command", "INFO", "")],
+                         indirect=True)
+async def test_a_refused_info_command_is_said_not_fatal(server: RedisServer) -> None:
+    found = await warnings_of(server.url)
+    assert len(found) == 1 and "could not ask Redis about persistence" in found[0], found
