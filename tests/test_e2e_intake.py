@@ -78,3 +78,12 @@ def test_a_store_outage_is_ridden_out(h: Harness, tmp_path: Path) -> None:
         assert "Traceback" not in worker.stderr()
     finally:
         server.stop()
+
+
+def test_once_with_the_store_unreachable_exits_4_with_one_line(h: Harness) -> None:
+    h.rules("- recording:to_file: {tag: a}")
+    h.fake.add_message("merhaba")
+    done = h.cli("run", "--once", KEYROUTER_STORE=f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 4, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr and h.lines() == []
