@@ -243,3 +243,36 @@ async def test_a_late_earlier_message_waits_for_a_later_one_running_on_another_w
     await a.stop()
     await b.stop()
     assert [c["id"] for c in recording.CALLS] == ["m1", "m0"]
+
+
+async def test_a_ret_behind_its_senders_own_survey_answer_is_not_queued_behind_the_campaign(
+        write_rules) -> None:
+    """The usual campaign pattern: a person answers the survey, then writes RET.  The RET waits
+    for that answer (one sender's messages in order), and the answer must therefore be
+    scheduled as urgently as the RET behind it, not behind 200 other survey answers."""
+    store = MemoryStore()
+    router = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - name: optout
+            keywords: [RET]
+            priority: high
+            handlers: [{recording:arecord: {tag: ret}}]
+          - {name: any, pattern: '.*', handlers: [{recording:slow: {seconds: 0.01, tag: n}}]}
+    """)))
+    now = time.time()
+    campaign = [msg(f"b{i}", "ANKET 1", now - 100 + i * 0.01, sender=f"+90555{i:07d}")
+                for i in range(200)]
+    person = [msg("s1", "ANKET 2", now - 5), msg("s2", "RET", now - 4)]
+    d = Dispatcher(router, store, concurrency=2)
+    d.offer(campaign + person)
+    running = Running(d)
+    deadline = time.monotonic() + 60
+    while await store.unfinished(["s2"]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await running.stop()
+    ids = [c["id"] for c in recording.CALLS]
+    assert ids.index("s1") < ids.index("s2")  # the person's own order holds
+    # before: after all 200; now after the few that run while the answer's done marker waits
+    # for its batch (about 100 ms)
+    assert ids.index("s2") < 100, f"the RET ran after {ids.index('s2')} survey answers"

@@ -192,7 +192,7 @@ class ServeLoop(MessageEnds):
             claim = by_id.get(item.id)
             if claim is not None:
                 item.state, item.claim, item.recheck = CLAIMED, claim, 0.0
-                queue.claimed[item.priority].append(item)
+                queue.claimed[queue.rank(item)].append(item)
             elif n < examined:  # held by another worker, retry not due, or finished meanwhile
                 queue.defer(item, now)
                 self._defer_line(item, DEFERRED)

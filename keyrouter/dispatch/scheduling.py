@@ -111,6 +111,10 @@ class Queue:
         self._ready: list[tuple[int, float, int, Item]] = []  # heads that may be claimed
         self._timers: list[tuple[float, int, Item]] = []
         self._unchecked: list[Item] = []
+        # sender -> its routed high-priority messages: the line's head is scheduled as high while
+        # one waits behind it (a RET behind the sender's own survey answer is not left behind
+        # the whole campaign)
+        self._highs: dict[str, set[Item]] = {}
         self.claimed: tuple[deque[Item], deque[Item]] = (deque(), deque())  # by priority
         self._seq = itertools.count()
 
@@ -144,6 +148,11 @@ class Queue:
             del line[0]
         else:
             line.remove(item)
+        highs = self._highs.get(item.sender)
+        if highs is not None:
+            highs.discard(item)
+            if not highs:
+                del self._highs[item.sender]
         if not line:
             del self.lines[item.sender]
         elif was_head:
@@ -173,10 +182,21 @@ class Queue:
         if not self.is_head(item):
             return
         item.in_ready = True
-        heapq.heappush(self._ready, (item.priority, item.received, item.seq, item))
+        heapq.heappush(self._ready, (self.rank(item), item.received, item.seq, item))
+
+    def rank(self, item: Item) -> int:
+        """The priority the item is scheduled with: high when it or a later message of its
+        sender is high."""
+        return HIGH if item.priority == HIGH or item.sender in self._highs else item.priority
 
     def checked(self, item: Item) -> None:
         item.checked = True
+        if item.priority == HIGH and item.sender in self.lines:
+            self._highs.setdefault(item.sender, set()).add(item)
+            head = self.lines[item.sender][0]
+            if head is not item and head.in_ready and head.priority != HIGH:
+                # queued as normal: queue it again as high (the stale entry is skipped by pick)
+                heapq.heappush(self._ready, (HIGH, head.received, head.seq, head))
         self.make_ready(item)
 
     def defer(self, item: Item, now: float, delay: float | None = None) -> None:
@@ -237,6 +257,8 @@ class Queue:
         out: list[Item] = []
         while self._ready and len(out) < n:
             _, _, _, item = heapq.heappop(self._ready)
+            if not item.in_ready:  # an entry already taken (a head queued again as high)
+                continue
             item.in_ready = False
             if (not item.queued or item.state != WAITING or not item.checked
                     or item.not_before > now or not self.is_head(item)):
