@@ -14,7 +14,6 @@ rules (`--rules`, KEYROUTER_RULES); unreadable rules only narrow that, with a wa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,21 +31,27 @@ CLOCK: Callable[[], float] = time.time
 
 def add_parser(sub: Any) -> None:
     """Register `optouts` and its actions on the top-level subparsers."""
-    p = sub.add_parser("optouts", help="the opt-out ledger: export it, deadlines, overdue opt-outs")
-    actions = p.add_subparsers(dest="action", required=True)
+    from keyrouter.cli_common import command
+
+    p = command(sub, "optouts", "the opt-out ledger: export it, deadlines, overdue opt-outs",
+                "keyrouter optouts export --since 2026-11-01 > optouts.csv\nkeyrouter optouts overdue")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--store", help="store URL (env KEYROUTER_STORE, default sqlite:///keyrouter.sqlite3)")
         q.add_argument("--rules", help="rules file or folder: which rules are opt-outs (env KEYROUTER_RULES)")
 
-    q = actions.add_parser("export", help="the ledger as CSV or JSON lines, or İYS consent records")
+    q = command(actions, "export", "the ledger as CSV or JSON lines, or İYS consent records",
+                "keyrouter optouts export --format jsonl --since 2026-11-01")
     common(q)
     q.add_argument("--since", help="received on or after this date (Turkey time unless an offset is given)")
     q.add_argument("--format", choices=("csv", "jsonl", "iys"), default="csv")
-    q = actions.add_parser("stats", help="counts, delays, and deadlines met per effect")
+    q = command(actions, "stats", "counts, delays, and deadlines met per effect",
+                "keyrouter optouts stats --since 2026-11-01")
     common(q)
     q.add_argument("--since")
-    q = actions.add_parser("overdue", help="pending opt-outs past or near their deadline (exit 1 when any)")
+    q = command(actions, "overdue", "pending opt-outs past or near their deadline (exit 1 when any)",
+                "keyrouter optouts overdue --within 1d")
     common(q)
     q.add_argument("--within", default="0s", metavar="DURATION",
                    help="also list those due within DURATION (e.g. 1d, 12h); default: only overdue")
@@ -113,22 +118,11 @@ def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
-    from keyrouter.store import open_store
+    """The store under the CLI's one error layer (keyrouter.cli_errors): unreachable is exit 4,
+    naming the cause and the setting to fix."""
+    from keyrouter.cli_common import with_store
 
-    async def act() -> int:
-        async with open_store(settings.store, settings.namespace, settings.horizon_delta()) as store:
-            return await body(store)
-
-    try:
-        return asyncio.run(act())
-    except ValueError as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
-    except (OSError, ConnectionError) as exc:
-        return _fail(f"the store is unreachable ({type(exc).__name__})", EXIT_STORE)
-    except Exception as exc:  # redis and sqlite errors: one line, never a traceback
-        if type(exc).__module__.split(".")[0] in ("redis", "sqlite3"):
-            return _fail(f"the store is unreachable ({type(exc).__name__}: {exc})", EXIT_STORE)
-        raise
+    return with_store(settings, body)
 
 
 async def _export(store: Any, fmt: str, since: float | None) -> int:

@@ -86,9 +86,14 @@ def read_config(env: Mapping[str, str] | None = None) -> tuple[int, str]:
 
 def setup_logging(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> None:
     """Configure the root logger for a command.  Raises LogConfigError before changing anything."""
+    from keyrouter import terminal
+
     level, fmt = read_config(env)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    if fmt == "text" and stream is None and terminal.is_terminal():
+        handler = terminal.log_handler()  # rich, on the console the progress bar shares
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(MaskNumbers())
     root = logging.getLogger()
     for old in root.handlers[:]:

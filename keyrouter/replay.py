@@ -55,15 +55,3 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
             await loop
     dead = {d.id for d in await runtime.store.dead_letters()}
     return report, [i for i in dict.fromkeys(m.id for m in messages) if i in dead]
-
-
-def progress_bar(stream: object) -> Callable[[int, int], None]:
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="",
-              file=stream, flush=True)  # type: ignore[call-overload]
-        if done >= total:
-            print(file=stream)  # type: ignore[call-overload]
-
-    return show

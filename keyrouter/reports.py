@@ -7,10 +7,11 @@ import csv
 import io
 import json
 import statistics
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
+from keyrouter.message import TURKEY
 from keyrouter.store.base import OptOut, SurveyResults
 
 LEDGER_FIELDS = ("number", "action", "message_id", "keyword", "received_at", "handled_at",
@@ -20,8 +21,13 @@ _DEADLINED = ("blacklist", "iys_ret")
 _IYS_ACTIONS = ("iys_ret", "iys_onay")
 
 
-def _iso(epoch: float | None) -> str:
-    return "" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+def local_iso(epoch: float | None) -> str:
+    """The one convention for every time a person reads: Turkey time with its offset, as the
+    provider's message dates (`2026-11-26T09:47:53+03:00`)."""
+    return "" if epoch is None else datetime.fromtimestamp(epoch, TURKEY).isoformat(timespec="seconds")
+
+
+_iso = local_iso
 
 
 def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
@@ -108,20 +114,22 @@ def ledger_stats_text(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def survey_dict(results: SurveyResults) -> dict[str, Any]:
+def survey_dict(results: SurveyResults, choices: Sequence[str] = ()) -> dict[str, Any]:
+    """`choices`: the ones the rules declare, shown with zero votes too."""
     total = sum(results.votes.values())
+    votes = {c: 0 for c in choices} | results.votes
     return {
         "survey": results.survey,
         "choices": [{"choice": c, "votes": n, "percent": round(100 * n / total, 1) if total else 0.0}
-                    for c, n in sorted(results.votes.items(), key=lambda kv: (-kv[1], kv[0]))],
+                    for c, n in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))],
         "voters": results.voters,
         "rejected": results.rejected,
         "last_vote_at": _iso(results.last_vote_at) or None,
     }
 
 
-def survey_table(results: SurveyResults, width: int = 30) -> str:
-    data = survey_dict(results)
+def survey_table(results: SurveyResults, width: int = 30, choices: Sequence[str] = ()) -> str:
+    data = survey_dict(results, choices)
     rows = data["choices"]
     top = max((r["votes"] for r in rows), default=0)
     label = max((len(r["choice"]) for r in rows), default=6)
@@ -134,10 +142,10 @@ def survey_table(results: SurveyResults, width: int = 30) -> str:
     return "\n".join(lines)
 
 
-def survey_csv(results: SurveyResults) -> str:
+def survey_csv(results: SurveyResults, choices: Sequence[str] = ()) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["choice", "votes", "percent"])
-    for r in survey_dict(results)["choices"]:
+    for r in survey_dict(results, choices)["choices"]:
         writer.writerow([r["choice"], r["votes"], r["percent"]])
     return out.getvalue()

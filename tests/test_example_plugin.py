@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -21,8 +22,11 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
+    # Built from a copy: building in place would leave build/ and *.egg-info in examples/acme/.
+    source = shutil.copytree(ACME, tmp_path_factory.mktemp("acme") / "acme",
+                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--target", str(target), str(ACME)], check=True, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     assert list(target.glob("acme_keyrouter-*.dist-info"))
     sys.path.insert(0, str(target))
     registry._entry_points.cache_clear()

@@ -165,7 +165,7 @@ def test_export_iys_records_and_csv_columns(env, capsys) -> None:
     assert main(["optouts", "export"]) == 0
     rows = {(r["message_id"], r["action"]): r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     block, iys, back = rows["ok", "blacklist"], rows["ok", "iys_ret"], rows["in", "unblacklist"]
-    assert block["deadline"] == "2026-11-26T21:00:00+00:00" and block["within_deadline"] == "yes"
+    assert block["deadline"] == "2026-11-27T00:00:00+03:00" and block["within_deadline"] == "yes"
     assert block["iys_outcome"] == "recorded" and block["iys_transaction_id"] == "tx-9"
     assert iys["within_deadline"] == "no" and iys["iys_transaction_id"] == "tx-9"
     assert back["deadline"] == "" and back["within_deadline"] == "" and back["iys_outcome"] == ""

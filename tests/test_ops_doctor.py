@@ -33,6 +33,7 @@ def ops(tmp_path: Path) -> Iterator[Ops]:
     with FakeIletiMerkezi(key="doc-key-Qw19z", hash="doc-hash-Jk52n", approved_senders=["MYBRAND"]) as fake:
         for i in range(4):
             fake.add_message(f"mesaj {i}", sender=f"+90532731826{i}")
+        (tmp_path / "data").mkdir()  # SQLite stores create their file, never folders
         o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'data' / 'state.sqlite3'}")
         o.rules(RULES)
         try:

@@ -24,7 +24,7 @@ def test_ledger_csv_and_jsonl() -> None:
     entries = [entry(1, 5), entry(2, 7, "unblacklist")]
     rows = list(csv.DictReader(io.StringIO(reports.ledger_csv(entries))))
     assert [r["number"] for r in rows] == ["+905550000001", "+905550000002"]
-    assert rows[1]["action"] == "unblacklist" and rows[0]["received_at"].endswith("+00:00")
+    assert rows[1]["action"] == "unblacklist" and rows[0]["received_at"].endswith("+03:00")
     lines = [json.loads(x) for x in reports.ledger_jsonl(entries).splitlines()]
     assert lines[0]["message_id"] == "1" and lines[0]["keyword"] == "RET"
 
@@ -69,7 +69,7 @@ def test_replay_then_ledger_and_survey_from_the_command_line(tmp_path) -> None:
         return subprocess.run(["keyrouter", *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, check=False, timeout=60)
 
-    done = keyrouter("replay", str(inbox), "--sandbox")
+    done = keyrouter("replay", str(inbox), "--sandbox", "--store", "sqlite:///state.sqlite3")
     assert done.returncode == 0, done.stderr
     assert "5 messages: 5 done" in done.stdout
     assert "sandbox provider: 1 SMS sent, 1 numbers on the blacklist" in done.stdout
@@ -80,7 +80,7 @@ def test_replay_then_ledger_and_survey_from_the_command_line(tmp_path) -> None:
     assert "1 ledger entries: 1 blacklist" in keyrouter("optouts", "stats").stdout
     results = json.loads(keyrouter("survey", "results", "spring-2026", "--format", "json").stdout)
     votes = {c["choice"]: c["votes"] for c in results["choices"]}
-    assert votes == {"b": 2} and results["voters"] == 2  # 112234 moved its vote from a to b
+    assert votes == {"a": 0, "b": 2, "c": 0} and results["voters"] == 2  # 112234 moved its vote from a to b
     assert results["rejected"] == 0  # "anket z" never matched the survey rule
     assert "(Traceback" not in done.stderr
     future = keyrouter("optouts", "export", "--since", "2100-01-01", "--format", "jsonl")

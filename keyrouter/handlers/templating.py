@@ -153,7 +153,7 @@ def require_client(context: Context, handler: str) -> IletiMerkezi:
     if context.client is None:
         raise PermanentError(
             f"{handler}: no iletiMerkezi client: the credentials ILETIMERKEZI_API_KEY and "
-            "ILETIMERKEZI_API_HASH are missing (or this is a dry run)"
+            "ILETIMERKEZI_API_HASH are missing"
         )
     return context.client
 

@@ -73,8 +73,11 @@ class SqliteStore(Store):
         self.path = str(path)
         self._clock = clock
         self._lock = threading.Lock()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:" and not Path(self.path).parent.is_dir():
+            # Never create folders: a typo in the path would start an empty store, and every
+            # message would be dispatched again.  The file itself is created.
+            raise ValueError(f"the SQLite store's folder {Path(self.path).parent} does not exist: "
+                             "create it, or fix the store URL (KEYROUTER_STORE / --store)")
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )

@@ -25,7 +25,8 @@ from .contract import MakeStore, StoreContract, check_race, race_votes
 class TestSqliteStore(StoreContract):
     @pytest.fixture
     async def make_store(self, tmp_path: Path) -> AsyncIterator[MakeStore]:
-        path = tmp_path / "state" / "keyrouter.sqlite3"  # the parent folder does not exist yet
+        path = tmp_path / "state" / "keyrouter.sqlite3"
+        path.parent.mkdir()  # the store creates its file, never folders (test_open_sqlite_urls)
         made: list[Store] = []
 
         def make(
@@ -102,6 +103,8 @@ def test_latest_optout_reads_no_whole_table(tmp_path: Path) -> None:
 
 def test_open_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "abs").mkdir()
     rel = open_store("sqlite:///data/k.sqlite3", "acct")
     absolute = open_store(f"sqlite:///{tmp_path}/abs/k.sqlite3")
     memory = open_store("sqlite://")
@@ -114,6 +117,9 @@ def test_open_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         for store in (rel, absolute, memory):
             asyncio.run(store.close())
+    with pytest.raises(ValueError, match=r"folder .*missing.* does not exist"):
+        open_store(f"sqlite:///{tmp_path}/missing/k.sqlite3")  # never creates folders
+    assert not (tmp_path / "missing").exists()
     with pytest.raises(ValueError, match="sqlite"):
         open_store("sqlite:/k.sqlite3")
     with pytest.raises(ValueError, match="sqlite"):
