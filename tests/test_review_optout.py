@@ -276,3 +276,28 @@ async def test_a_ret_behind_its_senders_own_survey_answer_is_not_queued_behind_t
     # before: after all 200; now after the few that run while the answer's done marker waits
     # for its batch (about 100 ms)
     assert ids.index("s2") < 100, f"the RET ran after {ids.index('s2')} survey answers"
+
+
+async def test_a_senders_later_messages_wait_for_an_earlier_ones_retry_on_every_worker(
+        write_rules) -> None:
+    """RET fails once and waits for its retry; two workers hold the sender's later BASLA and
+    RET.  Neither starts them before the first RET succeeded, and they run in order."""
+    store = MemoryStore()
+    router = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: optout, keywords: [RET, BASLA], handlers: [{recording:arecord: {tag: t}}]}
+    """)))
+    recording.FAILS[("1", "t")] = 2
+    now = time.time()
+    inbox = [msg("1", "RET", now - 30), msg("2", "BASLA", now - 20), msg("3", "RET", now - 10)]
+    policy = RetryPolicy(max_attempts=5, base_delay=0.3, jitter=0)
+    workers = [Running(Dispatcher(router, store, owner=name, policy=policy)) for name in "ab"]
+    for w in workers:
+        w.dispatcher.offer(inbox)
+    deadline = time.monotonic() + 30
+    while await store.unfinished(["1", "2", "3"]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for w in workers:
+        await w.stop()
+    assert [(c["id"], c["attempt"]) for c in recording.CALLS] == [("1", 3), ("2", 1), ("3", 1)]
