@@ -1,13 +1,10 @@
-"""Helpers for the operations tests: worker processes with a metrics listener, a private
-redis-server, scraping over real HTTP."""
+"""Helpers for the operations tests: worker processes with a metrics listener, scraping over real
+HTTP (private redis-servers: tests/redis_server.py)."""
 
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,30 +56,6 @@ def wait_for_file(message, match, context):
 async def block_loop(message, match, context):
     time.sleep(float(context.params["seconds"]))  # blocks the event loop on purpose
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free and valid too."""
-    for _ in range(200):
-        port = random.randrange(20000, 30000)
-        if _bindable(port) and _bindable(port + 10000):
-            return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
@@ -206,42 +179,3 @@ class Ops:
             if p.proc.poll() is None:
                 p.proc.kill()
                 p.proc.wait(10)
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port in a tmp folder, stopped by pid."""
-
-    def __init__(self, folder: Path, *config: str) -> None:
-        self.folder = folder
-        self.config = config
-        self.port = cluster_port() if "--cluster-enabled" in config else free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed (CI installs it)"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--save", "", "--appendonly", "no", *self.config],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, 10, "the private redis-server", self.proc)
-        return self
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-        self.proc = None

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from redis_server import free_port
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = str(ROOT / "rules")
@@ -48,12 +48,6 @@ def first_line(text: str) -> str:
 def error_line(stderr: str) -> str:
     """The first `keyrouter: ...` line (log lines about the input may come before it)."""
     return next((line for line in stderr.splitlines() if line.startswith("keyrouter: ")), "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------ 1. the error layer

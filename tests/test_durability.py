@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port
 
 from keyrouter.durability import durability_warnings
 from keyrouter.store import open_store
@@ -60,7 +60,6 @@ async def test_other_stores_get_no_warning(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_an_unreachable_redis_is_left_to_the_worker_to_report() -> None:
-    from redis_server import free_port
 
     assert await warnings_of(f"redis://127.0.0.1:{free_port()}/0?socket_connect_timeout=1") == []
 

@@ -4,6 +4,7 @@ exits only when a person must act."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_a_store_outage_is_ridden_out(h: Harness, tmp_path: Path) -> None:
         first = h.fake.add_message("bir", sender=mobile(1))["id"]
         worker = h.run_worker(KEYROUTER_STORE=server.url + "?socket_timeout=1&socket_connect_timeout=1")
         wait_until(lambda: h.ended([first], ("a",)), 20, "the first message", (worker,))
-        server.stop()
+        server.stop(signal.SIGKILL)
         wait_until(lambda: "the store failed" in worker.stderr(), 20, "a logged store failure", (worker,))
         server = RedisServer(tmp_path / "redis", port=server.port).start()
         second = h.fake.add_message("iki", sender=mobile(2))["id"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import Ops, PrivateRedis
+from ops_support import Ops
+from redis_server import CLUSTER_ARGS, RedisServer, create_cluster
 
 from keyrouter.testing import FakeIletiMerkezi
 
@@ -68,7 +67,7 @@ def test_all_good_on_sqlite_exits_0(ops: Ops) -> None:
 
 
 def test_allkeys_lru_redis_fails_and_persistence_off_warns(ops: Ops, tmp_path: Path) -> None:
-    redis = PrivateRedis(tmp_path / "redis", "--maxmemory-policy", "allkeys-lru").start()
+    redis = RedisServer(tmp_path / "redis", "--maxmemory-policy", "allkeys-lru").start()
     try:
         done = ops.cli("doctor", ILETIMERKEZI_SENDER="MYBRAND", KEYROUTER_STORE=redis.url)
     finally:
@@ -82,7 +81,7 @@ def test_allkeys_lru_redis_fails_and_persistence_off_warns(ops: Ops, tmp_path: P
     assert found["redis version"].startswith("ok ") and "Redis 7" in found["redis version"]
     assert found["store"].startswith("ok ")
 
-    good = PrivateRedis(tmp_path / "redis2", "--maxmemory-policy", "noeviction",
+    good = RedisServer(tmp_path / "redis2", "--maxmemory-policy", "noeviction",
                         "--appendonly", "yes").start()
     try:
         done = ops.cli("doctor", ILETIMERKEZI_SENDER="MYBRAND", KEYROUTER_STORE=good.url)
@@ -150,18 +149,13 @@ def test_bad_rules_and_unreachable_store_fail(ops: Ops) -> None:
 
 
 def test_a_cluster_is_checked_node_by_node(ops: Ops, tmp_path: Path) -> None:
-    cli = shutil.which("redis-cli")
-    assert cli, "redis-cli is not installed (CI installs redis-server, which brings it)"
-    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-    nodes = [PrivateRedis(tmp_path / f"node{i}", *cluster, *(("--maxmemory-policy", "allkeys-lru")
-                                                             if i == 2 else ())) for i in range(3)]
+    nodes = [RedisServer(tmp_path / f"node{i}", *CLUSTER_ARGS, *(("--maxmemory-policy", "allkeys-lru")
+                                                                 if i == 2 else ())) for i in range(3)]
     try:
         for node in nodes:
             node.start()
-        created = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True,
-                                 text=True, timeout=60)
-        assert "All 16384 slots covered" in created.stdout, created.stdout + created.stderr
+        created = create_cluster(nodes)
+        assert "All 16384 slots covered" in created, created
         url = f"redis+cluster://127.0.0.1:{nodes[0].port}"
         found: dict[str, str] = {}
         for _ in range(50):  # the cluster settles a moment after create

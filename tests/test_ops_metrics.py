@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, PrivateRedis, free_port, http_get, scrape, value, wait_until
+from ops_support import HANDLERS, Ops, http_get, scrape, value, wait_until
+from redis_server import RedisServer, free_port
 
 from keyrouter.message import TURKEY
 from keyrouter.testing import FakeIletiMerkezi
@@ -164,7 +165,7 @@ def test_healthz_turns_503_while_the_loop_is_stuck(ops: Ops) -> None:
 
 
 def test_readyz_turns_503_when_redis_stops_and_back_when_it_returns(ops: Ops, tmp_path: Path) -> None:
-    redis = PrivateRedis(tmp_path / "redis").start()
+    redis = RedisServer(tmp_path / "redis").start()
     try:
         port = free_port()
         base = f"http://127.0.0.1:{port}"

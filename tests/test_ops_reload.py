@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, free_port, http_get, scrape, value, wait_until
+from ops_support import HANDLERS, Ops, http_get, scrape, value, wait_until
+from redis_server import free_port
 
 from keyrouter.testing import FakeIletiMerkezi
 
