@@ -15,6 +15,13 @@ CALLS: list[dict[str, Any]] = []
 FAILS: dict[tuple[str, str], int] = {}  # (message id, tag) -> failures still to raise
 
 
+def reset() -> None:
+    """Forget what earlier tests recorded, planned or started (a test fixture calls it)."""
+    CALLS.clear()
+    FAILS.clear()
+    STARTED.clear()
+
+
 def _note(message: Any, match: Any, context: Any, kind: str) -> None:
     tag = context.params.get("tag", "")
     remaining = FAILS.get((message.id, tag), 0)

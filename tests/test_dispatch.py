@@ -42,11 +42,9 @@ default:
 
 @pytest.fixture(autouse=True)
 def clean_recording():
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
     yield
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
 
 
 @pytest.fixture

@@ -28,13 +28,11 @@ STUCK_RULES = """
 
 @pytest.fixture(autouse=True)
 def clean_recording():
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
     recording.RELEASE.clear()
     yield
     recording.RELEASE.set()  # let the abandoned threads end
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
 
 
 class Abandons(Events):

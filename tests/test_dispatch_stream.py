@@ -27,11 +27,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(autouse=True)
 def clean_recording():
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
     yield
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
 
 
 def msg(id: str, text: str, sender: str, seconds_ago: float = 60) -> Message:

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.slow
 fake, h, redis_client, redis_namespace = e2e.fake, e2e.h, e2e.redis_client, e2e.redis_namespace
 
 
-def get_inbox_calls(h: Harness) -> int:
-    with h.fake.lock:
-        return sum(r.endpoint == "get-inbox" for r in h.fake.requests)
-
-
 # ----------------------------------------------------------------------------- exits
 
 

@@ -15,6 +15,7 @@ from test_e2e_worker import (
     Harness,
     assert_every_start_ended,
     count,
+    get_inbox_calls,
     mobile,
     store_call,
     unfinished,
@@ -24,10 +25,6 @@ from test_e2e_worker import (
 pytestmark = pytest.mark.slow
 fake, h, redis_client, redis_namespace = e2e.fake, e2e.h, e2e.redis_client, e2e.redis_namespace
 
-
-def get_inbox_calls(h: Harness) -> int:
-    with h.fake.lock:
-        return sum(r.endpoint == "get-inbox" for r in h.fake.requests)
 
 @pytest.mark.parametrize("backend", ["redis", "sqlite"])
 def test_get_inbox_is_called_about_once_per_interval_with_several_workers(h: Harness,

@@ -105,6 +105,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(step)
 
 
+def get_inbox_calls(h: Harness) -> int:
+    """How many get-inbox calls the fake provider has answered."""
+    with h.fake.lock:
+        return sum(r.endpoint == "get-inbox" for r in h.fake.requests)
+
+
 def store_call(namespace: str, method: str, *args: Any, url: str = REDIS_URL) -> Any:
     async def go() -> Any:
         async with open_store(url, namespace) as store:

@@ -28,12 +28,9 @@ LEASE = 0.6
 
 @pytest.fixture(autouse=True)
 def clean_recording():
-    recording.CALLS.clear()
-    recording.FAILS.clear()
-    recording.STARTED.clear()
+    recording.reset()
     yield
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import recording
+from test_dispatch_stream import Running
 
 from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
@@ -27,12 +28,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(autouse=True)
 def clean_recording():
-    recording.CALLS.clear()
-    recording.FAILS.clear()
-    recording.STARTED.clear()
+    recording.reset()
     yield
-    recording.CALLS.clear()
-    recording.FAILS.clear()
+    recording.reset()
 
 
 class Clock:
@@ -168,20 +166,6 @@ async def test_a_message_whose_own_lease_ran_out_mid_message_is_not_skipped_by_m
     await running.stop()
     assert (await store.counts())["skipped"] == 0
     assert {c["tag"] for c in recording.CALLS} == {"block", "reply"}
-
-
-class Running:
-    """A dispatcher's run() loop as a background task."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.stopping = asyncio.Event()
-        self.task = asyncio.create_task(dispatcher.run(self.stopping))
-
-    async def stop(self) -> None:
-        self.stopping.set()
-        await asyncio.wait_for(self.task, 30)
-        await self.dispatcher.aclose()
 
 
 async def test_a_dead_letter_does_not_hold_its_senders_later_messages_on_any_worker(
