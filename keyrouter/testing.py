@@ -15,25 +15,31 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import http
 import itertools
 import json
 import re
 import socket
-import struct
-import sys
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from keyrouter.message import TURKEY, to_e164
 from keyrouter.testing_iys import FakeIys
+from keyrouter.testing_pipeline import pipeline, process
+from keyrouter.testing_wire import (
+    HTML_502,
+    FakeHandler,
+    FakeServer,
+    parse_fault,
+    parse_json,
+    reset,
+    send,
+)
 
 __all__ = [
     "ENDPOINTS",
@@ -75,12 +81,6 @@ MESSAGES = {
 _TURKISH_LETTERS = frozenset("çğıöşüÇĞİÖŞÜ")
 _MAX_TEXT = 7 * 153  # seven concatenated GSM-7 parts: a rough stand-in for the provider's check
 _PATH = re.compile(r"/v1/([a-z-]+)/json/?")
-_HTML_502 = (
-    b"<html><head><title>502 Bad Gateway</title></head>"
-    b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
-)
-
-
 class RecordedRequest(NamedTuple):
     """What the fake received: the endpoint (or the raw path) and the parsed body (or None)."""
 
@@ -111,49 +111,6 @@ def inbox_response(rows: Iterable[dict[str, Any]], total_rows: int | str | None 
 def _document(code: int | str, **extra: Any) -> dict[str, Any]:
     message = MESSAGES.get(int(code), "Hata")
     return {"response": {"status": {"code": code, "message": message}, **extra}}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for slow answers or idle keep-alive clients
-    fake: FakeIletiMerkezi
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up (timeouts, stop()) are normal here, not worth a traceback."""
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so clients' connection reuse is exercised
-    timeout = 30  # idle keep-alive connections end on their own
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes: without this, Nagle adds ~40 ms to every answer.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.fake._opened(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.fake._closed(self.connection)
-
-    def do_POST(self) -> None:
-        self.server.fake._serve(self)
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        """The `Date` header, off by the fake's `date_skew` seconds (for clock checks)."""
-        when = time.time() if timestamp is None else timestamp
-        return super().date_time_string(when + self.server.fake.date_skew)
-
-    do_GET = do_PUT = do_DELETE = do_POST
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: test output is no place for access logs."""
 
 
 class FakeIletiMerkezi:
@@ -205,7 +162,7 @@ class FakeIletiMerkezi:
         self._order_ids = itertools.count(100001)
         self._open: set[socket.socket] = set()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: FakeServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- life cycle ----------------------------------------------------------------------
@@ -221,7 +178,7 @@ class FakeIletiMerkezi:
         if self._server is not None:
             raise RuntimeError("FakeIletiMerkezi is already started")
         self._stopping.clear()
-        self._server = _Server((self._host, 0), _Handler)
+        self._server = FakeServer((self._host, 0), FakeHandler)
         self._server.fake = self
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -266,7 +223,7 @@ class FakeIletiMerkezi:
         """Make the next `times` calls to `endpoint` fail: a status code (provider JSON error),
         "html502", "truncated", "reset" (socket closed, no answer) or "slow:SECONDS"."""
         self._check_endpoint(endpoint)
-        fault = _parse_fault(kind)
+        fault = parse_fault(kind)
         with self.lock:
             self._faults[endpoint].extend([fault] * times)
 
@@ -319,24 +276,24 @@ class FakeIletiMerkezi:
         with self.lock:
             self._open.discard(sock)
 
-    def _serve(self, handler: _Handler) -> None:
+    def _serve(self, handler: FakeHandler) -> None:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         match = _PATH.fullmatch(handler.path)
         endpoint = match.group(1) if match and handler.command == "POST" else None
-        body = _parse_json(raw)
+        body = parse_json(raw)
         with self.lock:
             self.requests.append(RecordedRequest(endpoint or handler.path, body))
             faults = self._faults.get(endpoint or "")
             fault = faults.popleft() if faults else None
         kind = fault[0] if fault else None
         if kind == "reset":
-            return _reset(handler)
+            return reset(handler)
         if kind == "slow" and self._stopping.wait(fault[1]):
-            return _reset(handler)
+            return reset(handler)
         if kind == "html502":
-            return _send(handler, 502, _HTML_502, "text/html; charset=utf-8")
+            return send(handler, 502, HTML_502, "text/html; charset=utf-8")
         if kind == "reply" and isinstance(fault[2], str):
-            return _send(handler, fault[1], fault[2].encode(), "text/html; charset=utf-8")
+            return send(handler, fault[1], fault[2].encode(), "text/html; charset=utf-8")
         if kind == "reply":
             return self._send_json(handler, fault[1], fault[2])
         code, document = (
@@ -344,15 +301,15 @@ class FakeIletiMerkezi:
         )
         if kind == "truncated":
             encoded = json.dumps(document, ensure_ascii=False).encode()
-            return _send(handler, code, encoded[: len(encoded) // 2], "application/json")
+            return send(handler, code, encoded[: len(encoded) // 2], "application/json")
         return self._send_json(handler, code, document)
 
-    def _send_json(self, handler: _Handler, code: int, document: dict[str, Any]) -> None:
+    def _send_json(self, handler: FakeHandler, code: int, document: dict[str, Any]) -> None:
         try:
             encoded = json.dumps(document, ensure_ascii=False).encode()
         except UnicodeEncodeError:  # a lone surrogate in a row (half an emoji): as a \u escape,
             encoded = json.dumps(document).encode()  # the only way JSON can carry it
-        _send(handler, code, encoded, "application/json; charset=utf-8")
+        send(handler, code, encoded, "application/json; charset=utf-8")
 
     def _status(self, code: int, **extra: Any) -> dict[str, Any]:
         return _document(str(code) if self.code_as_string else code, **extra)
@@ -465,30 +422,6 @@ class FakeIletiMerkezi:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
 
 
-def _parse_fault(kind: int | str) -> tuple[Any, ...]:
-    if isinstance(kind, int) and not isinstance(kind, bool):
-        if not 100 <= kind <= 999 or kind == 200:
-            raise ValueError(f"fault status code must be a 3-digit error code, not {kind}")
-        return ("code", kind)
-    if kind in ("html502", "truncated", "reset"):
-        return (kind,)
-    if isinstance(kind, str) and kind.startswith("slow:"):
-        try:
-            return ("slow", float(kind.removeprefix("slow:")))
-        except ValueError:
-            pass
-    raise ValueError(
-        f"unknown fault {kind!r}: use a status code, 'html502', 'truncated', 'reset' or 'slow:S'"
-    )
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
 def _int(value: object, default: int) -> int:
     try:
         return int(str(value))
@@ -513,53 +446,3 @@ def _recipients(message: dict[str, Any]) -> tuple[str, ...]:
     return () if None in parsed else tuple(n for n in parsed if n)
 
 
-def _send(handler: _Handler, code: int, body: bytes, content_type: str) -> None:
-    try:
-        reason = http.HTTPStatus(code).phrase
-    except ValueError:
-        reason = "Provider Error"
-    try:
-        handler.send_response(code, reason)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-    except OSError:  # the client gave up (its timeout); nothing to answer to
-        handler.close_connection = True
-
-
-def _reset(handler: _Handler) -> None:
-    """Drop the connection with a TCP RST, as a crashed proxy or a flaky network does."""
-    handler.close_connection = True
-    with contextlib.suppress(OSError):
-        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        handler.rfile.close()  # drop the file's reference, so close() really closes the socket
-        handler.connection.close()
-
-
-# ---------------------------------------------------------------- the pipeline in a test
-@contextlib.asynccontextmanager
-async def pipeline(rules: str | Any, *, fake: FakeIletiMerkezi | None = None,
-                   store: str = "memory://", **settings: Any) -> Any:
-    """The real runtime (router, store, client, dispatcher) for a test, pointed at `fake` when
-    given.  Defaults suit tests: a memory store, namespace "test", sender "TEST", fast retries.
-
-        async with pipeline("rules/", fake=fake) as runtime:
-            report = await process(runtime, [fake.add_message("RET")])
-    """
-    from keyrouter.runtime import open_runtime
-    from keyrouter.settings import Settings
-
-    values: dict[str, Any] = {"rules": str(rules), "store": store, "namespace": "test",
-                              "sender": "TEST", "retry_base": 0.01, **settings}
-    if fake is not None:
-        values.update(base_url=fake.base_url, api_key=fake.key, api_hash=fake.hash)
-    async with open_runtime(Settings.model_validate(values)) as runtime:
-        yield runtime
-
-
-async def process(runtime: Any, rows: Iterable[dict[str, Any]]) -> Any:
-    """Provider rows through the pipeline once (one poll's worth); returns the dispatch Report."""
-    from keyrouter.sources import parse_rows
-
-    return await runtime.dispatcher.process(list(parse_rows(rows)))
