@@ -37,16 +37,20 @@ _QUOTED = re.compile(r"'[^']*'")
 SHOWN = 10  # SMS lines, blacklisted numbers and ids shown before "... and N more"
 
 
-def _rows(args: argparse.Namespace) -> tuple[list[Any], timedelta | None]:
+def _rows(args: argparse.Namespace) -> tuple[list[Any], timedelta | None, list[str]]:
+    """The file's rows (dates shifted with --shift-dates) and the ids given to id-less rows."""
+    from keyrouter.message import content_id
     from keyrouter.sources import InputError, read_rows, shift_dates
 
     try:
         rows = read_rows(args.file)
     except InputError as exc:
         raise CliError(str(exc)) from None
+    idless = [content_id(r) for r in rows if isinstance(r, dict) and r.get("id") in (None, "")]
     if not args.shift_dates:
-        return rows, None
-    return shift_dates(rows, datetime.now(TURKEY))
+        return rows, None, idless
+    shifted, offset = shift_dates(rows, datetime.now(TURKEY))
+    return shifted, offset, idless
 
 
 def _missing_fields(rows: Sequence[Any]) -> list[tuple[str, list[str]]]:
@@ -142,7 +146,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from keyrouter.sources import parse_rows
 
     router = load_router(args, settings)
-    rows, offset = _rows(args)
+    rows, offset, idless = _rows(args)
     messages = list(parse_rows(rows))
     if args.dry_run:
         from keyrouter.cli_rules import route_json
@@ -162,7 +166,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         })
         settings, iys_sandbox = _iys_sandbox(settings)
     try:
-        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox)
+        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox, idless)
     finally:
         if sandbox is not None:
             sandbox.stop()
@@ -183,7 +187,7 @@ def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
 
 def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: list[Any],
             messages: list[Message], offset: timedelta | None, sandbox: Any,
-            iys_sandbox: Any = None) -> int:
+            iys_sandbox: Any = None, idless: Sequence[str] = ()) -> int:
     from keyrouter import shutdown, terminal
     from keyrouter.replay import replay
     from keyrouter.runtime import open_runtime
@@ -221,6 +225,9 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
             if problems:
                 shown = [f"{i} (no {', '.join(f)})" for i, f in problems]
                 out.append(f"  {len(problems)} malformed row(s), routed as they are: {_more(shown, 5)}")
+            if idless:
+                out.append(f"  {len(idless)} row(s) without an id, given one from their content "
+                           f"and routed as usual: {_more(idless, 3)}")
             if skipped_rows:
                 out.append(f"  {skipped_rows} row(s) without a usable id, not processed (see the log)")
             if dead:
