@@ -271,8 +271,10 @@ def exit_code(results: list[Check]) -> int:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("doctor", help="check this host's set-up before production (0 ok, 1 warnings, "
-                                             "2 failures)")
+    from keyrouter.cli_common import command
+
+    p = command(subparsers, "doctor", "check this host's set-up before production (0 ok, 1 warnings, "
+                "2 failures)", "keyrouter doctor --store redis://redis.internal:6379/0")
     p.add_argument("--rules", help="rules file or folder (env KEYROUTER_RULES, default ./rules)")
     p.add_argument("--store", help="store URL (env KEYROUTER_STORE)")
     p.set_defaults(func=cmd_doctor)

@@ -221,10 +221,24 @@ def test_version(keyrouter: Run) -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"keyrouter {version('keyrouter')}"
 
 
-HELPS = [(), ("check",), ("explain",), ("run",), ("replay",), ("dead-letters",),
-         ("dead-letters", "list"), ("dead-letters", "retry"), ("dead-letters", "drop"),
-         ("optouts",), ("optouts", "export"), ("optouts", "stats"), ("optouts", "overdue"), ("survey",),
-         ("survey", "results")]
+def every_command_and_action() -> list[tuple[str, ...]]:
+    """(), each command, and each command's actions, as the parser has them (others' too)."""
+    import argparse
+
+    from keyrouter.cli import build_parser
+
+    def subs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(found[0].choices) if found else {}
+
+    found: list[tuple[str, ...]] = [()]
+    for name, parser in subs(build_parser()).items():
+        found.append((name,))
+        found += [(name, action) for action in subs(parser)]
+    return found
+
+
+HELPS = every_command_and_action()
 
 
 @pytest.mark.parametrize("command", HELPS, ids=lambda c: " ".join(c) or "keyrouter")

@@ -21,8 +21,12 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8470
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("dashboard", help="a web page with survey charts, the opt-out ledger, "
-                                                "dead letters and status (needs keyrouter[web])")
+    from keyrouter.cli_common import command
+
+    p = command(subparsers, "dashboard", "a web page with survey charts, the opt-out ledger, "
+                "dead letters and status (needs keyrouter[web])",
+                "keyrouter dashboard --port 8470\n"
+                "KEYROUTER_DASHBOARD_TOKEN=... keyrouter dashboard --host 0.0.0.0")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; any other needs KEYROUTER_DASHBOARD_TOKEN)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
