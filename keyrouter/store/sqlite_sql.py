@@ -1,6 +1,18 @@
 """The SQL of the SQLite store: the schema and the statements several methods share.  Named
-parameters: `:ns` the namespace, `:t` the store clock, `:ids` a JSON list of escaped ids (see
-sqlite.py `_ids`)."""
+parameters: `:ns` the namespace, `:t` the store clock, `:ids` a JSON list of escaped ids
+(`json_ids`)."""
+
+import json
+from collections.abc import Iterable
+
+from keyrouter.store.codec import escape
+
+
+def json_ids(ids: Iterable[str]) -> str:
+    """An id list as one JSON parameter for json_each, each id through `escape` first: SQLite's
+    JSON functions would cut a string at NUL and mangle a lone surrogate."""
+    return json.dumps([escape(id) for id in ids])
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS finished (

@@ -1,0 +1,192 @@
+"""The SQLite store's opt-out ledger, dashboard page reads and survey votes (a mixin of
+`SqliteStore`, which brings the connection plumbing `_read`, `_write` and `_p`); processing state
+(claims, leases, dead letters, the shared inbox) stays in sqlite.py."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from keyrouter.store import sqlite_sql as stmt
+from keyrouter.store.base import DeadLetter, LedgerCursor, OptOut, SurveyResults, ledger_cursor
+from keyrouter.store.codec import escape, read_row, unescape
+from keyrouter.store.keys import check_policy
+from keyrouter.store.sqlite_sql import json_ids as _ids
+
+
+class SqliteLedger:
+    """Ledger, pages and votes over SqliteStore's connection."""
+
+    _read: Callable[[str, Mapping[str, Any]], Awaitable[list[tuple[Any, ...]]]]
+    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+    _p: Callable[..., dict[str, Any]]
+
+    async def record_optout(self, entry: OptOut) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            p = self._p(**asdict(entry))
+            db.execute("DELETE FROM optouts_pending WHERE ns = :ns AND message_id = :message_id"
+                       " AND action = :action", p)
+            if db.execute(
+                f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES (:ns, :message_id,"
+                " :action, :number, :keyword, :received_at, :handled_at, :outcome, :transaction_id)",
+                p,
+            ).rowcount:
+                db.execute(stmt.LATEST_UPDATE, p)
+
+        await self._write(run)
+
+    async def latest_optout(self, number: str) -> OptOut | None:
+        rows = await self._read(stmt.LATEST, self._p(number=number))
+        return OptOut(*rows[0]) if rows else None
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index
+        rows = await self._read(
+            f"SELECT {stmt.ENTRY} FROM optouts"
+            f" WHERE ns = :ns{after} ORDER BY received_at, message_id || '|' || action",
+            self._p(since=since),  # ties in the order Redis gives them (by member bytes)
+        )
+        return [OptOut(*row) for row in rows]
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            p = self._p(**asdict(entry))
+            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
+                          " AND action = :action", p).fetchone():
+                return False
+            return bool(db.execute(
+                f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES (:ns,"
+                " :message_id, :action, :number, :keyword, :received_at, :handled_at, :outcome,"
+                " :transaction_id)", p).rowcount)
+
+        return await self._write(run)
+
+    async def pending_optouts(self) -> list[OptOut]:
+        rows = await self._read(
+            f"SELECT {stmt.ENTRY} FROM optouts_pending WHERE ns = :ns"
+            " ORDER BY received_at, message_id || '|' || action", self._p())
+        return [OptOut(*row) for row in rows]
+
+    # -- paginated reads (the dashboard): index range scans, LIMIT rows read ---------------------
+
+    async def optouts_scan(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        scan: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> tuple[list[OptOut], LedgerCursor | None]:
+        if limit <= 0:
+            return [], None
+        where = ["ns = :ns"]
+        if since is not None:
+            where.append("received_at >= :since")
+        if until is not None:
+            where.append("received_at < :until")
+        if before is not None:
+            where.append("(received_at, message_id || '|' || action) < (:bt, :bm)")
+        bounded = scan is not None and scan > 0
+        order = " ORDER BY received_at DESC, message_id || '|' || action DESC"
+        p = self._p(since=since, until=until, action=action, limit=limit, scan=scan,
+                    bt=before[0] if before else None,
+                    bm=f"{before[1]}|{before[2]}" if before else None)
+        if action is None or not bounded:  # a plain index range read of one page
+            if action is not None:
+                where.append("action = :action")
+            if bounded:
+                p["limit"] = min(limit, scan)  # type: ignore[type-var]
+            rows = await self._read(
+                f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join(where)}{order} LIMIT :limit", p)
+            found = [OptOut(*row) for row in rows]
+            return found, ledger_cursor(found[-1]) if len(found) >= p["limit"] else None
+        # bounded, with an action: the scan-th entry examined bounds the matching read (both are
+        # index walks), and is the next cursor when the page stays short
+        edge = await self._read(
+            f"SELECT received_at, message_id, action FROM optouts WHERE {' AND '.join(where)}{order}"
+            " LIMIT 1 OFFSET :scan - 1", p)
+        if edge:
+            where.append("(received_at, message_id || '|' || action) >= (:et, :em)")
+            p.update(et=edge[0][0], em=escape(f"{edge[0][1]}|{edge[0][2]}"))  # as _p would
+        rows = await self._read(
+            f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
+            " LIMIT :limit", p)
+        found = [OptOut(*row) for row in rows]
+        if len(found) >= limit:
+            return found, ledger_cursor(found[-1])
+        return found, (edge[0][0], edge[0][1], edge[0][2]) if edge else None
+
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        only = "" if rules is None else " AND rule IN (SELECT value FROM json_each(:rules))"
+        way = "" if oldest_first else " DESC"
+        rows = await self._read(
+            f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
+            f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
+            self._p(limit=max(0, limit), offset=max(0, offset),
+                    rules=None if rules is None else _ids(rules)),
+        )
+        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not keys:
+            return set()
+        rows = await self._read(
+            "SELECT o.message_id, o.action FROM json_each(:keys) j JOIN optouts o ON o.ns = :ns"
+            " AND o.message_id = json_extract(j.value, '$[0]') AND o.action = json_extract(j.value, '$[1]')",
+            self._p(keys=json.dumps([[escape(str(m)), escape(str(a))] for m, a in keys])),
+        )
+        return {(m, a) for m, a in rows}
+
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        rows = await self._read(
+            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
+            self._p(id=id),
+        )
+        return DeadLetter(*rows[0][:5], read_row(rows[0][5])) if rows else None
+
+    async def dead_letter_count(self) -> int:
+        rows = await self._read("SELECT count(*) FROM dead WHERE ns = :ns", self._p())
+        return int(rows[0][0])
+
+    async def vote(
+        self, survey: str, voter: str, choice: str, *, policy: str, now: float,
+        valid: bool = True, vote_id: str = "",
+    ) -> bool:
+        check_policy(policy)
+
+        def run(db: sqlite3.Connection) -> bool:
+            p = self._p(survey=survey, voter=voter, choice=choice, now=now, vote_id=vote_id)
+            if vote_id and not db.execute(
+                "INSERT OR IGNORE INTO vote_ids VALUES (:ns, :survey, :vote_id)", p
+            ).rowcount:
+                return False
+            p["rejected"], p["at"] = (0, now) if valid else (1, None)
+            db.execute(
+                "INSERT INTO surveys VALUES (:ns, :survey, :at, :rejected)"
+                " ON CONFLICT (ns, survey) DO UPDATE SET rejected = rejected + :rejected,"
+                " last_vote_at = max(coalesce(last_vote_at, :at), coalesce(:at, last_vote_at))",
+                p,
+            )
+            if not valid:
+                return False
+            sql = f"SELECT choice FROM votes WHERE {stmt.SURVEY} AND voter = :voter"
+            old = db.execute(sql, p).fetchone()
+            if old is not None and (old[0] == choice or policy == "first"):
+                return False
+            db.execute("INSERT OR REPLACE INTO votes VALUES (:ns, :survey, :voter, :choice)", p)
+            return True
+
+        return await self._write(run)
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        row = await self._read(stmt.RESULTS, self._p(survey=survey))  # one statement: one snapshot
+        last, rejected, votes = row[0]
+        counts: dict[str, int] = {unescape(k): n for k, n in json.loads(votes).items()}
+        return SurveyResults(survey, counts, sum(counts.values()), last, rejected or 0)
