@@ -1,8 +1,8 @@
 """Rules files (YAML) -> validated, compiled `RuleSet`, with `file:line` problems.
 
-pydantic checks the shape; everything else (regexes, keywords, handlers, shadowing) is checked
-here with the line of the offending node.  Problems are collected, not raised one by one, so
-`keyrouter check` shows every fault in one run.
+pydantic checks the shape (rules_schema.py); everything else (regexes, keywords, handlers,
+shadowing) is checked here with the line of the offending node.  Problems are collected, not
+raised one by one, so `keyrouter check` shows every fault in one run.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from keyrouter import patterns, yamlpos
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
-from keyrouter.normalize import Locale, Normalizer, NormalizeSettings
-from keyrouter.suggest import did_you_mean
+from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.rules_schema import ExamplesModel, FileModel, RuleModel, explain_validation
 
 MAX_FUZZY = 2
 MIN_FUZZY_LENGTH = 4
@@ -29,52 +29,6 @@ MIN_FUZZY_LENGTH = 4
 TIMEOUT_KEY = "timeout"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-# ---------------------------------------------------------------- the schema (shape only)
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _NormalizeModel(_Strict):  # the YAML face of NormalizeSettings
-    locale: Locale = "tr"
-    fold_accents: bool = True
-    strip_punctuation: bool = True
-    strip_prefixes: list[str] = []
-
-
-class _ExamplesModel(_Strict):
-    match: list[str] = []
-    no_match: list[str] = []
-
-
-_HandlerEntryModel = Any  # a name or {name: params}: checked by _Builder.handlers, with lines
-
-
-class _RuleModel(_Strict):
-    name: str = Field(min_length=1)
-    keywords: list[str] | None = None
-    pattern: str | None = None
-    match: Literal["exact", "first_word"] | None = None
-    fuzzy: int = Field(0, ge=0)
-    receivers: list[str] | None = None
-    max_age: str | None = None
-    priority: Literal["high", "normal"] = "normal"
-    timeout: Any = None  # checked by _Builder.timeout, with its line
-    handlers: list[_HandlerEntryModel] = Field(min_length=1)
-    examples: _ExamplesModel | None = None
-
-
-class _DefaultModel(_Strict):
-    timeout: Any = None  # checked by _Builder.timeout, with its line
-    handlers: list[_HandlerEntryModel] = Field(min_length=1)
-
-
-class _FileModel(_Strict):
-    version: Literal[1]
-    normalize: _NormalizeModel = _NormalizeModel()
-    rules: list[_RuleModel] = []
-    default: _DefaultModel | None = None
 
 
 # ---------------------------------------------------------------- what the router consumes
@@ -245,9 +199,9 @@ class _Builder:
             self.error(at(()), "a rules file is a mapping with `version: 1` and `rules:`")
             return
         try:
-            model = _FileModel.model_validate(data)
+            model = FileModel.model_validate(data)
         except ValidationError as exc:
-            found = [Problem(at(err["loc"]), _explain_validation(err)) for err in exc.errors()]
+            found = [Problem(at(err["loc"]), explain_validation(err)) for err in exc.errors()]
             self.problems.extend(sorted(found, key=lambda p: p.where.line))
             return
         norm = model.normalize.model_dump()
@@ -307,7 +261,7 @@ class _Builder:
             out.append(HandlerEntry(name, params, own_timeout))
         return tuple(out)
 
-    def add_rule(self, model: _RuleModel, path: tuple[Any, ...], at: _Locator,
+    def add_rule(self, model: RuleModel, path: tuple[Any, ...], at: _Locator,
                  normalizer: Normalizer) -> None:
         where = at(path)
         if model.name in self.names:
@@ -364,7 +318,7 @@ class _Builder:
         if "blacklist" in names and "reply" in names[names.index("blacklist"):]:
             self.warn(at((*path, "handlers")), "`reply` after `blacklist`: a blacklisted number "
                       "refuses the confirmation (452); put `reply` first")
-        examples = model.examples or _ExamplesModel()
+        examples = model.examples or ExamplesModel()
         self.rules.append(Rule(
             name=model.name, index=len(self.rules), handlers=handlers, normalizer=normalizer,
             where=where, keywords=tuple(keywords), pattern=pattern, match=model.match or "exact",
@@ -413,39 +367,3 @@ class _Locator:
         while path and path not in self.lines:
             path = path[:-1]
         return Location(self.file, self.lines.get(path, 1))
-
-
-def _keys_beside(parents: list[str]) -> list[str]:
-    """The keys allowed in the map at `parents` (`["rules"]`: a rule's keys), for suggestions."""
-    model: Any = _FileModel
-    for key in parents:
-        field_info = model.model_fields.get(key) if isinstance(model, type) else None
-        inner = [t for t in _types_in(field_info.annotation) if isinstance(t, type)
-                 and issubclass(t, BaseModel)] if field_info else []
-        if not inner:
-            return []
-        model = inner[0]
-    return list(model.model_fields)
-
-
-def _types_in(annotation: Any) -> list[Any]:
-    args = getattr(annotation, "__args__", None)
-    return [annotation] if not args else [t for a in args for t in _types_in(a)]
-
-
-def _explain_validation(err: Any) -> str:
-    """pydantic's error -> one sentence a rules author can act on."""
-    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-    # Union members show up as extra loc parts (`str`, `dict[...]`); they mean nothing to users.
-    loc = [p for p in loc if not p.startswith(("str", "dict["))]
-    field_name = loc[-1] if loc else "file"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return f"unknown key '{field_name}'{did_you_mean(field_name, _keys_beside(loc[:-1]))}"
-    if kind == "missing":
-        return f"missing required key '{field_name}'"
-    if kind == "literal_error":
-        return f"{field_name}: {err['msg'].lower()} (got {err['input']!r})"
-    if kind == "too_short":
-        return f"{field_name}: must not be empty"
-    return f"{field_name}: {err['msg']} (got {err['input']!r})"
