@@ -7,15 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keyrouter.testing import FakeIletiMerkezi
@@ -56,23 +52,6 @@ def wait_for_file(message, match, context):
 async def block_loop(message, match, context):
     time.sleep(float(context.params["seconds"]))  # blocks the event loop on purpose
 '''
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               proc: subprocess.Popen[bytes] | None = None, err: Path | None = None,
-               step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if proc is not None and proc.poll() is not None:
-            log = err.read_text(errors="replace") if err else ""
-            pytest.fail(f"{what}: process exited {proc.returncode}\n{log}")
-        if time.monotonic() > deadline:
-            log = err.read_text(errors="replace")[-3000:] if err else ""
-            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{log}")
-        time.sleep(step)
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

@@ -22,7 +22,7 @@ import sys
 import textwrap
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from uuid import uuid4
 
 import pytest
 import redis
+from processes import wait_until
 
 from keyrouter.message import TURKEY, content_id
 from keyrouter.store import open_store
@@ -87,22 +88,6 @@ def assert_every_start_ended(lines: list[Line]) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               alive: tuple[Worker, ...] = (), step: float = 0.05) -> Any:
-    """Poll `predicate` until truthy; fail after `timeout` s, or at once if a worker in `alive` died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        for w in alive:
-            if w.proc.poll() is not None:
-                pytest.fail(f"{what}: worker {w.proc.pid} exited {w.proc.returncode}\n{w.stderr()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def get_inbox_calls(h: Harness) -> int:

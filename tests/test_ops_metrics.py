@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, http_get, scrape, value, wait_until
+from ops_support import HANDLERS, Ops, http_get, scrape, value
+from processes import wait_until
 from redis_server import RedisServer, free_port
 
 from keyrouter.message import TURKEY
@@ -80,7 +81,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
         done = value(s, "keyrouter_messages_total", rule="flaky", outcome="done")
         return s if done == 1 and value(s, "keyrouter_dead_letters") == 1 else None
 
-    s = wait_until(settled, 30, "every message settled", worker.proc, worker.err)
+    s = wait_until(settled, 30, "every message settled", (worker,))
     m = "keyrouter_messages_total"
     assert value(s, m, rule="hello", outcome="done") == 3
     assert value(s, m, rule="default", outcome="done") == 1
@@ -129,7 +130,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
     for n in range(2):
         ops.fake.add_message("MERHABA", sender=mobile(10 + n))
     s = wait_until(lambda: (x := scrape(base)) and value(x, m, rule="hello", outcome="done") == 5 and x,
-                   20, "two more hello messages", worker.proc, worker.err)
+                   20, "two more hello messages", (worker,))
     assert value(s, m, rule="default", outcome="done") == 1
     assert value(s, "keyrouter_polls_total", result="ok") > polls
     assert value(s, "keyrouter_inbox_rows") == 9
@@ -137,11 +138,11 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
     # a slow handler: in flight, and the inbox lag is its age
     ops.fake.add_message("YAVAS", sender=mobile(20), date=datetime.now(TURKEY) - timedelta(minutes=3))
     s = wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_inflight") == 1 and x,
-                   20, "the slow handler in flight", worker.proc, worker.err)
+                   20, "the slow handler in flight", (worker,))
     assert 170 <= value(s, "keyrouter_inbox_lag_seconds") <= 3600
     (ops.tmp / "release").touch()
     s = wait_until(lambda: (x := scrape(base)) and value(x, m, rule="slow", outcome="done") == 1 and x,
-                   20, "the slow message done", worker.proc, worker.err)
+                   20, "the slow message done", (worker,))
     assert value(s, "keyrouter_inflight") == 0
     assert http_get(base + "/readyz") == (200, "ok\n")
     assert worker.stop() == 0, worker.stderr()
@@ -153,13 +154,13 @@ def test_healthz_turns_503_while_the_loop_is_stuck(ops: Ops) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     worker = ops.start("run", "--interval", "0.5", "--metrics", f"127.0.0.1:{port}")
-    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "healthy", worker.proc, worker.err)
-    wait_until(lambda: http_get(base + "/readyz")[0] == 200, 20, "ready", worker.proc, worker.err)
+    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "healthy", (worker,))
+    wait_until(lambda: http_get(base + "/readyz")[0] == 200, 20, "ready", (worker,))
     ops.fake.add_message("DONDUR")  # an async handler that blocks the event loop for 6 s
     _status, body = wait_until(lambda: (r := http_get(base + "/healthz"))[0] == 503 and r, 10,
-                              "/healthz 503 while the loop is blocked", worker.proc, worker.err)
+                              "/healthz 503 while the loop is blocked", (worker,))
     assert "last ticked" in body and body[-1] == "\n" and body.count("\n") == 1
-    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "healthy again", worker.proc, worker.err)
+    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "healthy again", (worker,))
     assert http_get(base + "/nope")[0] == 404
     assert worker.stop() == 0, worker.stderr()
 
@@ -174,16 +175,16 @@ def test_readyz_turns_503_when_redis_stops_and_back_when_it_returns(ops: Ops, tm
         ops.fake.add_message("MERHABA")
         wait_until(lambda: http_get(base + "/readyz") == (200, "ok\n")
                    and value(scrape(base), "keyrouter_polls_total", result="ok"), 20, "ready after a poll",
-                   worker.proc, worker.err)
+                   (worker,))
         redis.stop()
         _status, body = wait_until(lambda: (r := http_get(base + "/readyz"))[0] == 503 and "store" in r[1]
-                                   and r, 20, "/readyz 503 with Redis stopped", worker.proc, worker.err)
+                                   and r, 20, "/readyz 503 with Redis stopped", (worker,))
         assert body.startswith("store unreachable") and body.count("\n") == 1
         assert http_get(base + "/healthz")[0] == 200, "a worker waiting for its store is alive"
         s = scrape(base)
         assert value(s, "keyrouter_polls_total", result="store") >= 1
         redis.start()  # the same port and folder
-        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 60, "ready again", worker.proc, worker.err)
+        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 60, "ready again", (worker,))
         assert worker.stop() == 0, worker.stderr()
     finally:
         redis.stop()
@@ -213,7 +214,7 @@ def test_two_workers_are_both_ready_and_one_is_the_fetch_leader(ops: Ops) -> Non
     workers = [ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{p}") for p in ports]
     for w, p in zip(workers, ports, strict=True):
         wait_until(lambda p=p: http_get(f"http://127.0.0.1:{p}/readyz") == (200, "ok\n"), 30,
-                   "both workers ready", w.proc, w.err)
+                   "both workers ready", (w,))
     leaders = [value(scrape(f"http://127.0.0.1:{p}"), "keyrouter_fetch_leader") for p in ports]
     assert sorted(leaders) == [0, 1]
     follower = ports[leaders.index(0)]
@@ -242,20 +243,20 @@ rules:
     base = f"http://127.0.0.1:{port}"
     worker = ops.start("run", "--interval", "0.3", "--metrics", f"127.0.0.1:{port}",
                        KEYROUTER_CONCURRENCY="1")
-    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "the listener", worker.proc, worker.err)
+    wait_until(lambda: http_get(base + "/healthz")[0] == 200, 20, "the listener", (worker,))
     ops.fake.add_message("YAVAS", sender=mobile(0))
     wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_inflight") == 1, 20,
-               "the slow handler in the only slot", worker.proc, worker.err)
+               "the slow handler in the only slot", (worker,))
     for n, text in enumerate(["MERHABA", "MERHABA", "RET"], 1):
         ops.fake.add_message(text, sender=mobile(n))
     s = wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_queued", priority="high") == 1
                    and value(x, "keyrouter_queued", priority="normal") == 2 and x, 20,
-                   "three messages queued behind it", worker.proc, worker.err)
+                   "three messages queued behind it", (worker,))
     assert value(s, "keyrouter_inflight") == 1
     (ops.tmp / "release").touch()
     s = wait_until(lambda: (x := scrape(base)) and value(x, "keyrouter_messages_total", rule="hello",
                                                          outcome="done") == 2 and x,
-                   20, "the queue drained", worker.proc, worker.err)
+                   20, "the queue drained", (worker,))
     assert value(s, "keyrouter_queued", priority="high") == 0
     assert value(s, "keyrouter_queued", priority="normal") == 0
     assert value(s, "keyrouter_messages_total", rule="urgent", outcome="done") == 1

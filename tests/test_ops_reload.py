@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, http_get, scrape, value, wait_until
+from ops_support import HANDLERS, Ops, Proc, http_get, scrape, value
+from processes import wait_until
 from redis_server import free_port
 
 from keyrouter.testing import FakeIletiMerkezi
@@ -71,9 +72,9 @@ def send(ops: Ops, text: str) -> str:
     return ops.fake.add_message(text)["id"]
 
 
-def tag_of(ops: Ops, message_id: str, proc: object) -> str:
+def tag_of(ops: Ops, message_id: str, proc: Proc) -> str:
     found = wait_until(lambda: [t for i, t in ops.called() if i == message_id], 20,
-                       f"message {message_id} handled", proc.proc, proc.err)  # type: ignore[attr-defined]
+                       f"message {message_id} handled", (proc,))
     return found[0]
 
 
@@ -88,7 +89,7 @@ def test_sighup_reloads_good_rules_and_keeps_old_ones_when_broken(ops: Ops) -> N
     ops.rules(NEW)
     worker.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: value(scrape(base), "keyrouter_rules_reloads_total", result="ok") == 1, 20,
-               "the reload", worker.proc, worker.err)
+               "the reload", (worker,))
     assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
     s = scrape(base)
     versions = [dict(k[1])["version"] for k in s if k[0] == "keyrouter_rules_info"]
@@ -98,7 +99,7 @@ def test_sighup_reloads_good_rules_and_keeps_old_ones_when_broken(ops: Ops) -> N
     ops.rules(BROKEN)
     worker.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: value(scrape(base), "keyrouter_rules_reloads_total", result="rejected") == 1, 20,
-               "the rejection", worker.proc, worker.err)
+               "the rejection", (worker,))
     assert f"{ops.tmp / 'rules.yaml'}:7:" in worker.stderr()  # the fuzzy line
     assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
 
@@ -106,7 +107,7 @@ def test_sighup_reloads_good_rules_and_keeps_old_ones_when_broken(ops: Ops) -> N
     ops.rules(FAILING_EXAMPLES)
     worker.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: value(scrape(base), "keyrouter_rules_reloads_total", result="rejected") == 2, 20,
-               "the second rejection", worker.proc, worker.err)
+               "the second rejection", (worker,))
     assert f"{ops.tmp / 'rules.yaml'}:8:" in worker.stderr()  # the failing example
     assert "should match rule 'hello'" in worker.stderr()
     assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
@@ -122,10 +123,10 @@ def test_watch_reloads_when_the_file_changes(ops: Ops) -> None:
     assert tag_of(ops, send(ops, "MERHABA"), worker) == "old"
     ops.rules(NEW)
     wait_until(lambda: "rules changed: rules" in worker.stderr(), 20, "the watch to reload",
-               worker.proc, worker.err)
+               (worker,))
     assert tag_of(ops, send(ops, "SELAM"), worker) == "new"
     ops.rules(BROKEN)
-    wait_until(lambda: "were rejected" in worker.stderr(), 20, "the watch to reject", worker.proc, worker.err)
+    wait_until(lambda: "were rejected" in worker.stderr(), 20, "the watch to reject", (worker,))
     assert tag_of(ops, send(ops, "MERHABA"), worker) == "new"
     assert worker.stop() == 0, worker.stderr()
 
@@ -144,17 +145,17 @@ def test_two_workers_reloading_at_different_moments_run_each_message_once(ops: O
 
     for w, p in zip(workers, ports, strict=True):
         wait_until(lambda p=p: http_get(f"http://127.0.0.1:{p}/healthz")[0] == 200, 20, "the listener",
-                   w.proc, w.err)
+                   (w,))
     burst(15)
     ops.rules(NEW.replace("tag: new", "tag: old"))  # same handlers, new keywords: a new version
     workers[0].proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: reloaded(ports[0]), 20, "the first reload", workers[0].proc, workers[0].err)
+    wait_until(lambda: reloaded(ports[0]), 20, "the first reload", (workers[0],))
     burst(15)  # one worker on the old rules, one on the new
     workers[1].proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: reloaded(ports[1]), 20, "the second reload", workers[1].proc, workers[1].err)
+    wait_until(lambda: reloaded(ports[1]), 20, "the second reload", (workers[1],))
     burst(15)
     wait_until(lambda: len({i for i, _ in ops.called()}) >= len(ids), 60, "every message handled",
-               workers[0].proc, workers[0].err)
+               (workers[0],))
     for w in workers:
         assert w.stop() == 0, w.stderr()
     handled = [i for i, _ in ops.called()]
