@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from keyrouter.client import IletiMerkezi
+from keyrouter.testing import FakeIletiMerkezi
 
 # A busy CI machine must not turn a slow example into a failure: properties, not timings.
 settings.register_profile("keyrouter", deadline=None)
@@ -15,6 +18,20 @@ settings.load_profile("keyrouter")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeIletiMerkezi]:
+    """The fake provider with its default credentials (modules that need others define their own)."""
+    with FakeIletiMerkezi() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeIletiMerkezi) -> AsyncIterator[IletiMerkezi]:
+    """The real API client, pointed at `fake`."""
+    async with IletiMerkezi(fake.key, fake.hash, base_url=fake.base_url) as c:
+        yield c
 
 
 @pytest.fixture

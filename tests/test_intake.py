@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,18 +48,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def fake() -> Any:
-    with FakeIletiMerkezi() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeIletiMerkezi) -> AsyncIterator[IletiMerkezi]:
-    async with IletiMerkezi(fake.key, fake.hash, base_url=fake.base_url) as c:
-        yield c
 
 
 def intake(store: Store, client: IletiMerkezi | None, owner: str,

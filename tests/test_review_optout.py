@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
 import pytest
 import recording
@@ -75,18 +73,6 @@ async def test_a_message_taken_over_from_a_dead_worker_is_not_skipped_by_max_age
     assert report.skipped == 0 and report.done == 1
     assert Counter((c["id"], c["tag"]) for c in recording.CALLS) == Counter(
         {("1", "block"): 1, ("1", "reply"): 1})
-
-
-@pytest.fixture
-def fake() -> Any:
-    with FakeIletiMerkezi() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakeIletiMerkezi) -> AsyncIterator[IletiMerkezi]:
-    async with IletiMerkezi(fake.key, fake.hash, base_url=fake.base_url) as c:
-        yield c
 
 
 async def test_a_dead_letter_retried_by_hand_before_the_next_poll_is_published_again(

@@ -20,12 +20,6 @@ AUTH = {"key": "test-key", "hash": "test-hash"}
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeIletiMerkezi]:
-    with FakeIletiMerkezi() as server:
-        yield server
-
-
-@pytest.fixture
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=httpx.Timeout(2.0), verify=False) as client:
         yield client
