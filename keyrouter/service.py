@@ -25,24 +25,34 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", action="store_true",
                    help=f"reload the rules when their files change (checked every {WATCH_PERIOD:g}s); "
                         "SIGHUP always reloads")
+    p.add_argument("--dashboard", action="store_true",
+                   help="also serve the dashboard (keyrouter[web]) on the --metrics address")
 
 
 def make_metrics(args: argparse.Namespace, settings: Settings,
-                 interval: float) -> tuple[Metrics | None, Listener | None]:
-    """The metrics and a listener not yet started, or (None, None) without an address.  Raises
-    ValueError for a bad address (before anything runs)."""
+                 interval: float) -> tuple[Metrics | None, Any]:
+    """The metrics and a listener not yet started (with `--dashboard`, one that also serves the
+    dashboard), or (None, None) without an address.  Raises ValueError for a bad address or a
+    dashboard that cannot be served (before anything runs)."""
     addr = getattr(args, "metrics", None) or settings.metrics_addr
     if not addr:
+        if getattr(args, "dashboard", False):
+            raise ValueError("--dashboard is served on the metrics listener: give --metrics ADDR "
+                             "(or KEYROUTER_METRICS_ADDR) too")
         return None, None
     where = "--metrics" if getattr(args, "metrics", None) else "KEYROUTER_METRICS_ADDR"
     host, port = parse_addr(addr, where)
     metrics = Metrics(interval=interval)
+    if getattr(args, "dashboard", False):
+        from keyrouter.web.mount import dashboard_listener
+
+        return metrics, dashboard_listener(metrics, host, port, settings)
     return metrics, Listener(metrics, host, port)
 
 
 @contextlib.asynccontextmanager
 async def operating(runtime: Any, stopping: asyncio.Event, *, metrics: Metrics | None,
-                    listener: Listener | None, watch: bool, interval: float,
+                    listener: Any, watch: bool, interval: float,
                     worker: Any = None) -> AsyncIterator[Reloader]:
     """Listener, store refresher, SIGHUP and --watch around the worker; all stopped on exit."""
     events: Events = metrics if metrics is not None else NO_EVENTS

@@ -45,6 +45,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_hosts(host: str) -> list[str] | None:
+    """The Host headers a loopback dashboard accepts (against DNS rebinding); None checks none."""
+    if not is_loopback(host):
+        return None
+    return ["localhost", "127.0.0.1", "[::1]", "::1", host.strip("[]")]
+
+
 def _fail(message: str) -> int:
     print(f"keyrouter: {message}", file=sys.stderr)
     return EXIT_BAD_CONFIG
@@ -86,9 +93,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     def make_store() -> Store:
         return open_store(settings.store, settings.namespace, horizon)
 
-    hosts = None if not is_loopback(args.host) else ["localhost", "127.0.0.1", "[::1]", "::1",
-                                                     args.host.strip("[]")]
-    app = create_app(make_store, rules, token=token, allowed_hosts=hosts,
+    app = create_app(make_store, rules, token=token, allowed_hosts=loopback_hosts(args.host),
                      store_label=store_label(settings.store), namespace=settings.namespace)
     mode = "signed in by token, Retry/Drop enabled" if token else "read-only, no token"
     print(f"keyrouter dashboard on http://{args.host}:{args.port}/ ({mode}); Ctrl-C stops it",
