@@ -23,7 +23,9 @@ from keyrouter.router import Route
 from keyrouter.store.base import Claimed, Store
 
 logger = logging.getLogger("keyrouter.dispatch")
-CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick
+CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick...
+CHECK_FIRST = 1000  # ...at least this many, at most as many as are ready to claim already: a large
+# inbox starts running after one small check (and its routing), not after routing ten thousand
 IDLE_TICK = 1.0  # seconds between ticks with nothing to do (rechecks, a stop)
 PREFETCH_SECONDS = 0.1  # claim ahead what this worker starts in about this time...
 MAX_PREFETCH = 1000  # ...but never more than this
@@ -128,7 +130,7 @@ class ServeLoop(MessageEnds):
         """Messages started per second, smoothed over about a second."""
         self._started += n
         elapsed = now - self._pace_since
-        if elapsed >= 0.25:
+        if elapsed >= (0.25 if self._pace else 0.05):  # the first estimate early: claims grow soon
             rate = self._started / elapsed
             self._pace = rate if self._pace == 0 else 0.5 * self._pace + 0.5 * rate
             self._started, self._pace_since = 0, now
@@ -138,7 +140,8 @@ class ServeLoop(MessageEnds):
         now = time.monotonic()
         unchecked = queue.take_unchecked(now)
         if unchecked:
-            batch, rest = unchecked[:CHECK_BATCH], unchecked[CHECK_BATCH:]
+            size = min(CHECK_BATCH, max(CHECK_FIRST, queue.ready_count()))
+            batch, rest = unchecked[:size], unchecked[size:]
             queue.recheck(rest)
             left = set(await self.store.unfinished([i.id for i in batch]))
             now = time.monotonic()
