@@ -169,12 +169,15 @@ class ServeLoop(MessageEnds):
             if candidates:
                 await self._claim(candidates, want)
         started = 0
-        while len(self._tasks) < self.concurrency and not self.stopped():
+        tasks, concurrency = self._tasks, self.concurrency
+        # asked once: nothing else runs inside this loop (no await), so no stop arrives during it
+        stopped = self.stopped()
+        while len(tasks) < concurrency and not stopped:
             item = queue.next_claimed()
             if item is None:
                 break
             item.state = RUNNING
-            self._tasks[item.id] = asyncio.create_task(self._run(item))
+            tasks[item.id] = asyncio.create_task(self._run(item))
             started += 1
         self._count_start(started, time.monotonic())
 

@@ -62,8 +62,9 @@ async def run_message(d: Dispatcher, item: Item) -> None:
             and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
         d.finish_later(item, rule_name, skipped=True)
         return
+    succeeded = claim.succeeded
     remaining = [(i, e) for i, e in enumerate(route.handlers)
-                 if entry_key(rule_name, i, e) not in claim.succeeded]
+                 if not succeeded or entry_key(rule_name, i, e) not in succeeded]
     if message.normalized != route.normalized:
         message = _with_normalized(message, route.normalized)
     for n, (index, entry) in enumerate(remaining):
@@ -86,16 +87,18 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     d.finish_later(item, rule_name)  # nothing (left) to run is a crash after the last entry
 
 
-_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
+# the slot descriptors of Message's fields: set directly, past the frozen class's __setattr__
+_MESSAGE_SLOTS = tuple(getattr(Message, f.name) for f in fields(Message) if f.name != "normalized")
+_NORMALIZED_SLOT = Message.normalized  # type: ignore[attr-defined]
 
 
 def _with_normalized(message: Message, normalized: str) -> Message:
-    """`dataclasses.replace(message, normalized=...)` without its per-call introspection (this
-    runs for every message)."""
+    """`dataclasses.replace(message, normalized=...)` without its per-call introspection and
+    `__init__` (this runs for every message)."""
     copy = object.__new__(Message)
-    for name in _MESSAGE_FIELDS:
-        object.__setattr__(copy, name, getattr(message, name))
-    object.__setattr__(copy, "normalized", normalized)
+    for slot in _MESSAGE_SLOTS:
+        slot.__set__(copy, slot.__get__(message))
+    _NORMALIZED_SLOT.__set__(copy, normalized)
     return copy
 
 
