@@ -65,6 +65,7 @@ class ServeLoop(MessageEnds):
 
     async def _serve(self, until: Callable[[], bool]) -> None:
         self._serving = True
+        self._started, self._pace_since = 0, time.monotonic()  # the pace of this loop's starts
         self._writer = Writer(self.store, self.owner, self.flush_interval, self._finished)
         helpers = [asyncio.create_task(renew_forever(self._queue, self.store, self.owner, self.lease)),
                    asyncio.create_task(self.watchdog.run())]
@@ -222,19 +223,32 @@ class ServeLoop(MessageEnds):
                 later.settle(DEFERRED)
 
     async def _run(self, item: Item) -> None:
-        try:
-            await run_message(self, item)
-        except asyncio.CancelledError:
-            # cut off by a stop past the grace period: the lease runs out and the entry runs
-            # again later, with the same idempotency key
-            item.settle(DEFERRED)
-            raise
-        except Exception as exc:
-            logger.error("message %s: %s; it will be tried again", item.id, describe_error(exc))
-            self.lost(item)
-        finally:
-            self._tasks.pop(item.id, None)
-            self._wake.set()
+        """One slot: runs `item`, then the next claimed message while there is one and nothing
+        stops (a busy worker creates no task per message; the loop claims, this slot starts)."""
+        tasks = self._tasks
+        while True:
+            try:
+                await run_message(self, item)
+            except asyncio.CancelledError:
+                # cut off by a stop past the grace period: the lease runs out and the entry runs
+                # again later, with the same idempotency key
+                item.settle(DEFERRED)
+                raise
+            except Exception as exc:
+                logger.error("message %s: %s; it will be tried again", item.id, describe_error(exc))
+                self.lost(item)
+            finally:
+                task = tasks.pop(item.id, None)
+                self._wake.set()
+            if task is None or self.stopped() or len(tasks) >= self.concurrency:
+                return
+            following = self._queue.next_claimed()
+            if following is None:
+                return
+            item = following
+            item.state = RUNNING
+            tasks[item.id] = task
+            self._started += 1  # the pace counts it (see _count_start)
 
     async def _wind_down(self, writing: asyncio.Task[None]) -> None:
         queue = self._queue
