@@ -23,9 +23,7 @@ from keyrouter.router import Route
 from keyrouter.store.base import Claimed, Store
 
 logger = logging.getLogger("keyrouter.dispatch")
-CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick...
-CHECK_FIRST = 1000  # ...at least this many, at most as many as are ready to claim already: a large
-# inbox starts running after one small check (and its routing), not after routing ten thousand
+CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick
 IDLE_TICK = 1.0  # seconds between ticks with nothing to do (rechecks, a stop)
 PREFETCH_SECONDS = 0.1  # claim ahead what this worker starts in about this time...
 MAX_PREFETCH = 1000  # ...but never more than this
@@ -141,8 +139,7 @@ class ServeLoop(MessageEnds):
         now = time.monotonic()
         unchecked = queue.take_unchecked(now)
         if unchecked:
-            size = min(CHECK_BATCH, max(CHECK_FIRST, queue.ready_count()))
-            batch, rest = unchecked[:size], unchecked[size:]
+            batch, rest = unchecked[:CHECK_BATCH], unchecked[CHECK_BATCH:]
             queue.recheck(rest)
             left = set(await self.store.unfinished([i.id for i in batch]))
             now = time.monotonic()

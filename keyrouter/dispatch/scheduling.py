@@ -251,10 +251,6 @@ class Queue:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
-    def ready_count(self) -> int:
-        """Heads waiting for a claim (an upper bound: entries queued again as high count twice)."""
-        return len(self._ready)
-
     def pick(self, n: int, now: float, *, waited_only: bool) -> list[Item]:
         """Up to `n` heads to claim, high priority first, then oldest.  With `waited_only` (no
         `run()` loop: `process()` calls only) messages nobody waits for any more are left."""
