@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -113,7 +114,17 @@ class Intake:
         self._sent.intersection_update(pending)
         if stale:
             logger.debug("get-inbox: %d rows older than the horizon ignored", stale)
+        await self._record_poll(len(inbox.rows))
         return Fetched(len(inbox.rows), inbox.total_rows, len(pending), added)
+
+    async def _record_poll(self, rows: int) -> None:
+        """The dashboard's "last poll": a failure to write it is logged and dropped, never fails
+        the poll."""
+        try:
+            await self.store.record_poll(time.time(), rows)
+        except Exception as exc:
+            logger.warning("could not record the poll for the dashboard (%s: %s)",
+                           type(exc).__name__, exc)
 
     async def read(self, *, full: bool = False) -> list[Message]:
         """Published rows of unfinished messages, in publish order: those published since the last

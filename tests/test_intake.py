@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -37,7 +38,7 @@ class CountingStore(MemoryStore):
     def __getattribute__(self, name: str) -> Any:
         found = super().__getattribute__(name)
         if name in ("unfinished", "claim", "finish", "acquire_fetch", "publish", "published",
-                    "unpublish", "release_fetch"):
+                    "unpublish", "release_fetch", "record_poll"):
             super().__getattribute__("calls")[name] += 1
         return found
 
@@ -138,7 +139,35 @@ async def test_a_poll_over_a_processed_inbox_costs_the_same_whatever_its_size(
         await a.fetch()
         assert await a.read() == []
         costs.append(sum(store.calls.values()))
-    assert costs[0] == costs[1] <= 3, costs
+    assert costs[0] == costs[1] <= 4, costs  # acquire, unfinished, record_poll, published
+
+
+async def test_each_poll_is_recorded_for_the_dashboard(fake: FakeIletiMerkezi,
+                                                      client: IletiMerkezi) -> None:
+    store = MemoryStore("ns")
+    a = intake(store, client, "a")
+    assert await a.acquire(0)
+    for i in range(2):
+        fake.add_message(f"mesaj {i}", sender=f"+9055500000{i}")
+    before = time.time()
+    await a.fetch()
+    poll = await store.last_poll()
+    assert poll is not None and before <= poll[0] <= time.time() and poll[1] == 2
+
+
+async def test_a_poll_whose_record_fails_still_publishes(fake: FakeIletiMerkezi,
+                                                         client: IletiMerkezi,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    class NoPollRecord(MemoryStore):
+        async def record_poll(self, at: float, rows: int) -> None:
+            raise ConnectionError("store down for this one write")
+
+    store = NoPollRecord("ns")
+    a = intake(store, client, "a")
+    assert await a.acquire(0)
+    fake.add_message("mesaj", sender="+905550000001")
+    assert (await a.fetch()).published == 1
+    assert "could not record the poll" in caplog.text and await store.last_poll() is None
 
 
 async def test_an_unreadable_shared_row_is_dropped_alone(client: IletiMerkezi) -> None:

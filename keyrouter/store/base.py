@@ -37,6 +37,8 @@ from typing import Any
 #: Done markers outlive the horizon by this much, so a message just inside the horizon is never
 #: forgotten while it is still in the inbox.
 HORIZON_MARGIN = timedelta(days=2)
+#: Hours of per-rule counts the store keeps (`count_routed`): the dashboard shows the last 24.
+ROUTED_HOURS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,27 @@ class Store(ABC):
     @abstractmethod
     async def unpublish(self, ids: Sequence[str]) -> None:
         """Drop the published rows of `ids` (e.g. messages beyond the horizon).  One round trip."""
+
+    # ------------------------------------------------------------- activity, for the dashboard
+    @abstractmethod
+    async def record_poll(self, at: float, rows: int) -> None:
+        """Remember the fetch leader's latest get-inbox poll: its time and row count (the
+        dashboard shows it; only the latest is kept).  One round trip."""
+
+    @abstractmethod
+    async def last_poll(self) -> tuple[float, int] | None:
+        """(at, rows) of the latest `record_poll`, None before the first.  One round trip."""
+
+    @abstractmethod
+    async def count_routed(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Add finished messages per (rule, hour as epoch seconds // 3600).  Bounded: an hour's
+        counters go ROUTED_HOURS hours after their last write.  One round trip per call (the
+        dispatcher sums in memory and calls this about once a second, never once per message)."""
+
+    @abstractmethod
+    async def routed_since(self, hour: int) -> dict[int, dict[str, int]]:
+        """{hour: {rule: count}} for the kept hours >= `hour` (at most ROUTED_HOURS of them,
+        up to the store clock's hour and one beyond).  One round trip."""
 
     # ------------------------------------------------------------- opt-out ledger
     @abstractmethod

@@ -25,6 +25,10 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
 - `published`         HASH id -> row JSON shared by the fetch leader, and `published:order`, a ZSET
                       of the same ids scored by their publish sequence number, drawn from
                       `published:seq` (STRING counter); an id leaves both when finished;
+- `poll`              STRING "at|rows" of the fetch leader's last get-inbox poll (`record_poll`);
+- `routed:<hour>`     HASH rule -> messages finished (done, skipped, dead) in that hour (epoch
+                      seconds // 3600), for the dashboard; each expires 48 hours after its last
+                      write (`ROUTED_TTL`);
 - `optouts`           HASH "message_id|action" -> JSON ledger entry, and `optouts:at`, a ZSET of
                       the same members scored by received_at, so `optouts(since)` is a range read;
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
@@ -160,6 +164,13 @@ class Keys:
     @property
     def published_seq(self) -> str:
         return f"{self.prefix}published:seq"
+
+    @property
+    def poll(self) -> str:
+        return f"{self.prefix}poll"
+
+    def routed(self, hour: int) -> str:
+        return f"{self.prefix}routed:{hour}"
 
     @property
     def optouts(self) -> str:

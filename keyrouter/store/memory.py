@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.store.activity import Activity, MemoryActivity
 from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
@@ -60,9 +61,10 @@ class Space:
     fetch_token: int = 0
     published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
     publish_seq: int = 0
+    activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryActivity, Store):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 

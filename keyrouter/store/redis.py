@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from keyrouter.store import redis_lua as lua
 from keyrouter.store import redis_lua_ledger as ledger_lua
+from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
@@ -70,7 +71,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore(Store):
+class RedisStore(RedisActivity, Store):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -120,6 +121,7 @@ class RedisStore(Store):
         self._vote_ids_ttl = vote_ids_ttl(horizon)
         self._optouts_page = script(ledger_lua.OPTOUTS_PAGE)
         self._dead_page = script(ledger_lua.DEAD_PAGE)
+        self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
 
     @classmethod
     def from_url(

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS fetch (
 CREATE TABLE IF NOT EXISTS published (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, id TEXT NOT NULL, row TEXT NOT NULL,
     UNIQUE (ns, id));
+CREATE TABLE IF NOT EXISTS polls (ns TEXT NOT NULL PRIMARY KEY, at REAL NOT NULL,
+    rows INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS routed (
+    ns TEXT NOT NULL, hour INTEGER NOT NULL, rule TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (ns, hour, rule)) WITHOUT ROWID;
 """
 
 # `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).

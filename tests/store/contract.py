@@ -295,6 +295,41 @@ class StoreContract(LedgerContract):
         assert (await one.published(0))[1] == []
         assert (await two.published(0))[1] == [("a", "two")]
 
+    # -- activity (the dashboard's last poll and messages per rule) ----------------------------
+
+    async def test_last_poll_keeps_the_latest(self, make_store: MakeStore) -> None:
+        store, other = make_store(), make_store()
+        assert await store.last_poll() is None
+        await store.record_poll(1_700_000_000.25, 12)
+        await store.record_poll(1_700_000_060.5, 0)
+        assert await store.last_poll() == (1_700_000_060.5, 0)
+        assert await other.last_poll() is None  # per namespace
+
+    async def test_routed_counts_add_up_per_rule_and_hour(self, make_store: MakeStore) -> None:
+        clock = FakeClock()
+        store, other = make_store(clock=clock), make_store(clock=clock)
+        now = int(clock() // 3600)
+        assert await store.routed_since(now - 24) == {}
+        await store.count_routed({("anket", now): 3, ("iptal", now): 1, ("anket", now - 2): 5})
+        await store.count_routed({("anket", now): 2, ("kampanya:ö \x00<b>", now - 1): 1})
+        assert await store.routed_since(now - 24) == {
+            now: {"anket": 5, "iptal": 1}, now - 1: {"kampanya:ö \x00<b>": 1}, now - 2: {"anket": 5}}
+        assert await store.routed_since(now - 1) == {
+            now: {"anket": 5, "iptal": 1}, now - 1: {"kampanya:ö \x00<b>": 1}}
+        assert await other.routed_since(now - 24) == {}
+        await store.count_routed({})  # nothing to add: no error
+
+    async def test_routed_counts_are_bounded_to_48_hours(self, make_store: MakeStore) -> None:
+        clock = FakeClock()
+        store = make_store(clock=clock)
+        now = int(clock() // 3600)
+        await store.count_routed({("old", now - 60): 7, ("recent", now - 47): 1, ("now", now): 2})
+        got = await store.routed_since(now - 100)
+        assert got == {now - 47: {"recent": 1}, now: {"now": 2}}
+        clock.advance(48 * 3600)  # later writes prune (memory, SQLite); reads never look back
+        await store.count_routed({("later", now + 48): 1})  # beyond 48 hours either way
+        assert await store.routed_since(now - 100) == {now + 48: {"later": 1}}
+
     # -- progress and failures ------------------------------------------------------------------
 
     async def test_fail_counts_attempts_and_keeps_progress(self, store: Store) -> None:
