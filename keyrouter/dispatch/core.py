@@ -37,6 +37,7 @@ from keyrouter.dispatch.scheduling import (
     Queue,
     Waiter,
 )
+from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.handlers import registry
@@ -92,6 +93,7 @@ class Dispatcher(ServeLoop):
         self._driver: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._writer: Writer | None = None
+        self.tally = Tally(self.store)  # finished messages per rule and hour, for the dashboard
 
     # ------------------------------------------------------------------ handlers and rules
     def _check_handlers(self, router: Router) -> None:

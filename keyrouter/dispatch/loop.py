@@ -66,7 +66,7 @@ class ServeLoop(MessageEnds):
         self._started, self._pace_since = 0, time.monotonic()  # the pace of this loop's starts
         self._writer = Writer(self.store, self.owner, self.flush_interval, self._finished)
         helpers = [asyncio.create_task(renew_forever(self._queue, self.store, self.owner, self.lease)),
-                   asyncio.create_task(self.watchdog.run())]
+                   asyncio.create_task(self.watchdog.run()), asyncio.create_task(self.tally.run())]
         helpers += [asyncio.create_task(self._wake_on(e)) for e in (self.stopping, *self._stop_events) if e]
         writing = asyncio.create_task(self._writer.run())
         failures = 0
@@ -92,6 +92,7 @@ class ServeLoop(MessageEnds):
         finally:
             try:
                 await self._wind_down(writing)
+                await self.tally.flush()
             finally:
                 for helper in helpers:
                     helper.cancel()

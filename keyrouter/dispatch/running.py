@@ -32,6 +32,7 @@ from keyrouter.dispatch.outcomes import (
     is_permanent,
 )
 from keyrouter.dispatch.scheduling import FINISHING, Item, Queue
+from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import Events
 from keyrouter.message import Message, mask_number
@@ -191,6 +192,7 @@ class MessageEnds:
     _to_release: list[str]
     _wake: asyncio.Event
     events: Events
+    tally: Tally
 
     @property
     def writer(self) -> Writer:
@@ -217,6 +219,7 @@ class MessageEnds:
             self._queue.drop(item)
             outcome = SKIPPED if item.skipped else DONE
             item.settle(outcome)
+            self.tally.add(item.rule)
             self.events.message_finished(item.rule, outcome)
         self._wake.set()
 
@@ -235,6 +238,7 @@ class MessageEnds:
     def dead(self, item: Item, rule: str) -> None:
         self._queue.drop(item)
         item.settle(DEAD)
+        self.tally.add(rule)
         self.events.message_finished(rule, DEAD)
 
     def retrying(self, item: Item, rule: str, delay: float) -> None:
