@@ -142,8 +142,12 @@ class Dashboard:
         held = await self.db.dead_letter_count()
         now = time.time()
         inbox = await status_info.inbox(self.db, now)
+        poll = await status_info.last_poll(self.db, now)
+        routed = await status_info.routed(self.db, now)
+        chart = bar_chart(f"messages per rule, last {routed.window} hours",
+                          [(rule, n, True) for rule, n in routed.totals])
         return self.render(request, "status.html", counts=counts, held=held, rules=self.rules,
-                           inbox=inbox,
+                           inbox=inbox, poll=poll, routed=routed, routed_chart=chart,
                            loaded=pages.turkey_time(self.rules.loaded_at),
                            changed=status_info.rules_on_disk_changed(self.rules),
                            store=self.store_label, namespace=self.namespace,

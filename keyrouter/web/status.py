@@ -63,3 +63,40 @@ def store_label(url: str) -> str:
     if scheme == "sqlite":
         return f"sqlite:///{Path(rest[1:]).name}" if rest else "sqlite://"
     return f"{scheme}://"
+
+
+@dataclass(frozen=True)
+class Poll:
+    at: str  # Turkey time with its offset, "" when no poll was recorded
+    age: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Routed:
+    totals: list[tuple[str, int]]  # (rule, messages) over the window, most first
+    hours: list[tuple[str, int, list[tuple[str, int]]]]  # (hour start, total, by rule), newest first
+    window: int  # hours
+
+
+async def last_poll(store: Store, now: float) -> Poll:
+    """The fetch leader's latest get-inbox poll (`Store.last_poll`), one small read."""
+    poll = await store.last_poll()
+    if poll is None:
+        return Poll("", "", 0)
+    return Poll(turkey_time(poll[0]), age(now - poll[0]), poll[1])
+
+
+async def routed(store: Store, now: float, window: int = 24) -> Routed:
+    """Messages finished per rule in the last `window` hours (`Store.routed_since`): one read of at
+    most `window` small counters, whatever the traffic."""
+    current = int(now // 3600)
+    by_hour = await store.routed_since(current - window + 1)
+    totals: dict[str, int] = {}
+    hours = []
+    for hour in sorted((h for h in by_hour if h <= current), reverse=True):
+        rules = sorted(by_hour[hour].items(), key=lambda kv: (-kv[1], kv[0]))
+        for rule, n in rules:
+            totals[rule] = totals.get(rule, 0) + n
+        hours.append((turkey_time(hour * 3600)[:16], sum(n for _, n in rules), rules))
+    return Routed(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])), hours, window)

@@ -59,11 +59,39 @@ def test_status_page(open_client: TestClient, rules_path: Any) -> None:
 
     assert info.version == rules_version(rules_path) and info.version in r.text
     assert str(rules_path) in r.text and info.files[0][1] in r.text
-    assert "Last poll" in r.text and "not recorded" in r.text
+    assert "Last poll" in r.text and "no poll recorded yet" in r.text
+    assert "no message finished in the last 24 hours" in r.text
     assert "none: no fetched message waits" in r.text  # inbox lag: no shared rows
     assert "changed on disk" not in r.text
     rules_path.write_text(rules_path.read_text() + "\n# edited\n")
     assert "changed on disk" in open_client.get("/").text
+
+
+def test_status_page_shows_the_last_poll_and_messages_per_rule(make_app: Callable[..., Any]) -> None:
+    import time
+
+    from keyrouter.web.pages import turkey_time
+
+    store = MemoryStore("web-activity")
+    now = time.time()
+    hour = int(now // 3600)
+    asyncio.run(store.record_poll(now - 90, 37))
+    asyncio.run(store.count_routed({("anket", hour): 5, ("anket", hour - 3): 2, (XSS, hour): 1,
+                                    ("iptal", hour - 23): 4, ("eski", hour - 30): 99}))
+    with TestClient(make_app(store=store)) as client:
+        r = client.get("/")
+    assert r.status_code == 200
+    poll = re.search(r'<td id="last-poll">(.*?)</td>', r.text, re.S)
+    assert poll, r.text
+    assert turkey_time(now - 90) in poll.group(1) and "+03:00" in poll.group(1)
+    assert "37 rows" in poll.group(1) and re.search(r"\((90|9[1-9]|1[0-9]{2}) s ago", poll.group(1))
+    bars = dict(re.findall(r'data-choice="([^"]*)" data-votes="(\d+)"', r.text))
+    assert bars == {"anket": "7", "iptal": "4", html.escape(XSS): "1"}  # 30 h ago is outside
+    hours = re.search(r'<table class="list" id="routed-hours">(.*?)</table>', r.text, re.S)
+    assert hours and turkey_time(hour * 3600)[:16] in hours.group(1)
+    assert turkey_time((hour - 23) * 3600)[:16] in hours.group(1)
+    assert turkey_time((hour - 30) * 3600)[:16] not in hours.group(1)
+    assert XSS not in r.text and html.escape(XSS) in r.text  # a rule name is shown as text
 
 
 def test_surveys_page_draws_one_bar_per_declared_choice(open_client: TestClient) -> None:
