@@ -107,6 +107,19 @@ class RedisContract(StoreContract):
         keys = {key async for key in client.scan_iter(match=k.pattern)}
         assert keys == {k.done.encode(), k.stats.encode()}
 
+    async def test_activity_keys_are_in_the_namespace_slot_and_expire(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        store = make_store()
+        hour = int(time.time() // 3600)
+        await store.record_poll(time.time(), 3)
+        await store.count_routed({("a", hour): 1, ("b", hour - 1): 2})
+        k = Keys(store.namespace)
+        keys = {key async for key in client.scan_iter(match=k.pattern)}
+        assert keys == {x.encode() for x in (k.poll, k.routed(hour), k.routed(hour - 1))}
+        for h in (hour, hour - 1):
+            assert 47 * 3600 < await client.ttl(k.routed(h)) <= 48 * 3600
+
     async def test_shared_rows_leave_no_keys_once_finished(
         self, make_store: MakeStore, client: aioredis.Redis
     ) -> None:
