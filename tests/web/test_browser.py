@@ -9,6 +9,7 @@ touches the network beyond 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from redis_server import free_port
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -88,6 +89,21 @@ def server(folder: Path, database: Path) -> Iterator[str]:
         log.close()
 
 
+def _start_chromium(options: webdriver.ChromeOptions, folder: Path) -> WebDriver:
+    """Chromium's start-up can time out on a loaded machine ("DevToolsActivePort file doesn't
+    exist"): that is the tool failing to start, not the dashboard, so a second try with a fresh
+    profile is fair; a second failure fails the test."""
+    for attempt in (1, 2):
+        attempt_options = copy.deepcopy(options)
+        attempt_options.add_argument(f"--user-data-dir={folder / f'chromium-profile-{attempt}'}")
+        try:
+            return webdriver.Chrome(options=attempt_options, service=Service(executable_path=CHROMEDRIVER))
+        except WebDriverException:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def browser(folder: Path) -> Iterator[WebDriver]:
     assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), "Debian's chromium is not installed"
@@ -96,9 +112,9 @@ def browser(folder: Path) -> Iterator[WebDriver]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-default-apps", "--disable-extensions", "--no-first-run",
-                "--window-size=1280,1000", f"--user-data-dir={folder / 'chromium-profile'}"):
+                "--window-size=1280,1000"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver = _start_chromium(options, folder)
     driver.set_page_load_timeout(60)
     driver.implicitly_wait(10)  # find_element waits for the element a new page brings
     try:
