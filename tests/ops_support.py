@@ -3,14 +3,17 @@ HTTP (private redis-servers: tests/redis_server.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -158,3 +161,18 @@ class Ops:
             if p.proc.poll() is None:
                 p.proc.kill()
                 p.proc.wait(10)
+
+
+@contextlib.contextmanager
+def ops_in(tmp: Path, rules: str, *, store: str | None = None, **fake: Any) -> Iterator[Ops]:
+    """The `ops` fixture of the ops tests: `tmp` holds the rules and the plugin handlers, the fake
+    provider (`fake` keywords) runs, SQLite in `tmp` unless `store` says otherwise; the processes
+    started are killed at the end."""
+    (tmp / "ops_handlers.py").write_text(HANDLERS, encoding="utf-8")
+    with FakeIletiMerkezi(**fake) as provider:
+        o = Ops(tmp, provider, store or f"sqlite:///{tmp / 'state.sqlite3'}")
+        o.rules(rules)
+        try:
+            yield o
+        finally:
+            o.close()

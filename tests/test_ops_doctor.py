@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import Ops
+from ops_support import Ops, ops_in
 from redis_server import CLUSTER_ARGS, RedisServer, create_cluster
-
-from keyrouter.testing import FakeIletiMerkezi
 
 pytestmark = pytest.mark.slow
 
@@ -29,16 +27,12 @@ rules:
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[Ops]:
-    with FakeIletiMerkezi(key="doc-key-Qw19z", hash="doc-hash-Jk52n", approved_senders=["MYBRAND"]) as fake:
+    (tmp_path / "data").mkdir()  # SQLite stores create their file, never folders
+    with ops_in(tmp_path, RULES, store=f"sqlite:///{tmp_path / 'data' / 'state.sqlite3'}",
+                key="doc-key-Qw19z", hash="doc-hash-Jk52n", approved_senders=["MYBRAND"]) as o:
         for i in range(4):
-            fake.add_message(f"mesaj {i}", sender=f"+90532731826{i}")
-        (tmp_path / "data").mkdir()  # SQLite stores create their file, never folders
-        o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'data' / 'state.sqlite3'}")
-        o.rules(RULES)
-        try:
-            yield o
-        finally:
-            o.close()
+            o.fake.add_message(f"mesaj {i}", sender=f"+90532731826{i}")
+        yield o
 
 
 def lines(out: str) -> dict[str, str]:

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops
+from ops_support import Ops, ops_in
 
 from keyrouter.logs import LogConfigError, mask_text, read_config, setup_logging
-from keyrouter.testing import FakeIletiMerkezi
 
 RULES = """\
 version: 1
@@ -29,14 +28,8 @@ SENDERS = ("+905327318264", "+905417318265")
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[Ops]:
-    (tmp_path / "ops_handlers.py").write_text(HANDLERS, encoding="utf-8")
-    with FakeIletiMerkezi(key="json-key-Zx81q", hash="json-hash-Rv73p") as fake:
-        o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'state.sqlite3'}")
-        o.rules(RULES)
-        try:
-            yield o
-        finally:
-            o.close()
+    with ops_in(tmp_path, RULES, key="json-key-Zx81q", hash="json-hash-Rv73p") as o:
+        yield o
 
 
 def test_json_logs_parse_line_by_line_without_numbers_or_secrets(ops: Ops) -> None:

@@ -11,12 +11,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, http_get, scrape, value
+from ops_support import Ops, http_get, ops_in, scrape, value
 from processes import wait_until
 from redis_server import RedisServer, free_port
 
 from keyrouter.message import TURKEY
-from keyrouter.testing import FakeIletiMerkezi
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +49,9 @@ default:
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[Ops]:
-    (tmp_path / "ops_handlers.py").write_text(HANDLERS, encoding="utf-8")
-    with FakeIletiMerkezi(key="ops-key-Tq71x", hash="ops-hash-Lm28v") as fake:
-        o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'state.sqlite3'}")
-        o.rules(RULES % {"release": tmp_path / "release"})
-        try:
-            yield o
-        finally:
-            o.close()
+    with ops_in(tmp_path, RULES % {"release": tmp_path / "release"}, key="ops-key-Tq71x",
+                hash="ops-hash-Lm28v") as o:
+        yield o
 
 
 def mobile(n: int) -> str:

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import HANDLERS, Ops, Proc, http_get, scrape, value
+from ops_support import Ops, Proc, http_get, ops_in, scrape, value
 from processes import wait_until
 from redis_server import free_port
-
-from keyrouter.testing import FakeIletiMerkezi
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +56,8 @@ rules:
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[Ops]:
-    (tmp_path / "ops_handlers.py").write_text(HANDLERS, encoding="utf-8")
-    with FakeIletiMerkezi() as fake:
-        o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'state.sqlite3'}")
-        o.rules(OLD)
-        try:
-            yield o
-        finally:
-            o.close()
+    with ops_in(tmp_path, OLD) as o:
+        yield o
 
 
 def send(ops: Ops, text: str) -> str:

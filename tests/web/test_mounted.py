@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_support import Ops, http_get, scrape, value
+from ops_support import Ops, http_get, ops_in, scrape, value
 from processes import wait_until
 from redis_server import free_port
-
-from keyrouter.testing import FakeIletiMerkezi
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +27,8 @@ default:
 
 @pytest.fixture
 def ops(tmp_path: Path) -> Iterator[Ops]:
-    with FakeIletiMerkezi(key="mount-key-Rr42q", hash="mount-hash-Pz93k") as fake:
-        o = Ops(tmp_path, fake, f"sqlite:///{tmp_path / 'state.sqlite3'}")
-        o.rules(RULES)
-        try:
-            yield o
-        finally:
-            o.close()
+    with ops_in(tmp_path, RULES, key="mount-key-Rr42q", hash="mount-hash-Pz93k") as o:
+        yield o
 
 
 def test_one_port_serves_metrics_health_and_the_dashboard(ops: Ops) -> None:
