@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import re2
 
+from keyrouter.emoji import EmojiNormalizer
 from keyrouter.fuzzy import DeletionIndex
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Normalizer, NormalizeSettings
@@ -69,8 +70,18 @@ class _Group:
         self.fuzzy_exact: DeletionIndex[tuple[Rule, Keyword]] = DeletionIndex()
         self.fuzzy_first: dict[int, DeletionIndex[tuple[Rule, Keyword]]] = {}
         self.patterns: list[Rule] = []
+        # emoji keywords, matched on the EmojiNormalizer form of texts that are not ASCII
+        self.emoji_exact: dict[str, list[tuple[Rule, Keyword]]] = {}
+        self.emoji_first: dict[str, list[tuple[Rule, Keyword, tuple[str, ...]]]] = {}
         for rule in rules:
             for kw in rule.keywords:
+                if kw.emoji:
+                    if rule.match == "exact":
+                        self.emoji_exact.setdefault(kw.normalized, []).append((rule, kw))
+                    else:
+                        words = tuple(kw.normalized.split(" "))
+                        self.emoji_first.setdefault(words[0], []).append((rule, kw, words))
+                    continue
                 if rule.match == "exact":
                     self.exact.setdefault(kw.normalized, []).append((rule, kw))
                     if kw.fuzzy:
@@ -83,8 +94,10 @@ class _Group:
                         index.add(kw.normalized, kw.fuzzy, (rule, kw))
             if rule.pattern is not None:
                 self.patterns.append(rule)
-        for candidates in self.first.values():  # file order; within a rule, longest keyword first
-            candidates.sort(key=lambda c: (c[0].index, -len(c[2])))
+        for candidates in (*self.first.values(), *self.emoji_first.values()):
+            candidates.sort(key=lambda c: (c[0].index, -len(c[2])))  # file order, longest first
+        self.emoji = (EmojiNormalizer(normalizer)
+                      if self.emoji_exact or self.emoji_first else None)
         # first character -> the patterns (positions in self.patterns) that can start with it
         starts = [first_chars(r.pattern.pattern) for r in self.patterns]  # type: ignore[union-attr]
         self._anywhere = tuple(i for i, chars in enumerate(starts) if chars is None)
@@ -118,6 +131,31 @@ class _Group:
                         break
         if self.patterns and len(text) <= MAX_PATTERN_TEXT:
             best = self._find_pattern(text, receiver, best, limit)
+        return best
+
+    def find_emoji(self, raw: str, receiver: str, best: _Found | None) -> _Found | None:
+        """The emoji keywords, on the EmojiNormalizer form of the raw text."""
+        assert self.emoji is not None
+        text = self.emoji(raw)
+        limit = best.index if best else 1 << 62
+        for rule, kw in self.emoji_exact.get(text, ()):
+            if rule.index >= limit:
+                break
+            if rule.accepts(receiver):
+                best, limit = _Found(rule.index, rule, Match(rule.name, kw.written)), rule.index
+                break
+        head, _, _ = text.partition(" ")
+        candidates = self.emoji_first.get(head)
+        if candidates:
+            words = text.split(" ")
+            for rule, kw, kw_words in candidates:
+                if rule.index >= limit:
+                    break
+                n = len(kw_words)
+                if tuple(words[:n]) == kw_words and rule.accepts(receiver):
+                    match = Match(rule.name, kw.written, {"rest": " ".join(words[n:])},
+                                  how="first_word")
+                    return _Found(rule.index, rule, match)
         return best
 
     def _patterns_for(self, head: str) -> _PatternSet:
@@ -255,6 +293,8 @@ class Router:
             group = self._groups[0]
             normalized = group.normalizer(text)
             best = group.find(normalized, canonical, None)
+            if group.emoji is not None and not text.isascii():
+                best = group.find_emoji(text, canonical, best)
             if best is None and self._fuzzy:
                 best = group.find_fuzzy(normalized, canonical, None)
             if best is None:
@@ -266,6 +306,8 @@ class Router:
             normalized = group.normalizer(text)
             texts.append(normalized)
             best = group.find(normalized, canonical, best)
+            if group.emoji is not None and not text.isascii():
+                best = group.find_emoji(text, canonical, best)
         if best is None and self._fuzzy:
             for group, normalized in zip(self._groups, texts, strict=True):
                 best = group.find_fuzzy(normalized, canonical, best)

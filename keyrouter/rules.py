@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from keyrouter import patterns, yamlpos
+from keyrouter.emoji import EmojiNormalizer, has_emoji
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Normalizer, NormalizeSettings
@@ -78,6 +79,8 @@ class Keyword:
     normalized: str
     fuzzy: int  # 0 where the rule's fuzzy does not apply (keyword shorter than 4)
     where: Location
+    #: Holds an emoji: `normalized` is the EmojiNormalizer form, matched as whole tokens.
+    emoji: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,10 @@ class _Builder:
         else:
             for i, written in enumerate(model.keywords or []):
                 kw_where = at((*path, "keywords", i))
+                if has_emoji(written):  # an emoji keyword: whole tokens, never fuzzy
+                    keywords.append(Keyword(written, EmojiNormalizer(normalizer)(written), 0,
+                                            kw_where, emoji=True))
+                    continue
                 normalized = normalizer(written)
                 if not normalized:
                     self.error(kw_where, f"keyword '{written}' normalizes to nothing (only "

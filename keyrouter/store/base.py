@@ -32,7 +32,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keyrouter.conversations.steps import Record
 
 #: Done markers outlive the horizon by this much, so a message just inside the horizon is never
 #: forgotten while it is still in the inbox.
@@ -289,6 +292,23 @@ class Store(ABC):
     @abstractmethod
     async def survey_results(self, survey: str) -> SurveyResults:
         """Votes per choice, voters, last vote time, rejected count (zeros for an unknown id)."""
+
+    # ------------------------------------------------------------- conversations
+    @abstractmethod
+    async def conversation_of(self, respondent: str) -> Record | None:
+        """The respondent's latest conversation record (any status), None when there is none.
+        One round trip."""
+
+    @abstractmethod
+    async def save_conversation(self, record: Record, expect: str | None) -> bool:
+        """Atomically: when the respondent's latest record was applied by message `expect`
+        (None: the respondent has no record), make `record` the latest and the respondent's run of
+        `record.conversation`; True.  Otherwise change nothing; False (a message already applied,
+        or a concurrent one).  One round trip."""
+
+    @abstractmethod
+    async def conversation_records(self, conversation: str) -> list[Record]:
+        """Every respondent's latest run of `conversation`, ordered by respondent."""
 
     # ------------------------------------------------------------- paginated reads (dashboard)
     async def optouts_page(

@@ -39,6 +39,12 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
 - `survey:<id>:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
 - `survey:<id>:seen`  SET of vote ids already applied; expires `vote_ids_ttl` after the last vote.
 
+- `conv:last`         HASH respondent -> id of the last message applied to their latest
+                      conversation record (the compare-and-set of `save_conversation`);
+- `conv:current`      HASH respondent -> JSON of their latest conversation record;
+- `conv:<id>:runs`    HASH respondent -> JSON of their latest run of conversation `<id>`, for
+                      `keyrouter survey results`.
+
 Survey keys end in distinct suffixes, so no survey id (whatever `:` it holds) can alias another's.
 
 A done id costs one SET member (about 50 bytes for a 10-character id); everything else is per
@@ -192,6 +198,18 @@ class Keys:
         """The survey's keys, in the order the vote script takes them: votes, counts, meta, seen."""
         base = f"{self.prefix}survey:{survey}:"
         return [base + "votes", base + "counts", base + "meta", base + "seen"]
+
+    @property
+    def conversation_last(self) -> str:
+        return f"{self.prefix}conv:last"
+
+    @property
+    def conversation_current(self) -> str:
+        return f"{self.prefix}conv:current"
+
+    def conversation_runs(self, conversation: str) -> str:
+        """`conversation` is escaped by the caller (codec.escape), like survey ids."""
+        return f"{self.prefix}conv:{conversation}:runs"
 
     @property
     def pattern(self) -> str:

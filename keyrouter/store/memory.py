@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.conversations.stores import ConversationSpace, MemoryConversations
 from keyrouter.store.activity import Activity, MemoryActivity
 from keyrouter.store.base import (
     HORIZON_MARGIN,
@@ -62,9 +63,10 @@ class Space:
     published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
     publish_seq: int = 0
     activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
+    conversations: ConversationSpace = field(default_factory=ConversationSpace)
 
 
-class MemoryStore(MemoryActivity, Store):
+class MemoryStore(MemoryActivity, MemoryConversations, Store):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 

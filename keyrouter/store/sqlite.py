@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyrouter.store import sqlite_sql as stmt
+from keyrouter.conversations.stores import SqliteConversations
 from keyrouter.store.activity import SqliteActivity
 from keyrouter.store.base import (
     HORIZON_MARGIN,
@@ -48,7 +49,7 @@ def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(unescape(v) if type(v) is str else v for v in row)
 
 
-class SqliteStore(SqliteActivity, SqliteLedger, Store):
+class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, Store):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
     def __init__(

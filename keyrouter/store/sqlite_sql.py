@@ -70,6 +70,12 @@ CREATE TABLE IF NOT EXISTS polls (ns TEXT NOT NULL PRIMARY KEY, at REAL NOT NULL
 CREATE TABLE IF NOT EXISTS routed (
     ns TEXT NOT NULL, hour INTEGER NOT NULL, rule TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (ns, hour, rule)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conv_current (
+    ns TEXT NOT NULL, respondent TEXT NOT NULL, message_id TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (ns, respondent)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conv_runs (
+    ns TEXT NOT NULL, conversation TEXT NOT NULL, respondent TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (ns, conversation, respondent)) WITHOUT ROWID;
 """
 
 # `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).

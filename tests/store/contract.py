@@ -22,6 +22,7 @@ import pytest
 
 from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger_cursor, open_store
 
+from .conversation_contract import ConversationContract
 from .ledger_contract import LedgerContract
 
 LEASE = 30.0
@@ -66,7 +67,7 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract(LedgerContract):
+class StoreContract(ConversationContract, LedgerContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
