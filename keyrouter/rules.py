@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from keyrouter import patterns, yamlpos
+from keyrouter.conversations import model as conversation_model
+from keyrouter.conversations.model import Conversation
 from keyrouter.emoji import EmojiNormalizer, has_emoji
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
@@ -111,6 +113,9 @@ class RuleSet:
     default: tuple[HandlerEntry, ...] = ()
     warnings: tuple[Problem, ...] = ()
     normalizer: Normalizer = field(default_factory=Normalizer)  # the first file's, for misses
+    #: `conversations:` of every file; each has a start rule (`conversation:<id>`) after the
+    #: files' rules, holding its start keywords (docs/conversations.md)
+    conversations: tuple[Conversation, ...] = ()
 
 
 def parse_duration(text: str) -> timedelta:
@@ -173,6 +178,7 @@ class _Builder:
         self.default: tuple[HandlerEntry, ...] = ()
         self.default_where: Location | None = None
         self.first_normalizer: Normalizer | None = None
+        self.conversations: list[Conversation] = []
         self.max_bytes = self.budget = yamlpos.DEFAULT_MAX_BYTES  # budget: what is left
 
     def error(self, where: Location, message: str) -> None:
@@ -213,6 +219,15 @@ class _Builder:
         self.first_normalizer = self.first_normalizer or normalizer
         for i, rule in enumerate(model.rules):
             self.add_rule(rule, ("rules", i), at, normalizer)
+        if model.conversations is not None:
+            for conv in conversation_model.build(model.conversations, at, normalizer, self.error,
+                                                 parse_duration):
+                first = next((c for c in self.conversations if c.id == conv.id), None)
+                if first is not None:
+                    self.error(conv.where, f"conversation '{conv.id}' is already declared at "
+                                           f"{first.where}")
+                else:
+                    self.conversations.append(conv)
         if model.default is not None:
             where = at(("default",))
             if self.default_where is not None:
@@ -336,14 +351,31 @@ class _Builder:
                                     for i, t in enumerate(examples.no_match)),
         ))
 
+    def add_start_rules(self) -> None:
+        """Each conversation's start keywords as a rule after the files' rules: a start keyword
+        an earlier rule claims is then a shadowing error."""
+        for conv in self.conversations:
+            params = {"id": conv.id}
+            keywords = tuple(
+                Keyword(w, conv.emoji(w), 0, where, emoji=True) if has_emoji(w)
+                else Keyword(w, conv.normalizer(w), 0, where)
+                for w, where in zip(conv.start, conv.start_where, strict=True))
+            self.rules.append(Rule(
+                name=conv.rule_name, index=len(self.rules), normalizer=conv.normalizer,
+                handlers=(HandlerEntry("conversation", params),
+                          HandlerEntry("conversation_reply", params)),
+                where=conv.where, keywords=keywords))
+
     def finish(self) -> RuleSet:
+        self.add_start_rules()
         self.check_shadowing()
         errors = [p for p in self.problems if p.severity == "error"]
         if errors:
             raise RulesError(self.problems)
         return RuleSet(rules=tuple(self.rules), default=self.default,
                        warnings=tuple(self.problems),
-                       normalizer=self.first_normalizer or Normalizer())
+                       normalizer=self.first_normalizer or Normalizer(),
+                       conversations=tuple(self.conversations))
 
     def check_shadowing(self) -> None:
         """A keyword claimed again by a later rule that can never win is an error (a later rule

@@ -55,6 +55,7 @@ class FileModel(Strict):
     normalize: NormalizeModel = NormalizeModel()
     rules: list[RuleModel] = []
     default: DefaultModel | None = None
+    conversations: Any = None  # checked by keyrouter.conversations.model, with lines
 
 
 def _keys_beside(parents: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.conversations.engine import Conversations
 from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
 from keyrouter.dispatch.loop import ServeLoop
 from keyrouter.dispatch.outcomes import DEFERRED, Report
@@ -94,6 +95,8 @@ class Dispatcher(ServeLoop):
         self._wake = asyncio.Event()
         self._writer: Writer | None = None
         self.tally = Tally(self.store)  # finished messages per rule and hour, for the dashboard
+        #: the rules' conversations, consulted when each message starts (running.run_message)
+        self.conversations = Conversations.for_rules(self.router.rules, self.store, self.clock)
 
     # ------------------------------------------------------------------ handlers and rules
     def _check_handlers(self, router: Router) -> None:
@@ -121,6 +124,7 @@ class Dispatcher(ServeLoop):
         under theirs.  Raises (and keeps the old rules) when a handler cannot be resolved."""
         self._check_handlers(router)
         self.router = router
+        self.conversations = Conversations.for_rules(router.rules, self.store, self.clock)
 
     def route(self, message: Message) -> Route:
         return self.router.route(message.text, message.receiver)

@@ -50,6 +50,8 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     assert claim is not None
     route = item.route if item.route is not None and item.router is d.router else d.route(item.message)
     item.route = route
+    if d.conversations is not None:  # decided now: the sender's earlier messages are finished
+        route = await d.conversations.route_for(item.message, route)
     rule = route.rule
     rule_name = rule.name if rule else DEFAULT_RULE
     message = item.message

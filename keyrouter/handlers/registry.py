@@ -24,6 +24,10 @@ BUILTINS: dict[str, str] = {
     "webhook": "keyrouter.handlers.webhook:handle",
     "survey": "keyrouter.handlers.survey:handle",
     "iys": "keyrouter.handlers.iys:handle",
+    # the steps of conversations, added by the dispatcher (never written in a rules file)
+    "conversation": "keyrouter.conversations.engine:step",
+    "conversation_reply": "keyrouter.conversations.engine:send",
+    "conversation_end": "keyrouter.conversations.engine:end",
 }
 
 Handler = Callable[..., Any]

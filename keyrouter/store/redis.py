@@ -19,10 +19,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from keyrouter.store import redis_lua as lua
-from keyrouter.store import redis_lua_ledger as ledger_lua
 from keyrouter.conversations.stores import SAVE as CONV_SAVE
 from keyrouter.conversations.stores import RedisConversations
+from keyrouter.store import redis_lua as lua
+from keyrouter.store import redis_lua_ledger as ledger_lua
 from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.codec import MARK, read_row, row_json, unescape

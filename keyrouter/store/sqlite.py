@@ -20,8 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyrouter.store import sqlite_sql as stmt
 from keyrouter.conversations.stores import SqliteConversations
+from keyrouter.store import sqlite_sql as stmt
 from keyrouter.store.activity import SqliteActivity
 from keyrouter.store.base import (
     HORIZON_MARGIN,
