@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from keyrouter.conversations.checks import check_conversations
 from keyrouter.router import Router
 from keyrouter.rules import Problem, Rule
 
@@ -32,4 +33,5 @@ def check_examples(router: Router) -> tuple[list[Problem], int]:
                 problems.append(Problem(where, f"example {text!r} should not match rule "
                                                f"'{rule.name}' but does "
                                                f"(normalized: {got.normalized!r})"))
-    return problems, count
+    found, ran = check_conversations(router)  # start keywords and example conversations
+    return problems + found, count + ran

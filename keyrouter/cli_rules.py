@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from keyrouter.check import check_examples
-from keyrouter.cli_common import EXIT_BAD_INPUT, EXIT_OK, command, load_router, rules_flag
+from keyrouter.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    command,
+    load_router,
+    rules_flag,
+    store_flag,
+    with_store,
+)
+from keyrouter.conversations.cli import describe_sender, explain_json
+from keyrouter.message import to_e164
 from keyrouter.router import Route, Router
 from keyrouter.rules import HandlerEntry
 from keyrouter.settings import Settings
@@ -21,7 +32,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         print(problem, file=sys.stderr)
     if failures:
         return EXIT_BAD_INPUT
-    print(f"{settings.rules}: {len(router.rules.rules)} rules valid, {count} examples hold")
+    conversations = len(router.rules.conversations)
+    rules = len(router.rules.rules) - conversations  # each conversation adds its start rule
+    also = f", {conversations} conversation(s)" if conversations else ""
+    print(f"{settings.rules}: {rules} rules{also} valid, {count} examples hold")
     return EXIT_OK
 
 
@@ -79,12 +93,31 @@ def describe(text: str, route: Route, router: Router) -> str:
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     router = load_router(args, settings)
+    record = None
+    if args.as_sender:  # the sender's open conversation, from the store
+        respondent = to_e164(args.as_sender) or args.as_sender.strip()
+
+        async def read(store: Any) -> int:
+            nonlocal record
+            record = await store.conversation_of(respondent)
+            return EXIT_OK
+
+        with_store(settings, read)
+    convs = {c.id: c for c in router.rules.conversations}
+    conv = convs.get(record.conversation) if record is not None else None
+    now = time.time()
     for text in args.texts:
         route = router.route(text, args.receiver)
+        answer = None
+        if args.as_sender and not (route.rule is not None and route.rule.priority == "high"):
+            answer = describe_sender(record, conv, args.as_sender, now)
         if args.json:
-            print(json.dumps(route_json(text, route), ensure_ascii=False))
+            found = route_json(text, route)
+            if args.as_sender:
+                found["as"] = explain_json(record, conv, now) if answer else {"conversation": None}
+            print(json.dumps(found, ensure_ascii=False))
         else:
-            print(describe(text, route, router))
+            print(describe(text, route, router) + ("\n" + answer if answer else ""))
     return EXIT_OK
 
 
@@ -100,5 +133,9 @@ def add_parser(sub: Any) -> None:
     rules_flag(p)
     p.add_argument("--receiver", help="the receiving number or short code")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument("--as", dest="as_sender", metavar="SENDER",
+                   help="as sent by SENDER: shows when the text is the answer to SENDER's open "
+                        "conversation (reads the store)")
+    store_flag(p)
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.set_defaults(func=cmd_explain)

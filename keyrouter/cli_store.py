@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from keyrouter import reports
@@ -18,6 +19,7 @@ from keyrouter.cli_common import (
     store_flag,
     with_store,
 )
+from keyrouter.conversations.cli import declared_conversation, print_results
 from keyrouter.settings import Settings
 
 
@@ -83,8 +85,13 @@ def declared_surveys(args: argparse.Namespace, settings: Settings) -> dict[str, 
 def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
     declared = declared_surveys(args, settings)
     survey = str(args.id).strip()
+    conversation = declared_conversation(settings, survey)
 
     async def body(store: Any) -> int:
+        records = await store.conversation_records(survey)
+        if conversation is not None or records:  # a conversation's results (docs/conversations.md)
+            print_results(records, conversation, args.format, time.time())
+            return EXIT_OK
         results = await store.survey_results(survey)
         used = bool(results.votes) or results.rejected or results.last_vote_at is not None
         if declared is not None and survey not in declared and not used:
@@ -121,7 +128,8 @@ def add_parser(sub: Any) -> None:
         q.add_argument("--all", action="store_true", help="every dead letter (none is fine)")
     p.set_defaults(func=cmd_dead_letters)
 
-    p = command(sub, "survey", "survey votes counted by the survey handler",
+    p = command(sub, "survey", "survey votes counted by the survey handler, and conversations' "
+                "answers",
                 "keyrouter survey results spring-2026")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = command(actions, "results", "votes per choice (every choice the rules declare), voters, "

@@ -51,11 +51,17 @@ def is_opt_out(rule: Rule) -> bool:
 class Conversations:
     """The conversations of one rule set, for one dispatcher (its store and clock)."""
 
-    def __init__(self, rules: RuleSet, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, rules: RuleSet, store: Store | None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.by_id: dict[str, Conversation] = {c.id: c for c in rules.conversations}
         self.start_rules: dict[str, Rule] = {r.name: r for r in rules.rules
                                              if r.name.startswith("conversation:")}
-        self.store, self.clock = store, clock
+        self._store, self.clock = store, clock
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "a conversation engine without a store (keyrouter check)"
+        return self._store
 
     @classmethod
     def for_rules(cls, rules: RuleSet, store: Store,
@@ -102,17 +108,16 @@ class Conversations:
                 return self.conversation_route(conv, route)
         return route
 
-    def apply(self, conv: Conversation, record: Record | None, message: Message,
-              now: float) -> Record:
-        """The record once `message` is applied (`conv`: the conversation it was routed to)."""
-        respondent = respondent_of(message)
+    def apply(self, conv: Conversation, record: Record | None, text: str, message_id: str,
+              respondent: str, now: float) -> Record:
+        """The record once the message is applied (`conv`: the conversation it was routed to)."""
         if record is not None:
             current = self.by_id.get(record.conversation)
             if current is not None and record.is_open(current, now):
-                if self.is_start(message.text):
-                    return steps.resend(current, record, message.id, now)
-                return steps.answer(current, record, message.text, message.id, now)
-        return steps.start(conv, respondent, message.id, now)
+                if self.is_start(text):
+                    return steps.resend(current, record, message_id, now)
+                return steps.answer(current, record, text, message_id, now)
+        return steps.start(conv, respondent, message_id, now)
 
 
 def _engine(context: Context) -> Conversations:
@@ -144,7 +149,7 @@ async def step(message: Message, match: Match | None, context: Context) -> None:
             return
         now = engine.clock()
         started = record is None or not record.is_open(engine.by_id.get(record.conversation), now)
-        new = engine.apply(conv, record, message, now)
+        new = engine.apply(conv, record, message.text, message.id, respondent, now)
         if await engine.store.save_conversation(new, record.message_id if record else None):
             _log_step(context, None if started else record, new, message)
             return

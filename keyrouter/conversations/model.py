@@ -37,7 +37,7 @@ class QuestionModel(_Strict):
 class ExampleModel(_Strict):
     say: list[str | int] = Field(min_length=1)
     answers: dict[str, str | int] = {}
-    status: Literal["open", "completed", "incomplete"] | None = None
+    status: Literal["open", "completed", "incomplete", "opted_out"] | None = None
 
 
 class ConversationModel(_Strict):
