@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,6 @@ def test_explain_as_a_sender_with_an_open_conversation(tmp_path: Path, capsys,
     monkeypatch.delenv("KEYROUTER_NAMESPACE", raising=False)
     path = write_rules(tmp_path)
     store = f"sqlite:///{tmp_path}/s.sqlite3"
-    import time
     seed(store, Record("nps-2026", "+905321112233", OPEN, 1, "m1", time.time(), time.time()))
     args = ["explain", "--rules", str(path), "--store", store, "--as", "05321112233"]
     assert main([*args, "merhaba", "RET"]) == 0
@@ -126,7 +126,6 @@ def test_survey_results_table_json_and_csv(tmp_path: Path, capsys, monkeypatch) 
     monkeypatch.delenv("KEYROUTER_NAMESPACE", raising=False)
     path = write_rules(tmp_path)
     store = f"sqlite:///{tmp_path}/s.sqlite3"
-    import time
     now = time.time()
     seed(store,
          Record("nps-2026", "+905320000001", COMPLETED, 3, "a", now, now,

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from keyrouter.conversations.steps import Record
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis import RedisStore
@@ -50,6 +51,7 @@ class TestClusterRedisStore(RedisContract):
         await store.publish([(id, "{}") for id in ids], token)
         await store.record_optout(optout("{m}", 1.0))
         await store.vote("{s}", "v", "a", policy="last", now=1.0, vote_id="x")
+        await store.save_conversation(Record("{c}", "{r}", "open", 0, "{m}", 1.0, 1.0), None)
         assert len(await store.dead_letters_page()) == 1
         keys = [k async for k in client.scan_iter(match=Keys(store.namespace).pattern)]
         assert len(keys) > 15
