@@ -24,6 +24,7 @@ from keyrouter.cli_common import (
     rules_flag,
     store_flag,
 )
+from keyrouter.conversations.results import summary as conversation_summary
 from keyrouter.message import TURKEY, Message, mask_number
 from keyrouter.router import Router
 from keyrouter.settings import Settings
@@ -77,9 +78,13 @@ def _more(items: Sequence[str], limit: int = SHOWN) -> str:
     return shown + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _by_rule(router: Router, messages: Sequence[Message]) -> str:
+def _by_rule(router: Router, messages: Sequence[Message], taken: dict[str, str]) -> str:
+    """`taken`: the messages a conversation took (its answers), by id."""
     counts: Counter[str] = Counter()
     for m in messages:
+        if m.id in taken:
+            counts[taken[m.id]] += 1
+            continue
         route = router.route(m.text, m.receiver)
         counts[route.match.rule if route.match else "no rule (default)"] += 1
     order = [r.name for r in router.rules.rules] + ["no rule (default)"]
@@ -203,6 +208,8 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     skipped_rows = len(rows) - len(messages)
     explicit_level = os.environ.get("KEYROUTER_LOG_LEVEL", "").strip().upper() == "DEBUG"
 
+    taken: dict[str, str] = {}  # message id -> the conversation that took it
+
     async def main() -> int:
         stopping = asyncio.Event()
         shutdown.install(stopping)
@@ -210,6 +217,8 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
             # One round trip before anything runs: a store that cannot be reached now is exit 4
             # (keyrouter.cli_errors), not a dispatcher backing off for ever on a one-shot command.
             await runtime.store.unfinished([m.id for m in messages[:1]])
+            if runtime.dispatcher.conversations is not None:
+                runtime.dispatcher.conversations.on_route = taken.__setitem__
             if terminal.is_terminal() and len(messages) > BAR_FROM:
                 with terminal.progress_bar("replay", hold_lines=not explicit_level) as show:
                     report, dead = await replay(runtime, messages, stopping, show)
@@ -220,7 +229,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                        f"{len(dead)} in dead letters"
                        + (f", {earlier} finished before (this store had seen them)" if earlier > 0 else ""))
             if messages:
-                out.append(f"  by rule: {_by_rule(router, messages)}")
+                out.append(f"  by rule: {_by_rule(router, messages, taken)}")
             problems = _missing_fields(rows)
             if problems:
                 shown = [f"{i} (no {', '.join(f)})" for i, f in problems]
@@ -234,6 +243,9 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                 out.append(f"dead letters: {len(dead)} ({_list_hint(args, settings)})")
                 out.extend(_dead_summary(await runtime.store.dead_letters(), dead))
             out.extend(await _survey_lines(router, runtime.store))
+            for conv in router.rules.conversations:  # docs/conversations.md
+                records = await runtime.store.conversation_records(conv.id)
+                out.append(conversation_summary(records, conv, runtime.dispatcher.clock()))
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
     try:

@@ -35,7 +35,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     conversations = len(router.rules.conversations)
     rules = len(router.rules.rules) - conversations  # each conversation adds its start rule
     also = f", {conversations} conversation(s)" if conversations else ""
-    print(f"{settings.rules}: {rules} rules{also} valid, {count} examples hold")
+    print(f"{settings.rules}: {rules} rules valid{also}, {count} examples hold")
     return EXIT_OK
 
 

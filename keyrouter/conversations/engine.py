@@ -57,6 +57,9 @@ class Conversations:
         self.start_rules: dict[str, Rule] = {r.name: r for r in rules.rules
                                              if r.name.startswith("conversation:")}
         self._store, self.clock = store, clock
+        #: Told (message id, rule name) of each message sent to a conversation's route:
+        #: `keyrouter replay` counts them under the conversation, not under their text's rule.
+        self.on_route: Callable[[str, str], None] | None = None
 
     @property
     def store(self) -> Store:
@@ -77,7 +80,9 @@ class Conversations:
                 return True
         return False
 
-    def conversation_route(self, conv: Conversation, route: Route) -> Route:
+    def conversation_route(self, conv: Conversation, route: Route, message_id: str) -> Route:
+        if self.on_route is not None:
+            self.on_route(message_id, conv.rule_name)
         params: Mapping[str, Any] = {"id": conv.id, "engine": self}
         rule = self.start_rules[conv.rule_name]
         match = route.match if route.rule is rule else Match(conv.rule_name, None, how="exact")
@@ -101,11 +106,11 @@ class Conversations:
             conv = self.by_id.get(record.conversation)
             if conv is not None and (record.message_id == message.id
                                      or record.is_open(conv, self.clock())):
-                return self.conversation_route(conv, route)
+                return self.conversation_route(conv, route, message.id)
         if rule is not None and rule.name in self.start_rules:
             conv = self.by_id.get(rule.name.partition(":")[2])
             if conv is not None:
-                return self.conversation_route(conv, route)
+                return self.conversation_route(conv, route, message.id)
         return route
 
     def apply(self, conv: Conversation, record: Record | None, text: str, message_id: str,

@@ -81,3 +81,13 @@ def as_table(records: list[Record], conv: Conversation, now: float) -> str:
     counts = funnel(records, conv, now)
     lines.append("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
     return "\n".join(lines)
+
+
+def summary(records: list[Record], conv: Conversation, now: float) -> str:
+    """One line for `keyrouter replay`: the funnel, then each choice question's counts."""
+    counts = funnel(records, conv, now)
+    line = f"conversation {conv.id}: " + ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+    answered = [f"{q['question']} " + " ".join(f"{c}:{n}" for c, n in q["choices"].items() if n)
+                for q in question_counts(records, conv) if not q["text"] and q["answers"]]
+    return line + (f" ({'; '.join(answered)})" if answered else "")

@@ -26,7 +26,7 @@ def check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str
 def test_the_issue_survey_checks_and_its_example_holds(tmp_path: Path, capsys) -> None:
     code, err, out = check(write_rules(tmp_path), capsys)
     assert code == 0, err
-    assert "2 rules, 1 conversation(s) valid, 1 examples hold" in out
+    assert "2 rules valid, 1 conversation(s), 1 examples hold" in out
 
 
 def test_shape_errors_name_the_file_and_line(tmp_path: Path, capsys) -> None:
