@@ -32,6 +32,7 @@ from keyrouter.web import pages
 from keyrouter.web import status as status_info
 from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
 from keyrouter.web.charts import bar_chart
+from keyrouter.web.conversations import conversation_views
 from keyrouter.web.pending import SCAN
 
 logger = logging.getLogger("keyrouter.dashboard")
@@ -158,7 +159,8 @@ class Dashboard:
         for survey, declared in self.rules.surveys.items():
             view = pages.survey_view(await self.db.survey_results(survey), declared)
             views.append((view, bar_chart(f"survey {survey}", view.bars)))
-        return self.render(request, "surveys.html", views=views)
+        conversations = await conversation_views(self.db, self.rules.conversations, time.time())
+        return self.render(request, "surveys.html", views=views, conversations=conversations)
 
     async def survey_csv(self, request: Request) -> Response:
         survey = request.path_params["survey"]

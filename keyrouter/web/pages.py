@@ -86,6 +86,7 @@ class RulesInfo:
     effects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_names: tuple[str, ...] = ()
     router: Any = None  # routes the shared rows (pending opt-outs still waiting to start)
+    conversations: tuple[Any, ...] = ()  # the rules' conversations (docs/conversations.md)
 
     @classmethod
     def load(cls, path: str, now: float) -> RulesInfo:
@@ -97,7 +98,8 @@ class RulesInfo:
         from keyrouter.router import Router
 
         return cls(path, files, version, len(rules.rules), declared_surveys(rules), now,
-                   effects_of(rules), tuple(r.name for r in rules.rules), Router(rules))
+                   effects_of(rules), tuple(r.name for r in rules.rules), Router(rules),
+                   rules.conversations)
 
 
 def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
