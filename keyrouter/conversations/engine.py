@@ -147,6 +147,10 @@ async def step(message: Message, match: Match | None, context: Context) -> None:
     if conv is None or not respondent:
         raise PermanentError(f"conversation: message {message.id} has no sender or its "
                              "conversation is no longer in the rules")
+    if message.sender_e164 is None:  # nothing recorded: no question could ever reach it
+        raise PermanentError(f"conversation: message {message.id}: the sender "
+                             f"{mask_number(message.sender)!r} is not a mobile number (a short "
+                             "code or a name), so there is no one to ask")
     for _ in range(SAVE_TRIES):
         record = await engine.store.conversation_of(respondent)
         if record is not None and record.message_id == message.id:

@@ -102,3 +102,25 @@ async def test_an_answer_after_expiry_is_routed_by_the_rules(tmp_path: Path) -> 
     assert record is not None and record.answers == {}
     assert record.final_status(runtime.dispatcher.conversations.by_id["nps-2026"],
                                clock() + 25 * 3600) == "expired"
+
+
+async def test_a_short_code_cannot_start_one(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path)
+    with FakeIletiMerkezi() as fake:
+        async with pipeline(rules, fake=fake) as runtime:
+            report = await process(runtime, rows(fake, [("7889", "ANKET")]))
+            letters = await runtime.store.dead_letters()
+            assert await runtime.store.conversation_of("7889") is None
+    assert report.dead == 1 and "not a mobile number" in letters[0].error
+    assert fake.sent == []
+
+
+async def test_an_opt_out_without_a_conversation_runs_as_usual(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path)
+    with FakeIletiMerkezi() as fake:
+        async with pipeline(rules, fake=fake) as runtime:
+            await process(runtime, rows(fake, [(A, "RET"), (B, "ANKET"), (B, "5")]))
+            assert await runtime.store.conversation_of(A) is None
+            record = await runtime.store.conversation_of(B)
+    assert texts_to(fake, A) == ["Listeden cikarildiniz."] and A in fake.blacklist
+    assert record is not None and record.answers == {"score": "5"} and record.status == "open"
