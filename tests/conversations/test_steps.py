@@ -45,5 +45,5 @@ def test_choices_aliases_emoji_and_typos(tmp_path: Path) -> None:
                                   (callback, "evte"), (callback, "Hayır."), (callback, "HYIR"))]
     got = [q.choose(text, conv.normalizer, conv.emoji) for q, text in choose]
     assert got == ["5", "5", "3", "1", "EVET", "HAYIR", "HAYIR"]
-    for text in ("6", "5 5", "👍👍", "evet hayir", "", "👍 5"):
+    for text in ("6", "5 5", "👍👍", "evet hayir", "", "👍👎"):
         assert score.choose(text, conv.normalizer, conv.emoji) is None, text
