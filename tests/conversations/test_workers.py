@@ -165,22 +165,32 @@ def test_kill_9_between_recording_an_answer_and_sending_the_next_question(
 @pytest.mark.parametrize("workers", [REDIS_URL, "cluster"], indirect=True,
                          ids=["redis", "cluster"])
 def test_two_workers_share_the_respondents(workers: Workers) -> None:
+    """The issue's survey through two `keyrouter run` processes: respondents interleaved, one
+    answering with 👍🏽, one with a typo, one sending RET mid-way."""
     w = workers
-    numbers = [f"+90532222{i:04d}" for i in range(6)]
+    happy = [f"+90532222{i:04d}" for i in range(4)]
+    typo, ret = "+905323330001", "+905323330002"
     said: list[tuple[str, str]] = []
-    for text in ("ANKET", "👍🏽", "hizli teslimat", "evet"):
-        said += [(n, text) for n in numbers]
+    for step in range(4):
+        said += [(n, ("ANKET", "👍🏽", "hizli teslimat", "evet")[step]) for n in happy]
+        said.append((typo, ("SURVEY", "4", "kargo geç geldi", "hayr")[step]))
+        if step < 3:
+            said.append((ret, ("Anket", "3", "RET")[step]))
     w.say(said)
     procs = [w.start(), w.start()]
-    wait_until(lambda: all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in numbers), 60,
-               "every respondent's four SMS", procs)
-    records = w.store("conversation_records", "nps-2026")
-    assert sorted(r.respondent for r in records) == numbers
-    assert {r.status for r in records} == {"completed"}
-    assert all(r.answers == {"score": "5", "reason": "hizli teslimat", "callback": "EVET"}
-               for r in records)
-    assert funnel(records, None, 0.0)["completed"] == 6
+    wait_until(lambda: all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in [*happy, typo])
+               and len(w.sent_to(ret)) == 3, 60, "every respondent's SMS", procs)
+    records = {r.respondent: r for r in w.store("conversation_records", "nps-2026")}
+    assert sorted(records) == sorted([*happy, typo, ret])
+    assert all(records[n].status == "completed" and records[n].answers == {
+        "score": "5", "reason": "hizli teslimat", "callback": "EVET"} for n in happy)
+    assert records[typo].answers == {"score": "4", "reason": "kargo geç geldi",
+                                     "callback": "HAYIR"}
+    assert records[ret].status == "opted_out" and records[ret].answers == {"score": "3"}
+    assert ret in w.fake.blacklist and w.sent_to(ret)[:2] == [ASK1, ASK2]
+    assert funnel(list(records.values()), None, 0.0) == {
+        "started": 6, "completed": 5, "expired": 0, "incomplete": 0, "opted_out": 1}
     for p in procs:
         p.proc.terminate()
         assert p.proc.wait(15) == 0, p.stderr()
-    assert all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in numbers)  # nothing repeated
+    assert all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in happy)  # nothing repeated
