@@ -151,3 +151,13 @@ def test_survey_results_table_json_and_csv(tmp_path: Path, capsys, monkeypatch) 
     csv_lines = capsys.readouterr().out.splitlines()
     assert csv_lines[0] == "respondent,question,answer,status"
     assert '+90532***0001,reason,"hızlı, ucuz",completed' in csv_lines
+
+
+def test_the_conversation_entries_cannot_be_written_in_a_rule(tmp_path: Path, capsys) -> None:
+    text = RULES.replace("      - reply: {text: \"Merhaba!\"}", "      - conversation_reply")
+    path = write_rules(tmp_path, text)
+    code, err, _ = check(path, capsys)
+    line = text.splitlines().index("      - conversation_reply") + 1
+    assert code == 2
+    assert err == [f"{path}:{line}: the conversation entries are added by keyrouter itself: "
+                   "declare a conversation under `conversations:` (docs/conversations.md)"]
