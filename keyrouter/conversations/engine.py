@@ -60,6 +60,8 @@ class Conversations:
         #: Told (message id, rule name) of each message sent to a conversation's route:
         #: `keyrouter replay` counts them under the conversation, not under their text's rule.
         self.on_route: Callable[[str, str], None] | None = None
+        self._starts = [(conv, frozenset(conv.emoji(w) if has_emoji(w) else conv.normalizer(w)
+                                         for w in conv.start)) for conv in self.by_id.values()]
 
     @property
     def store(self) -> Store:
@@ -73,12 +75,9 @@ class Conversations:
 
     def is_start(self, text: str) -> bool:
         """Whether `text` is a start keyword of any conversation."""
-        for conv in self.by_id.values():
-            normalized = conv.emoji(text) if has_emoji(text) else conv.normalizer(text)
-            if normalized in {conv.emoji(w) if has_emoji(w) else conv.normalizer(w)
-                              for w in conv.start}:
-                return True
-        return False
+        emoji = has_emoji(text)
+        return any((conv.emoji(text) if emoji else conv.normalizer(text)) in words
+                   for conv, words in self._starts)
 
     def conversation_route(self, conv: Conversation, route: Route, message_id: str) -> Route:
         if self.on_route is not None:
