@@ -110,7 +110,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         route = router.route(text, args.receiver)
         answer = None
         if args.as_sender and not (route.rule is not None and route.rule.priority == "high"):
-            answer = describe_sender(record, conv, args.as_sender, now)
+            start = route.rule is not None and route.rule.name.startswith("conversation:")
+            answer = describe_sender(record, conv, args.as_sender, now, start)
         if args.json:
             found = route_json(text, route)
             if args.as_sender:

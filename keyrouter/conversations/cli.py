@@ -39,14 +39,17 @@ def print_results(records: list[Record], conv: Conversation | None, fmt: str, no
 
 
 def describe_sender(record: Record | None, conv: Conversation | None, sender: str,
-                    now: float) -> str | None:
-    """What `explain --as SENDER` adds: the text is an answer when a conversation is open."""
+                    now: float, start: bool = False) -> str | None:
+    """What `explain --as SENDER` adds: the text is an answer when a conversation is open (a
+    start keyword sends the current question again)."""
     if record is None or conv is None or not record.is_open(conv, now):
         return None
     question = conv.question(record.step)
     asked = f"question {record.step + 1} '{question.id}'" if question else "no question"
-    return (f"  -> {mask_number(sender)} has conversation {conv.id!r} open at {asked}: this text "
-            f"is its answer (rule {conv.rule_name!r}), unless a priority: high rule matches")
+    what = ("a start keyword: the current question is sent again, not an answer" if start
+            else "this text is its answer")
+    return (f"  -> {mask_number(sender)} has conversation {conv.id!r} open at {asked}: {what} "
+            f"(rule {conv.rule_name!r})")
 
 
 def explain_json(record: Record | None, conv: Conversation | None, now: float) -> dict[str, Any]:

@@ -114,6 +114,8 @@ def test_explain_as_a_sender_with_an_open_conversation(tmp_path: Path, capsys,
     assert "has conversation 'nps-2026' open at question 2 'reason': this text is its answer" \
            in first and "+90532***2233" in first and "2233" not in first.replace("***2233", "")
     assert "has conversation" not in second  # the opt-out wins
+    assert main([*args, "Anket"]) == 0
+    assert "a start keyword: the current question is sent again" in capsys.readouterr().out
     assert main([*args, "--json", "5"]) == 0
     assert json.loads(capsys.readouterr().out)["as"] == {"conversation": "nps-2026",
                                                           "question": "reason"}
