@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -194,3 +196,34 @@ def test_two_workers_share_the_respondents(workers: Workers) -> None:
         p.proc.terminate()
         assert p.proc.wait(15) == 0, p.stderr()
     assert all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in happy)  # nothing repeated
+
+
+def test_kill_9_at_random_points_sends_each_step_once(workers: Workers) -> None:
+    """Two workers, one killed with SIGKILL every so often and replaced, while ten respondents
+    answer: every question and thanks arrives once (a repeated send meets the provider's 451),
+    every answer is recorded once."""
+    w = workers
+    numbers = [f"+90533444{i:04d}" for i in range(10)]
+    said: list[tuple[str, str]] = []
+    for text in ("ANKET", "5", "hizli teslimat", "evet"):
+        said += [(n, text) for n in numbers]
+    w.say(said)
+    w.fake.fail_next("send-sms", "slow:1.5", times=1000)  # each send held: kills land mid-send
+    rng = random.Random(18)
+    running = [w.start(), w.start()]
+    for _ in range(6):
+        time.sleep(rng.uniform(1.0, 2.0))
+        i = rng.randrange(2)
+        running[i].proc.kill()
+        running[i].proc.wait(10)
+        running[i] = w.start()
+    steady, victim = running
+    assert not all(len(w.sent_to(n)) == 4 for n in numbers)  # the kills came mid-way
+    wait_until(lambda: all(len(w.sent_to(n)) == 4 for n in numbers), 90,
+               "every respondent's four SMS", [steady, victim])
+    time.sleep(2.0)  # a late repeat would show now
+    assert all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in numbers)
+    records = w.store("conversation_records", "nps-2026")
+    assert len(records) == 10 and {r.status for r in records} == {"completed"}
+    assert all(r.answers == {"score": "5", "reason": "hizli teslimat", "callback": "EVET"}
+               for r in records)
