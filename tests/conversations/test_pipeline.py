@@ -11,6 +11,8 @@ import pytest
 
 from keyrouter.conversations.results import funnel
 from keyrouter.message import TURKEY
+from keyrouter.router import Router
+from keyrouter.rules import load_rules
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
 
 from .support import ASK1, ASK2, ASK3, DONE, RETRY1, write_rules
@@ -124,3 +126,17 @@ async def test_an_opt_out_without_a_conversation_runs_as_usual(tmp_path: Path) -
             record = await runtime.store.conversation_of(B)
     assert texts_to(fake, A) == ["Listeden cikarildiniz."] and A in fake.blacklist
     assert record is not None and record.answers == {"score": "5"} and record.status == "open"
+
+
+async def test_a_reload_without_the_conversation_routes_by_the_rules(tmp_path: Path) -> None:
+    rules = write_rules(tmp_path)
+    with FakeIletiMerkezi() as fake:
+        async with pipeline(rules, fake=fake) as runtime:
+            await process(runtime, rows(fake, [(A, "ANKET")]))
+            text = rules.read_text(encoding="utf-8")
+            (tmp_path / "new").mkdir()
+            plain = write_rules(tmp_path / "new", text[:text.index("conversations:")])
+            runtime.dispatcher.use_router(Router(load_rules(plain)))
+            assert runtime.dispatcher.conversations is None
+            await process(runtime, rows(fake, [(A, "merhaba")]))
+    assert texts_to(fake, A) == [ASK1, "Merhaba!"]
