@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     from keyrouter.store.base import Store
 
 
-def idempotency_key(namespace: str, message_id: str, rule: str, index: int, handler: str) -> str:
+def idempotency_key(namespace: str, message_id: str, rule: str, entry: int | str,
+                    handler: str) -> str:
     """Same on every delivery of one message to one handler entry, different for every other.
-    Hashed: message ids are the provider's, and a key may travel to third parties (webhooks)."""
-    raw = "\x1f".join((namespace, message_id, rule, str(index), handler))
+    `entry` identifies the entry within its rule (its `HandlerEntry.identity`, which survives a
+    reload: keyrouter.entry_keys).  Hashed: message ids are the provider's, and a key may travel
+    to third parties (webhooks)."""
+    raw = "\x1f".join((namespace, message_id, rule, str(entry), handler))
     # surrogatepass: an id with a lone surrogate (half an emoji) still gets a key; others unchanged
     return "kr-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
@@ -38,3 +41,7 @@ class Context:
     settings: Settings | None = field(default=None, repr=False)
     #: Operator hooks (metrics): built-ins report what an operator counts, e.g. opt-out delays.
     events: Events = field(default=NO_EVENTS, repr=False)
+    #: True while this worker still holds the message's claim (its lease, renewed by the call);
+    #: None outside a dispatcher.  Checked before each state-changing provider call
+    #: (keyrouter.fencing, docs/opt-out-duty.md).
+    holds_claim: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)

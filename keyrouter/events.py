@@ -37,6 +37,14 @@ class Events:
     def optout_applied(self, received_at: float, handled_at: float) -> None:
         """A blacklist effect took hold (epoch seconds): received-to-blacklisted delay."""
 
+    def optional_failed(self, rule: str, handler: str, gave_up: bool) -> None:
+        """An optional entry failed and its rule went on (docs/opt-out-duty.md); `gave_up`: for
+        good (permanent, or its last attempt), else it is retried after the rest of the rule."""
+
+    def stale_claim(self, handler: str) -> None:
+        """An entry found its worker no longer holds the message's claim and made no provider
+        call (fencing, docs/opt-out-duty.md)."""
+
     def loop_ticked(self, now: float) -> None:
         """The worker's main loop is alive (for /healthz)."""
 

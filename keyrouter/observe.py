@@ -59,6 +59,13 @@ class Metrics(Events):
                                       registry=r)
         self.takeovers = Counter("keyrouter_lease_takeovers",
                                  "Messages claimed after another worker's lease expired", registry=r)
+        self.optional_failures = Counter(
+            "keyrouter_optional_failures", "Optional entries (e.g. confirmation SMS) that failed "
+            "while their rule went on; final: given up for good", ["rule", "handler", "final"],
+            registry=r)
+        self.stale_claims = Counter("keyrouter_stale_claims", "Entries stopped before a provider "
+                                    "call because another worker took the message over",
+                                    ["handler"], registry=r)
         self.reloads = Counter("keyrouter_rules_reloads", "Rules reloads by result", ["result"],
                                registry=r)
         for result in POLL_RESULTS:
@@ -127,6 +134,12 @@ class Metrics(Events):
 
     def optout_applied(self, received_at: float, handled_at: float) -> None:
         self.optout_delay.observe(max(0.0, handled_at - received_at))
+
+    def optional_failed(self, rule: str, handler: str, gave_up: bool) -> None:
+        self.optional_failures.labels(rule, handler, "true" if gave_up else "false").inc()
+
+    def stale_claim(self, handler: str) -> None:
+        self.stale_claims.labels(handler).inc()
 
     def loop_ticked(self, now: float) -> None:
         self.last_tick = self.clock()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from keyrouter import patterns, yamlpos
+from keyrouter.entry_keys import LEGAL_HANDLERS, with_identities
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Normalizer, NormalizeSettings
@@ -24,9 +25,12 @@ from keyrouter.rules_schema import ExamplesModel, FileModel, RuleModel, explain_
 
 MAX_FUZZY = 2
 MIN_FUZZY_LENGTH = 4
-#: The one key besides the handler's name an entry map may have: `- webhook: {...}` then
-#: `timeout: 10s` on the next line.  Never a handler param, so it cannot collide with one.
+#: The keys besides the handler's name an entry map may have: `- webhook: {...}` then
+#: `timeout: 10s` or `optional: true` on the next line (docs/opt-out-duty.md).  Never handler
+#: params, so they cannot collide with one.
 TIMEOUT_KEY = "timeout"
+OPTIONAL_KEY = "optional"
+ENTRY_KEYS = (TIMEOUT_KEY, OPTIONAL_KEY)
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -67,6 +71,12 @@ class HandlerEntry:
     #: Seconds this entry may run (its own `timeout:`, else its rule's); None: the worker's
     #: KEYROUTER_HANDLER_TIMEOUT.
     timeout: float | None = None
+    #: `optional: true`: a failure (permanent, or its last attempt) is recorded and the rule goes
+    #: on; a transient one is retried after the rest of the rule (docs/opt-out-duty.md).
+    optional: bool = False
+    #: What identifies the entry within its rule besides the rule's name: handler, params digest
+    #: and occurrence among identical entries (keyrouter.entry_keys); "" until computed.
+    identity: str = ""
 
     def __str__(self) -> str:
         return self.name
@@ -235,17 +245,22 @@ class _Builder:
         out = []
         for i, entry in enumerate(entries):
             where = at((*path, i))
-            own_timeout = timeout
-            if isinstance(entry, dict) and TIMEOUT_KEY in entry and len(entry) == 2:
-                # `- webhook: {...}` with `timeout: 10s` beside the name, never among the params
+            own_timeout, optional = timeout, False
+            if isinstance(entry, dict) and len(entry) > 1 and \
+                    len([k for k in entry if k not in ENTRY_KEYS]) == 1:
+                # `- webhook: {...}` with `timeout: 10s` / `optional: true` beside the name,
+                # never among the params
                 entry = dict(entry)
-                own_timeout = self.timeout(entry.pop(TIMEOUT_KEY), at((*path, i, TIMEOUT_KEY)))
+                if TIMEOUT_KEY in entry:
+                    own_timeout = self.timeout(entry.pop(TIMEOUT_KEY), at((*path, i, TIMEOUT_KEY)))
+                if OPTIONAL_KEY in entry:
+                    optional = self.optional(entry.pop(OPTIONAL_KEY), at((*path, i, OPTIONAL_KEY)))
             if isinstance(entry, str):
                 name, params = entry, {}
             elif not isinstance(entry, dict) or len(entry) != 1:
                 got = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else repr(entry)
                 self.error(where, f"a handler entry is a name, or a map with ONE name -> params "
-                                  f"(and optionally `timeout`) (got {got})")
+                                  f"(and optionally `timeout`, `optional`) (got {got})")
                 continue
             else:
                 name, raw = next(iter(entry.items()))
@@ -255,11 +270,20 @@ class _Builder:
                 why = f"{name}: params must be a map of names to values"
             if why is None:
                 why = registry.params_problem(name, params, captures)
+            if why is None and optional and name in LEGAL_HANDLERS:
+                why = (f"{name}: a legal effect cannot be optional; it is retried until its "
+                       "deadline (docs/opt-out-duty.md)")
             if why:
                 self.error(where, why)
                 continue
-            out.append(HandlerEntry(name, params, own_timeout))
-        return tuple(out)
+            out.append(HandlerEntry(name, params, own_timeout, optional))
+        return with_identities(tuple(out))
+
+    def optional(self, value: object, where: Location) -> bool:
+        if not isinstance(value, bool):
+            self.error(where, f"optional: write true or false (got {value!r})")
+            return False
+        return value
 
     def add_rule(self, model: RuleModel, path: tuple[Any, ...], at: _Locator,
                  normalizer: Normalizer) -> None:

@@ -45,6 +45,7 @@ from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
 from keyrouter.router import Route, Router
 from keyrouter.store.base import Store
+from keyrouter.store.retried import is_retried_row
 
 logger = logging.getLogger("keyrouter.dispatch")
 
@@ -132,8 +133,10 @@ class Dispatcher(ServeLoop):
 
     def beyond_horizon(self, message: Message) -> bool:
         """Older than the horizon: ignored before it reaches the store.  A message without a
-        provider date is never beyond it (its done marker is kept for good instead)."""
+        provider date is never beyond it (its done marker is kept for good instead), nor is a
+        dead letter retried by hand (store/retried.py)."""
         return (self.horizon is not None and message.date_known
+                and not is_retried_row(message.row)
                 and message.received_at.timestamp() < self.clock() - self.horizon.total_seconds())
 
     @property

@@ -28,6 +28,7 @@ from typing import Any
 
 from keyrouter.client import NOT_ON_BLACKLIST, PermanentApiError
 from keyrouter.context import Context
+from keyrouter.fencing import check_claim
 from keyrouter.handlers.templating import require_client, unknown_params
 from keyrouter.message import Message, mask_number
 from keyrouter.retries import PermanentError
@@ -84,6 +85,7 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
         # Pending until the ledger line: `optouts stats/overdue` count it while it is retried.
         await context.store.mark_optout_pending(_entry(action, message, match, number, 0.0))
     already = False
+    await check_claim(context, action, "add-blacklist" if action == "blacklist" else "delete-blacklist")
     try:
         if action == "blacklist":
             await client.add_blacklist(number)

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from keyrouter.context import Context
+from keyrouter.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
 from keyrouter.message import TURKEY, Message, mask_number
@@ -125,6 +126,7 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
             )
             return
         repeat = not await store.mark_optout_pending(entry)
+    await check_claim(context, "iys", "İYS consent record")
     result = await client.add_consent(consent, check_first=repeat)
     context.logger.info(
         "iys: %s %s for %s (%s%s), message %s", consent.status, result.outcome, masked,

@@ -24,6 +24,7 @@ from typing import Any
 
 from keyrouter.client import DUPLICATE_SMS, PermanentApiError
 from keyrouter.context import Context
+from keyrouter.fencing import check_claim
 from keyrouter.handlers.templating import (
     message_values,
     render,
@@ -101,6 +102,7 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
     text = render(params["text"], message_values(message, match, context.rule))
     client = require_client(context, "reply")
     masked = mask_number(number)
+    await check_claim(context, "reply", "send-sms")
     try:
         order_id = await client.send_sms(sender=sender, text=text, numbers=[number], iys="0")
     except PermanentApiError as exc:

@@ -94,6 +94,11 @@ class DeadLetter:
     row: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: Ledger actions that decide a number's state: only these become its `latest_optout`.  Other
+#: lines (e.g. "reply_failed", an optional confirmation that failed: docs/opt-out-duty.md) are
+#: kept in the ledger for people, and never make an older opt-out or opt-in look superseded.
+DECISIONS = frozenset({"blacklist", "unblacklist", "iys_ret", "iys_onay"})
+
 #: Where a page of the ledger ended: (received_at, message_id, action) of its last entry.
 LedgerCursor = tuple[float, str, str]
 
@@ -178,8 +183,10 @@ class Store(ABC):
 
     @abstractmethod
     async def retry_dead(self, id: str) -> bool:
-        """Make a dead letter unfinished again with zero attempts, so the next poll (or replay)
-        that sees the id runs it; progress is kept.  False when `id` is not a dead letter."""
+        """Make a dead letter unfinished again with zero attempts and publish its stored row
+        among the shared rows (with store.retried.RETRIED_KEY added), in one atomic step, so the
+        workers run it again whatever get-inbox holds; progress is kept.  False when `id` is not
+        a dead letter."""
 
     @abstractmethod
     async def drop_dead(self, id: str) -> bool:
@@ -250,7 +257,8 @@ class Store(ABC):
     @abstractmethod
     async def record_optout(self, entry: OptOut) -> None:
         """Append to the ledger; idempotent per (message_id, action): a repeated handler entry
-        (crash and retry) does not add a second line, nor change `latest_optout`."""
+        (crash and retry) does not add a second line, nor change `latest_optout`.  Only
+        DECISIONS actions can become a number's `latest_optout`."""
 
     @abstractmethod
     async def latest_optout(self, number: str) -> OptOut | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from keyrouter.store.activity import Activity, MemoryActivity
 from keyrouter.store.base import (
+    DECISIONS,
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
@@ -25,6 +26,7 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import read_row, row_json
 from keyrouter.store.keys import check_namespace, check_policy
+from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
@@ -223,9 +225,13 @@ class MemoryStore(MemoryActivity, Store):
         return sorted(self._s.dead.values(), key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
-        if self._s.dead.pop(id, None) is None:
+        letter = self._s.dead.pop(id, None)
+        if letter is None:
             return False
         self._s.retry.pop(id, None)
+        if id not in self._s.published:  # run again from its row (store/retried.py)
+            self._s.publish_seq += 1
+            self._s.published[id] = (self._s.publish_seq, retried_row_json(letter.row))
         return True
 
     async def drop_dead(self, id: str) -> bool:
@@ -288,7 +294,7 @@ class MemoryStore(MemoryActivity, Store):
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
         latest = self._s.latest.get(entry.number)
-        if latest is None or entry.received_at >= latest.received_at:
+        if entry.action in DECISIONS and (latest is None or entry.received_at >= latest.received_at):
             self._s.latest[entry.number] = entry
 
     async def latest_optout(self, number: str) -> OptOut | None:

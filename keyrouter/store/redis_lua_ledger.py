@@ -2,17 +2,20 @@
 paged reads.  Scripts that need `unpack` define it themselves (Lua 5.1 and 5.4)."""
 
 # KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH, optouts:pending HASH.  ARGV: member
-# "message_id|action", received_at, JSON, number.  The first write of a member wins, body and score
-# together; a new member becomes its number's latest when received at the same time or after the
-# current one.  The member's pending mark goes.
+# "message_id|action", received_at, JSON, number, "1" when the action decides (base.DECISIONS).
+# The first write of a member wins, body and score together; a new deciding member becomes its
+# number's latest when received at the same time or after the current one.  The member's pending
+# mark goes.
 OPTOUT = """
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-  local cur = redis.call('HGET', KEYS[3], ARGV[4])
-  local at = cur and redis.call('ZSCORE', KEYS[2], cur)
-  if not at or tonumber(ARGV[2]) >= tonumber(at) then
-    redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+  if ARGV[5] == '1' then
+    local cur = redis.call('HGET', KEYS[3], ARGV[4])
+    local at = cur and redis.call('ZSCORE', KEYS[2], cur)
+    if not at or tonumber(ARGV[2]) >= tonumber(at) then
+      redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+    end
   end
 end
 return 0

@@ -30,6 +30,7 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.keys import check_namespace
+from keyrouter.store.retried import retried_row_json
 from keyrouter.store.sqlite_ledger import SqliteLedger
 from keyrouter.store.sqlite_sql import json_ids as _ids
 
@@ -277,9 +278,14 @@ class SqliteStore(SqliteActivity, SqliteLedger, Store):
     async def retry_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             p = self._p(id=id)
-            if not db.execute("DELETE FROM dead WHERE ns = :ns AND id = :id", p).rowcount:
+            got = db.execute("SELECT row FROM dead WHERE ns = :ns AND id = :id", p).fetchone()
+            if got is None:
                 return False
+            db.execute("DELETE FROM dead WHERE ns = :ns AND id = :id", p)
             db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
+            # run again from its row, whatever the inbox holds (store/retried.py)
+            db.execute("INSERT OR IGNORE INTO published (ns, id, row) VALUES (:ns, :id, :row)",
+                       self._p(id=id, row=retried_row_json(read_row(got[0]))))
             return True
 
         return await self._write(run)

@@ -11,7 +11,14 @@ from dataclasses import asdict
 from typing import Any
 
 from keyrouter.store import sqlite_sql as stmt
-from keyrouter.store.base import DeadLetter, LedgerCursor, OptOut, SurveyResults, ledger_cursor
+from keyrouter.store.base import (
+    DECISIONS,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    SurveyResults,
+    ledger_cursor,
+)
 from keyrouter.store.codec import escape, read_row, unescape
 from keyrouter.store.keys import check_policy
 from keyrouter.store.sqlite_sql import json_ids as _ids
@@ -33,7 +40,7 @@ class SqliteLedger:
                 f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES (:ns, :message_id,"
                 " :action, :number, :keyword, :received_at, :handled_at, :outcome, :transaction_id)",
                 p,
-            ).rowcount:
+            ).rowcount and entry.action in DECISIONS:
                 db.execute(stmt.LATEST_UPDATE, p)
 
         await self._write(run)

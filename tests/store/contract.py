@@ -9,6 +9,7 @@ cleans up what it made.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import random
 import time
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import pytest
 
 from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger_cursor, open_store
+from keyrouter.store.retried import RETRIED_KEY, is_retried_row, retried_row_json
 
 from .ledger_contract import LedgerContract
 
@@ -271,8 +273,9 @@ class StoreContract(LedgerContract):
         # a finished id is never published again; an unpublished one can be
         assert await store.publish([("d", "again"), ("u", "again"), ("x", "again")], token) == 1
         assert (await store.published(0))[1][-1] == ("u", "again")
-        assert await store.retry_dead("x") is True  # unfinished again: the next poll shares it
-        assert await store.publish([("x", "again")], token) == 1
+        assert await store.retry_dead("x") is True  # unfinished again, shared from its own row
+        assert await store.publish([("x", "again")], token) == 0
+        assert (await store.published(0))[1][-1] == ("x", retried_row_json({}))
         assert await store.finish(["f", "held", "keep", "u", "x"], "B") == []
         assert await store.published(0) == ((await store.published(0))[0], [])
 
@@ -552,6 +555,33 @@ class StoreContract(LedgerContract):
         assert (c.attempts, c.succeeded) == (0, frozenset({"h1"}))
         assert await store.retry_dead("a") is False
         assert await store.retry_dead("never") is False
+
+    async def test_retry_dead_shares_the_stored_row_whatever_the_inbox_holds(
+            self, store: Store) -> None:
+        """A retried dead letter runs again from its stored row: retry_dead publishes it (with
+        RETRIED_KEY) in the same step, with no poll and no fetch lease; once finished it is gone."""
+        row = {"id": "a", "text": "RET", "sender": "+905354104818", "number": "850",
+               "date": "2026-01-05 10:00:00"}
+        now = time.time()
+        await store.claim(["a"], "A", LEASE, now)
+        await store.dead_letter("a", "A", "e", rule="optout", row=row, now=now)
+        assert (await store.published(0))[1] == []
+        cursor, _ = await store.published(0)
+        assert await store.retry_dead("a") is True
+        after, rows = await store.published(cursor)
+        assert after > cursor and [id for id, _ in rows] == ["a"]
+        shared = json.loads(rows[0][1])
+        assert shared == {**row, RETRIED_KEY: True} and is_retried_row(shared)
+        (c,) = await store.claim(["a"], "B", LEASE, now)
+        assert c.attempts == 0
+        assert await store.finish(["a"], "B") == []
+        assert (await store.published(0))[1] == []
+
+    async def test_retry_dead_shares_a_poison_row_exactly(self, store: Store) -> None:
+        await store.dead_letter("p", "A", "e", rule=None, row=POISON_ROW, now=time.time())
+        assert await store.retry_dead("p") is True
+        [(id, text)] = (await store.published(0))[1]
+        assert id == "p" and json.loads(text) == {**POISON_ROW_READ, RETRIED_KEY: True}
 
     async def test_drop_dead_marks_done(self, store: Store) -> None:
         await store.dead_letter("a", "w", "e", rule=None, row={}, now=time.time())
