@@ -27,7 +27,9 @@ from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResul
 from keyrouter.web.pending import Pending, pending
 
 PAGE_SIZE = 50
-EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay")
+#: The ledger actions the filter offers: the effects, and a confirmation that failed for good
+#: (an optional `reply`, docs/opt-out-duty.md).
+EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay", "reply_failed")
 #: A Turkish mobile number inside free text (a message body, an error): masked before display.
 _MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?90|0)?\s?5\d{2}\s?\d{3}\s?\d{2}\s?\d{2}(?!\d)")
 
