@@ -227,6 +227,12 @@ class FakeIletiMerkezi:
         with self.lock:
             self._faults[endpoint].extend([fault] * times)
 
+    def clear_faults(self, endpoint: str | None = None) -> None:
+        """Drop the faults still queued for `endpoint` (all endpoints when None): an outage ends."""
+        with self.lock:
+            for name in [endpoint] if endpoint else list(self._faults):
+                self._faults[name].clear()
+
     def reply_next(
         self, endpoint: str, body: dict[str, Any] | str, *, status: int = 200, times: int = 1
     ) -> None:

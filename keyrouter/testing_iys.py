@@ -147,6 +147,12 @@ class FakeIys:
         with self.lock:
             self._faults[endpoint].extend([(kind, retry_after)] * times)
 
+    def clear_faults(self, endpoint: str | None = None) -> None:
+        """Drop the faults still queued for `endpoint` (all endpoints when None): an outage ends."""
+        with self.lock:
+            for name in [endpoint] if endpoint else list(self._faults):
+                self._faults[name].clear()
+
     def expire_tokens(self) -> None:
         """Every access token issued so far stops working now (revoked or expired early)."""
         with self.lock:
