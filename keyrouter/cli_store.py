@@ -48,7 +48,8 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         missing = [i for i in ids if not await change(i)]
         for i in missing:
             print(f"keyrouter: {i}: not a dead letter (keyrouter dead-letters list)", file=sys.stderr)
-        verb = "will run again at the next poll or replay" if args.action == "retry" else "dropped"
+        verb = ("will run again from their stored rows (shared with the workers now)"
+                if args.action == "retry" else "dropped")
         print(f"{len(ids) - len(missing)} dead letters {verb}")
         return EXIT_BAD_INPUT if missing else EXIT_OK
 

@@ -689,7 +689,7 @@ def test_replay_and_dead_letters_end_to_end_on_sqlite(h: Harness) -> None:
     broken.unlink()  # the handler is fixed
     retried = h.cli("dead-letters", "retry", "--all", KEYROUTER_STORE=store)
     assert retried.returncode == 0, retried.stderr
-    assert "1 dead letters will run again" in retried.stdout
+    assert "1 dead letters will run again from their stored rows" in retried.stdout
     fixed = h.cli("replay", str(dead_file), "--store", store, **no_provider)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "1 done" in fixed.stdout
