@@ -33,7 +33,7 @@ from keyrouter.settings import Settings
 SANDBOX_STORE = "sqlite:///keyrouter-sandbox.sqlite3"
 SANDBOX_SENDER = "KEYROUTER"
 BAR_FROM = 1000  # rows: smaller replays finish before a bar would be worth drawing
-_QUOTED = re.compile(r"'[^']*'")
+_QUOTED = re.compile(r"'[^'\s]*'")  # a quoted value (a number, an id), never across words
 SHOWN = 10  # SMS lines, blacklisted numbers and ids shown before "... and N more"
 
 
