@@ -787,6 +787,19 @@ class StoreContract(LedgerContract):
         ]
         assert await store.optouts(since=1712345678.123457) == []
 
+    async def test_a_failed_confirmation_line_never_becomes_the_latest(self, store: Store) -> None:
+        """Lines outside DECISIONS (an optional reply given up: "reply_failed") are in the ledger
+        and never the number's latest_optout, on any backend."""
+        block = optout("m1", 1000.0)
+        await store.record_optout(block)
+        failed = optout("m2", 2000.0, "reply_failed", outcome="PermanentApiError: 402")
+        await store.record_optout(failed)
+        assert await store.latest_optout(block.number) == block
+        assert await store.optouts() == [block, failed]
+        assert await store.latest_optout("+905559998877") is None
+        await store.record_optout(optout("m3", 3000.0, "reply_failed", number="+905559998877"))
+        assert await store.latest_optout("+905559998877") is None
+
     async def test_latest_optout_is_the_latest_received(self, store: Store) -> None:
         number, other = "+905551112233", "+905550000000"
         assert await store.latest_optout(number) is None
