@@ -3,8 +3,11 @@
 The entries that already succeeded (the claim's progress) are skipped; each success with entries
 left is written before the next entry starts; the last one hands the message to the writer's done
 batch.  A failed entry schedules a retry with backoff (the entries that succeeded are not run
-again) or, after the last attempt or on a permanent error, dead-letters the message.  A stop or a
-lost lease ends the message between entries.
+again) or, after the last attempt or on a permanent error, dead-letters the message; a legal
+effect's last attempt comes one business day before its deadline (keyrouter.duty).  An optional
+entry's failure is recorded and the rule goes on; one with attempts left is retried once the rest
+has run.  A stop or a lost lease ends the message between entries, and a lost claim (fencing)
+stops it before a provider call (docs/opt-out-duty.md).
 """
 
 from __future__ import annotations
