@@ -276,6 +276,29 @@ class Store(ABC):
         """The marks of `mark_optout_pending` not yet replaced by a ledger line, oldest received
         first (ties by message_id, action)."""
 
+    # ------------------------------------------------------------- blacklist reconciliation
+    @abstractmethod
+    async def reconcile_state(self) -> dict[str, Any] | None:
+        """The last `save_reconcile_state` document (docs/reconciliation.md), None before the
+        first.  One round trip."""
+
+    @abstractmethod
+    async def save_reconcile_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the reconciliation document (JSON-serializable).  One round trip."""
+
+    @abstractmethod
+    async def save_reconciled_rows(self, rows: Sequence[tuple[str, str]]) -> int:
+        """Keep (id, row JSON text) pairs of synthetic opt-out messages; an id already kept keeps
+        its first row.  Returns how many were added.  One round trip."""
+
+    @abstractmethod
+    async def reconciled_rows(self) -> list[tuple[str, str]]:
+        """Every kept (id, row) pair, by id.  One round trip."""
+
+    @abstractmethod
+    async def drop_reconciled_rows(self, ids: Sequence[str]) -> None:
+        """Forget the kept rows of `ids` (their messages are finished).  One round trip."""
+
     # ------------------------------------------------------------- survey votes
     @abstractmethod
     async def vote(self, survey: str, voter: str, choice: str, *, policy: str, now: float,

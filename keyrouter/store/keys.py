@@ -34,6 +34,8 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
 - `optouts:pending`   HASH "message_id|action" -> JSON entry of an effect started and not yet in
                       the ledger (`mark_optout_pending`); `record_optout` deletes the member;
+- `reconcile`         STRING: the blacklist reconciliation's JSON document (last run, watermark);
+- `reconcile:rows`    HASH id -> row JSON of a synthetic provider opt-out, until it is finished;
 - `survey:<id>:votes` HASH voter -> counted choice;
 - `survey:<id>:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
 - `survey:<id>:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
@@ -187,6 +189,16 @@ class Keys:
     @property
     def optouts_pending(self) -> str:
         return f"{self.prefix}optouts:pending"
+
+    @property
+    def reconcile(self) -> str:
+        """The reconciliation state (last run, watermark): a JSON STRING."""
+        return f"{self.prefix}reconcile"
+
+    @property
+    def reconcile_rows(self) -> str:
+        """Synthetic rows of provider-only opt-outs until their message is finished: a HASH."""
+        return f"{self.prefix}reconcile:rows"
 
     def survey(self, survey: str) -> list[str]:
         """The survey's keys, in the order the vote script takes them: votes, counts, meta, seen."""

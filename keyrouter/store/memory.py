@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from keyrouter.store.activity import Activity, MemoryActivity
+from keyrouter.store.reconciled import MemoryReconciled, Reconciled
 from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
@@ -62,9 +63,10 @@ class Space:
     published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
     publish_seq: int = 0
     activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
+    reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
 
 
-class MemoryStore(MemoryActivity, Store):
+class MemoryStore(MemoryActivity, MemoryReconciled, Store):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from keyrouter.store import redis_lua as lua
 from keyrouter.store import redis_lua_ledger as ledger_lua
 from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
+from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
@@ -71,7 +72,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore(RedisActivity, Store):
+class RedisStore(RedisActivity, RedisReconciled, Store):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -122,6 +123,7 @@ class RedisStore(RedisActivity, Store):
         self._optouts_page = script(ledger_lua.OPTOUTS_PAGE)
         self._dead_page = script(ledger_lua.DEAD_PAGE)
         self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
+        self._save_rows = script(SAVE_ROWS)
 
     @classmethod
     def from_url(

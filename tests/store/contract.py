@@ -23,6 +23,7 @@ import pytest
 from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger_cursor, open_store
 
 from .ledger_contract import LedgerContract
+from .reconcile_contract import ReconcileContract
 
 LEASE = 30.0
 SHORT = 0.2  # a lease the tests outlive by sleeping
@@ -66,7 +67,7 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract(LedgerContract):
+class StoreContract(LedgerContract, ReconcileContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
