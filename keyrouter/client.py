@@ -200,6 +200,14 @@ class IletiMerkezi:
         """Not idempotent: a number not on the list raises PermanentApiError(474)."""
         await self._call("delete-blacklist", {"blacklist": {"number": _wire_number(number)}})
 
+    async def get_blacklist_page(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """One get-blacklist call: the answer's `blacklist` object ({} when absent).  `options`
+        are the request's `blacklist` fields (page, rowCount, filter); keyrouter.blacklist_client
+        pages through the whole list."""
+        response = await self._call("get-blacklist", {"blacklist": dict(options)})
+        body = response.get("blacklist")
+        return body if isinstance(body, dict) else {}
+
     async def send_sms(
         self,
         *,

@@ -30,6 +30,7 @@ from typing import Any
 
 from keyrouter.deadlines import business_hours_left, deadline
 from keyrouter.message import RowError, parse_row
+from keyrouter.reconcile_effects import BUILTIN_OF, is_provider_row, provider_route
 from keyrouter.store.base import OptOut, Store
 
 __all__ = ["EFFECTS", "Case", "collect", "effects_of_rules", "pending_counts", "summary"]
@@ -61,9 +62,10 @@ def effects_of(entries: Iterable[Any]) -> tuple[str, ...]:
     """The opt-out effects of these handler entries, in order, once each."""
     effects = []
     for entry in entries:
-        if entry.name == "blacklist":
+        name = BUILTIN_OF.get(entry.name, entry.name)
+        if name == "blacklist":
             effects.append("blacklist")
-        elif entry.name == "iys" and entry.params.get("status", "RET") == "RET":
+        elif name == "iys" and entry.params.get("status", "RET") == "RET":
             effects.append("iys_ret")
     return tuple(dict.fromkeys(effects))
 
@@ -145,7 +147,9 @@ async def _shared_effects(store: Store, router: Any) -> list[tuple[Any, str]]:
             message = parse_row(json.loads(text))
         except (ValueError, RowError):
             continue
-        for effect in effects_of(router.route(message.text, message.receiver).handlers):
+        route = provider_route(message) if is_provider_row(message) else \
+            router.route(message.text, message.receiver)
+        for effect in effects_of(route.handlers):
             found.append((message, effect))
     return found
 

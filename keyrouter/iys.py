@@ -60,6 +60,10 @@ DEFAULT_IYS_BASE_URL = "https://api.iys.org.tr"
 SANDBOX_IYS_BASE_URL = "https://api.sandbox.iys.org.tr"
 STATUSES = ("RET", "ONAY")
 RECIPIENT_TYPES = ("BIREYSEL", "TACIR")
+#: İYS's `source` values (where the decision was expressed; reference in docs/reconciliation.md).
+SOURCES = ("HS_MESAJ", "HS_WEB", "HS_MOBIL", "HS_CAGRI_MERKEZI", "HS_FIZIKSEL_ORTAM",
+           "HS_ISLAK_IMZA", "HS_EPOSTA", "HS_SOSYAL_MEDYA", "HS_EORTAM", "HS_ETKINLIK", "HS_ATM",
+           "HS_2015", "HS_KARAR")
 #: Outcomes of one consent call, as the ledger records them.
 RECORDED, ALREADY, NOTHING_TO_WITHDRAW = "recorded", "already", "nothing_to_withdraw"
 

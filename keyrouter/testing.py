@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from keyrouter.message import TURKEY, to_e164
+from keyrouter.testing_blacklist import blacklist_page
 from keyrouter.testing_iys import FakeIys
 from keyrouter.testing_pipeline import pipeline, process
 from keyrouter.testing_wire import (
@@ -137,6 +138,12 @@ class FakeIletiMerkezi:
         self.hash = hash
         self.inbox: list[dict[str, Any]] = list(inbox)
         self.blacklist: set[str] = {to_e164(n) or str(n) for n in blacklist}
+        #: When each number joined the blacklist (epoch seconds), for get-blacklist's date filter;
+        #: a number without one (put in `blacklist` directly) counts as added at start-up.
+        self.blacklist_dates: dict[str, float] = {}
+        self._started_at = clock()
+        self._listing: tuple[tuple[int, int], list[tuple[int, str]]] | None = None
+        self._blacklist_version = 0
         self.sent: list[SentSms] = []
         self.requests: list[RecordedRequest] = []
         #: get-inbox's totalRows when set (sent as a string); None: the number of rows.
@@ -349,8 +356,23 @@ class FakeIletiMerkezi:
         if number is None:
             return 466, {}
         with self.lock:
+            if number not in self.blacklist:
+                self.blacklist_dates[number] = self.clock()
+                self._blacklist_version += 1
             self.blacklist.add(number)
         return 200, {}
+
+    def add_from_panel(self, *numbers: str, at: float | None = None) -> None:
+        """Numbers blacklisted outside the API (a click on the iim.to opt-out link, a RET the
+        panel handled, a person in the panel): on the list, with no inbox row.  `at`: when, in
+        epoch seconds (default now)."""
+        when = self.clock() if at is None else at
+        with self.lock:
+            for raw in numbers:
+                number = to_e164(raw) or str(raw)
+                self.blacklist.add(number)
+                self.blacklist_dates[number] = when
+            self._blacklist_version += 1
 
     def _delete_blacklist(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         number = _blacklist_number(request)
@@ -360,18 +382,12 @@ class FakeIletiMerkezi:
             if number not in self.blacklist:
                 return 474, {}
             self.blacklist.discard(number)
+            self.blacklist_dates.pop(number, None)
+            self._blacklist_version += 1
         return 200, {}
 
     def _get_blacklist(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Paged by `page` and `rowCount` (at most 1000); the date filter is not simulated."""
-        options = request.get("blacklist")
-        options = options if isinstance(options, dict) else {}
-        page = max(1, _int(options.get("page"), 1))
-        size = min(1000, max(1, _int(options.get("rowCount"), 1000)))
-        with self.lock:
-            numbers = sorted(self.blacklist)
-        chunk = numbers[(page - 1) * size : page * size]
-        return 200, {"blacklist": {"count": len(numbers), "number": chunk}}
+        return blacklist_page(self, request)
 
     def _get_balance(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {"balance": dict(self.balance)}

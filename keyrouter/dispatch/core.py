@@ -42,6 +42,7 @@ from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.handlers import registry
 from keyrouter.message import Message
+from keyrouter.reconcile_effects import is_provider_row, provider_route
 from keyrouter.retries import RetryPolicy
 from keyrouter.router import Route, Router
 from keyrouter.store.base import Store
@@ -123,6 +124,8 @@ class Dispatcher(ServeLoop):
         self.router = router
 
     def route(self, message: Message) -> Route:
+        if is_provider_row(message):  # an opt-out found on the provider's blacklist only
+            return provider_route(message)
         return self.router.route(message.text, message.receiver)
 
     def _route_item(self, item: Item) -> None:

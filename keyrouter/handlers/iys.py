@@ -1,10 +1,12 @@
 """`iys`: record the sender's consent change in İYS, Turkey's national consent registry.
 
-Params (both optional):
+Params (all optional):
 - `status`: `RET` (default: an opt-out) or `ONAY` (an opt-in rule);
-- `recipient_type` (or `recipientType`, İYS's own spelling): `BIREYSEL` (default) or `TACIR`.
+- `recipient_type` (or `recipientType`, İYS's own spelling): `BIREYSEL` (default) or `TACIR`;
+- `source`: İYS's source, HS_MESAJ by default (the decision came by SMS); opt-outs reconciled from
+  the provider's blacklist use the configured one (docs/reconciliation.md).
 
-The record: `type` MESAJ, `source` HS_MESAJ (the decision came by SMS), `recipient` the sender's
+The record: `type` MESAJ, `source` as above, `recipient` the sender's
 E.164 number, `consentDate` the provider's own date string (Turkey time) when the row has one in
 İYS's format, else the received time in Turkey time.  A sender that is a short code or a name
 goes to the dead letters, as with `blacklist` (README "sender and number").
@@ -29,7 +31,7 @@ from typing import Any
 
 from keyrouter.context import Context
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
+from keyrouter.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.message import TURKEY, Message, mask_number
 from keyrouter.retries import PermanentError
 from keyrouter.router import Match
@@ -38,7 +40,7 @@ from keyrouter.store.base import OptOut
 __all__ = ["PARAMS", "action_for", "consent_date", "consent_date_of", "handle", "params_problem",
            "record_for"]
 
-PARAMS = ("status", "recipient_type", "recipientType")
+PARAMS = ("status", "recipient_type", "recipientType", "source")
 _IYS_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
@@ -55,6 +57,8 @@ def params_problem(params: Mapping[str, Any]) -> str | None:
     kind = params.get("recipient_type", params.get("recipientType", "BIREYSEL"))
     if kind not in RECIPIENT_TYPES:
         return f"iys: recipient_type must be BIREYSEL or TACIR, not {kind!r}"
+    if params.get("source", "HS_MESAJ") not in SOURCES:
+        return f"iys: source must be one of İYS's sources ({', '.join(SOURCES)}), not {params['source']!r}"
     return None
 
 
@@ -87,6 +91,7 @@ def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
         status=params.get("status", "RET"),
         consent_date=consent_date(message),
         recipient_type=params.get("recipient_type", params.get("recipientType", "BIREYSEL")),
+        source=params.get("source", "HS_MESAJ"),
     )
 
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from keyrouter.store.activity import Activity, MemoryActivity
-from keyrouter.store.reconciled import MemoryReconciled, Reconciled
 from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
@@ -26,6 +25,7 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import read_row, row_json
 from keyrouter.store.keys import check_namespace, check_policy
+from keyrouter.store.reconciled import MemoryReconciled, Reconciled
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 

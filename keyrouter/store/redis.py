@@ -22,11 +22,11 @@ import redis.asyncio as aioredis
 from keyrouter.store import redis_lua as lua
 from keyrouter.store import redis_lua_ledger as ledger_lua
 from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
-from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
+from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
 
 COUNTERS = ("done", "skipped", "dead", "failed")

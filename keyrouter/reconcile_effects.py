@@ -1,0 +1,108 @@
+"""Opt-outs found only on the provider's blacklist, as messages the dispatcher runs
+(docs/reconciliation.md).
+
+A reconcile turns each such number into a synthetic row (`provider_row`): id
+`provider:<number>:<anchor>` (the anchor is the message id of the number's latest ledger entry,
+or `-`), date the moment the opt-out is dated by, sender the number, `channel: provider`, and the
+effects to run.  The store keeps the row until its message is finished; the dispatcher runs it
+like any inbox message (claims, idempotency keys, retries until the deadline, dead letters), with
+the fixed route `provider_route` instead of the rules: `blacklist` (already true at the provider:
+the call is idempotent and it writes the ledger line) and, when the rules register opt-outs in
+İYS, `iys` with status RET and the configured source.
+
+Both entries first look at the number's latest ledger entry: when another message (an inbox RET
+processed meanwhile) already recorded an opt-out, they record nothing, so one opt-out makes one
+ledger entry and one İYS record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from keyrouter.context import Context
+from keyrouter.handlers import blacklist as blacklist_handler
+from keyrouter.handlers import iys as iys_handler
+from keyrouter.message import Message, mask_number
+from keyrouter.normalize import Normalizer
+from keyrouter.router import Match, Route
+from keyrouter.rules import HandlerEntry, Location, Rule
+
+__all__ = ["BUILTIN_OF", "CHANNELS", "ID_PREFIX", "OPT_INS", "OPT_OUTS", "RULE", "blacklist", "channel_of",
+           "is_provider_row", "iys", "provider_route", "provider_row"]
+
+#: Where an opt-out came from: a message in get-inbox (or a replayed file), the provider's
+#: blacklist alone (a link click, the panel), or the dashboard (message ids `dashboard:`).
+CHANNELS = ("inbox", "provider", "dashboard")
+ID_PREFIX = "provider:"
+#: The rule name of synthetic rows: dead letters, progress keys and tallies carry it.
+RULE = "provider-optout"
+OPT_OUTS = frozenset({"blacklist", "iys_ret"})
+OPT_INS = frozenset({"unblacklist", "iys_onay"})
+_HERE = "keyrouter.reconcile_effects"
+#: The built-in each entry of `provider_route` stands for (keyrouter.compliance counts them).
+BUILTIN_OF = {f"{_HERE}:blacklist": "blacklist", f"{_HERE}:iys": "iys"}
+
+
+def channel_of(message_id: str) -> str:
+    """The channel of a ledger entry, pending mark or dead letter, from its message id."""
+    if message_id.startswith(ID_PREFIX):
+        return "provider"
+    if message_id.startswith("dashboard:"):
+        return "dashboard"
+    return "inbox"
+
+
+def provider_row(number: str, anchor: str | None, date: str,
+                 iys: Mapping[str, str] | None) -> tuple[str, str]:
+    """(id, row JSON) of the synthetic message for `number` (E.164) after ledger entry `anchor`;
+    `date` in Turkey time (`YYYY-MM-DD HH:MM:SS`); `iys`: the İYS params, None without İYS."""
+    msg_id = f"{ID_PREFIX}{number}:{anchor or '-'}"
+    row: dict[str, Any] = {"id": msg_id, "date": date, "sender": number, "number": "", "text": "",
+                           "channel": "provider"}
+    if iys is not None:
+        row["iys"] = dict(iys)
+    return msg_id, json.dumps(row, ensure_ascii=True, sort_keys=True)
+
+
+def is_provider_row(message: Message) -> bool:
+    return message.row.get("channel") == "provider" and message.id.startswith(ID_PREFIX)
+
+
+def provider_route(message: Message) -> Route:
+    """The fixed handler entries of a synthetic row: blacklist, then İYS when the row asks."""
+    entries = [HandlerEntry(f"{_HERE}:blacklist")]
+    params = message.row.get("iys")
+    if isinstance(params, dict):
+        entries.append(HandlerEntry(f"{_HERE}:iys", {"status": "RET", **params}))
+    handlers = tuple(entries)
+    rule = Rule(name=RULE, index=-1, handlers=handlers, normalizer=Normalizer(),
+                where=Location("keyrouter/reconcile_effects.py", 1))
+    return Route("", None, rule, handlers)
+
+
+async def _decided_elsewhere(message: Message, context: Context, what: str) -> bool:
+    """True when another message already recorded an opt-out for the number (logged)."""
+    number = message.sender_e164
+    if context.store is None or number is None:
+        return False
+    latest = await context.store.latest_optout(number)
+    if latest is None or latest.message_id == message.id or latest.action not in OPT_OUTS:
+        return False
+    context.logger.info("%s: %s already opted out by message %s (%s); provider opt-out %s "
+                        "records nothing", what, mask_number(number), latest.message_id,
+                        latest.action, message.id)
+    return True
+
+
+async def blacklist(message: Message, match: Match | None, context: Context) -> None:
+    """The ledger's `blacklist` line of a provider opt-out (add-blacklist is idempotent)."""
+    if not await _decided_elsewhere(message, context, "blacklist"):
+        await blacklist_handler.blacklist(message, match, context)
+
+
+async def iys(message: Message, match: Match | None, context: Context) -> None:
+    """The İYS RET of a provider opt-out, with the source the reconcile chose."""
+    if not await _decided_elsewhere(message, context, "iys"):
+        await iys_handler.handle(message, match, context)
