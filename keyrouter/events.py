@@ -13,6 +13,8 @@ OUTCOMES = ("done", "skipped", "retrying", "dead")
 POLL_RESULTS = ("ok", "auth", "transient", "store")
 #: Results of a rules reload: the label values of keyrouter_rules_reloads_total.
 RELOAD_RESULTS = ("ok", "rejected")
+#: Results of a blacklist reconciliation: the label values of keyrouter_reconcile_runs_total.
+RECONCILE_RESULTS = ("agree", "reported", "failed")
 
 
 class Events:
@@ -43,6 +45,10 @@ class Events:
     def rules_reloaded(self, result: str, version: str | None = None) -> None:
         """A reload attempt (SIGHUP, --watch): `result` is one of RELOAD_RESULTS; `version` is
         the hash of the rules now in force."""
+
+    def reconcile_finished(self, result: str, drift: dict[str, int], at: float) -> None:
+        """A blacklist reconciliation ended (docs/reconciliation.md): `result` is one of
+        RECONCILE_RESULTS, `drift` counts per kind, `at` its start (epoch seconds)."""
 
 
 NO_EVENTS = Events()

@@ -5,7 +5,9 @@
 - `stats [--since DATE]`: counts and delays, then per effect (provider blacklist, İYS): handled
   within the deadline, late, pending, and the business hours the closest pending one has left;
 - `overdue [--within DURATION] [--full]`: pending opt-outs past their deadline, or due within
-  DURATION; exit 1 when there is any (cron, monitoring), 0 when none.
+  DURATION; exit 1 when there is any (cron, monitoring), 0 when none;
+- `reconcile [--dry-run] [--incremental]`: the provider's blacklist against the ledger
+  (keyrouter.reconcile_cli).
 
 Which rules are opt-outs (for dead letters that never reached the opt-out entry) comes from the
 rules (`--rules`, KEYROUTER_RULES); unreadable rules only narrow that, with a warning.
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from keyrouter import reconcile_cli
 from keyrouter.settings import Settings
 
 __all__ = ["add_parser", "cmd_optouts"]
@@ -56,6 +59,10 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--within", default="0s", metavar="DURATION",
                    help="also list those due within DURATION (e.g. 1d, 12h); default: only overdue")
     q.add_argument("--full", action="store_true", help="show whole numbers (masked by default)")
+    q = command(actions, "reconcile", "the provider's blacklist against the ledger (exit 0 agree, "
+                "1 something left reported)", "keyrouter optouts reconcile --dry-run")
+    common(q)
+    reconcile_cli.add_arguments(q)
     p.set_defaults(func=cmd_optouts)
 
 
@@ -94,6 +101,8 @@ def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
 def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
     from keyrouter.rules import parse_duration
 
+    if args.action == "reconcile":
+        return reconcile_cli.cmd_reconcile(args, settings)
     try:
         since = _since(getattr(args, "since", None))
     except ValueError:
@@ -109,7 +118,7 @@ def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(store: Any) -> int:
         if args.action == "export":
-            return await _export(store, args.format, since)
+            return await _export(store, args.format, since, settings.reconcile_iys_source)
         if args.action == "stats":
             return await _stats(store, effects, router, since)
         return await _overdue(store, effects, router, within, args.full)
@@ -125,12 +134,12 @@ def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> in
     return with_store(settings, body)
 
 
-async def _export(store: Any, fmt: str, since: float | None) -> int:
+async def _export(store: Any, fmt: str, since: float | None, provider_source: str) -> int:
     from keyrouter import reports
 
     entries = await store.optouts(since)
     if fmt == "iys":
-        sys.stdout.write(reports.iys_records(entries))
+        sys.stdout.write(reports.iys_records(entries, provider_source=provider_source))
     elif fmt == "csv":
         sys.stdout.write(reports.ledger_csv(entries))
     else:

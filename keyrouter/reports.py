@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from keyrouter.message import TURKEY
+from keyrouter.reconcile_effects import CHANNELS, channel_of
 from keyrouter.store.base import OptOut, SurveyResults
 
 LEDGER_FIELDS = ("number", "action", "message_id", "keyword", "received_at", "handled_at",
-                 "deadline", "within_deadline", "iys_outcome", "iys_transaction_id")
+                 "deadline", "within_deadline", "iys_outcome", "iys_transaction_id", "channel")
 #: Ledger actions with the three-business-day deadline (opt-outs), and İYS's own lines.
 _DEADLINED = ("blacklist", "iys_ret")
 _IYS_ACTIONS = ("iys_ret", "iys_onay")
@@ -47,13 +48,17 @@ def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
                      "handled_at": _iso(e.handled_at), "deadline": _iso(due),
                      "within_deadline": "" if due is None else ("yes" if e.handled_at <= due else "no"),
                      "iys_outcome": (own.outcome or "") if own else "",
-                     "iys_transaction_id": (own.transaction_id or "") if own else ""})
+                     "iys_transaction_id": (own.transaction_id or "") if own else "",
+                     "channel": channel_of(e.message_id)})
     return rows
 
 
-def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL") -> str:
+def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL",
+                provider_source: str = "HS_WEB") -> str:
     """İYS consent records, one JSON object a line, for bulk upload: one per message and
-    decision (a message with both a blacklist and an İYS line gives one record)."""
+    decision (a message with both a blacklist and an İYS line gives one record).  Source
+    HS_MESAJ, or `provider_source` for opt-outs found on the provider's blacklist alone
+    (docs/reconciliation.md)."""
     from keyrouter.handlers.iys import consent_date_of
 
     out, seen = [], set()
@@ -62,7 +67,8 @@ def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL") -> 
         if (e.message_id, status) in seen:
             continue
         seen.add((e.message_id, status))
-        out.append(json.dumps({"recipient": e.number, "type": "MESAJ", "source": "HS_MESAJ",
+        source = provider_source if channel_of(e.message_id) == "provider" else "HS_MESAJ"
+        out.append(json.dumps({"recipient": e.number, "type": "MESAJ", "source": source,
                                "status": status, "consentDate": consent_date_of(e.received_at),
                                "recipientType": recipient_type}, ensure_ascii=False) + "\n")
     return "".join(out)
@@ -98,6 +104,9 @@ def ledger_stats(entries: list[OptOut]) -> dict[str, Any]:
         "blacklist": sum(e.action == "blacklist" for e in entries),
         "unblacklist": sum(e.action == "unblacklist" for e in entries),
         "numbers": len({e.number for e in entries}),
+        # opt-outs (messages with an opt-out line) per channel: inbox, provider, dashboard
+        "channels": {c: len({e.message_id for e in entries if e.action in _DEADLINED
+                             and channel_of(e.message_id) == c}) for c in CHANNELS},
     }
     if delays:
         p99 = delays[min(len(delays) - 1, max(0, round(0.99 * len(delays)) - 1))]
@@ -108,6 +117,8 @@ def ledger_stats(entries: list[OptOut]) -> dict[str, Any]:
 def ledger_stats_text(stats: dict[str, Any]) -> str:
     lines = [f"{stats['entries']} ledger entries: {stats['blacklist']} blacklist, "
              f"{stats['unblacklist']} unblacklist, {stats['numbers']} numbers"]
+    if "channels" in stats:
+        lines.append("opt-outs by channel: " + ", ".join(f"{c} {n}" for c, n in stats["channels"].items()))
     if "delay_median" in stats:
         lines.append(f"received -> handled: median {_duration(stats['delay_median'])}, "
                      f"p99 {_duration(stats['delay_p99'])}, max {_duration(stats['delay_max'])}")

@@ -61,6 +61,26 @@ class Settings(BaseModel):
     #: KEYROUTER_RULES_MAX_BYTES: what the rules files may hold in all; bounds the time and memory
     #: reading them takes (a 50 MB file took 42 s and 1 GB).
     rules_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
+    #: KEYROUTER_RECONCILE_INTERVAL: how often the fetching worker reconciles the provider's
+    #: blacklist with the ledger (docs/reconciliation.md): seconds or a duration ("1h", "30m").
+    reconcile_interval: str = "1h"
+    #: KEYROUTER_RECONCILE_IYS_SOURCE: İYS source of opt-outs found only on the blacklist.
+    reconcile_iys_source: str = "HS_WEB"
+
+    def reconcile_seconds(self) -> float:
+        """KEYROUTER_RECONCILE_INTERVAL in seconds; ValueError names the variable."""
+        from keyrouter.rules import parse_duration
+
+        text = self.reconcile_interval.strip()
+        try:
+            seconds = float(text) if text.replace(".", "", 1).isdigit() else \
+                parse_duration(text).total_seconds()
+        except ValueError as exc:
+            raise ValueError(f"KEYROUTER_RECONCILE_INTERVAL={text!r}: give seconds or a duration "
+                             f"such as 1h or 30m ({exc})") from None
+        if seconds <= 0:
+            raise ValueError(f"KEYROUTER_RECONCILE_INTERVAL={text!r}: must be more than zero")
+        return seconds
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -123,4 +143,6 @@ _ENV = {
     "metrics_addr": "KEYROUTER_METRICS_ADDR",
     "log_level": "KEYROUTER_LOG_LEVEL",
     "log_format": "KEYROUTER_LOG_FORMAT",
+    "reconcile_interval": "KEYROUTER_RECONCILE_INTERVAL",
+    "reconcile_iys_source": "KEYROUTER_RECONCILE_IYS_SOURCE",
 }
