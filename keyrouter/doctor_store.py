@@ -9,9 +9,11 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from keyrouter.message import TURKEY
 from keyrouter.settings import Settings
 from keyrouter.store import open_store
 
@@ -47,6 +49,7 @@ async def check_store(settings: Settings) -> list[Check]:
                           "check KEYROUTER_STORE and that the server runs and accepts this host")]
         rtt = (time.perf_counter() - started) * 1000
         found = [Check("store", "ok", f"{store!r} answered in {rtt:.1f} ms")]
+        found.append(await check_reconcile(store, settings))
         client = getattr(store, "client", None)
         if client is not None and hasattr(client, "info"):
             found += await _redis_checks(client)
@@ -58,6 +61,34 @@ async def check_store(settings: Settings) -> list[Check]:
         return found
     finally:
         await store.close()
+
+
+async def check_reconcile(store: Any, settings: Settings, now: float | None = None) -> Check:
+    """The last blacklist reconciliation (docs/reconciliation.md): when, and whether the ledger
+    and the provider agreed."""
+    state = await asyncio.wait_for(store.reconcile_state(), 10) or {}
+    last = state.get("last")
+    interval = settings.reconcile_seconds()
+    how = ("the fetching worker runs one every KEYROUTER_RECONCILE_INTERVAL; or run "
+           "`keyrouter optouts reconcile`")
+    if not last:
+        if not await store.optouts_page(limit=1):
+            return Check("reconcile", "ok", "no reconciliation yet, and an empty ledger to reconcile")
+        return Check("reconcile", "warn", "no blacklist reconciliation has run yet on this ledger",
+                     how)
+    at = float(last["at"])
+    age = (time.time() if now is None else now) - at
+    when = datetime.fromtimestamp(at, TURKEY).strftime("%Y-%m-%d %H:%M")
+    detail = (f"last {last.get('mode')} pass {when} Turkey time ({age / 60:.0f} min ago): "
+              f"{last.get('listed')} on the provider's blacklist, {last.get('recorded')} provider "
+              f"opt-outs recorded, {last.get('readded')} re-added, {last.get('reported')} reported")
+    if age > 2 * interval + 600:
+        return Check("reconcile", "warn", detail + f"; older than twice the interval ({interval:.0f}s)",
+                     "check that a worker runs (it reconciles while it fetches)")
+    if last.get("result") != "agree":
+        return Check("reconcile", "warn", detail + "; something was left only reported",
+                     "run `keyrouter optouts reconcile --dry-run` and read docs/reconciliation.md")
+    return Check("reconcile", "ok", detail + "; the ledger and the provider agreed")
 
 
 async def _redis_checks(client: Any) -> list[Check]:

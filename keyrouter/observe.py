@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keyrouter.events import OUTCOMES, POLL_RESULTS, RELOAD_RESULTS, Events
+from keyrouter.events import OUTCOMES, POLL_RESULTS, RECONCILE_RESULTS, RELOAD_RESULTS, Events
+from keyrouter.reconcile import DRIFT_KINDS
 
 logger = logging.getLogger("keyrouter.observe")
 PRIORITIES = ("high", "normal")
@@ -61,6 +62,17 @@ class Metrics(Events):
                                  "Messages claimed after another worker's lease expired", registry=r)
         self.reloads = Counter("keyrouter_rules_reloads", "Rules reloads by result", ["result"],
                                registry=r)
+        self.drift = Counter("keyrouter_blacklist_drift", "Disagreements between the provider's "
+                             "blacklist and the ledger found by reconciliation, by kind", ["kind"],
+                             registry=r)
+        self.reconciles = Counter("keyrouter_reconcile_runs", "Blacklist reconciliations by result",
+                                  ["result"], registry=r)
+        for kind in DRIFT_KINDS:
+            self.drift.labels(kind)
+        for result in RECONCILE_RESULTS:
+            self.reconciles.labels(result)
+        #: epoch seconds of the last reconciliation (this process's, or any, read from the store)
+        self.last_reconcile: float | None = None
         for result in POLL_RESULTS:
             self.polls.labels(result)
         for result in RELOAD_RESULTS:
@@ -131,6 +143,14 @@ class Metrics(Events):
     def loop_ticked(self, now: float) -> None:
         self.last_tick = self.clock()
 
+    def reconcile_finished(self, result: str, drift: dict[str, int], at: float) -> None:
+        self.reconciles.labels(result).inc()
+        for kind, n in drift.items():
+            if n:
+                self.drift.labels(kind).inc(n)
+        if result != "failed":
+            self.last_reconcile = max(at, self.last_reconcile or 0.0)
+
     def rules_reloaded(self, result: str, version: str | None = None) -> None:
         self.reloads.labels(result).inc()
         if result == "ok":
@@ -190,6 +210,13 @@ class Metrics(Events):
             self.optouts = await asyncio.wait_for(pending_counts(store, router), timeout)
         except Exception as exc:  # keep the last figures; readiness follows the read above
             logger.debug("opt-out counts not refreshed: %s", type(exc).__name__)
+        try:  # the last reconciliation, whoever ran it (a worker or `optouts reconcile`)
+            state = await asyncio.wait_for(store.reconcile_state(), timeout) or {}
+            at = (state.get("last") or {}).get("at")
+            if at is not None:
+                self.last_reconcile = max(float(at), self.last_reconcile or 0.0)
+        except Exception as exc:
+            logger.debug("last reconcile not refreshed: %s", type(exc).__name__)
 
     async def refresher(self, store: Any, stopping: asyncio.Event, period: float) -> None:
         while not stopping.is_set():
@@ -234,6 +261,8 @@ class _Live(Collector):
         if m.rules_version is not None:
             info.add_metric([m.rules_version], 1.0)
         yield info
+        yield _gauge("keyrouter_reconcile_last_run_timestamp_seconds",
+                     "When the last blacklist reconciliation ran (epoch seconds)", m.last_reconcile)
         tick = m.last_tick
         yield _gauge("keyrouter_loop_tick_age_seconds", "Seconds since the worker loop last ticked",
                      None if tick is None else max(0.0, m.clock() - tick))

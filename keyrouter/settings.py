@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from keyrouter.client import DEFAULT_BASE_URL
 from keyrouter.iys import DEFAULT_IYS_BASE_URL
@@ -67,20 +67,15 @@ class Settings(BaseModel):
     #: KEYROUTER_RECONCILE_IYS_SOURCE: İYS source of opt-outs found only on the blacklist.
     reconcile_iys_source: str = "HS_WEB"
 
-    def reconcile_seconds(self) -> float:
-        """KEYROUTER_RECONCILE_INTERVAL in seconds; ValueError names the variable."""
-        from keyrouter.rules import parse_duration
+    @field_validator("reconcile_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        interval_seconds(value)
+        return value
 
-        text = self.reconcile_interval.strip()
-        try:
-            seconds = float(text) if text.replace(".", "", 1).isdigit() else \
-                parse_duration(text).total_seconds()
-        except ValueError as exc:
-            raise ValueError(f"KEYROUTER_RECONCILE_INTERVAL={text!r}: give seconds or a duration "
-                             f"such as 1h or 30m ({exc})") from None
-        if seconds <= 0:
-            raise ValueError(f"KEYROUTER_RECONCILE_INTERVAL={text!r}: must be more than zero")
-        return seconds
+    def reconcile_seconds(self) -> float:
+        """KEYROUTER_RECONCILE_INTERVAL in seconds."""
+        return interval_seconds(self.reconcile_interval)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -100,6 +95,21 @@ class Settings(BaseModel):
                 values[field] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def interval_seconds(text: str) -> float:
+    """Seconds ("3600", "1.5") or a duration ("1h", "30m") -> seconds above zero; ValueError."""
+    from keyrouter.rules import parse_duration
+
+    text = str(text).strip()
+    try:
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else \
+            parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise ValueError(f"give seconds or a duration such as 1h or 30m ({exc})") from None
+    if seconds <= 0:
+        raise ValueError("must be more than zero")
+    return seconds
 
 
 def rules_max_bytes(env: Mapping[str, str] | None = None) -> int:

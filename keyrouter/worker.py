@@ -28,6 +28,7 @@ from keyrouter.dispatch import Report
 from keyrouter.durability import warn_if_not_durable
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.intake import Intake
+from keyrouter.reconcile_worker import ReconcileTicker
 from keyrouter.runtime import Runtime
 
 logger = logging.getLogger("keyrouter.worker")
@@ -92,6 +93,8 @@ class Worker:
         #: worker starts within about a second, whatever the poll interval
         self.tick = min(interval, 1.0)
         self._fresh = asyncio.Event()  # this worker just published: read at once
+        #: the fetch leader reconciles the provider's blacklist (keyrouter.reconcile_worker)
+        self.reconcile = ReconcileTicker(runtime, self.events, clock)
         self._logged_kinds: set[type] = set()
 
     @property
@@ -115,6 +118,7 @@ class Worker:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            await self.reconcile.stop()
             await self._release()
         if self.exit_code is not None:
             return self.exit_code
@@ -163,6 +167,8 @@ class Worker:
                         return
                     if poll_backoff.failures:
                         next_poll = now + self._poll_delay
+                    else:
+                        await self.reconcile.after_poll(self.intake.token)
                 store_backoff.reset()
             except Exception as exc:  # the store failed: back off, never die
                 self.events.poll_finished("store")
