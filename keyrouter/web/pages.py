@@ -22,6 +22,7 @@ from typing import Any
 
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.message import TURKEY, mask_number
+from keyrouter.reconcile_effects import channel_of
 from keyrouter.rules import RuleSet, load_rules, rule_files
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 from keyrouter.web.pending import Pending, pending
@@ -280,6 +281,7 @@ class LedgerRow:
     pending: bool
     left: str = ""  # business hours left (pending refusals), or how late
     where: str = "ledger"  # ledger | retrying | dead letter
+    channel: str = "inbox"  # inbox | provider | dashboard (keyrouter.reconcile_effects)
 
 
 def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool = False,
@@ -294,7 +296,7 @@ def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool =
                     else f"overdue by {-hours:.0f} business hours")
     return LedgerRow(turkey_time(e.received_at), mask_number(e.number), e.action, e.keyword or "",
                      e.message_id, "" if pending else turkey_time(e.handled_at), e.outcome or "",
-                     turkey_time(due), met, pending, left, where)
+                     turkey_time(due), met, pending, left, where, channel_of(e.message_id))
 
 
 def matches(e: OptOut, f: LedgerFilter) -> bool:
@@ -333,7 +335,8 @@ async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None
 
 
 LEDGER_CSV_FIELDS = ("status", "where", "received_at", "number", "effect", "keyword", "message_id",
-                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met")
+                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met",
+                     "channel")
 
 
 def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
@@ -349,7 +352,7 @@ def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
     row = ["pending" if pending else "handled", where, turkey_time(e.received_at),
            e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
            "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
-           shown, met]
+           shown, met, channel_of(e.message_id)]
     return [cell(v) for v in row]
 
 
