@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -31,6 +32,9 @@ from keyrouter.settings import Settings
 #: `--sandbox` writes its own store unless --store says otherwise: what the fake provider
 #: "did" must never mark messages done in the real store.
 SANDBOX_STORE = "sqlite:///keyrouter-sandbox.sqlite3"
+#: `--sandbox` puts this number on the fake provider's blacklist as a click on the opt-out link
+#: would (no inbox row), and reconciles: it reaches the ledger with channel provider.
+LINK_CLICK = "+905419990042"
 SANDBOX_SENDER = "KEYROUTER"
 BAR_FROM = 1000  # rows: smaller replays finish before a bar would be worth drawing
 _QUOTED = re.compile(r"'[^']*'")
@@ -234,6 +238,8 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                 out.append(f"dead letters: {len(dead)} ({_list_hint(args, settings)})")
                 out.extend(_dead_summary(await runtime.store.dead_letters(), dead))
             out.extend(await _survey_lines(router, runtime.store))
+            if sandbox is not None:
+                out.extend(await _sandbox_reconcile(runtime, sandbox))
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
     try:
@@ -249,6 +255,26 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     sys.stderr.flush()
     print("\n".join(out))
     return code
+
+
+async def _sandbox_reconcile(runtime: Any, sandbox: Any) -> list[str]:
+    """A link-click opt-out (on the sandbox's blacklist, no inbox row) reconciled into the ledger
+    (docs/reconciliation.md), and what the full pass found."""
+    from keyrouter.reconcile import Reconciler, iys_params_of
+
+    sandbox.add_from_panel(LINK_CLICK, at=time.time() - 3600)
+    source = runtime.settings.reconcile_iys_source
+    reconciler = Reconciler(runtime.store, runtime.client, router=runtime.router,
+                            iys=iys_params_of(runtime.router.rules, source))
+    outcome = await reconciler.run(runtime.dispatcher.process, full=True)
+    latest = await runtime.store.latest_optout(LINK_CLICK)
+    recorded = latest is not None and latest.message_id.startswith("provider:")
+    lines = [f"reconcile: {outcome.plan.listed} numbers on the sandbox blacklist; "
+             f"{mask_number(LINK_CLICK)} clicked the opt-out link (no inbox row): "
+             + ("in the ledger, channel provider" if recorded else "not recorded")
+             + (f"; {len(outcome.readded)} re-added (blacklisted in the ledger, missing at the "
+                "sandbox)" if outcome.readded else "")]
+    return lines
 
 
 def _list_hint(args: argparse.Namespace, settings: Settings) -> str:
