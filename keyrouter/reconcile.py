@@ -85,11 +85,15 @@ class Outcome:
     saved: int = 0  # rows newly kept
     offered: int = 0  # kept rows handed to the dispatcher (or shared with the workers)
     left: list[str] = field(default_factory=list)  # kept rows unfinished or dead afterwards
+    #: the rows were handed on (published to the workers), not run to the end: `left` is then
+    #: what is still on its way, not a disagreement
+    handed_on: bool = False
 
     @property
     def result(self) -> str:
         """"agree" when the ledger and the provider agree after the repairs, else "reported"."""
-        return "reported" if self.plan.reported or self.repair_failed or self.left else "agree"
+        left = self.left and not self.handed_on
+        return "reported" if self.plan.reported or self.repair_failed or left else "agree"
 
     def drift(self) -> dict[str, int]:
         return {MISSING: len(self.readded) + len(self.repair_failed),
@@ -208,10 +212,10 @@ class Reconciler:
         return bool(names & {"blacklist", "unblacklist", "iys"})
 
     # ------------------------------------------------------------------ applying
-    async def apply(self, plan: Plan, run: RunRows | None) -> Outcome:
+    async def apply(self, plan: Plan, run: RunRows | None, *, waits: bool = True) -> Outcome:
         """Repair drift, keep the new rows, hand every unfinished kept row to `run` (the CLI's
-        dispatcher, or a publish to the workers), then record the run."""
-        out = Outcome(plan)
+        dispatcher, which `waits` for them, or a publish to the workers), then record the run."""
+        out = Outcome(plan, handed_on=not waits)
         for number in plan.readd:
             await self._readd(number, out)
         out.saved = await self.store.save_reconciled_rows([(i, r) for i, r, _, _ in plan.record])
@@ -259,14 +263,15 @@ class Reconciler:
         state["last"] = out.summary()
         await self.store.save_reconcile_state(state)
 
-    async def run(self, run: RunRows | None, *, full: bool | None = None) -> Outcome:
+    async def run(self, run: RunRows | None, *, full: bool | None = None,
+                  waits: bool = True) -> Outcome:
         """Plan and apply; a provider or store failure is counted (result "failed") and raised."""
         try:
             plan = await self.plan(full=full)
         except Exception:
             self.events.reconcile_finished("failed", {}, self.clock())
             raise
-        return await self.apply(plan, run)
+        return await self.apply(plan, run, waits=waits)
 
 
 def _latest_by_number(entries: Iterable[OptOut]) -> tuple[dict[str, OptOut], set[str]]:

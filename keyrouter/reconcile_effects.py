@@ -10,9 +10,11 @@ the fixed route `provider_route` instead of the rules: `blacklist` (already true
 the call is idempotent and it writes the ledger line) and, when the rules register opt-outs in
 İYS, `iys` with status RET and the configured source.
 
-Both entries first look at the number's latest ledger entry: when another message (an inbox RET
-processed meanwhile) already recorded an opt-out, they record nothing, so one opt-out makes one
-ledger entry and one İYS record.
+Both entries first look at the number's latest ledger entry and pending marks: when another
+message (an inbox RET processed meanwhile, on any worker) already recorded an opt-out or has one
+under way, they record nothing, so one opt-out makes one ledger entry and one İYS record.  An
+inbox RET that runs after a provider opt-out was recorded changes nothing either: the provider
+opt-out is dated later, and the latest request wins (keyrouter.handlers.blacklist).
 """
 
 from __future__ import annotations
@@ -83,16 +85,24 @@ def provider_route(message: Message) -> Route:
 
 
 async def _decided_elsewhere(message: Message, context: Context, what: str) -> bool:
-    """True when another message already recorded an opt-out for the number (logged)."""
-    number = message.sender_e164
-    if context.store is None or number is None:
+    """True when another message already recorded an opt-out for the number, or has one under
+    way (a pending mark of an unfinished message, on any worker): that one records it (logged)."""
+    number, store = message.sender_e164, context.store
+    if store is None or number is None:
         return False
-    latest = await context.store.latest_optout(number)
-    if latest is None or latest.message_id == message.id or latest.action not in OPT_OUTS:
+    latest = await store.latest_optout(number)
+    other = None
+    if latest is not None and latest.message_id != message.id and latest.action in OPT_OUTS:
+        other = latest.message_id
+    else:
+        marks = [m.message_id for m in await store.pending_optouts()
+                 if m.number == number and m.message_id != message.id and m.action in OPT_OUTS]
+        running = await store.unfinished(marks) if marks else []
+        other = running[0] if running else None
+    if other is None:
         return False
-    context.logger.info("%s: %s already opted out by message %s (%s); provider opt-out %s "
-                        "records nothing", what, mask_number(number), latest.message_id,
-                        latest.action, message.id)
+    context.logger.info("%s: %s already opted out by message %s; provider opt-out %s records "
+                        "nothing", what, mask_number(number), other, message.id)
     return True
 
 

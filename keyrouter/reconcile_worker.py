@@ -87,7 +87,7 @@ class ReconcileTicker:
                             "kept provider opt-outs")
 
         try:
-            outcome = await reconciler.run(share)
+            outcome = await reconciler.run(share, waits=False)
         except Exception as exc:  # the provider or the store: tried again next interval
             logger.error("blacklist reconciliation failed (%s: %s); next try in %.0fs",
                          type(exc).__name__, exc, self.interval)
