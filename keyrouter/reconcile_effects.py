@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from keyrouter.context import Context
@@ -74,10 +75,17 @@ def is_provider_row(message: Message) -> bool:
 
 def provider_route(message: Message) -> Route:
     """The fixed handler entries of a synthetic row: blacklist, then İYS when the row asks."""
-    entries = [HandlerEntry(f"{_HERE}:blacklist")]
     params = message.row.get("iys")
-    if isinstance(params, dict):
-        entries.append(HandlerEntry(f"{_HERE}:iys", {"status": "RET", **params}))
+    if not isinstance(params, dict):
+        return _route(None)
+    return _route(tuple(sorted((str(k), str(v)) for k, v in params.items())))
+
+
+@cache
+def _route(iys: tuple[tuple[str, str], ...] | None) -> Route:
+    entries = [HandlerEntry(f"{_HERE}:blacklist")]
+    if iys is not None:
+        entries.append(HandlerEntry(f"{_HERE}:iys", {"status": "RET", **dict(iys)}))
     handlers = tuple(entries)
     rule = Rule(name=RULE, index=-1, handlers=handlers, normalizer=Normalizer(),
                 where=Location("keyrouter/reconcile_effects.py", 1))
