@@ -32,8 +32,8 @@ from keyrouter.settings import Settings
 #: `--sandbox` writes its own store unless --store says otherwise: what the fake provider
 #: "did" must never mark messages done in the real store.
 SANDBOX_STORE = "sqlite:///keyrouter-sandbox.sqlite3"
-#: `--sandbox` puts this number on the fake provider's blacklist as a click on the opt-out link
-#: would (no inbox row), and reconciles: it reaches the ledger with channel provider.
+#: `--sandbox` with its own store puts this number on the fake provider's blacklist as a click on
+#: the opt-out link would (no inbox row), and reconciles: it reaches the ledger, channel provider.
 LINK_CLICK = "+905419990042"
 SANDBOX_SENDER = "KEYROUTER"
 BAR_FROM = 1000  # rows: smaller replays finish before a bar would be worth drawing
@@ -239,7 +239,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                 out.extend(_dead_summary(await runtime.store.dead_letters(), dead))
             out.extend(await _survey_lines(router, runtime.store))
             if sandbox is not None:
-                out.extend(await _sandbox_reconcile(runtime, sandbox))
+                out.extend(await _sandbox_reconcile(runtime, sandbox, link_click=not args.store))
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
     try:
@@ -257,24 +257,31 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     return code
 
 
-async def _sandbox_reconcile(runtime: Any, sandbox: Any) -> list[str]:
-    """A link-click opt-out (on the sandbox's blacklist, no inbox row) reconciled into the ledger
-    (docs/reconciliation.md), and what the full pass found."""
+async def _sandbox_reconcile(runtime: Any, sandbox: Any, link_click: bool) -> list[str]:
+    """The sandbox's blacklist reconciled with the ledger (docs/reconciliation.md); with
+    `link_click`, first a number that clicked the opt-out link (on the list, no inbox row)."""
     from keyrouter.reconcile import Reconciler, iys_params_of
 
-    sandbox.add_from_panel(LINK_CLICK, at=time.time() - 3600)
+    if link_click:
+        sandbox.add_from_panel(LINK_CLICK, at=time.time() - 3600)
     source = runtime.settings.reconcile_iys_source
     reconciler = Reconciler(runtime.store, runtime.client, router=runtime.router,
                             iys=iys_params_of(runtime.router.rules, source))
     outcome = await reconciler.run(runtime.dispatcher.process, full=True)
-    latest = await runtime.store.latest_optout(LINK_CLICK)
-    recorded = latest is not None and latest.message_id.startswith("provider:")
-    lines = [f"reconcile: {outcome.plan.listed} numbers on the sandbox blacklist; "
-             f"{mask_number(LINK_CLICK)} clicked the opt-out link (no inbox row): "
-             + ("in the ledger, channel provider" if recorded else "not recorded")
-             + (f"; {len(outcome.readded)} re-added (blacklisted in the ledger, missing at the "
-                "sandbox)" if outcome.readded else "")]
-    return lines
+    line = f"reconcile: {outcome.plan.listed} numbers on the sandbox blacklist"
+    if link_click:
+        latest = await runtime.store.latest_optout(LINK_CLICK)
+        recorded = latest is not None and latest.message_id.startswith("provider:")
+        line += (f"; {mask_number(LINK_CLICK)} clicked the opt-out link (no inbox row): "
+                 + ("in the ledger, channel provider" if recorded else "not recorded"))
+    elif outcome.plan.record:
+        line += f"; {len(outcome.plan.record)} opt-out(s) on it alone recorded, channel provider"
+    if outcome.readded:
+        line += (f"; {len(outcome.readded)} re-added (blacklisted in the ledger, missing at the "
+                 "sandbox)")
+    if outcome.result == "agree" and not link_click and not outcome.plan.record and not outcome.readded:
+        line += "; the ledger agrees"
+    return [line]
 
 
 def _list_hint(args: argparse.Namespace, settings: Settings) -> str:
@@ -296,8 +303,9 @@ def add_parser(sub: Any) -> None:
     store_flag(p)
     p.add_argument("--dry-run", action="store_true", help="route and print; no handlers, no store")
     p.add_argument("--sandbox", action="store_true",
-                   help="send provider calls (replies, blacklist) to a local fake provider and "
-                   f"write its own store ({SANDBOX_STORE}) unless --store is given")
+                   help="send provider calls (replies, blacklist) to a local fake provider, then "
+                   "reconcile its blacklist; write its own store "
+                   f"({SANDBOX_STORE}, with a link-click opt-out to show) unless --store is given")
     p.add_argument("--shift-dates", action="store_true",
                    help="move every row's date by one offset so the newest row is now "
                    "(an old export replays as if it had just arrived)")
