@@ -2,13 +2,13 @@
 (docs/reconciliation.md).
 
 A reconcile turns each such number into a synthetic row (`provider_row`): id
-`provider:<number>:<anchor>` (the anchor is the message id of the number's latest ledger entry,
-or `-`), date the moment the opt-out is dated by, sender the number, `channel: provider`, and the
-effects to run.  The store keeps the row until its message is finished; the dispatcher runs it
-like any inbox message (claims, idempotency keys, retries until the deadline, dead letters), with
-the fixed route `provider_route` instead of the rules: `blacklist` (already true at the provider:
-the call is idempotent and it writes the ledger line) and, when the rules register opt-outs in
-İYS, `iys` with status RET and the configured source.
+`provider:<hash of the number>:<anchor>` (the anchor is the message id of the number's latest
+ledger entry, or `-`), date the moment the opt-out is dated by, sender the number,
+`channel: provider`, and the effects to run.  The store keeps the row until its message is
+finished; the dispatcher runs it like any inbox message (claims, idempotency keys, retries until
+the deadline, dead letters), with the fixed route `provider_route` instead of the rules:
+`blacklist` (already true at the provider: the call is idempotent and it writes the ledger line)
+and, when the rules register opt-outs in İYS, `iys` with status RET and the configured source.
 
 Both entries first look at the number's latest ledger entry and pending marks: when another
 message (an inbox RET processed meanwhile, on any worker) already recorded an opt-out or has one
@@ -19,6 +19,7 @@ opt-out is dated later, and the latest request wins (keyrouter.handlers.blacklis
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from functools import cache
@@ -33,7 +34,7 @@ from keyrouter.router import Match, Route
 from keyrouter.rules import HandlerEntry, Location, Rule
 
 __all__ = ["BUILTIN_OF", "CHANNELS", "ID_PREFIX", "OPT_INS", "OPT_OUTS", "RULE", "blacklist", "channel_of",
-           "is_provider_row", "iys", "provider_route", "provider_row"]
+           "is_provider_row", "iys", "provider_id", "provider_route", "provider_row"]
 
 #: Where an opt-out came from: a message in get-inbox (or a replayed file), the provider's
 #: blacklist alone (a link click, the panel), or the dashboard (message ids `dashboard:`).
@@ -57,11 +58,19 @@ def channel_of(message_id: str) -> str:
     return "inbox"
 
 
+def provider_id(number: str, anchor: str | None) -> str:
+    """The synthetic message id of `number`'s opt-out after ledger entry `anchor`: the number
+    appears only as 16 hex digits of its SHA-256, so ids shown in outputs and pages (unmasked,
+    like every message id) do not show it."""
+    digest = hashlib.sha256(number.encode()).hexdigest()[:16]
+    return f"{ID_PREFIX}{digest}:{anchor or '-'}"
+
+
 def provider_row(number: str, anchor: str | None, date: str,
                  iys: Mapping[str, str] | None) -> tuple[str, str]:
     """(id, row JSON) of the synthetic message for `number` (E.164) after ledger entry `anchor`;
     `date` in Turkey time (`YYYY-MM-DD HH:MM:SS`); `iys`: the İYS params, None without İYS."""
-    msg_id = f"{ID_PREFIX}{number}:{anchor or '-'}"
+    msg_id = provider_id(number, anchor)
     row: dict[str, Any] = {"id": msg_id, "date": date, "sender": number, "number": "", "text": "",
                            "channel": "provider"}
     if iys is not None:

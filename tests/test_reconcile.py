@@ -19,7 +19,7 @@ from keyrouter.client import AuthenticationRefused, IletiMerkezi
 from keyrouter.compliance import collect
 from keyrouter.message import TURKEY
 from keyrouter.reconcile import Reconciler, iys_params_of
-from keyrouter.reconcile_effects import channel_of
+from keyrouter.reconcile_effects import channel_of, provider_id
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio
@@ -128,7 +128,7 @@ async def test_a_link_click_opt_out_reaches_ledger_iys_and_overdue(write_rules, 
     assert again.result == "agree" and again.plan.record == []
     assert sorted(e.action for e in ledger) == ["blacklist", "iys_ret"]
     assert {channel_of(e.message_id) for e in ledger} == {"provider"}
-    assert ledger[0].message_id == f"provider:{LINK}:-"
+    assert ledger[0].message_id == provider_id(LINK, None)
     [ret] = [r for r in iys.records if r["status"] == "RET"]
     assert (ret["recipient"], ret["source"]) == (LINK, "HS_WEB")
 

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from keyrouter.reconcile import Reconciler, iys_params_of
+from keyrouter.reconcile_effects import provider_id
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio
@@ -73,7 +74,7 @@ async def test_the_three_cases_on_every_backend(store_url: tuple[str, str], tmp_
     assert first.result == "agree" and [r[2] for r in first.plan.record] == [click]
     assert first.readded == [gone] and back not in provider.blacklist
     assert second.result == "agree" and second.plan.record == [] and second.readded == []
-    assert latest is not None and latest.message_id == f"provider:{click}:-"
+    assert latest is not None and latest.message_id == provider_id(click, None)
     assert [r["source"] for r in iys.records
             if r["recipient"] == click and r["status"] == "RET"] == ["HS_WEB"]
     assert state is not None and state["last"]["result"] == "agree" and kept == []
