@@ -8,8 +8,10 @@ the provider lost (drift).  The ledger is written in bulk through the store's ow
 (the same statements `record_optout` runs, one transaction), since one call per line would take
 minutes.  Measured, each on the same data:
 
-- keyrouter's full pass: get-blacklist pages, one ledger read, 1,000 provider opt-outs run through
-  the dispatcher (add-blacklist each) and 1,000 numbers added again;
+- keyrouter's full pass, plan only (what `--dry-run` does): get-blacklist pages and the ledger
+  read in pages;
+- keyrouter's full pass: the same, then 1,000 provider opt-outs run through the dispatcher
+  (add-blacklist each) and 1,000 numbers added again;
 - keyrouter's incremental pass an hour later, with 100 new link clicks: the date filter;
 - a naive baseline: every page of the list, then one `latest_optout` round trip per number, as
   a reconciliation without the ledger read (and without the date filter: every pass is full).
@@ -103,6 +105,11 @@ async def main() -> None:
             reconciler = Reconciler(runtime.store, runtime.client, router=runtime.router,
                                     settle=0.0)
 
+            async def plan_only() -> str:
+                plan = await reconciler.plan(full=True)
+                return (f"what --dry-run reads: {len(plan.record):,} to record, {len(plan.readd):,} "
+                        "to add again, ledger read in pages of 5,000")
+
             async def full() -> str:
                 out = await reconciler.run(runtime.dispatcher.process, full=True)
                 return (f"{len(out.plan.record):,} provider opt-outs recorded, {len(out.readded):,} "
@@ -116,6 +123,7 @@ async def main() -> None:
                 return f"{out.plan.listed} in the window, {len(out.plan.record)} recorded"
 
             await measure("naive baseline (one pass)", fake, naive)
+            await measure("keyrouter full pass, plan only", fake, plan_only)
             await measure("keyrouter full pass", fake, full)
             await measure("keyrouter incremental pass", fake, incremental)
             await measure("naive baseline (again)", fake, naive)

@@ -22,10 +22,11 @@ the watermark moves, so a kill loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ from keyrouter.reconcile_effects import (
     is_provider_row,
     provider_row,
 )
-from keyrouter.store.base import OptOut, Store
+from keyrouter.store.base import OptOut, Store, ledger_cursor
 
 __all__ = ["DRIFT_KINDS", "FULL_EVERY", "SETTLE", "ZONE_MARGIN", "Outcome", "Plan", "Reconciler",
            "iys_params_of"]
@@ -55,6 +56,10 @@ SETTLE = 300.0
 ZONE_MARGIN = 3 * 3600.0
 #: A full pass at least this often (drift `missing_at_provider` needs the whole list).
 FULL_EVERY = 86400.0
+#: Numbers added again at once (drift is rare; this bounds a burst of repairs).
+READD_AT_ONCE = 8
+#: Ledger entries read per round trip on a full pass.
+LEDGER_PAGE = 5000
 MISSING, OPTIN_NOT_HELD = "missing_at_provider", "optin_not_held"
 DRIFT_KINDS = (MISSING, OPTIN_NOT_HELD)
 RunRows = Callable[[list[Message]], Awaitable[Any]]
@@ -146,7 +151,7 @@ class Reconciler:
         plan = Plan("full", now, listed=len(listing.numbers), calls=listing.calls,
                     pages=listing.pages, watermark=now - self.settle)
         busy = await self._in_progress()
-        latest, blocked = _latest_by_number(await self.store.optouts())
+        latest = await self._latest_by_number()
         listed = set(listing.numbers)
         for number in listing.numbers:
             entry = latest.get(number)
@@ -159,9 +164,26 @@ class Reconciler:
             else:
                 plan.reported.append(number)
         for number, entry in latest.items():
-            if entry.action in OPT_OUTS and entry.message_id in blocked and number not in listed:
+            if entry.action in OPT_OUTS and entry.blocked and number not in listed:
                 (plan.busy if number in busy else plan.readd).append(number)
         return plan
+
+    async def _latest_by_number(self) -> dict[str, _Latest]:
+        """Each number's latest ledger entry, read newest first a page at a time (compact: a
+        200,000-number ledger is never all in memory as entries)."""
+        latest: dict[str, _Latest] = {}
+        cursor = None
+        while True:
+            page = await self.store.optouts_page(before=cursor, limit=LEDGER_PAGE)
+            for e in page:
+                found = latest.get(e.number)
+                if found is None:
+                    latest[e.number] = _Latest(e.action, e.message_id, e.action == "blacklist")
+                elif found.message_id == e.message_id and e.action == "blacklist":
+                    found.blocked = True
+            if len(page) < LEDGER_PAGE:
+                return latest
+            cursor = ledger_cursor(page[-1])
 
     async def _plan_window(self, now: float, watermark: float) -> Plan:
         start, end = watermark - ZONE_MARGIN, now - self.settle
@@ -216,8 +238,13 @@ class Reconciler:
         """Repair drift, keep the new rows, hand every unfinished kept row to `run` (the CLI's
         dispatcher, which `waits` for them, or a publish to the workers), then record the run."""
         out = Outcome(plan, handed_on=not waits)
-        for number in plan.readd:
-            await self._readd(number, out)
+        gate = asyncio.Semaphore(READD_AT_ONCE)
+
+        async def readd(number: str) -> None:
+            async with gate:
+                await self._readd(number, out)
+
+        await asyncio.gather(*(readd(n) for n in plan.readd))
         out.saved = await self.store.save_reconciled_rows([(i, r) for i, r, _, _ in plan.record])
         for msg_id, _, number, dated in plan.record:
             logger.info("provider opt-out %s for %s dated %s (Turkey time)%s", msg_id.split(":")[0],
@@ -274,16 +301,13 @@ class Reconciler:
         return await self.apply(plan, run, waits=waits)
 
 
-def _latest_by_number(entries: Iterable[OptOut]) -> tuple[dict[str, OptOut], set[str]]:
-    """Each number's latest ledger entry (entries come oldest first), and the message ids that
-    have a `blacklist` line."""
-    latest: dict[str, OptOut] = {}
-    blocked: set[str] = set()
-    for entry in entries:
-        latest[entry.number] = entry
-        if entry.action == "blacklist":
-            blocked.add(entry.message_id)
-    return latest, blocked
+@dataclass(slots=True)
+class _Latest:
+    """A number's latest ledger entry, and whether its message has a `blacklist` line."""
+
+    action: str
+    message_id: str
+    blocked: bool
 
 
 def _load(text: str) -> Any:

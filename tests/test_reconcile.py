@@ -253,3 +253,27 @@ def test_the_fake_answers_a_bad_filter_date_with_422(fake: FakeIletiMerkezi) -> 
                         "blacklist": {"filter": {"start": "yesterday"}}}}
     answer = httpx.post(f"{fake.base_url}/v1/get-blacklist/json", json=body)
     assert answer.status_code == 422
+
+
+async def test_the_ledger_is_read_a_page_at_a_time(monkeypatch) -> None:
+    """A full pass reads the ledger newest first in pages; each number's latest entry is the one
+    `latest_optout` gives, and only a message with a blacklist line counts as blocked."""
+    from keyrouter import reconcile
+    from keyrouter.store import OptOut, open_store
+
+    monkeypatch.setattr(reconcile, "LEDGER_PAGE", 2)
+    async with open_store("memory://", "pages") as store:
+        a, b, c = "+905321110031", "+905321110032", "+905321110033"
+        for entry in (OptOut(a, "blacklist", "1", "RET", 100.0, 101.0),
+                      OptOut(a, "iys_ret", "1", "RET", 100.0, 101.0),
+                      OptOut(a, "unblacklist", "2", "BASLA", 200.0, 201.0),
+                      OptOut(b, "iys_ret", "3", "RET", 150.0, 151.0),
+                      OptOut(c, "blacklist", "4", "RET", 50.0, 51.0),
+                      OptOut(c, "iys_ret", "4", "RET", 50.0, 51.0)):
+            await store.record_optout(entry)
+        latest = await Reconciler(store, None, settle=0.0)._latest_by_number()  # type: ignore[arg-type]
+        for number in (a, b, c):
+            assert latest[number].message_id == (await store.latest_optout(number)).message_id
+    assert (latest[a].action, latest[a].blocked) == ("unblacklist", False)
+    assert (latest[b].action, latest[b].blocked) == ("iys_ret", False)
+    assert latest[c].action in ("blacklist", "iys_ret") and latest[c].blocked
