@@ -18,6 +18,7 @@ from keyrouter.cli_common import (
     store_flag,
     with_store,
 )
+from keyrouter.masking import mask_text
 from keyrouter.settings import Settings
 
 
@@ -32,9 +33,11 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
                 when = reports.local_iso(d.failed_at)
                 if args.json:
                     print(json.dumps({"id": d.id, "rule": d.rule, "attempts": d.attempts,
-                                      "failed_at": when, "error": d.error}, ensure_ascii=False))
+                                      "failed_at": when, "error": mask_text(d.error)},
+                                     ensure_ascii=False))
                 else:
-                    print(f"{d.id}\t{when}\trule={d.rule}\tattempts={d.attempts}\t{d.error}")
+                    print(f"{d.id}\t{when}\trule={d.rule}\tattempts={d.attempts}\t"
+                          f"{mask_text(d.error)}")
             return EXIT_OK
         if args.all and args.ids:
             raise CliError("give dead letter ids or --all, not both")

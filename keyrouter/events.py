@@ -40,6 +40,9 @@ class Events:
     def loop_ticked(self, now: float) -> None:
         """The worker's main loop is alive (for /healthz)."""
 
+    def duplicate_id(self) -> None:
+        """A row came with an id already seen and different content: it was not dispatched."""
+
     def rules_reloaded(self, result: str, version: str | None = None) -> None:
         """A reload attempt (SIGHUP, --watch): `result` is one of RELOAD_RESULTS; `version` is
         the hash of the rules now in force."""

@@ -25,7 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyrouter.client import IletiMerkezi
-from keyrouter.message import Message, mask_number, parse_row
+from keyrouter.duplicates import content_digest, note_duplicate
+from keyrouter.events import NO_EVENTS, Events
+from keyrouter.masking import mask_number
+from keyrouter.message import Message, parse_row
 from keyrouter.sources import parse_rows
 from keyrouter.store.base import Store
 
@@ -47,17 +50,23 @@ class Intake:
     holds the namespace's fetch lease (the one that calls get-inbox)."""
 
     def __init__(self, store: Store, client: IletiMerkezi | None, *, owner: str, lease: float,
-                 beyond_horizon: Callable[[Message], bool] = lambda m: False) -> None:
+                 beyond_horizon: Callable[[Message], bool] = lambda m: False,
+                 events: Events = NO_EVENTS) -> None:
         self.store = store
         self.client = client
         self.owner = owner
         self.lease = lease
         self.beyond_horizon = beyond_horizon
+        self.events = events
         self.token: int | None = None
         self.cursor = 0
         # ids this holder published under `token` and still unfinished at its last poll: they are
         # not sent again (the store would ignore them anyway; this keeps the round trip small)
         self._sent: set[str] = set()
+        # the content digest of each row this holder published and still unfinished: a later poll
+        # bringing that id with other content is logged and counted (keyrouter/duplicates.py)
+        self._digests: dict[str, str] = {}
+        self._noted: set[tuple[str, str]] = set()  # (id, digest) of duplicates already reported
         # parsed rows by id, so reading the shared rows again does not parse them again
         self._known: dict[str, Message] = {}
 
@@ -94,7 +103,10 @@ class Intake:
         stale = 0
         for message in parse_rows(inbox.rows):
             if message.id in by_id:
+                self._duplicate(by_id[message.id], message)
                 continue
+            if message.id in self._digests:
+                self._duplicate(self._digests[message.id], message)
             if self.beyond_horizon(message):
                 stale += 1
                 continue
@@ -111,11 +123,22 @@ class Intake:
                 self._sent.clear()
             else:
                 self._sent.update(i for i, _ in new)
+                self._digests.update((i, content_digest(by_id[i].row)) for i, _ in new)
         self._sent.intersection_update(pending)
+        self._digests = {i: d for i, d in self._digests.items() if i in self._sent}
         if stale:
             logger.debug("get-inbox: %d rows older than the horizon ignored", stale)
         await self._record_poll(len(inbox.rows))
         return Fetched(len(inbox.rows), inbox.total_rows, len(pending), added)
+
+    def _duplicate(self, first: Message | str, second: Message) -> None:
+        """Log and count a row sharing `first`'s id with other content, once per content (the
+        provider keeps returning it at every poll)."""
+        seen = (second.id, content_digest(second.row))
+        if seen not in self._noted and note_duplicate(first, second, self.events):
+            self._noted.add(seen)
+            if len(self._noted) > 10_000:  # bounded: forgetting only repeats a warning
+                self._noted.clear()
 
     async def _record_poll(self, rows: int) -> None:
         """The dashboard's "last poll": a failure to write it is logged and dropped, never fails

@@ -170,7 +170,7 @@ async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, router:
 async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, router: Any, within: float,
                    full: bool) -> int:
     from keyrouter import compliance
-    from keyrouter.message import mask_number
+    from keyrouter.masking import mask_number
 
     now = CLOCK()
     cases = [c for c in await compliance.collect(store, effects, router=router, pending_only=True)

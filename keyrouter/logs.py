@@ -2,7 +2,7 @@
 
 `KEYROUTER_LOG_LEVEL` (DEBUG, INFO, WARNING, ERROR) and `KEYROUTER_LOG_FORMAT` (`text`, or `json`:
 one JSON object a line for log shippers).  Both formats go through one filter that masks Turkish
-mobile numbers the way `keyrouter.message.mask_number` does, so a number a plugin logs by mistake
+mobile numbers with `keyrouter.masking.mask_text` (every written form), so a number a plugin logs by mistake
 is masked in text and JSON alike.  A bad value is a `LogConfigError` naming the variable (the CLI
 prints it as one line and exits 2).
 """
@@ -12,33 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from keyrouter.message import mask_number
+from keyrouter.masking import mask_text
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Structured fields a log call may pass with `extra=`; JSON lines carry them as keys.
 FIELDS = ("message_id", "rule", "handler", "attempt")
-#: Turkish mobiles in the usual spellings (+905..., 905..., 05..., 5...), not inside longer digit runs.
-_MOBILE = re.compile(r"(?<![\d*])(?:\+?90|0)?\s?5\d{2}\s?\d{3}\s?\d{2}\s?\d{2}(?![\d*])")
 _CHATTY = ("httpx", "httpcore")  # they log whole URLs: webhook tokens and credentials
 
 
 class LogConfigError(ValueError):
     """A bad KEYROUTER_LOG_* value: the text names the variable and the accepted values."""
-
-
-def mask_text(text: str) -> str:
-    """Every mobile number in `text` masked (`+90535***4818`), the rest untouched."""
-    if not any(c.isdigit() for c in text):
-        return text
-    return _MOBILE.sub(lambda m: mask_number(re.sub(r"\s", "", m.group(0))), text)
 
 
 class MaskNumbers(logging.Filter):

@@ -61,6 +61,9 @@ class Metrics(Events):
                                  "Messages claimed after another worker's lease expired", registry=r)
         self.reloads = Counter("keyrouter_rules_reloads", "Rules reloads by result", ["result"],
                                registry=r)
+        self.duplicate_ids = Counter("keyrouter_duplicate_ids",
+                                     "Rows with an id already seen and different content (not run)",
+                                     registry=r)
         for result in POLL_RESULTS:
             self.polls.labels(result)
         for result in RELOAD_RESULTS:
@@ -130,6 +133,9 @@ class Metrics(Events):
 
     def loop_ticked(self, now: float) -> None:
         self.last_tick = self.clock()
+
+    def duplicate_id(self) -> None:
+        self.duplicate_ids.inc()
 
     def rules_reloaded(self, result: str, version: str | None = None) -> None:
         self.reloads.labels(result).inc()

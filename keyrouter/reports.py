@@ -15,7 +15,7 @@ from keyrouter.message import TURKEY
 from keyrouter.store.base import OptOut, SurveyResults
 
 LEDGER_FIELDS = ("number", "action", "message_id", "keyword", "received_at", "handled_at",
-                 "deadline", "within_deadline", "iys_outcome", "iys_transaction_id")
+                 "deadline", "within_deadline", "iys_outcome", "iys_transaction_id", "date_given")
 #: Ledger actions with the three-business-day deadline (opt-outs), and İYS's own lines.
 _DEADLINED = ("blacklist", "iys_ret")
 _IYS_ACTIONS = ("iys_ret", "iys_onay")
@@ -47,7 +47,9 @@ def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
                      "handled_at": _iso(e.handled_at), "deadline": _iso(due),
                      "within_deadline": "" if due is None else ("yes" if e.handled_at <= due else "no"),
                      "iys_outcome": (own.outcome or "") if own else "",
-                     "iys_transaction_id": (own.transaction_id or "") if own else ""})
+                     "iys_transaction_id": (own.transaction_id or "") if own else "",
+                     # "no": the provider gave no date; received_at is when keyrouter first saw it
+                     "date_given": "yes" if e.dated else "no"})
     return rows
 
 

@@ -9,15 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from keyrouter.message import (
-    TURKEY,
-    Message,
-    RowError,
-    content_id,
-    mask_number,
-    parse_date,
-    parse_row,
-)
+from keyrouter.masking import mask_number
+from keyrouter.message import TURKEY, Message, RowError, content_id, parse_date, parse_row
 
 logger = logging.getLogger("keyrouter.sources")
 

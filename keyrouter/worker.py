@@ -86,7 +86,8 @@ class Worker:
         # the holder renews once per interval: the lease must outlast a few intervals
         self.fetch_lease = max(runtime.settings.lease, 2.5 * interval)
         self.intake = Intake(runtime.store, runtime.client, owner=dispatcher.owner,
-                             lease=self.fetch_lease, beyond_horizon=dispatcher.beyond_horizon)
+                             lease=self.fetch_lease, beyond_horizon=dispatcher.beyond_horizon,
+                             events=self.events)
         self.exit_code: int | None = None
         #: seconds between reads of the shared rows (jittered), so a row published by another
         #: worker starts within about a second, whatever the poll interval

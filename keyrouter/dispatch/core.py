@@ -39,6 +39,7 @@ from keyrouter.dispatch.scheduling import (
 )
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
+from keyrouter.duplicates import note_duplicate
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.handlers import registry
 from keyrouter.message import Message
@@ -189,6 +190,8 @@ class Dispatcher(ServeLoop):
         report = Report(seen=len(messages))
         by_id: dict[str, Message] = {}
         for m in messages:
+            if m.id in by_id:
+                note_duplicate(by_id[m.id], m, self.events, where="inbox")
             if m.id in by_id or self.beyond_horizon(m):
                 report.ignored += 1
                 continue

@@ -35,7 +35,8 @@ from keyrouter.dispatch.scheduling import FINISHING, Item, Queue
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import Events
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.router import Route
 from keyrouter.rules import HandlerEntry
 

@@ -6,9 +6,10 @@ the row's other number (`number`) is OUR receiving number, even though one of th
 examples looks as if the two were swapped, and blocking the wrong person is worse than a dead
 letter a human can look at (README, "sender and number").
 
-Order: the latest request received wins.  Before acting, the ledger's latest entry for the number
-is read (`Store.latest_optout`); when a message received later already blocked or unblocked it,
-this older message changes nothing (logged).  Per-sender ordering in the dispatcher keeps this
+Order: the latest request wins, in the one order of a sender's messages (keyrouter/ordering.py:
+provider date, then numeric id; undated rows by id).  Before acting, the ledger's latest entry for
+the number is read (`Store.latest_optout`); when a message later in that order already blocked or
+unblocked it, this earlier message changes nothing (logged).  Per-sender ordering in the dispatcher keeps this
 rare; it matters when a dead letter is retried by hand after the person wrote again.
 
 Provider answers: 466 (invalid number) is permanent; `delete-blacklist`'s 474 (not on the list)
@@ -29,7 +30,9 @@ from typing import Any
 from keyrouter.client import NOT_ON_BLACKLIST, PermanentApiError
 from keyrouter.context import Context
 from keyrouter.handlers.templating import require_client, unknown_params
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
+from keyrouter.ordering import entry_position, later, position
 from keyrouter.retries import PermanentError
 from keyrouter.router import Match
 from keyrouter.store.base import OptOut
@@ -72,8 +75,8 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
     masked = mask_number(number)
     if context.store is not None:
         newer = await context.store.latest_optout(number)
-        if newer is not None and newer.message_id != message.id and \
-                newer.received_at > message.received_at.timestamp():
+        if newer is not None and newer.message_id != message.id and later(
+                entry_position(newer.received_at, newer.dated, newer.message_id), position(message)):
             # An older RET or BASLA, e.g. a dead letter retried by hand, must not undo what the
             # person asked for later: the latest request received wins.
             context.logger.warning(
@@ -114,4 +117,5 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
 def _entry(action: str, message: Message, match: Match | None, number: str, handled_at: float) -> OptOut:
     return OptOut(number=number, action=action, message_id=message.id,
                   keyword=match.keyword if match else None,
-                  received_at=message.received_at.timestamp(), handled_at=handled_at)
+                  received_at=message.received_at.timestamp(), handled_at=handled_at,
+                  dated=message.date_known)

@@ -6,7 +6,8 @@ Params (both optional):
 
 The record: `type` MESAJ, `source` HS_MESAJ (the decision came by SMS), `recipient` the sender's
 E.164 number, `consentDate` the provider's own date string (Turkey time) when the row has one in
-İYS's format, else the received time in Turkey time.  A sender that is a short code or a name
+İYS's format, else the received time in Turkey time (for a row without a provider date: the time
+keyrouter first saw it, kept with the row).  A sender that is a short code or a name
 goes to the dead letters, as with `blacklist` (README "sender and number").
 
 Safe to repeat: the effect is marked pending in the store before the call; a mark already there
@@ -14,8 +15,9 @@ means an earlier try may have reached İYS, so the client asks the consent statu
 nothing when İYS already holds the decision.  İYS refusing a record it already holds is success
 ("already"); a RET for a recipient with no record is success ("nothing_to_withdraw").  The ledger
 line (action `iys_ret` / `iys_onay`) records the outcome and İYS's transactionId.  The latest
-request wins, as with `blacklist`: a message older than the number's latest ledger line changes
-nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD, IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
+request wins, as with `blacklist` (keyrouter/ordering.py): a message earlier in the order than the
+number's latest ledger line changes nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD,
+IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from typing import Any
 from keyrouter.context import Context
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
-from keyrouter.message import TURKEY, Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import TURKEY, Message
+from keyrouter.ordering import entry_position, later, position
 from keyrouter.retries import PermanentError
 from keyrouter.router import Match
 from keyrouter.store.base import OptOut
@@ -113,12 +117,13 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
     store = context.store
     entry = OptOut(number=consent.recipient, action=action, message_id=message.id,
                    keyword=match.keyword if match else None,
-                   received_at=message.received_at.timestamp(), handled_at=0.0)
+                   received_at=message.received_at.timestamp(), handled_at=0.0,
+                   dated=message.date_known)
     repeat = False
     if store is not None:
         newer = await store.latest_optout(consent.recipient)
-        if newer is not None and newer.message_id != message.id and \
-                newer.received_at > entry.received_at:
+        if newer is not None and newer.message_id != message.id and later(
+                entry_position(newer.received_at, newer.dated, newer.message_id), position(message)):
             context.logger.warning(
                 "iys: skipped for %s: a later message (%s, %s) already decided, message %s",
                 masked, newer.message_id, newer.action, message.id,

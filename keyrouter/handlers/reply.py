@@ -31,7 +31,8 @@ from keyrouter.handlers.templating import (
     template_problem,
     unknown_params,
 )
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.retries import PermanentError
 from keyrouter.router import Match
 

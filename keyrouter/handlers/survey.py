@@ -23,7 +23,8 @@ from typing import Any
 
 from keyrouter.context import Context
 from keyrouter.handlers.templating import message_values, render, template_problem, unknown_params
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.normalize import Normalizer, NormalizeSettings
 from keyrouter.retries import PermanentError
 from keyrouter.router import Match

@@ -60,6 +60,9 @@ class OptOut:
     (a consent record in İYS).  `outcome` and `transaction_id` say what İYS answered: "recorded"
     (with İYS's transactionId), "already" (İYS already held that decision) or
     "nothing_to_withdraw" (a RET for a recipient İYS has no record of); None for blacklist lines.
+    `dated` is False when the provider gave the message no date: `received_at` is then the time
+    keyrouter first saw it (kept with the row), used for the deadline and İYS's consentDate, and
+    the line's place in the order is its id (docs/ordering-and-masking.md).
     """
 
     number: str  # E.164
@@ -70,6 +73,7 @@ class OptOut:
     handled_at: float  # epoch seconds
     outcome: str | None = None
     transaction_id: str | None = None
+    dated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +258,10 @@ class Store(ABC):
 
     @abstractmethod
     async def latest_optout(self, number: str) -> OptOut | None:
-        """The ledger entry for `number` with the greatest received_at; among entries with the
-        same received_at, the one recorded last.  None when the number has none.  One round trip,
+        """The ledger entry for `number` that comes last in the total order of keyrouter/ordering.py
+        (provider date, then numeric id, then id text; undated lines placed by id), judged as each
+        line is recorded against the latest so far; among lines at the same place, the one
+        recorded last.  None when the number has none.  One round trip,
         without scanning the ledger: a blacklist or unblacklist handler asks it before acting, so
         an old message retried by hand cannot undo a newer opposite one."""
 

@@ -21,15 +21,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from keyrouter.handlers.survey import normalize_choice
-from keyrouter.message import TURKEY, mask_number
+from keyrouter.masking import mask_number, mask_text, mask_value
+from keyrouter.message import TURKEY
 from keyrouter.rules import RuleSet, load_rules, rule_files
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 from keyrouter.web.pending import Pending, pending
 
 PAGE_SIZE = 50
 EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay")
-#: A Turkish mobile number inside free text (a message body, an error): masked before display.
-_MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?90|0)?\s?5\d{2}\s?\d{3}\s?\d{2}\s?\d{2}(?!\d)")
 
 
 def turkey_time(epoch: float | None) -> str:
@@ -50,24 +49,6 @@ def cell(value: object) -> object:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") \
             and not _E164.fullmatch(value):
         return "'" + value
-    return value
-
-
-def mask_text(text: str) -> str:
-    """Mask every Turkish mobile number inside free text."""
-    return _MOBILE_IN_TEXT.sub(lambda m: mask_number(re.sub(r"\s", "", m.group(0))), text)
-
-
-def mask_value(value: Any) -> Any:
-    """A dead letter's raw row with every phone number masked, keeping its shape."""
-    if isinstance(value, str):
-        return mask_text(value)
-    if isinstance(value, Mapping):  # a message id may look like a number: it is kept
-        return {str(k): v if k == "id" else mask_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_value(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) >= 10:
-        return mask_text(str(value))
     return value
 
 
