@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -22,6 +23,7 @@ from keyrouter.cli_common import (
     store_flag,
 )
 from keyrouter.cli_errors import run_guarded, say
+from keyrouter.doctor_iys import check_iys, uses_iys
 from keyrouter.logs import LogConfigError, setup_logging
 from keyrouter.service import add_run_flags
 from keyrouter.settings import Settings
@@ -60,6 +62,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
                        "Settings → Security → API Access)")
     router = load_router(args, settings)
+    refuse_bad_iys(settings, router)
     try:
         metrics, listener = service.make_metrics(args, settings, args.interval)
     except ValueError as exc:
@@ -80,6 +83,19 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(main())
     except ValueError as exc:  # the store URL, a missing SQLite folder
         raise CliError(str(exc)) from None
+
+
+def refuse_bad_iys(settings: Settings, router: Any) -> None:
+    """With an `iys` entry in the rules, the İYS set-up `keyrouter doctor` would fail stops `run`
+    (exit 2, naming the variable); an İYS that does not answer only warns (the handler retries)."""
+    if not uses_iys(router):
+        return
+    check = asyncio.run(check_iys(settings, router))
+    if check.status == "fail":
+        raise CliError(f"the rules use `iys` and the İYS set-up fails: {check.detail} "
+                       f"(fix: {check.fix}; `keyrouter doctor` checks it)")
+    if check.status == "warn":
+        logging.getLogger("keyrouter").warning("%s", check.detail)
 
 
 def _add_run(sub: Any) -> None:

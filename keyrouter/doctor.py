@@ -2,8 +2,9 @@
 
 Each check is a small async function returning `Check` (ok / warn / fail, or skip when it could not
 be checked); the exit code is 0 when all pass, 1 with warnings, 2 with failures.  Provider calls
-are read-only (get-inbox, get-balance, get-sender); nothing is sent, blacklisted or written except
-the store's own round-trip read.  No secret is printed: errors come from keyrouter.client, which
+are read-only (get-inbox, get-balance, get-sender; İYS: a token and a consent status query,
+keyrouter.doctor_iys); nothing is sent, blacklisted or written except the store's own round-trip
+read.  No secret is printed: errors come from keyrouter.client, which
 blanks the credentials.
 """
 
@@ -29,6 +30,7 @@ from keyrouter.client import (
     PermanentApiError,
     TransientApiError,
 )
+from keyrouter.doctor_iys import check_iys
 from keyrouter.doctor_store import Check, check_store
 from keyrouter.router import Router
 from keyrouter.rules import RulesError, load_rules
@@ -259,6 +261,7 @@ async def diagnose(settings: Settings, emit: Callable[[Check], None]) -> list[Ch
             add(await step(d))
         for check in await check_store(d.settings):
             add(check)
+        add(await check_iys(d.settings, d.router))
     finally:
         if d.client is not None:
             await d.client.aclose()

@@ -7,17 +7,24 @@ Facts (README "İYS"; gathered from independent public clients of the API):
 - add: `POST {base}/sps/{iysCode}/brands/{brandCode}/consents`, answered 200 with `transactionId`
   and `creationDate`;
 - status: `POST {base}/sps/{iysCode}/brands/{brandCode}/consents/status` with `recipient`,
-  `type`, `recipientType`: the consent İYS holds, or a 404 when it holds none;
-- errors: `{"errors": [{"code", "message"}]}`.
+  `type`, `recipientType`: the consent İYS holds;
+- errors: `{"errors": [{"code", "message"}]}`, with İYS's documented codes
+  (docs/ordering-and-masking.md, "İYS's answers"): H175 on an add (a recipient's first record
+  cannot be RET: İYS holds no consent to withdraw), H174 (the status must differ from the one held:
+  İYS already holds it), H353 (iysCode or brandCode do not match the account), H001 (no such
+  service provider).
 
 The token is fetched once and shared by every concurrent call behind an asyncio lock (no token
 storm); it is refreshed shortly before it expires, and fetched anew once after a 401 (then a second
 401 is permanent).  429, 5xx, timeouts and connection failures are retried here a few times with
 exponential backoff honouring `Retry-After`; a wait longer than `max_wait` goes back to the
 dispatcher as RetryLater(retry_after) instead of holding a runner.  Any other 4xx is permanent,
-with İYS's own error text, once the consent status has been asked: when İYS already holds the
-decision, that refusal was a repeat (success, "already"); a RET for a recipient İYS has no record
-of is success too ("nothing_to_withdraw": a first record cannot be RET).
+with İYS's own error text.  Two refusals are success, and only on İYS's own error code: H175 for
+a RET ("nothing_to_withdraw": İYS holds no consent, and a first record cannot be RET) and H174
+("already": İYS holds this status); otherwise the consent status is asked and a held equal status
+is "already".  A 403/404 that names the brand or the service provider, or a 404 without İYS's
+error body (an unknown path), is a configuration error naming the variable (`misconfigured`):
+never success, whatever the status query says.
 
 Secrets (password, tokens) never appear in errors, logs or reprs: errors are raised outside the
 httpx exception handlers, so no request (with its headers) rides along as a cause.
@@ -49,10 +56,13 @@ __all__ = [
     "Consent",
     "ConsentResult",
     "IysClient",
+    "IysMisconfigured",
     "IysRefused",
     "IysUnavailable",
     "close_shared",
+    "error_codes",
     "error_text",
+    "misconfigured",
     "shared_client",
 ]
 
@@ -62,6 +72,11 @@ STATUSES = ("RET", "ONAY")
 RECIPIENT_TYPES = ("BIREYSEL", "TACIR")
 #: Outcomes of one consent call, as the ledger records them.
 RECORDED, ALREADY, NOTHING_TO_WITHDRAW = "recorded", "already", "nothing_to_withdraw"
+#: İYS's documented error codes (its API document, "İYS API" 3.2.0; docs/ordering-and-masking.md).
+NO_CONSENT_HELD = "H175"  # "İlk defa kaydedilen bir iznin durum (status) bilgisi RET olmamalıdır."
+SAME_STATUS = "H174"  # "İzin durumu (status) güncellemesi için farklı bir durum girilmelidir."
+CODES_NOT_MATCHED = "H353"  # "iysCode/brandCode, kullanıcı izinleriyle eşleştirilemiyor"
+NO_SERVICE_PROVIDER = "H001"  # "Hizmet Sağlayıcı:{iysCode} bulunamadı."
 
 log = logging.getLogger("keyrouter.iys")
 
@@ -75,6 +90,17 @@ class IysRefused(PermanentError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.status))
+
+
+class IysMisconfigured(IysRefused):
+    """İYS's answer blames a setting (`variable`): a wrong code or base URL, never "handled"."""
+
+    def __init__(self, message: str, status: int = 0, variable: str = "") -> None:
+        super().__init__(message, status)
+        self.variable = variable
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.status, self.variable))
 
 
 class IysUnavailable(RetryLater):
@@ -103,6 +129,39 @@ class ConsentResult:
     outcome: str  # RECORDED | ALREADY | NOTHING_TO_WITHDRAW
     transaction_id: str | None = None
     detail: str | None = None  # İYS's text, when it refused and that counted as success
+
+
+def error_codes(answer: httpx.Response) -> list[str]:
+    """The `code` of each entry of İYS's `errors` (İYS spells it `code:` in some answers)."""
+    try:
+        doc = answer.json()
+    except ValueError:
+        return []
+    errors = doc.get("errors") if isinstance(doc, Mapping) else None
+    codes = []
+    for err in errors if isinstance(errors, list) else []:
+        if isinstance(err, Mapping):
+            code = err.get("code", err.get("code:"))
+            if isinstance(code, str):
+                codes.append(code.strip())
+    return codes
+
+
+def misconfigured(answer: httpx.Response) -> str | None:
+    """The setting a 403/404 answer blames, or None: IYS_BRAND_CODE when İYS names the brand,
+    IYS_CODE when it names the service provider, and all three when a 404 has no İYS error
+    body (the path is unknown there: a wrong base URL or codes)."""
+    if answer.status_code not in (403, 404):
+        return None
+    text = error_text(answer).casefold()
+    codes = error_codes(answer)
+    if "brandcode" in text or "marka" in text:
+        return "IYS_BRAND_CODE"
+    if NO_SERVICE_PROVIDER in codes or "iyscode" in text or "hizmet sağlayıcı" in text:
+        return "IYS_CODE"
+    if answer.status_code == 404 and not codes:
+        return "IYS_BASE_URL, IYS_CODE or IYS_BRAND_CODE"
+    return None
 
 
 def error_text(answer: httpx.Response) -> str:
@@ -233,21 +292,35 @@ class IysClient:
             return ConsentResult(RECORDED, None if tx is None else str(tx))
         text = error_text(answer)
         status = answer.status_code
+        codes = error_codes(answer)
+        if NO_CONSENT_HELD in codes and consent.status == "RET":
+            return ConsentResult(NOTHING_TO_WITHDRAW, None, text)
+        if SAME_STATUS in codes:
+            return ConsentResult(ALREADY, None, text)
+        variable = misconfigured(answer)
+        if variable:
+            raise IysMisconfigured(f"İYS refused the consent ({status}: {text}): check {variable}",
+                                   status, variable)
         try:
             held = await self.consent_status(consent)
         except (IysRefused, IysUnavailable):
-            held = {"status": None}  # unknown: the refusal stands
+            held = None  # unknown: the refusal stands
         if held is not None and held.get("status") == consent.status:
             return ConsentResult(ALREADY, None, text)
-        if held is None and consent.status == "RET":
-            return ConsentResult(NOTHING_TO_WITHDRAW, None, text)
         raise IysRefused(f"İYS refused the consent ({status}: {text})", status)
 
     async def consent_status(self, consent: Consent) -> dict[str, Any] | None:
-        """What İYS holds for the recipient and channel, or None when it holds nothing (404)."""
+        """What İYS holds for the recipient and channel, or None when its answer says it holds
+        nothing for the recipient (a 404 with İYS's error body naming neither code).  A 403/404
+        blaming the configuration raises IysRefused naming the variable (`misconfigured`)."""
         body = {"recipient": consent.recipient, "type": consent.type,
                 "recipientType": consent.recipient_type}
         answer = await self._call("consents/status", body)
+        variable = misconfigured(answer)
+        if variable:
+            raise IysMisconfigured(f"İYS status query refused ({answer.status_code}: "
+                                   f"{error_text(answer)}): check {variable}", answer.status_code,
+                                   variable)
         if answer.status_code == 404:
             return None
         if answer.status_code != 200:

@@ -4,15 +4,17 @@
 against it, in tests and in `keyrouter replay --sandbox`.  It keeps İYS's shapes as public clients
 show them (README "İYS"): `POST /oauth2/token` (password and refresh_token grants),
 `POST /sps/{iysCode}/brands/{brandCode}/consents` (200 with `transactionId`) and `.../consents/status`
-(the latest record, 404 when none), errors as `{"errors": [{"code", "message"}]}`.  Error codes
-and texts here are stand-ins.
-
-Behaviour: a recipient's first record cannot be RET ("no record to withdraw", 400); a record equal
-to the one held (same status, consentDate and source) is a duplicate (409).  Tokens expire after
+(the latest record, 404 when none), errors as `{"errors": [{"code", "message"}]}`.  The codes
+İYS documents are İYS's own (docs/ordering-and-masking.md): a recipient's first record cannot be
+RET (400, H175: no consent to withdraw); a record with the status already held is refused (400,
+H174); an unknown service provider code is 404 H001 and an unknown brand code 404 H353, on every
+brand path.  The other codes and texts (a status query for a recipient with no record,
+malformed bodies) are stand-ins.  Tokens expire after
 `token_ttl` seconds of `clock`.  `fail_next(endpoint, kind)` scripts failures: a status code
 (with `retry_after` for 429/503), 401 (once, the token stays good), "expired" (every token issued
 so far stops working), "no_record", "duplicate", "reset" or "hang" (the record is applied, then no
 answer comes until the fake stops: a process killed while waiting has "lost" a success).
+`no_record` and `duplicate` answer İYS's H175 and H174.
 """
 
 from __future__ import annotations
@@ -208,19 +210,22 @@ class FakeIys:
             if kind == 401:
                 return _json(handler, 401, {"error": "invalid_token", "message": "Yetkisiz"})
             if kind == "no_record":
-                return _json(handler, 400, _errors("H_NO_RECORD", "İlk izin kaydı RET olamaz"))
+                return _json(handler, 400, _errors(*_FIRST_RET))
             if kind == "duplicate":
-                return _json(handler, 409, _errors("H_DUPLICATE", "Bu izin zaten kayıtlı"))
+                return _json(handler, 400, _errors(*_same_status("RET")))
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
             return _json(handler, int(kind), _errors(f"H{kind}", "Geçici hata"), headers)
         if endpoint == "token":
             return _json(handler, *self._token(body))
-        if m is None:
-            return _json(handler, 404, _errors("H404", "Bulunamadı"))
+        if m is None:  # an unknown path: a web server's 404, without İYS's error body
+            return _json(handler, 404, {"error": "Not Found"})
         if not self._authorized(auth):
             return _json(handler, 401, {"error": "invalid_token", "message": "Yetkisiz"})
-        if (m.group(1), m.group(2)) != (self.iys_code, self.brand_code):
-            return _json(handler, 403, _errors("H403", "Bu marka için yetkiniz yok"))
+        if m.group(1) != self.iys_code:
+            return _json(handler, 404, _errors("H001", f"Hizmet Sağlayıcı:{m.group(1)} bulunamadı."))
+        if m.group(2) != self.brand_code:
+            return _json(handler, 404, _errors(
+                "H353", "brandCode, kullanıcı izinleriyle eşleştirilemiyor"))
         if endpoint == "status":
             return _json(handler, *self._status(body))
         return _json(handler, *self._consent(body))
@@ -266,9 +271,9 @@ class FakeIys:
         with self.lock:
             held = self.held(body["recipient"], body["type"], body["recipientType"])
             if held is None and body["status"] == "RET":
-                return 400, _errors("H_NO_RECORD", "İlk izin kaydı RET olamaz")
-            if held is not None and all(held[k] == body[k] for k in ("status", "consentDate", "source")):
-                return 409, _errors("H_DUPLICATE", "Bu izin zaten kayıtlı")
+                return 400, _errors(*_FIRST_RET)
+            if held is not None and held["status"] == body["status"]:
+                return 400, _errors(*_same_status(body["status"]))
             record = {**body, "transactionId": self._next_tx()}
             self.records.append(record)
         created = datetime.fromtimestamp(self.clock(), TURKEY).strftime("%Y-%m-%d %H:%M:%S")
@@ -295,6 +300,15 @@ def _invalid(body: Any) -> str | None:
     if body["recipientType"] not in ("BIREYSEL", "TACIR"):
         return "recipientType hatalı"
     return None
+
+
+#: İYS's own answers (its API document): no consent to withdraw, and the status already held.
+_FIRST_RET = ("H175", "İlk defa kaydedilen bir iznin durum (status) bilgisi RET olmamalıdır.")
+
+
+def _same_status(status: str) -> tuple[str, str]:
+    return ("H174", "İzin durumu (status) güncellemesi için farklı bir durum girilmelidir. "
+            f"İzin durumu: {status}")
 
 
 def _errors(code: str, message: str) -> dict[str, Any]:

@@ -126,10 +126,14 @@ class Worker:
         return EXIT_OK
 
     async def _run_once(self) -> int:
-        """One poll (when this worker may fetch), every shared row processed, then exit."""
+        """One poll (when this worker may fetch), every shared row processed, then exit.  The
+        store must take a write first (`Store.touch`): beside a running worker there may be
+        nothing to claim, and a store that refuses writes (a full disk) would otherwise look
+        like one with nothing to do."""
         self.events.loop_ticked(self.clock())
         try:
             try:
+                await self.runtime.store.touch(time.time())
                 if await self.intake.acquire(self.clock()):
                     code = await self._poll(backoff=None)
                     if code is not None:

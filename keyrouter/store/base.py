@@ -236,6 +236,13 @@ class Store(ABC):
         dashboard shows it; only the latest is kept).  One round trip."""
 
     @abstractmethod
+    async def touch(self, at: float) -> None:
+        """Write the namespace's write-check mark (its time, kept a day): a write every backend
+        must accept, so `run --once` can tell a store that refuses writes (a full disk, a
+        read-only file, Redis out of memory) from one with nothing to do: it raises then.  One
+        round trip."""
+
+    @abstractmethod
     async def last_poll(self) -> tuple[float, int] | None:
         """(at, rows) of the latest `record_poll`, None before the first.  One round trip."""
 

@@ -305,6 +305,14 @@ class StoreContract(LedgerContract):
         assert await store.last_poll() == (1_700_000_060.5, 0)
         assert await other.last_poll() is None  # per namespace
 
+    async def test_touch_is_a_write_that_changes_nothing_else(self, make_store: MakeStore) -> None:
+        store = make_store()
+        await store.touch(1_700_000_000.25)
+        await store.touch(1_700_000_001.5)
+        assert await store.last_poll() is None and await store.counts() == {
+            "done": 0, "skipped": 0, "dead": 0, "failed": 0}
+        assert await store.unfinished(["a"]) == ["a"]
+
     async def test_routed_counts_add_up_per_rule_and_hour(self, make_store: MakeStore) -> None:
         clock = FakeClock()
         store, other = make_store(clock=clock), make_store(clock=clock)
