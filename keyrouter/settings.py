@@ -52,6 +52,12 @@ class Settings(BaseModel):
     #: KEYROUTER_DASHBOARD_TOKEN: signs people and scripts in to `keyrouter dashboard` and enables
     #: its Retry/Drop buttons; without it the dashboard is read-only and loopback-only.
     dashboard_token: SecretStr | None = None
+    #: KEYROUTER_DASHBOARD_TRUSTED_PROXIES: comma-separated addresses or networks of reverse
+    #: proxies in front of the dashboard; only from them are X-Forwarded-For/-Proto believed
+    #: (keyrouter/web/proxy.py).
+    dashboard_trusted_proxies: str | None = None
+    #: KEYROUTER_DASHBOARD_SECURE_COOKIE: auto (Secure when the request is https), always, never.
+    dashboard_secure_cookie: str = "auto"
     #: KEYROUTER_METRICS_ADDR: HOST:PORT for /metrics, /healthz, /readyz (`run --metrics` wins).
     metrics_addr: str | None = None
     #: KEYROUTER_LOG_LEVEL / KEYROUTER_LOG_FORMAT: read and checked by keyrouter.logs at start-up.
@@ -119,6 +125,8 @@ _ENV = {
     "shutdown_grace": "KEYROUTER_SHUTDOWN_GRACE",
     "max_abandoned": "KEYROUTER_MAX_ABANDONED",
     "dashboard_token": "KEYROUTER_DASHBOARD_TOKEN",
+    "dashboard_trusted_proxies": "KEYROUTER_DASHBOARD_TRUSTED_PROXIES",
+    "dashboard_secure_cookie": "KEYROUTER_DASHBOARD_SECURE_COOKIE",
     "rules_max_bytes": "KEYROUTER_RULES_MAX_BYTES",
     "metrics_addr": "KEYROUTER_METRICS_ADDR",
     "log_level": "KEYROUTER_LOG_LEVEL",

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +33,7 @@ from keyrouter.web import status as status_info
 from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
 from keyrouter.web.charts import bar_chart
 from keyrouter.web.pending import SCAN
+from keyrouter.web.proxy import Proxies, parse_cookie_mode
 
 logger = logging.getLogger("keyrouter.dashboard")
 HERE = Path(__file__).parent
@@ -87,6 +88,10 @@ class Dashboard:
     store_label: str = ""
     namespace: str = "default"
     store: Store | None = None
+    #: reverse proxies whose X-Forwarded-* headers are believed, and the cookie's Secure mode
+    #: (keyrouter/web/proxy.py)
+    proxies: Proxies = field(default_factory=Proxies)
+    secure_cookie: str = "auto"
 
     def __post_init__(self) -> None:
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), auto_reload=False,
@@ -251,7 +256,7 @@ class Dashboard:
         change = self.db.retry_dead if action == "retry" else self.db.drop_dead
         ok = await change(id)
         who = session.who if session else "bearer token"
-        client = request.client.host if request.client else "?"
+        client = self.proxies.client(request)
         verb = "retried" if action == "retry" else "dropped"
         logger.info("dashboard: dead letter %s %s by %s (%s)%s", id, verb, who, client,
                     "" if ok else ": it was not a dead letter any more")
@@ -267,7 +272,7 @@ class Dashboard:
             return RedirectResponse(nxt, 303)
         if request.method == "GET":
             return self.render(request, "login.html", next=nxt, error="")
-        client = request.client.host if request.client else "?"
+        client = self.proxies.client(request)
         form = await request.form()
         nxt = _local(str(form.get("next") or "/"))
         if self.auth.login_blocked(client):
@@ -280,9 +285,16 @@ class Dashboard:
         who = str(form.get("name") or "")
         response = RedirectResponse(nxt, 303)
         response.set_cookie(COOKIE, self.auth.new_cookie(who), max_age=SESSION_SECONDS, httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https", path="/")
+                            samesite="strict", secure=self.cookie_secure(request), path="/")
         logger.info("dashboard: %s signed in from %s", clean_name(who), client)
         return response
+
+    def cookie_secure(self, request: Request) -> bool:
+        """The session cookie's Secure flag: KEYROUTER_DASHBOARD_SECURE_COOKIE, `auto` following
+        the request's scheme (as a trusted proxy reports it)."""
+        if self.secure_cookie != "auto":
+            return self.secure_cookie == "always"
+        return self.proxies.https(request)
 
     async def logout(self, request: Request) -> Response:
         session: Session | None = request.scope.get("keyrouter.session")
@@ -313,10 +325,14 @@ def _csv(text: str, filename: str) -> Response:
 
 def create_app(open_store: Callable[[], Store], rules: pages.RulesInfo, *, token: str | None = None,
                allowed_hosts: list[str] | None = None, store_label: str = "",
-               namespace: str = "default") -> Starlette:
+               namespace: str = "default", trusted_proxies: str | None = None,
+               secure_cookie: str | None = None) -> Starlette:
     """`open_store` runs in the lifespan; `allowed_hosts` (Host header check, against DNS
-    rebinding of a loopback dashboard) None checks nothing."""
-    d = Dashboard(open_store, rules, Auth(token), store_label, namespace)
+    rebinding of a loopback dashboard) None checks nothing; `trusted_proxies` and
+    `secure_cookie` are the reverse-proxy settings (keyrouter/web/proxy.py; a bad value is a
+    ValueError naming the variable)."""
+    d = Dashboard(open_store, rules, Auth(token), store_label, namespace,
+                  proxies=Proxies(trusted_proxies), secure_cookie=parse_cookie_mode(secure_cookie))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

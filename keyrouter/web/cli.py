@@ -93,8 +93,13 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     def make_store() -> Store:
         return open_store(settings.store, settings.namespace, horizon)
 
-    app = create_app(make_store, rules, token=token, allowed_hosts=loopback_hosts(args.host),
-                     store_label=store_label(settings.store), namespace=settings.namespace)
+    try:
+        app = create_app(make_store, rules, token=token, allowed_hosts=loopback_hosts(args.host),
+                         store_label=store_label(settings.store), namespace=settings.namespace,
+                         trusted_proxies=settings.dashboard_trusted_proxies,
+                         secure_cookie=settings.dashboard_secure_cookie)
+    except ValueError as exc:  # a reverse-proxy setting that cannot be read
+        return _fail(str(exc))
     mode = "signed in by token, Retry/Drop enabled" if token else "read-only, no token"
     print(f"keyrouter dashboard on http://{args.host}:{args.port}/ ({mode}); Ctrl-C stops it",
           file=sys.stderr)

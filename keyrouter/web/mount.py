@@ -47,7 +47,9 @@ def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Setting
     horizon = settings.horizon_delta()
     dashboard = create_app(lambda: open_store(settings.store, settings.namespace, horizon), rules,
                            token=token, allowed_hosts=loopback_hosts(host),
-                           store_label=store_label(settings.store), namespace=settings.namespace)
+                           store_label=store_label(settings.store), namespace=settings.namespace,
+                           trusted_proxies=settings.dashboard_trusted_proxies,
+                           secure_cookie=settings.dashboard_secure_cookie)
 
     async def exposition(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST,
