@@ -17,11 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keyrouter import reports
+from keyrouter.handlers.iys import consent_date, consent_date_of
 from keyrouter.message import FIRST_SEEN, parse_row
 from keyrouter.ordering import Position, compare, in_order, later, numeric_id, position
+from keyrouter.store.base import OptOut
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis_connect import connect
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
+from keyrouter.web import pages
 from keyrouter.worker import Worker
 
 REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -65,6 +69,19 @@ def test_an_undated_row_keeps_its_first_seen_time_with_the_row() -> None:
     assert position(again) == Position(None, "5")
     dated = parse_row({"id": "6", "sender": NUMBER, "text": "RET", "date": "2026-11-27 09:15:00"})
     assert dated.date_known and FIRST_SEEN not in dated.row
+
+
+def test_first_seen_is_the_consent_date_and_the_ledger_says_no_date_was_given() -> None:
+    m = parse_row({"id": "5", "sender": NUMBER, "text": "RET"})
+    assert consent_date(m) == consent_date_of(m.row[FIRST_SEEN])
+    assert consent_date(parse_row(dict(m.row))) == consent_date(m)  # kept, not read again
+    line = OptOut(NUMBER, "blacklist", "5", "RET", m.received_at.timestamp(), 1.0, dated=False)
+    assert reports.ledger_rows([line])[0]["date_given"] == "no"
+    assert "no date from the provider" in pages.received_text(line)
+    assert pages.ledger_row(line, None, 2.0).received.endswith("no date from the provider)")
+    dated = OptOut(NUMBER, "blacklist", "6", "RET", 1.0, 2.0)
+    assert reports.ledger_rows([dated])[0]["date_given"] == "yes"
+    assert "first seen" not in pages.received_text(dated)
 
 
 # ---------------------------------------------------------------- through the real worker

@@ -273,7 +273,7 @@ def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool =
         if hours is not None:
             left = (f"{hours:.0f} business hours left" if hours >= 0
                     else f"overdue by {-hours:.0f} business hours")
-    return LedgerRow(turkey_time(e.received_at), mask_number(e.number), e.action, e.keyword or "",
+    return LedgerRow(received_text(e), mask_number(e.number), e.action, e.keyword or "",
                      e.message_id, "" if pending else turkey_time(e.handled_at), e.outcome or "",
                      turkey_time(due), met, pending, left, where)
 
@@ -314,7 +314,15 @@ async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None
 
 
 LEDGER_CSV_FIELDS = ("status", "where", "received_at", "number", "effect", "keyword", "message_id",
-                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met")
+                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met",
+                     "date_given")
+
+
+def received_text(e: OptOut) -> str:
+    """When the message was received; for a row the provider gave no date, the time keyrouter
+    first saw it, said so (docs/ordering-and-masking.md)."""
+    when = turkey_time(e.received_at)
+    return when if e.dated else f"{when} (first seen: no date from the provider)"
 
 
 def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
@@ -330,7 +338,7 @@ def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
     row = ["pending" if pending else "handled", where, turkey_time(e.received_at),
            e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
            "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
-           shown, met]
+           shown, met, "yes" if e.dated else "no"]
     return [cell(v) for v in row]
 
 
