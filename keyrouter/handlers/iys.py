@@ -13,7 +13,8 @@ goes to the dead letters, as with `blacklist` (README "sender and number").
 Safe to repeat: the effect is marked pending in the store before the call; a mark already there
 means an earlier try may have reached İYS, so the client asks the consent status first and sends
 nothing when İYS already holds the decision.  İYS refusing a record it already holds is success
-("already"); a RET for a recipient with no record is success ("nothing_to_withdraw").  The ledger
+("already"); a RET İYS refuses as a first record (its code H175: no consent held) is success
+("nothing_to_withdraw"); a wrong code or path never is (docs/ordering-and-masking.md).  The ledger
 line (action `iys_ret` / `iys_onay`) records the outcome and İYS's transactionId.  The latest
 request wins, as with `blacklist` (keyrouter/ordering.py): a message earlier in the order than the
 number's latest ledger line changes nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD,

@@ -59,7 +59,8 @@ class OptOut:
     `action` is "blacklist" / "unblacklist" (the provider's blacklist) or "iys_ret" / "iys_onay"
     (a consent record in İYS).  `outcome` and `transaction_id` say what İYS answered: "recorded"
     (with İYS's transactionId), "already" (İYS already held that decision) or
-    "nothing_to_withdraw" (a RET for a recipient İYS has no record of); None for blacklist lines.
+    "nothing_to_withdraw" (a RET İYS refused with H175: it holds no consent for the recipient);
+    None for blacklist lines.
     `dated` is False when the provider gave the message no date: `received_at` is then the time
     keyrouter first saw it (kept with the row), used for the deadline and İYS's consentDate, and
     the line's place in the order is its id (docs/ordering-and-masking.md).
