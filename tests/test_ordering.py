@@ -18,9 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyrouter import reports
+from keyrouter.client import IletiMerkezi
 from keyrouter.handlers.iys import consent_date, consent_date_of
+from keyrouter.intake import Intake
 from keyrouter.message import FIRST_SEEN, parse_row
 from keyrouter.ordering import Position, compare, in_order, later, numeric_id, position
+from keyrouter.store import open_store
 from keyrouter.store.base import OptOut
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis_connect import connect
@@ -112,6 +115,32 @@ async def poll(runtime: Any) -> int:
 def undated(row: dict[str, Any]) -> dict[str, Any]:
     del row["date"]
     return row
+
+
+@pytest.mark.anyio
+async def test_the_first_seen_time_is_decided_once_and_kept_by_the_store(store_url: str) -> None:
+    """The fetch leader stamps an undated row once; every worker reading the shared row, later,
+    and the dead letter it may become, carry that same time."""
+    namespace = f"seen-{uuid4().hex[:12]}"
+    store = open_store(store_url, namespace)
+    try:
+        with FakeIletiMerkezi() as provider:
+            async with IletiMerkezi(provider.key, provider.hash, base_url=provider.base_url) as api:
+                undated(provider.add_message("RET", sender=NUMBER, id="41"))
+                leader = Intake(store, api, owner="a", lease=10.0)
+                assert await leader.acquire(0)
+                await leader.fetch()
+                first = (await leader.read(full=True))[0]
+                await asyncio.sleep(0.05)
+                await leader.fetch()  # polled again: the row is not stamped anew
+                other = (await Intake(store, None, owner="b", lease=10.0).read(full=True))[0]
+        assert not first.date_known and other.received_at == first.received_at
+        assert await store.dead_letter("41", "b", "x", rule="optout", row=other.row, now=1.0)
+        kept = await store.get_dead_letter("41")
+        assert kept is not None and parse_row(kept.row).received_at == first.received_at
+    finally:
+        await store.close()
+        await drop_namespace(store_url, namespace)
 
 
 @pytest.mark.anyio
