@@ -1,4 +1,4 @@
-"""What a handler receives besides the message and the match (SPEC, Handlers)."""
+"""What a handler receives besides the message and the match (docs/handlers.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Law 6563's regulation on commercial electronic communication gives a service provider three
 business days ("üç iş günü") from a refusal reaching it to stop messages and to record the refusal
-(README, "Deadlines").  How keyrouter counts, in Turkey time (UTC+03:00, no daylight saving):
+(docs/compliance.md, "Deadlines").  How keyrouter counts, in Turkey time (UTC+03:00, no daylight saving):
 
 - The day the refusal arrives is not counted, whatever the hour (as Turkish law counts periods
   in days); counting starts the next day.

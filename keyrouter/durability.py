@@ -33,7 +33,7 @@ async def durability_warnings(store: Store) -> list[str]:
     if not aof or any(str(v) not in ("1", "True") for v in aof):
         warnings.append("Redis does not persist with AOF (appendonly no): if it restarts, the done "
                         "markers since its last snapshot are lost and those messages' handlers run "
-                        "again. Set `appendonly yes` (README, In production)")
+                        "again. Set `appendonly yes` (docs/operations.md, In production)")
     try:
         policy = _values(await client.config_get("maxmemory-policy"), "maxmemory-policy")
     except Exception as exc:  # managed Redis often refuses CONFIG
@@ -46,7 +46,7 @@ async def durability_warnings(store: Store) -> list[str]:
         shown = ", ".join(evicting) or "unknown"
         warnings.append(f"Redis maxmemory-policy is {shown}, not noeviction: under memory "
                         "pressure it may drop done markers and leases, and handlers run again. "
-                        "Set `maxmemory-policy noeviction` (README, In production)")
+                        "Set `maxmemory-policy noeviction` (docs/operations.md, In production)")
     return warnings
 
 

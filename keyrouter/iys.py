@@ -1,6 +1,6 @@
 """The İYS (İleti Yönetim Sistemi) API over httpx: one consent record at a time.
 
-Facts (README "İYS"; gathered from independent public clients of the API):
+Facts (docs/compliance.md, "İYS"; gathered from independent public clients of the API):
 - token: `POST {base}/oauth2/token`, JSON `{"username", "password", "grant_type": "password"}`
   (or `{"refresh_token", "grant_type": "refresh_token"}`), answered with `access_token`,
   `refresh_token`, `expires_in`, `refresh_expires_in` (seconds); calls send `Bearer <token>`;

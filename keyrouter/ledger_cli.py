@@ -157,7 +157,7 @@ async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, router:
     cases = [c for c in await compliance.collect(store, effects, router=router)
              if since is None or c.received_at >= since]
     now = CLOCK()
-    print("deadline: three Turkish business days (README, Deadlines)")
+    print("deadline: three Turkish business days (docs/compliance.md, Deadlines)")
     for effect, s in compliance.summary(cases, now).items():
         closest = s["closest_hours_left"]
         tail = f"; closest: {_hours(closest)}" if closest is not None else ""

@@ -1,4 +1,4 @@
-"""Text -> normalized text: the SPEC's six steps, in order.  Pure: no I/O.
+"""Text -> normalized text: the six steps of docs/rules.md (Normalization), in order.  Pure: no I/O.
 
 The same `Normalizer` is applied to message texts and to rule keywords, so `İPTAL`, `IPTAL`,
 `ıptal` and `iptal` meet.  Steps 1-4 act character by character, so `Normalizer` folds them into
@@ -23,7 +23,7 @@ _FOLD_EXTRA = str.maketrans({"ı": "i", "ø": "o", "ł": "l", "đ": "d", "ħ": "
 
 @dataclass(frozen=True)
 class NormalizeSettings:
-    """The `normalize:` block of a rules file (defaults as in the SPEC)."""
+    """The `normalize:` block of a rules file (defaults as in docs/rules.md)."""
 
     locale: Locale = "tr"
     fold_accents: bool = True
@@ -158,7 +158,7 @@ class Normalizer:
         return words[start:]
 
     def steps(self, text: str) -> list[tuple[str, str]]:
-        """Each step with its output, in SPEC order, for `keyrouter explain`."""
+        """Each step with its output, in order, for `keyrouter explain`."""
         out: list[tuple[str, str]] = []
         for name, stage in self._stages():
             text = stage(text)

@@ -89,7 +89,7 @@ def _explain(source: str, exc: Exception) -> str:
         return f"pattern does not compile: {reason} (RE2 allows counts up to 1000)"
     if "too large" in reason:
         return f"pattern does not compile: {reason} (simplify counted repetitions)"
-    return f"pattern does not compile: {reason} (RE2 syntax: README, Rules)"
+    return f"pattern does not compile: {reason} (RE2 syntax: docs/rules.md, Pattern syntax)"
 
 
 def capture_groups(source: str) -> Iterator[tuple[int, int, str | None]]:

@@ -2,7 +2,7 @@
 
 `FakeIys` is an HTTP server on 127.0.0.1 (not a mock): the `iys` handler runs its real client
 against it, in tests and in `keyrouter replay --sandbox`.  It keeps İYS's shapes as public clients
-show them (README "İYS"): `POST /oauth2/token` (password and refresh_token grants),
+show them (docs/compliance.md, "İYS"): `POST /oauth2/token` (password and refresh_token grants),
 `POST /sps/{iysCode}/brands/{brandCode}/consents` (200 with `transactionId`) and `.../consents/status`
 (the latest record, 404 when none), errors as `{"errors": [{"code", "message"}]}`.  Error codes
 and texts here are stand-ins.

@@ -199,7 +199,7 @@ def test_patterns_skip_texts_over_the_bound(router) -> None:
 
 # ------------------------------------------------------------------ differential test
 def reference_route(rules, text: str, receiver: str | None):
-    """The SPEC's semantics, written the slow and obvious way."""
+    """The documented semantics (docs/rules.md, Matching), written the slow and obvious way."""
     from keyrouter.fuzzy import distance
     from keyrouter.message import canonical_receiver
 

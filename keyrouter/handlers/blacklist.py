@@ -4,7 +4,7 @@ Only `message.sender_e164` is ever blocked.  When the sender is a short code or 
 name there is no mobile number to block and the message goes to the dead letters (PermanentError):
 the row's other number (`number`) is OUR receiving number, even though one of the provider's own
 examples looks as if the two were swapped, and blocking the wrong person is worse than a dead
-letter a human can look at (README, "sender and number").
+letter a human can look at (docs/handlers.md, "Sender and number").
 
 Order: the latest request received wins.  Before acting, the ledger's latest entry for the number
 is read (`Store.latest_optout`); when a message received later already blocked or unblocked it,
@@ -66,7 +66,7 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
             f"{action}: message {message.id}: the row's sender is not a mobile number "
             f"({mask_number(message.sender)!r}: a short code or a name), so there is no one to "
             f"{verb}; the row's `number` is our own receiving number and is deliberately not "
-            "used; see README 'sender and number'"
+            "used; see docs/handlers.md, 'Sender and number'"
         )
     client = require_client(context, action)
     masked = mask_number(number)

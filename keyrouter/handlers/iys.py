@@ -7,7 +7,7 @@ Params (both optional):
 The record: `type` MESAJ, `source` HS_MESAJ (the decision came by SMS), `recipient` the sender's
 E.164 number, `consentDate` the provider's own date string (Turkey time) when the row has one in
 İYS's format, else the received time in Turkey time.  A sender that is a short code or a name
-goes to the dead letters, as with `blacklist` (README "sender and number").
+goes to the dead letters, as with `blacklist` (docs/handlers.md, "Sender and number").
 
 Safe to repeat: the effect is marked pending in the store before the call; a mark already there
 means an earlier try may have reached İYS, so the client asks the consent status first and sends
@@ -100,7 +100,7 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
             f"iys: message {message.id}: the row's sender is not a mobile number "
             f"({mask_number(message.sender)!r}: a short code or a name), so there is no recipient "
             "to record in İYS; the row's `number` is our own receiving number and is deliberately "
-            "not used; see README 'sender and number'"
+            "not used; see docs/handlers.md, 'Sender and number'"
         )
     client = shared_client(context.settings) if context.settings is not None else None
     if client is None:

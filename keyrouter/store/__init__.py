@@ -1,4 +1,4 @@
-"""Processing state backends.  `open_store(url)` picks one from a URL (see SPEC, Store)."""
+"""Processing state backends.  `open_store(url)` picks one from a URL (docs/design.md, The store)."""
 
 from __future__ import annotations
 
