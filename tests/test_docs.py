@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -254,3 +255,19 @@ def test_every_command_named_in_the_text_exists(source: Path) -> None:
         assert words[0] in known, f"{source.name}: `keyrouter {span}`: no command {words[0]!r}"
         if len(words) == 2 and any(k.startswith(words[0] + " ") for k in known):
             assert " ".join(words) in known, f"{source.name}: `keyrouter {span}`: no such action"
+
+
+def test_every_dependency_has_its_line() -> None:
+    """Each package of pyproject.toml (runtime and every extra) says why it is there."""
+    project = tomllib.loads(read(ROOT / "pyproject.toml"))["project"]
+    page = read(DOCS / "dependencies.md")
+    groups = {"Runtime": project["dependencies"], **{f"Extra `{name}`": requirements for name, requirements
+                                                     in project["optional-dependencies"].items()}}
+    for title, requirements in groups.items():
+        assert f"## {title}\n" in page, f"docs/dependencies.md: add a section {title}"
+        section = page.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+        for requirement in requirements:
+            name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+            if name == "keyrouter":  # an extra of its own, e.g. keyrouter[web]
+                name = requirement.split(";")[0].strip()
+            assert f"**{name}**" in section, f"docs/dependencies.md, {title}: say why {name}"

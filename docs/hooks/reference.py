@@ -115,7 +115,8 @@ def flag_rows(parser: argparse.ArgumentParser) -> list[str]:
             name = f"`{formatter._metavar_formatter(action, action.dest)(1)[0]}`"
         text = formatter._expand_help(action) if action.help else ""
         if action.choices and not isinstance(action.choices, dict):
-            text += f" (one of {', '.join(f'`{c}`' for c in action.choices)})"
+            choices = f"one of {', '.join(f'`{c}`' for c in action.choices)}"
+            text = f"{text} ({choices})" if text else choices
         default = action.default
         shown = "" if default in (None, False, argparse.SUPPRESS) or action.nargs == 0 else f"`{default}`"
         rows.append(f"| {name} | {cell(text)} | {shown} |")
