@@ -29,6 +29,7 @@ from keyrouter.cli import build_parser
 from keyrouter.handlers.webhook import sign
 from keyrouter.router import Router
 from keyrouter.rules import load_rules
+from keyrouter.rules_schema import FileModel, NormalizeModel, RuleModel
 from keyrouter.settings import _ENV, Settings
 
 ROOT = Path(__file__).parent.parent
@@ -271,3 +272,12 @@ def test_every_dependency_has_its_line() -> None:
             if name == "keyrouter":  # an extra of its own, e.g. keyrouter[web]
                 name = requirement.split(";")[0].strip()
             assert f"**{name}**" in section, f"docs/dependencies.md, {title}: say why {name}"
+
+
+def test_the_rules_page_names_every_key_of_a_rules_file() -> None:
+    page = read(DOCS / "rules.md")
+    for model in (RuleModel, NormalizeModel):
+        missing = [key for key in model.model_fields if f"| `{key}` |" not in page]
+        assert not missing, f"docs/rules.md: add the keys {missing} of {model.__name__}"
+    for key in FileModel.model_fields:
+        assert f"`{key}:`" in page or f"`{key}: " in page, f"docs/rules.md: the file's key {key}"
