@@ -26,7 +26,9 @@ from pydantic import Field
 
 from keyrouter.check import check_examples
 from keyrouter.cli import build_parser
+from keyrouter.handlers.registry import BUILTINS
 from keyrouter.handlers.webhook import sign
+from keyrouter.observe import Metrics
 from keyrouter.router import Router
 from keyrouter.rules import load_rules
 from keyrouter.rules_schema import FileModel, NormalizeModel, RuleModel
@@ -281,3 +283,17 @@ def test_the_rules_page_names_every_key_of_a_rules_file() -> None:
         assert not missing, f"docs/rules.md: add the keys {missing} of {model.__name__}"
     for key in FileModel.model_fields:
         assert f"`{key}:`" in page or f"`{key}: " in page, f"docs/rules.md: the file's key {key}"
+
+
+def test_the_handlers_page_lists_every_built_in() -> None:
+    page = read(DOCS / "handlers.md")
+    missing = [name for name in BUILTINS if f"| `{name}` |" not in page]
+    assert not missing, f"docs/handlers.md, Built-in handlers: add {missing}"
+
+
+def test_the_operations_page_lists_every_metric() -> None:
+    page = read(DOCS / "operations.md")
+    families = {family.name for family in Metrics(process_metrics=False).registry.collect()}
+    assert "keyrouter_messages" in families
+    missing = [name for name in sorted(families) if f"`{name}" not in page]
+    assert not missing, f"docs/operations.md, Metrics: add {missing}"
