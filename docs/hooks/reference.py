@@ -20,7 +20,7 @@ from keyrouter.settings import _ENV, Settings
 
 SETTINGS_PAGE = "reference/settings.md"
 COMMANDS_PAGE = "reference/commands.md"
-USAGE_WIDTH = 100
+USAGE_WIDTH = 76  # fits the code block of the Material theme without scrolling
 
 
 class ReferenceError(Exception):
