@@ -8,10 +8,10 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from keyrouter.client import DEFAULT_BASE_URL
-from keyrouter.iys import DEFAULT_IYS_BASE_URL
+from keyrouter.providers.iletimerkezi import DEFAULT_BASE_URL
+from keyrouter.providers.iys import DEFAULT_IYS_BASE_URL
 from keyrouter.retries import RetryPolicy
-from keyrouter.yamlpos import DEFAULT_MAX_BYTES
+from keyrouter.rules.yamlpos import DEFAULT_MAX_BYTES
 
 
 class Settings(BaseModel):
@@ -54,7 +54,7 @@ class Settings(BaseModel):
     dashboard_token: SecretStr | None = None
     #: KEYROUTER_METRICS_ADDR: HOST:PORT for /metrics, /healthz, /readyz (`run --metrics` wins).
     metrics_addr: str | None = None
-    #: KEYROUTER_LOG_LEVEL / KEYROUTER_LOG_FORMAT: read and checked by keyrouter.logs at start-up.
+    #: KEYROUTER_LOG_LEVEL / KEYROUTER_LOG_FORMAT: read and checked by keyrouter.ops.logs at start-up.
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -67,7 +67,7 @@ class Settings(BaseModel):
                            max_delay=self.retry_max)
 
     def horizon_delta(self) -> timedelta | None:
-        from keyrouter.rules import parse_duration
+        from keyrouter.rules.loader import parse_duration
 
         return parse_duration(self.horizon) if self.horizon else None
 

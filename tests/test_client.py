@@ -1,4 +1,4 @@
-"""keyrouter.client against a real local server (keyrouter.testing), not mocks."""
+"""keyrouter.providers.iletimerkezi against a real local server (keyrouter.testing), not mocks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from keyrouter.client import (
+from keyrouter.providers.iletimerkezi import (
     AUTH_HELP,
     DEFAULT_TIMEOUT,
     DUPLICATE_SMS,
@@ -212,10 +212,10 @@ async def test_send_sms_order_id_as_number(fake: FakeIletiMerkezi) -> None:
 async def test_total_rows_warning_once_per_change(
     fake: FakeIletiMerkezi, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="keyrouter.client")
+    caplog.set_level(logging.WARNING, logger="keyrouter.providers.iletimerkezi")
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "keyrouter.client"]
+        return [r.getMessage() for r in caplog.records if r.name == "keyrouter.providers.iletimerkezi"]
 
     fake.add_message("a")
     fake.add_message("b")

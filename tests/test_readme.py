@@ -22,13 +22,6 @@ def section(title: str) -> str:
     return README[start : end if end != -1 else None]
 
 
-def test_the_layout_lists_every_module() -> None:
-    layout = section("Layout")
-    missing = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "keyrouter").rglob("*.py"))
-               if path.name != "__init__.py" and not re.search(rf"\b{re.escape(path.stem)}\b", layout)]
-    assert not missing, f"README.md, Layout: add {missing}"
-
-
 def test_the_rules_excerpt_is_the_shipped_file() -> None:
     excerpt = re.search(r"## Rules\n.*?```yaml\n(.*?)```", README, re.S)
     assert excerpt, "README.md, Rules: no yaml block"

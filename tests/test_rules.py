@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from keyrouter.handlers import registry
-from keyrouter.rules import RulesError, load_rules, parse_duration
+from keyrouter.rules import registry
+from keyrouter.rules.loader import RulesError, load_rules, parse_duration
 
 
 def problems(path: Path) -> list[str]:

@@ -27,12 +27,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
 from keyrouter.message import TURKEY, Message, mask_number
+from keyrouter.providers.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 from keyrouter.store.base import OptOut
 
 __all__ = ["PARAMS", "action_for", "consent_date", "consent_date_of", "handle", "params_problem",

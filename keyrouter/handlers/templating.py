@@ -27,10 +27,10 @@ from keyrouter.retries import PermanentError
 from keyrouter.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from keyrouter.client import IletiMerkezi
-    from keyrouter.context import Context
+    from keyrouter.handlers.context import Context
     from keyrouter.message import Message
-    from keyrouter.router import Match
+    from keyrouter.providers.iletimerkezi import IletiMerkezi
+    from keyrouter.rules.router import Match
 
 __all__ = [
     "MESSAGE_FIELDS",

@@ -43,11 +43,11 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.message import Message
 from keyrouter.retries import PermanentError, RetryLater
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -101,7 +101,7 @@ def _timeout(params: Mapping[str, Any]) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        from keyrouter.rules import parse_duration  # here: rules validation may import this module
+        from keyrouter.rules.loader import parse_duration  # here: rules validation may import this module
 
         seconds = parse_duration(value).total_seconds()
     if not math.isfinite(seconds) or seconds <= 0:

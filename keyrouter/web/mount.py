@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from keyrouter.observe import Metrics
+from keyrouter.ops.metrics import Metrics
 from keyrouter.settings import Settings
 
 
@@ -34,8 +34,8 @@ def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Setting
     except ImportError as exc:
         raise ValueError(f"--dashboard needs the web extra ({exc.name} is missing): "
                          "pip install 'keyrouter[web]'") from None
+    from keyrouter.cli.dashboard import is_loopback, loopback_hosts
     from keyrouter.store import open_store
-    from keyrouter.web.cli import is_loopback, loopback_hosts
     from keyrouter.web.pages import RulesInfo
     from keyrouter.web.status import store_label
 

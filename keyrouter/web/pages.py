@@ -22,7 +22,7 @@ from typing import Any
 
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.message import TURKEY, mask_number
-from keyrouter.rules import RuleSet, load_rules, rule_files
+from keyrouter.rules.loader import RuleSet, load_rules, rule_files
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 from keyrouter.web.pending import Pending, pending
 
@@ -82,7 +82,7 @@ class RulesInfo:
     rule_count: int
     surveys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> declared choices
     loaded_at: float = 0.0
-    #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.effects_of_rules)
+    #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.overdue.effects_of_rules)
     effects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_names: tuple[str, ...] = ()
     router: Any = None  # routes the shared rows (pending opt-outs still waiting to start)
@@ -94,7 +94,7 @@ class RulesInfo:
 
         rules = load_rules(path)
         files, version = file_hashes(path)
-        from keyrouter.router import Router
+        from keyrouter.rules.router import Router
 
         return cls(path, files, version, len(rules.rules), declared_surveys(rules), now,
                    effects_of(rules), tuple(r.name for r in rules.rules), Router(rules))
@@ -102,8 +102,8 @@ class RulesInfo:
 
 def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
     """Each file's sha256 prefix, and the version hash the worker's metrics report
-    (`keyrouter_rules_info{version}`, keyrouter.reload.rules_version), so the two can be compared."""
-    from keyrouter.reload import rules_version
+    (`keyrouter_rules_info{version}`, keyrouter.worker.reload.rules_version), so the two can be compared."""
+    from keyrouter.worker.reload import rules_version
 
     files = []
     for f in rule_files(path):
@@ -174,7 +174,7 @@ def deadline_function() -> Deadline | None:
     depends only on the Turkey-time day received (that day is not counted, whatever the hour), so
     it is computed once per day, not once per line."""
     try:
-        from keyrouter import deadlines
+        from keyrouter.compliance import deadlines
     except ImportError:
         return None
     fn = getattr(deadlines, "deadline", None)
@@ -195,7 +195,7 @@ def deadline_function() -> Deadline | None:
 @functools.lru_cache(maxsize=4096)
 def _hours_left(due: float, minute: int) -> float | None:
     try:
-        from keyrouter.deadlines import business_hours_left as left
+        from keyrouter.compliance.deadlines import business_hours_left as left
     except ImportError:
         return None
     return float(left(due, minute * 60.0))
