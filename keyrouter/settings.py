@@ -8,10 +8,17 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from keyrouter.providers.iletimerkezi import DEFAULT_BASE_URL
-from keyrouter.providers.iys import DEFAULT_IYS_BASE_URL
+from keyrouter.durations import parse_duration
 from keyrouter.retries import RetryPolicy
-from keyrouter.rules.yamlpos import DEFAULT_MAX_BYTES
+
+#: The provider's API; a test or the sandbox points `base_url` at a local fake.
+DEFAULT_BASE_URL = "https://api.iletimerkezi.com"
+#: İYS's production API, and its sandbox (for `IYS_BASE_URL`).
+DEFAULT_IYS_BASE_URL = "https://api.iys.org.tr"
+SANDBOX_IYS_BASE_URL = "https://api.sandbox.iys.org.tr"
+#: Rules files together may hold this many bytes (KEYROUTER_RULES_MAX_BYTES): 10,000 rules take
+#: about 0.7 MB; the limit bounds the time and memory parsing can take.
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 
 class Settings(BaseModel):
@@ -67,8 +74,6 @@ class Settings(BaseModel):
                            max_delay=self.retry_max)
 
     def horizon_delta(self) -> timedelta | None:
-        from keyrouter.rules.loader import parse_duration
-
         return parse_duration(self.horizon) if self.horizon else None
 
     @classmethod

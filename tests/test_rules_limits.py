@@ -12,8 +12,7 @@ import pytest
 
 from keyrouter.cli import main
 from keyrouter.rules.loader import RulesError, load_rules
-from keyrouter.rules.yamlpos import DEFAULT_MAX_BYTES
-from keyrouter.settings import Settings
+from keyrouter.settings import DEFAULT_MAX_BYTES, Settings
 
 #: The child imports keyrouter first, then times `check` alone and reports its peak memory.
 CHILD = """

@@ -16,6 +16,7 @@ from typing import Any
 from keyrouter.rules.loader import RulesError, load_rules
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
+from keyrouter.store import open_store
 
 #: Exit codes shared by every command (run's own are the same numbers: keyrouter.worker.loop).
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_INPUT, EXIT_AUTH, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
@@ -88,7 +89,6 @@ def load_router(args: argparse.Namespace, settings: Settings) -> Router:
 
 def with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
     """Open the store, run `body(store)`, close it.  Store failures reach keyrouter.cli.errors."""
-    from keyrouter.store import open_store
 
     async def act() -> int:
         async with open_store(settings.store, settings.namespace, settings.horizon_delta()) as store:

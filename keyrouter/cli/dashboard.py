@@ -9,19 +9,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import sys
 import time
 
+from keyrouter.cli.common import command
+from keyrouter.rules.loader import RulesError
 from keyrouter.settings import Settings
-from keyrouter.store import Store
+from keyrouter.store import Store, open_store
+from keyrouter.web.app import create_app
+from keyrouter.web.auth import is_loopback, loopback_hosts
+from keyrouter.web.pages import RulesInfo
+from keyrouter.web.status import store_label
 
 EXIT_OK, EXIT_BAD_CONFIG, EXIT_STORE_UNREACHABLE = 0, 2, 4
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8470
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from keyrouter.cli.common import command
 
     p = command(subparsers, "dashboard", "a web page with survey charts, the opt-out ledger, "
                 "dead letters and status (needs keyrouter[web])",
@@ -36,22 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.set_defaults(func=cmd_dashboard)
 
 
-def is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def loopback_hosts(host: str) -> list[str] | None:
-    """The Host headers a loopback dashboard accepts (against DNS rebinding); None checks none."""
-    if not is_loopback(host):
-        return None
-    return ["localhost", "127.0.0.1", "[::1]", "::1", host.strip("[]")]
-
-
 def _fail(message: str) -> int:
     print(f"keyrouter: {message}", file=sys.stderr)
     return EXIT_BAD_CONFIG
@@ -61,14 +49,9 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     try:
         import uvicorn
 
-        from keyrouter.web.app import create_app
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")
-    from keyrouter.rules.loader import RulesError
-    from keyrouter.store import open_store
-    from keyrouter.web.pages import RulesInfo
-    from keyrouter.web.status import store_label
 
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
     if not is_loopback(args.host) and not token:

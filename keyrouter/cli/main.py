@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from keyrouter.cli import doctor
 from keyrouter.cli import optouts as ledger_cli
 from keyrouter.cli import replay as cli_replay
 from keyrouter.cli import rules as cli_rules
+from keyrouter.cli import run as service
 from keyrouter.cli import store as cli_store
 from keyrouter.cli.common import (
     EXIT_BAD_INPUT,
@@ -23,11 +25,14 @@ from keyrouter.cli.common import (
     rules_flag,
     store_flag,
 )
+from keyrouter.cli.dashboard import add_parser as add_dashboard
 from keyrouter.cli.errors import run_guarded, say
 from keyrouter.cli.run import add_run_flags
-from keyrouter.ops import doctor
 from keyrouter.ops.logs import LogConfigError, setup_logging
 from keyrouter.settings import Settings
+from keyrouter.worker import loop as worker
+from keyrouter.worker import shutdown
+from keyrouter.worker.runtime import open_runtime
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_DEAD_LETTERS", "EXIT_OK", "build_parser", "main"]
 
@@ -56,11 +61,6 @@ def package_version() -> str:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from keyrouter.cli import run as service
-    from keyrouter.worker import loop as worker
-    from keyrouter.worker import shutdown
-    from keyrouter.worker.runtime import open_runtime
-
     if settings.api_key is None or settings.api_hash is None:
         raise CliError("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
                        "Settings → Security → API Access)")
@@ -111,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_cli.add_parser(sub)  # optouts export|stats|overdue
     doctor.add_parser(sub)
 
-    from keyrouter.cli.dashboard import add_parser as add_dashboard  # imports no web library
 
     add_dashboard(sub)
     return parser

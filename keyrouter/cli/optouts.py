@@ -92,7 +92,7 @@ def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
 
 
 def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
-    from keyrouter.rules.loader import parse_duration
+    from keyrouter.durations import parse_duration
 
     try:
         since = _since(getattr(args, "since", None))

@@ -157,7 +157,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     sandbox = iys_sandbox = None
     if args.sandbox:
-        from keyrouter.testing import FakeIletiMerkezi
+        from keyrouter.sandbox.provider import FakeIletiMerkezi
 
         sandbox = FakeIletiMerkezi().start()
         settings = settings.model_copy(update={

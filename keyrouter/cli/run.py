@@ -14,6 +14,7 @@ from keyrouter.events import NO_EVENTS, Events
 from keyrouter.ops.listener import Listener, parse_addr
 from keyrouter.ops.metrics import Metrics
 from keyrouter.settings import Settings
+from keyrouter.web.mount import dashboard_listener
 from keyrouter.worker.reload import WATCH_PERIOD, Reloader
 
 logger = logging.getLogger("keyrouter.cli.run")
@@ -44,8 +45,6 @@ def make_metrics(args: argparse.Namespace, settings: Settings,
     host, port = parse_addr(addr, where)
     metrics = Metrics(interval=interval)
     if getattr(args, "dashboard", False):
-        from keyrouter.web.mount import dashboard_listener
-
         return metrics, dashboard_listener(metrics, host, port, settings)
     return metrics, Listener(metrics, host, port)
 

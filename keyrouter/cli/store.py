@@ -1,6 +1,6 @@
 """Commands that read the store: `dead-letters`, `survey` (`optouts`: keyrouter.cli.optouts).
 Every time shown is Turkey time with its offset, as the provider's message dates
-(keyrouter.compliance.reports.local_iso)."""
+(keyrouter.timefmt.iso)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from keyrouter import timefmt
 from keyrouter.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -29,7 +30,7 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
             if not letters and not args.json:
                 print("no dead letters")
             for d in letters:
-                when = reports.local_iso(d.failed_at)
+                when = timefmt.iso(d.failed_at)
                 if args.json:
                     print(json.dumps({"id": d.id, "rule": d.rule, "attempts": d.attempts,
                                       "failed_at": when, "error": d.error}, ensure_ascii=False))

@@ -8,10 +8,10 @@ import io
 import json
 import statistics
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
-from keyrouter.message import TURKEY
+from keyrouter import timefmt
+from keyrouter.compliance.deadlines import deadline
 from keyrouter.store.base import OptOut, SurveyResults
 
 LEDGER_FIELDS = ("number", "action", "message_id", "keyword", "received_at", "handled_at",
@@ -21,20 +21,12 @@ _DEADLINED = ("blacklist", "iys_ret")
 _IYS_ACTIONS = ("iys_ret", "iys_onay")
 
 
-def local_iso(epoch: float | None) -> str:
-    """The one convention for every time a person reads: Turkey time with its offset, as the
-    provider's message dates (`2026-11-26T09:47:53+03:00`)."""
-    return "" if epoch is None else datetime.fromtimestamp(epoch, TURKEY).isoformat(timespec="seconds")
-
-
-_iso = local_iso
 
 
 def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
     """One row per ledger line.  `deadline` (three Turkish business days, keyrouter.compliance.deadlines) and
     `within_deadline` for opt-outs; `iys_outcome` / `iys_transaction_id` from the İYS line of the
     same message (a blacklist row shows what İYS answered for that message, too)."""
-    from keyrouter.compliance.deadlines import deadline
 
     entries = list(entries)
     iys = {e.message_id: e for e in entries if e.action in _IYS_ACTIONS}
@@ -43,8 +35,8 @@ def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
         due = deadline(e.received_at).timestamp() if e.action in _DEADLINED else None
         own = e if e.action in _IYS_ACTIONS else iys.get(e.message_id)
         rows.append({"number": e.number, "action": e.action, "message_id": e.message_id,
-                     "keyword": e.keyword or "", "received_at": _iso(e.received_at),
-                     "handled_at": _iso(e.handled_at), "deadline": _iso(due),
+                     "keyword": e.keyword or "", "received_at": timefmt.iso(e.received_at),
+                     "handled_at": timefmt.iso(e.handled_at), "deadline": timefmt.iso(due),
                      "within_deadline": "" if due is None else ("yes" if e.handled_at <= due else "no"),
                      "iys_outcome": (own.outcome or "") if own else "",
                      "iys_transaction_id": (own.transaction_id or "") if own else ""})
@@ -54,7 +46,6 @@ def ledger_rows(entries: Iterable[OptOut]) -> list[dict[str, Any]]:
 def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL") -> str:
     """İYS consent records, one JSON object a line, for bulk upload: one per message and
     decision (a message with both a blacklist and an İYS line gives one record)."""
-    from keyrouter.handlers.iys import consent_date_of
 
     out, seen = [], set()
     for e in entries:
@@ -63,7 +54,7 @@ def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL") -> 
             continue
         seen.add((e.message_id, status))
         out.append(json.dumps({"recipient": e.number, "type": "MESAJ", "source": "HS_MESAJ",
-                               "status": status, "consentDate": consent_date_of(e.received_at),
+                               "status": status, "consentDate": timefmt.iys(e.received_at),
                                "recipientType": recipient_type}, ensure_ascii=False) + "\n")
     return "".join(out)
 
@@ -124,7 +115,7 @@ def survey_dict(results: SurveyResults, choices: Sequence[str] = ()) -> dict[str
                     for c, n in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))],
         "voters": results.voters,
         "rejected": results.rejected,
-        "last_vote_at": _iso(results.last_vote_at) or None,
+        "last_vote_at": timefmt.iso(results.last_vote_at) or None,
     }
 
 

@@ -6,14 +6,12 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keyrouter.events import NO_EVENTS, Events
-
-if TYPE_CHECKING:
-    from keyrouter.providers.iletimerkezi import IletiMerkezi
-    from keyrouter.settings import Settings
-    from keyrouter.store.base import Store
+from keyrouter.providers.iletimerkezi import IletiMerkezi
+from keyrouter.settings import Settings
+from keyrouter.store.base import Store
 
 
 def idempotency_key(namespace: str, message_id: str, rule: str, index: int, handler: str) -> str:

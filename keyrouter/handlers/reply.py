@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from keyrouter.durations import parse_duration
 from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import (
     message_values,
@@ -65,7 +66,6 @@ def params_problem(params: Mapping[str, Any], captures: list[str] | None = None)
 
 
 def _max_age(params: Mapping[str, Any]) -> timedelta:
-    from keyrouter.rules.loader import parse_duration  # here: rules validation may import this module
 
     return parse_duration(params.get("max_age", DEFAULT_MAX_AGE))
 

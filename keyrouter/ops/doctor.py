@@ -3,14 +3,12 @@
 Each check is a small async function returning `Check` (ok / warn / fail, or skip when it could not
 be checked); the exit code is 0 when all pass, 1 with warnings, 2 with failures.  Provider calls
 are read-only (get-inbox, get-balance, get-sender); nothing is sent, blacklisted or written except
-the store's own round-trip read.  No secret is printed: errors come from keyrouter.providers.iletimerkezi, which
-blanks the credentials.
+the store's own round-trip read.  No secret is printed: errors come from the provider client
+(keyrouter.providers.iletimerkezi), which blanks the credentials.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import platform
 import time
 from collections.abc import Awaitable, Callable
@@ -268,23 +266,3 @@ async def diagnose(settings: Settings, emit: Callable[[Check], None]) -> list[Ch
 def exit_code(results: list[Check]) -> int:
     statuses = {c.status for c in results}
     return 2 if "fail" in statuses else 1 if "warn" in statuses else 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from keyrouter.cli.common import command
-
-    p = command(subparsers, "doctor", "check this host's set-up before production (0 ok, 1 warnings, "
-                "2 failures)", "keyrouter doctor --store redis://redis.internal:6379/0")
-    p.add_argument("--rules", help="rules file or folder (env KEYROUTER_RULES, default ./rules)")
-    p.add_argument("--store", help="store URL (env KEYROUTER_STORE)")
-    p.set_defaults(func=cmd_doctor)
-    return p
-
-
-def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    results = asyncio.run(diagnose(settings, lambda c: print(c.line(), flush=True)))
-    code = exit_code(results)
-    counts = {s: sum(c.status == s for c in results) for s in STATUSES}
-    print(f"{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failures, "
-          f"{counts['skip']} not checked")
-    return code

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from keyrouter.message import mask_number
+from keyrouter.ops import terminal
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
@@ -86,7 +87,6 @@ def read_config(env: Mapping[str, str] | None = None) -> tuple[int, str]:
 
 def setup_logging(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> None:
     """Configure the root logger for a command.  Raises LogConfigError before changing anything."""
-    from keyrouter.ops import terminal
 
     level, fmt = read_config(env)
     if fmt == "text" and stream is None and terminal.is_terminal():

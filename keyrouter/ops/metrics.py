@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from keyrouter.compliance.overdue import pending_counts
 from keyrouter.events import OUTCOMES, POLL_RESULTS, RELOAD_RESULTS, Events
 
 logger = logging.getLogger("keyrouter.ops.metrics")
@@ -184,7 +185,6 @@ class Metrics(Events):
         self.dead_letters = held
         self.store_error = None
         try:  # pending opt-outs against their deadline; the rules say which dead letters count
-            from keyrouter.compliance.overdue import pending_counts
 
             router = getattr(self.dispatcher, "router", None)  # the rules in force, after reloads
             self.optouts = await asyncio.wait_for(pending_counts(store, router), timeout)

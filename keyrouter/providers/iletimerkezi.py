@@ -18,6 +18,7 @@ from typing import Any, Self
 import httpx
 
 from keyrouter.message import to_e164
+from keyrouter.settings import DEFAULT_BASE_URL
 
 __all__ = [
     "AUTH_HELP",
@@ -36,7 +37,6 @@ __all__ = [
 
 logger = logging.getLogger("keyrouter.providers.iletimerkezi")
 
-DEFAULT_BASE_URL = "https://api.iletimerkezi.com"
 #: The provider's SDKs set none; a hung poll must not stall a worker for ever.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
 

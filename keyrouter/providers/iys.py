@@ -33,15 +33,13 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from keyrouter.retries import PermanentError, RetryLater
-
-if TYPE_CHECKING:
-    from keyrouter.settings import Settings
+from keyrouter.retries import PermanentError, RetryLater, retry_after
+from keyrouter.settings import DEFAULT_IYS_BASE_URL, SANDBOX_IYS_BASE_URL, Settings
 
 __all__ = [
     "DEFAULT_IYS_BASE_URL",
@@ -56,8 +54,6 @@ __all__ = [
     "shared_client",
 ]
 
-DEFAULT_IYS_BASE_URL = "https://api.iys.org.tr"
-SANDBOX_IYS_BASE_URL = "https://api.sandbox.iys.org.tr"
 STATUSES = ("RET", "ONAY")
 RECIPIENT_TYPES = ("BIREYSEL", "TACIR")
 #: Outcomes of one consent call, as the ledger records them.
@@ -292,7 +288,7 @@ class IysClient:
                 if answer.status_code != 429 and answer.status_code < 500:
                     return answer
                 failure = f"İYS {what}: HTTP {answer.status_code} ({error_text(answer)})"
-                wait = _retry_after(answer.headers.get("Retry-After"))
+                wait = retry_after(answer.headers.get("Retry-After"))
             delay = wait if wait is not None else self.backoff * 2 ** (attempt - 1)
             if attempt == self.attempts or delay > self.max_wait:
                 after = f", retry after {delay:g}s" if wait is not None else ""
@@ -300,12 +296,6 @@ class IysClient:
             log.info("iys: %s; trying again in %.1fs", failure, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
-
-
-def _retry_after(value: str | None) -> float | None:
-    from keyrouter.handlers.webhook import retry_after
-
-    return retry_after(value)
 
 
 # -- one shared client per account and event loop (the token cache is what is shared) ----------

@@ -7,7 +7,6 @@ raised one by one, so `keyrouter check` shows every fault in one run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,18 +15,18 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from keyrouter.durations import parse_duration
 from keyrouter.message import canonical_receiver
 from keyrouter.rules import patterns, registry, yamlpos
 from keyrouter.rules.normalize import Normalizer, NormalizeSettings
 from keyrouter.rules.schema import ExamplesModel, FileModel, RuleModel, explain_validation
+from keyrouter.settings import DEFAULT_MAX_BYTES, rules_max_bytes
 
 MAX_FUZZY = 2
 MIN_FUZZY_LENGTH = 4
 #: The one key besides the handler's name an entry map may have: `- webhook: {...}` then
 #: `timeout: 10s` on the next line.  Never a handler param, so it cannot collide with one.
 TIMEOUT_KEY = "timeout"
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 # ---------------------------------------------------------------- what the router consumes
@@ -109,16 +108,6 @@ class RuleSet:
     normalizer: Normalizer = field(default_factory=Normalizer)  # the first file's, for misses
 
 
-def parse_duration(text: str) -> timedelta:
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"'{text}' is not a duration: write a number and a unit, e.g. 30s, 15m, 12h, 3d")
-    try:
-        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    except OverflowError:
-        raise ValueError(f"'{text}' is too long a duration") from None
-
-
 def parse_timeout(value: object) -> float:
     """A handler time limit: a duration (`30s`, `2m`) or a number of seconds (`1.5`), above 0."""
     if isinstance(value, bool):
@@ -148,8 +137,6 @@ def load_rules(path: str | Path, max_bytes: int | None = None) -> RuleSet:
     `max_bytes` bounds all files together, so parsing time and memory are bounded too; None
     reads KEYROUTER_RULES_MAX_BYTES (default 4 MiB), so every caller honours the setting."""
     if max_bytes is None:
-        from keyrouter.settings import rules_max_bytes
-
         max_bytes = rules_max_bytes()
     builder = _Builder()
     builder.budget = builder.max_bytes = max_bytes
@@ -169,7 +156,7 @@ class _Builder:
         self.default: tuple[HandlerEntry, ...] = ()
         self.default_where: Location | None = None
         self.first_normalizer: Normalizer | None = None
-        self.max_bytes = self.budget = yamlpos.DEFAULT_MAX_BYTES  # budget: what is left
+        self.max_bytes = self.budget = DEFAULT_MAX_BYTES  # budget: what is left
 
     def error(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, message))

@@ -25,11 +25,6 @@ ALLOWED_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "nul
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pyyaml was built with it
 
 
-#: Rules files together may hold this many bytes (KEYROUTER_RULES_MAX_BYTES): 10,000 rules take
-#: about 0.7 MB; the limit bounds the time and memory parsing can take.
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-
-
 class TooLarge(ValueError):
     """A rules file beyond the size limit; the text says how to raise the limit."""
 

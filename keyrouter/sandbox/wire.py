@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keyrouter.testing import FakeIletiMerkezi
+    from keyrouter.sandbox.provider import FakeIletiMerkezi  # only for types: it imports this module
 
 HTML_502 = (
     b"<html><head><title>502 Bad Gateway</title></head>"

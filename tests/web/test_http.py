@@ -70,7 +70,7 @@ def test_status_page(open_client: TestClient, rules_path: Any) -> None:
 def test_status_page_shows_the_last_poll_and_messages_per_rule(make_app: Callable[..., Any]) -> None:
     import time
 
-    from keyrouter.web.pages import turkey_time
+    from keyrouter.timefmt import display as turkey_time
 
     store = MemoryStore("web-activity")
     now = time.time()

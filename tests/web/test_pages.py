@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from keyrouter.store import OptOut
 from keyrouter.store.memory import MemoryStore
+from keyrouter.timefmt import display as turkey_time
 from keyrouter.web.charts import bar_chart
 from keyrouter.web.pages import (
     LedgerFilter,
@@ -21,7 +22,6 @@ from keyrouter.web.pages import (
     ledger_csv,
     mask_text,
     mask_value,
-    turkey_time,
 )
 from keyrouter.web.status import store_label
 
