@@ -212,10 +212,10 @@ async def test_send_sms_order_id_as_number(fake: FakeIletiMerkezi) -> None:
 async def test_total_rows_warning_once_per_change(
     fake: FakeIletiMerkezi, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="keyrouter.providers.iletimerkezi")
+    caplog.set_level(logging.WARNING, logger="keyrouter.client")
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "keyrouter.providers.iletimerkezi"]
+        return [r.getMessage() for r in caplog.records if r.name == "keyrouter.client"]
 
     fake.add_message("a")
     fake.add_message("b")

@@ -35,7 +35,7 @@ def dockerfile() -> list[tuple[str, str]]:
 def unit() -> dict[str, dict[str, list[str]]]:
     sections: dict[str, dict[str, list[str]]] = {}
     section = ""
-    for raw in (DEPLOY / "keyrouter.cli.run").read_text(encoding="utf-8").splitlines():
+    for raw in (DEPLOY / "keyrouter.service").read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -112,8 +112,8 @@ def test_systemd_unit_restarts_stops_gracefully_and_reads_secrets_from_a_file() 
 def verify_copy(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this environment's keyrouter, so verify can find it."""
     exe = shutil.which("keyrouter") or str(Path(sys.executable).parent / "keyrouter")
-    text = (DEPLOY / "keyrouter.cli.run").read_text(encoding="utf-8")
-    copy = tmp_path / "keyrouter.cli.run"
+    text = (DEPLOY / "keyrouter.service").read_text(encoding="utf-8")
+    copy = tmp_path / "keyrouter.service"
     copy.write_text(text.replace("/opt/keyrouter/bin/keyrouter", exe), encoding="utf-8")
     return copy
 
@@ -124,7 +124,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     done = subprocess.run([analyze, "verify", str(verify_copy(tmp_path))], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "keyrouter.cli.run" not in done.stderr, done.stderr  # no warning about our unit
+    assert "keyrouter.service" not in done.stderr, done.stderr  # no warning about our unit
 
 
 def test_kubernetes_deployment_probes_grace_and_secrets() -> None:

@@ -17,7 +17,7 @@ from keyrouter.settings import Settings
 from keyrouter.web.mount import dashboard_listener
 from keyrouter.worker.reload import WATCH_PERIOD, Reloader
 
-logger = logging.getLogger("keyrouter.cli.run")
+logger = logging.getLogger("keyrouter.service")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

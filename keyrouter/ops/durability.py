@@ -13,7 +13,7 @@ import redis
 
 from keyrouter.store.base import Store
 
-logger = logging.getLogger("keyrouter.worker.loop")
+logger = logging.getLogger("keyrouter.worker")
 
 
 async def durability_warnings(store: Store) -> list[str]:

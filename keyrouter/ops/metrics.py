@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from keyrouter.compliance.overdue import pending_counts
 from keyrouter.events import OUTCOMES, POLL_RESULTS, RELOAD_RESULTS, Events
 
-logger = logging.getLogger("keyrouter.ops.metrics")
+logger = logging.getLogger("keyrouter.observe")
 PRIORITIES = ("high", "normal")
 #: Consecutive failed polls after which /readyz says the worker is not getting messages.
 READY_FAILURES = 3

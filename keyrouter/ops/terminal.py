@@ -79,6 +79,6 @@ def progress_bar(description: str, *, hold_lines: bool = True) -> Iterator[Calla
         for h in handlers:
             h.removeFilter(held)
         if held.held:
-            logging.getLogger("keyrouter.worker.replay").info(
+            logging.getLogger("keyrouter.replay").info(
                 "%d per-message log lines held back during the progress bar "
                 "(KEYROUTER_LOG_LEVEL=DEBUG shows them)", held.held)

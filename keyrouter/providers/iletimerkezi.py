@@ -35,7 +35,7 @@ __all__ = [
     "TransientApiError",
 ]
 
-logger = logging.getLogger("keyrouter.providers.iletimerkezi")
+logger = logging.getLogger("keyrouter.client")
 
 #: The provider's SDKs set none; a hung poll must not stall a worker for ever.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)

@@ -59,7 +59,7 @@ RECIPIENT_TYPES = ("BIREYSEL", "TACIR")
 #: Outcomes of one consent call, as the ledger records them.
 RECORDED, ALREADY, NOTHING_TO_WITHDRAW = "recorded", "already", "nothing_to_withdraw"
 
-log = logging.getLogger("keyrouter.providers.iys")
+log = logging.getLogger("keyrouter.iys")
 
 
 class IysRefused(PermanentError):

@@ -29,7 +29,7 @@ from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.store.base import Store
 from keyrouter.worker.sources import parse_rows
 
-logger = logging.getLogger("keyrouter.worker.intake")
+logger = logging.getLogger("keyrouter.intake")
 
 
 @dataclass(frozen=True, slots=True)

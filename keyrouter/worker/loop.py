@@ -35,7 +35,7 @@ from keyrouter.providers.iletimerkezi import (
 from keyrouter.worker.intake import Intake
 from keyrouter.worker.runtime import Runtime
 
-logger = logging.getLogger("keyrouter.worker.loop")
+logger = logging.getLogger("keyrouter.worker")
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_CONFIG, EXIT_AUTH, EXIT_POLL_FAILED = 0, 1, 2, 3, 4
 #: Store failures worth a one-line log (anything else is logged with its traceback, once per kind).
 STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)

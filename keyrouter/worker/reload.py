@@ -24,7 +24,7 @@ from keyrouter.rules.check import check_examples
 from keyrouter.rules.loader import Problem, RulesError, load_rules, rule_files
 from keyrouter.rules.router import Router
 
-logger = logging.getLogger("keyrouter.worker.reload")
+logger = logging.getLogger("keyrouter.reload")
 WATCH_PERIOD = 2.0
 
 

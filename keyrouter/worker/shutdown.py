@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-logger = logging.getLogger("keyrouter.worker.loop")
+logger = logging.getLogger("keyrouter.worker")
 EXIT_AT_ONCE = 130
 
 

@@ -19,7 +19,7 @@ from keyrouter.message import (
     parse_row,
 )
 
-logger = logging.getLogger("keyrouter.worker.sources")
+logger = logging.getLogger("keyrouter.sources")
 
 
 class InputError(ValueError):
