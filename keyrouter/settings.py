@@ -8,10 +8,17 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from keyrouter.client import DEFAULT_BASE_URL
-from keyrouter.iys import DEFAULT_IYS_BASE_URL
+from keyrouter.durations import parse_duration
 from keyrouter.retries import RetryPolicy
-from keyrouter.yamlpos import DEFAULT_MAX_BYTES
+
+#: The provider's API; a test or the sandbox points `base_url` at a local fake.
+DEFAULT_BASE_URL = "https://api.iletimerkezi.com"
+#: İYS's production API, and its sandbox (for `IYS_BASE_URL`).
+DEFAULT_IYS_BASE_URL = "https://api.iys.org.tr"
+SANDBOX_IYS_BASE_URL = "https://api.sandbox.iys.org.tr"
+#: Rules files together may hold this many bytes (KEYROUTER_RULES_MAX_BYTES): 10,000 rules take
+#: about 0.7 MB; the limit bounds the time and memory parsing can take.
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 
 class Settings(BaseModel):
@@ -73,7 +80,7 @@ class Settings(BaseModel):
         "`HOST:PORT` for `/metrics`, `/healthz`, `/readyz` (`run --metrics` wins); unset: no "
         "listener"))
     log_level: str = Field("INFO", description=(
-        "`DEBUG`, `INFO`, `WARNING` or `ERROR` (anything else: exit 2); read by keyrouter.logs"))
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR` (anything else: exit 2); read by keyrouter.ops.logs"))
     log_format: str = Field("text", description="`text`, or `json` (one object a line)")
     rules_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description=(
         "bytes all rules files may hold together; past it every command that reads rules (and a "
@@ -84,8 +91,6 @@ class Settings(BaseModel):
                            max_delay=self.retry_max)
 
     def horizon_delta(self) -> timedelta | None:
-        from keyrouter.rules import parse_duration
-
         return parse_duration(self.horizon) if self.horizon else None
 
     @classmethod

@@ -24,14 +24,14 @@ import yaml
 from markdown.extensions.toc import slugify
 from pydantic import Field
 
-from keyrouter.check import check_examples
 from keyrouter.cli import build_parser
-from keyrouter.handlers.registry import BUILTINS
 from keyrouter.handlers.webhook import sign
-from keyrouter.observe import Metrics
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
-from keyrouter.rules_schema import FileModel, NormalizeModel, RuleModel
+from keyrouter.ops.metrics import Metrics
+from keyrouter.rules.check import check_examples
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.registry import BUILTINS
+from keyrouter.rules.router import Router
+from keyrouter.rules.schema import FileModel, NormalizeModel, RuleModel
 from keyrouter.settings import _ENV, Settings
 
 ROOT = Path(__file__).parent.parent

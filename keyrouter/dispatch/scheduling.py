@@ -20,7 +20,7 @@ from datetime import datetime
 
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
-from keyrouter.router import Route, Router
+from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Claimed
 
 HIGH, NORMAL = 0, 1

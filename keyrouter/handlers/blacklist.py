@@ -26,12 +26,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from keyrouter.client import NOT_ON_BLACKLIST, PermanentApiError
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import require_client, unknown_params
 from keyrouter.message import Message, mask_number
+from keyrouter.providers.iletimerkezi import NOT_ON_BLACKLIST, PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 from keyrouter.store.base import OptOut
 
 __all__ = ["INVALID_NUMBER", "PARAMS", "blacklist", "params_problem", "unblacklist"]

@@ -24,18 +24,18 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from keyrouter.context import Context
+from keyrouter import timefmt
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
-from keyrouter.message import TURKEY, Message, mask_number
+from keyrouter.message import Message, mask_number
+from keyrouter.providers.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 from keyrouter.store.base import OptOut
 
-__all__ = ["PARAMS", "action_for", "consent_date", "consent_date_of", "handle", "params_problem",
+__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem",
            "record_for"]
 
 PARAMS = ("status", "recipient_type", "recipientType")
@@ -69,13 +69,7 @@ def consent_date(message: Message) -> str:
     raw = message.row.get("date") if message.date_known else None
     if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
         return raw.strip()
-    return consent_date_of(message.received_at)
-
-
-def consent_date_of(moment: datetime | float) -> str:
-    """A moment (aware datetime or epoch seconds) as İYS's consentDate, Turkey time."""
-    when = moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, TURKEY)
-    return when.astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")
+    return timefmt.iys(message.received_at)
 
 
 def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:

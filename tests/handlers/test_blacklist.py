@@ -7,8 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from keyrouter.client import AuthenticationRefused, IletiMerkezi, PermanentApiError, TransientApiError
 from keyrouter.handlers.blacklist import blacklist, params_problem, unblacklist
+from keyrouter.providers.iletimerkezi import (
+    AuthenticationRefused,
+    IletiMerkezi,
+    PermanentApiError,
+    TransientApiError,
+)
 from keyrouter.retries import PermanentError
 from keyrouter.store.base import OptOut
 from keyrouter.testing import FakeIletiMerkezi
