@@ -1,7 +1,7 @@
 """Hooks called at the moments an operator counts: a message's outcome, a handler call, a poll.
 
 The base class does nothing, so the dispatcher and worker call it unconditionally and pay only a
-method call; `keyrouter.observe` subclasses it to feed Prometheus metrics.  Hooks must never
+method call; `keyrouter.ops.metrics` subclasses it to feed Prometheus metrics.  Hooks must never
 raise or block: they run on the event loop, on the hot path.
 """
 

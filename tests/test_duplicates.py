@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from keyrouter.client import IletiMerkezi
 from keyrouter.events import Events
-from keyrouter.intake import Intake
-from keyrouter.observe import Metrics
+from keyrouter.ops.metrics import Metrics
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
+from keyrouter.worker.intake import Intake
 
 pytestmark = pytest.mark.anyio
 NUMBER = "+905321112233"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from keyrouter.iys import (
+from keyrouter.providers.iys import (
     ALREADY,
     NOTHING_TO_WITHDRAW,
     RECORDED,

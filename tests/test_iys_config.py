@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from keyrouter.cli import main
-from keyrouter.doctor_iys import check_iys
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.ops.doctor_iys import check_iys
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 from tests.redis_server import free_port

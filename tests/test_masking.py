@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrouter import logs, masking, message
+from keyrouter import masking, message
 from keyrouter.cli import main
+from keyrouter.ops import logs
 from keyrouter.store.sqlite import SqliteStore
 from keyrouter.web import pages
 

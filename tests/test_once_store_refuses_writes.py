@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from keyrouter.cli_common import EXIT_UNREACHABLE
+from keyrouter.cli.common import EXIT_UNREACHABLE
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi, pipeline
-from keyrouter.worker import Worker
+from keyrouter.worker.loop import Worker
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio

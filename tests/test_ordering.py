@@ -17,19 +17,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrouter import reports
-from keyrouter.client import IletiMerkezi
-from keyrouter.handlers.iys import consent_date, consent_date_of
-from keyrouter.intake import Intake
+from keyrouter.compliance import reports
+from keyrouter.handlers.iys import consent_date
 from keyrouter.message import FIRST_SEEN, parse_row
 from keyrouter.ordering import Position, compare, in_order, later, numeric_id, position
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.store import open_store
 from keyrouter.store.base import OptOut
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis_connect import connect
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
+from keyrouter.timefmt import iys as consent_date_of
 from keyrouter.web import pages
-from keyrouter.worker import Worker
+from keyrouter.worker.intake import Intake
+from keyrouter.worker.loop import Worker
 
 REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 NUMBER = "+905321112233"

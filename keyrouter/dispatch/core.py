@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.dispatch.duplicates import note_duplicate
 from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
 from keyrouter.dispatch.loop import ServeLoop
 from keyrouter.dispatch.outcomes import DEFERRED, Report
@@ -39,12 +40,11 @@ from keyrouter.dispatch.scheduling import (
 )
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
-from keyrouter.duplicates import note_duplicate
 from keyrouter.events import NO_EVENTS, Events
-from keyrouter.handlers import registry
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
-from keyrouter.router import Route, Router
+from keyrouter.rules import registry
+from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Store
 
 logger = logging.getLogger("keyrouter.dispatch")
@@ -55,7 +55,7 @@ class Dispatcher(ServeLoop):
     router: Router
     store: Store
     namespace: str = "default"
-    client: Any = None  # keyrouter.client.IletiMerkezi, for built-ins
+    client: Any = None  # keyrouter.providers.iletimerkezi.IletiMerkezi, for built-ins
     settings: Any = None  # keyrouter.settings.Settings
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     lease: float = 60.0

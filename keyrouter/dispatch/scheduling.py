@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
 from keyrouter.ordering import Position, insertion_index, position
-from keyrouter.router import Route, Router
+from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Claimed
 
 HIGH, NORMAL = 0, 1

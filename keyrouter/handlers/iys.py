@@ -8,7 +8,7 @@ The record: `type` MESAJ, `source` HS_MESAJ (the decision came by SMS), `recipie
 E.164 number, `consentDate` the provider's own date string (Turkey time) when the row has one in
 İYS's format, else the received time in Turkey time (for a row without a provider date: the time
 keyrouter first saw it, kept with the row).  A sender that is a short code or a name
-goes to the dead letters, as with `blacklist` (README "sender and number").
+goes to the dead letters, as with `blacklist` (docs/handlers.md, "Sender and number").
 
 Safe to repeat: the effect is marked pending in the store before the call; a mark already there
 means an earlier try may have reached İYS, so the client asks the consent status first and sends
@@ -27,20 +27,20 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from keyrouter.context import Context
+from keyrouter import timefmt
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
 from keyrouter.masking import mask_number
-from keyrouter.message import TURKEY, Message
+from keyrouter.message import Message
 from keyrouter.ordering import entry_position, later, position
+from keyrouter.providers.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 from keyrouter.store.base import OptOut
 
-__all__ = ["PARAMS", "action_for", "consent_date", "consent_date_of", "handle", "params_problem",
+__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem",
            "record_for"]
 
 PARAMS = ("status", "recipient_type", "recipientType")
@@ -74,13 +74,7 @@ def consent_date(message: Message) -> str:
     raw = message.row.get("date") if message.date_known else None
     if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
         return raw.strip()
-    return consent_date_of(message.received_at)
-
-
-def consent_date_of(moment: datetime | float) -> str:
-    """A moment (aware datetime or epoch seconds) as İYS's consentDate, Turkey time."""
-    when = moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, TURKEY)
-    return when.astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")
+    return timefmt.iys(message.received_at)
 
 
 def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
@@ -105,7 +99,7 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
             f"iys: message {message.id}: the row's sender is not a mobile number "
             f"({mask_number(message.sender)!r}: a short code or a name), so there is no recipient "
             "to record in İYS; the row's `number` is our own receiving number and is deliberately "
-            "not used; see README 'sender and number'"
+            "not used; see docs/handlers.md, 'Sender and number'"
         )
     client = shared_client(context.settings) if context.settings is not None else None
     if client is None:

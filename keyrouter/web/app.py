@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyrouter import timefmt
 from keyrouter.store import Store
 from keyrouter.web import pages
 from keyrouter.web import status as status_info
@@ -153,10 +154,10 @@ class Dashboard:
                           [(rule, n, True) for rule, n in routed.totals])
         return self.render(request, "status.html", counts=counts, held=held, rules=self.rules,
                            inbox=inbox, poll=poll, routed=routed, routed_chart=chart,
-                           loaded=pages.turkey_time(self.rules.loaded_at),
+                           loaded=timefmt.display(self.rules.loaded_at),
                            changed=status_info.rules_on_disk_changed(self.rules),
                            store=self.store_label, namespace=self.namespace,
-                           now=pages.turkey_time(now))
+                           now=timefmt.display(now))
 
     async def surveys(self, request: Request) -> Response:
         views = []
@@ -188,7 +189,7 @@ class Dashboard:
         return self.render(request, "optouts.html", rows=rows, f=f, problems=problems,
                            pending=pending, pending_total=len(waiting), more_pending=more_pending,
                            scan=SCAN, searched=page.searched, ledger_scan=pages.LEDGER_SCAN,
-                           searched_to=pages.turkey_time(page.next[0]) if page.next else "",
+                           searched_to=timefmt.display(page.next[0]) if page.next else "",
                            tracked=self.deadline is not None, older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),
@@ -261,7 +262,7 @@ class Dashboard:
         logger.info("dashboard: dead letter %s %s by %s (%s)%s", id, verb, who, client,
                     "" if ok else ": it was not a dead letter any more")
         if ok:
-            self.actions.append(Action(pages.turkey_time(time.time()), who, verb, id))
+            self.actions.append(Action(timefmt.display(time.time()), who, verb, id))
         return RedirectResponse("/dead-letters?" + urlencode({"done": f"{verb} {id}" if ok else
                                                                f"{id} was not a dead letter"}), 303)
 
