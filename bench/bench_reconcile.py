@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from keyrouter.blacklist_client import fetch_blacklist
-from keyrouter.reconcile import Reconciler
+from keyrouter.compliance.reconcile import Reconciler
+from keyrouter.providers.blacklist import fetch_blacklist
 from keyrouter.store import sqlite_sql as stmt
 from keyrouter.testing import FakeIletiMerkezi, pipeline
 

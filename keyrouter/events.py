@@ -1,7 +1,7 @@
 """Hooks called at the moments an operator counts: a message's outcome, a handler call, a poll.
 
 The base class does nothing, so the dispatcher and worker call it unconditionally and pay only a
-method call; `keyrouter.observe` subclasses it to feed Prometheus metrics.  Hooks must never
+method call; `keyrouter.ops.metrics` subclasses it to feed Prometheus metrics.  Hooks must never
 raise or block: they run on the event loop, on the hot path.
 """
 
@@ -41,6 +41,9 @@ class Events:
 
     def loop_ticked(self, now: float) -> None:
         """The worker's main loop is alive (for /healthz)."""
+
+    def duplicate_id(self) -> None:
+        """A row came with an id already seen and different content: it was not dispatched."""
 
     def rules_reloaded(self, result: str, version: str | None = None) -> None:
         """A reload attempt (SIGHUP, --watch): `result` is one of RELOAD_RESULTS; `version` is

@@ -1,4 +1,4 @@
-"""Issue 9 item 7: the README's main command, on a fresh copy of the repository, shows every path
+"""The README's main command, on a fresh copy of the repository, shows every path
 of the shipped rules whatever today's date, and says what the sandbox provider received."""
 
 from __future__ import annotations

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from keyrouter.blacklist_client import fetch_blacklist, filter_date
 from keyrouter.cli import main
-from keyrouter.client import AuthenticationRefused, IletiMerkezi
-from keyrouter.compliance import collect
+from keyrouter.compliance.channels import channel_of, provider_id
+from keyrouter.compliance.overdue import collect
+from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.message import TURKEY
-from keyrouter.reconcile import Reconciler, iys_params_of
-from keyrouter.reconcile_effects import channel_of, provider_id
+from keyrouter.providers.blacklist import fetch_blacklist, filter_date
+from keyrouter.providers.iletimerkezi import AuthenticationRefused, IletiMerkezi
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio
@@ -258,7 +258,7 @@ def test_the_fake_answers_a_bad_filter_date_with_422(fake: FakeIletiMerkezi) -> 
 async def test_the_ledger_is_read_a_page_at_a_time(monkeypatch) -> None:
     """A full pass reads the ledger newest first in pages; each number's latest entry is the one
     `latest_optout` gives, and only a message with a blacklist line counts as blocked."""
-    from keyrouter import reconcile
+    from keyrouter.compliance import reconcile
     from keyrouter.store import OptOut, open_store
 
     monkeypatch.setattr(reconcile, "LEDGER_PAGE", 2)

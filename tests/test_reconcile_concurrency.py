@@ -20,8 +20,8 @@ import pytest
 from processes import wait_until
 from redis_server import free_port
 
-from keyrouter.reconcile import Reconciler, iys_params_of
-from keyrouter.reconcile_effects import channel_of
+from keyrouter.compliance.channels import channel_of
+from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline
 
 BIN = Path(sys.executable).parent

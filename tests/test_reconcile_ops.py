@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from keyrouter.cli import main
-from keyrouter.doctor_store import check_reconcile
-from keyrouter.observe import Metrics
-from keyrouter.reconcile import Reconciler
+from keyrouter.compliance.reconcile import Reconciler
+from keyrouter.ops.doctor_store import check_reconcile
+from keyrouter.ops.metrics import Metrics
 from keyrouter.settings import Settings
 from keyrouter.store import OptOut, open_store
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyrouter.client import PermanentApiError
+from keyrouter.providers.iletimerkezi import PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.rules import HandlerEntry
+from keyrouter.rules.loader import HandlerEntry
 
 DEFAULT_RULE = "default"
 ADMITTED = "!admitted"  # progress marker: the message passed its max_age check once

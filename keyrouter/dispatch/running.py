@@ -17,7 +17,6 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keyrouter.context import Context, idempotency_key
 from keyrouter.dispatch.limits import NOT_STARTED, await_with_limit, call_in_thread
 from keyrouter.dispatch.outcomes import (
     ADMITTED,
@@ -35,9 +34,11 @@ from keyrouter.dispatch.scheduling import FINISHING, Item, Queue
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import Events
-from keyrouter.message import Message, mask_number
-from keyrouter.router import Route
-from keyrouter.rules import HandlerEntry
+from keyrouter.handlers.context import Context, idempotency_key
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
+from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.router import Route
 
 if TYPE_CHECKING:
     from keyrouter.dispatch.core import Dispatcher

@@ -59,7 +59,11 @@ class OptOut:
     `action` is "blacklist" / "unblacklist" (the provider's blacklist) or "iys_ret" / "iys_onay"
     (a consent record in İYS).  `outcome` and `transaction_id` say what İYS answered: "recorded"
     (with İYS's transactionId), "already" (İYS already held that decision) or
-    "nothing_to_withdraw" (a RET for a recipient İYS has no record of); None for blacklist lines.
+    "nothing_to_withdraw" (a RET İYS refused with H175: it holds no consent for the recipient);
+    None for blacklist lines.
+    `dated` is False when the provider gave the message no date: `received_at` is then the time
+    keyrouter first saw it (kept with the row), used for the deadline and İYS's consentDate, and
+    the line's place in the order is its id (docs/ordering-and-masking.md).
     """
 
     number: str  # E.164
@@ -70,6 +74,7 @@ class OptOut:
     handled_at: float  # epoch seconds
     outcome: str | None = None
     transaction_id: str | None = None
+    dated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,13 @@ class Store(ABC):
         dashboard shows it; only the latest is kept).  One round trip."""
 
     @abstractmethod
+    async def touch(self, at: float) -> None:
+        """Write the namespace's write-check mark (its time, kept a day): a write every backend
+        must accept, so `run --once` can tell a store that refuses writes (a full disk, a
+        read-only file, Redis out of memory) from one with nothing to do: it raises then.  One
+        round trip."""
+
+    @abstractmethod
     async def last_poll(self) -> tuple[float, int] | None:
         """(at, rows) of the latest `record_poll`, None before the first.  One round trip."""
 
@@ -254,8 +266,10 @@ class Store(ABC):
 
     @abstractmethod
     async def latest_optout(self, number: str) -> OptOut | None:
-        """The ledger entry for `number` with the greatest received_at; among entries with the
-        same received_at, the one recorded last.  None when the number has none.  One round trip,
+        """The ledger entry for `number` that comes last in the total order of keyrouter/ordering.py
+        (provider date, then numeric id, then id text; undated lines placed by id), judged as each
+        line is recorded against the latest so far; among lines at the same place, the one
+        recorded last.  None when the number has none.  One round trip,
         without scanning the ledger: a blacklist or unblacklist handler asks it before acting, so
         an old message retried by hand cannot undo a newer opposite one."""
 

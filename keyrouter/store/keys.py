@@ -26,6 +26,7 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
                       of the same ids scored by their publish sequence number, drawn from
                       `published:seq` (STRING counter); an id leaves both when finished;
 - `poll`              STRING "at|rows" of the fetch leader's last get-inbox poll (`record_poll`);
+- `touch`             STRING, the time of the last write check (`touch`), kept a day;
 - `routed:<hour>`     HASH rule -> messages finished (done, skipped, dead) in that hour (epoch
                       seconds // 3600), for the dashboard; each expires 48 hours after its last
                       write (`ROUTED_TTL`);
@@ -170,6 +171,10 @@ class Keys:
     @property
     def poll(self) -> str:
         return f"{self.prefix}poll"
+
+    @property
+    def touch(self) -> str:
+        return f"{self.prefix}touch"
 
     def routed(self, hour: int) -> str:
         return f"{self.prefix}routed:{hour}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.activity import Activity, MemoryActivity
 from keyrouter.store.base import (
     HORIZON_MARGIN,
@@ -290,7 +291,7 @@ class MemoryStore(MemoryActivity, MemoryReconciled, Store):
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
         latest = self._s.latest.get(entry.number)
-        if latest is None or entry.received_at >= latest.received_at:
+        if latest is None or compare(_position(entry), _position(latest)) >= 0:
             self._s.latest[entry.number] = entry
 
     async def latest_optout(self, number: str) -> OptOut | None:
@@ -389,6 +390,10 @@ class MemoryStore(MemoryActivity, MemoryReconciled, Store):
         s = self._s.surveys.get(survey, Survey())
         return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
 
+
+
+def _position(entry: OptOut) -> Position:
+    return entry_position(entry.received_at, entry.dated, entry.message_id)
 
 
 def _ledger_order(entry: OptOut) -> tuple[float, str]:

@@ -39,11 +39,15 @@ T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
 
 def _add_ledger_columns(db: sqlite3.Connection) -> None:
-    """A ledger file from before the İYS columns gets them (NULL for old lines)."""
+    """A ledger file from before the İYS columns gets them (NULL for old lines), and the `dated`
+    column (1: old lines all had a provider date or were taken as if they had)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
     for column in ("outcome", "transaction_id"):
         if column not in have:
             db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
+    for table in ("optouts", "optouts_pending"):
+        if "dated" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN dated INTEGER NOT NULL DEFAULT 1")
 
 
 def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from keyrouter import iys
 from keyrouter.handlers.iys import consent_date, handle, params_problem
 from keyrouter.message import TURKEY, Message, to_e164
+from keyrouter.providers import iys
 from keyrouter.retries import PermanentError
 from keyrouter.settings import Settings
 from keyrouter.store.base import OptOut

@@ -12,8 +12,8 @@ from uuid import uuid4
 import pytest
 import redis.asyncio as aioredis
 
-from keyrouter.reconcile import Reconciler, iys_params_of
-from keyrouter.reconcile_effects import provider_id
+from keyrouter.compliance.channels import provider_id
+from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio
