@@ -16,7 +16,6 @@ from keyrouter.cli.common import command
 from keyrouter.rules.loader import RulesError
 from keyrouter.settings import Settings
 from keyrouter.store import Store, open_store
-from keyrouter.web.app import create_app
 from keyrouter.web.auth import is_loopback, loopback_hosts
 from keyrouter.web.pages import RulesInfo
 from keyrouter.web.status import store_label
@@ -46,9 +45,10 @@ def _fail(message: str) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    try:
+    try:  # the web extra: imported only when the dashboard runs
         import uvicorn
 
+        from keyrouter.web.app import create_app
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")
