@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from duty_support import NUMBER, Backend, backend_fixture, row  # noqa: F401
 
-from keyrouter import compliance
 from keyrouter.cli import main
+from keyrouter.compliance import overdue as compliance
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
-from keyrouter.worker import run as run_worker
+from keyrouter.worker.loop import run as run_worker
 
 pytestmark = pytest.mark.anyio
 

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from duty_support import NUMBER, Backend, backend_fixture, row  # noqa: F401
 
-from keyrouter.client import IletiMerkezi
-from keyrouter.context import Context
 from keyrouter.dispatch import Dispatcher
 from keyrouter.events import Events
-from keyrouter.fencing import StaleClaim
-from keyrouter.handlers import registry
+from keyrouter.handlers.context import Context
+from keyrouter.handlers.fencing import StaleClaim
 from keyrouter.message import parse_row
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.providers.iletimerkezi import IletiMerkezi
+from keyrouter.rules import registry
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store import open_store
 from keyrouter.store.base import OptOut, Store

@@ -18,10 +18,10 @@ from processes import wait_until
 from test_e2e_worker import Harness, redis_client, redis_namespace  # noqa: F401
 
 from keyrouter.dispatch import Dispatcher
-from keyrouter.entry_keys import entry_key, legacy_entry_key
 from keyrouter.message import parse_row
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.entry_keys import entry_key, legacy_entry_key
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.store import open_store
 from keyrouter.testing import FakeIletiMerkezi
 

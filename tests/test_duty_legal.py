@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from duty_support import NUMBER, Backend, backend_fixture, shipped_rules_with_iys  # noqa: F401
 
-from keyrouter import compliance
-from keyrouter.deadlines import deadline
-from keyrouter.duty import give_up_at
+from keyrouter.compliance import overdue as compliance
+from keyrouter.compliance.deadlines import deadline
+from keyrouter.dispatch.duty import give_up_at
 from keyrouter.message import TURKEY
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 

@@ -14,8 +14,8 @@ import pytest
 from duty_support import NUMBER, Backend, backend_fixture, shipped_rules_with_iys  # noqa: F401
 from prometheus_client import generate_latest
 
-from keyrouter.observe import Metrics
-from keyrouter.rules import RulesError, load_rules
+from keyrouter.ops.metrics import Metrics
+from keyrouter.rules.loader import RulesError, load_rules
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio

@@ -33,9 +33,9 @@ import pytest
 import redis
 from processes import wait_until
 
-from keyrouter.entry_keys import entry_key, with_identities
 from keyrouter.message import TURKEY, content_id
-from keyrouter.rules import HandlerEntry
+from keyrouter.rules.entry_keys import entry_key, with_identities
+from keyrouter.rules.loader import HandlerEntry
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.testing import FakeIletiMerkezi, inbox_response
@@ -287,7 +287,7 @@ def test_polling_the_same_inbox_again_runs_every_entry_once(h: Harness) -> None:
 
 # ----------------------------------------------------------------------------- 2. SIGKILL
 
-# the progress keys of the two entries below (keyrouter.entry_keys: rule, handler, params digest)
+# the progress keys of the two entries below (keyrouter.rules.entry_keys: rule, handler, params digest)
 ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for i, e in enumerate(with_identities(
     [HandlerEntry("recording:to_file", {"tag": tag, "sleep": 0.05}) for tag in "ab"]))}
 

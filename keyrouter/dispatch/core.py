@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.compliance.channels import is_provider_row, provider_route
+from keyrouter.dispatch.duplicates import note_duplicate
 from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
 from keyrouter.dispatch.loop import ServeLoop
 from keyrouter.dispatch.outcomes import DEFERRED, Report
@@ -40,10 +42,10 @@ from keyrouter.dispatch.scheduling import (
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
-from keyrouter.handlers import registry
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
-from keyrouter.router import Route, Router
+from keyrouter.rules import registry
+from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Store
 from keyrouter.store.retried import is_retried_row
 
@@ -55,7 +57,7 @@ class Dispatcher(ServeLoop):
     router: Router
     store: Store
     namespace: str = "default"
-    client: Any = None  # keyrouter.client.IletiMerkezi, for built-ins
+    client: Any = None  # keyrouter.providers.iletimerkezi.IletiMerkezi, for built-ins
     settings: Any = None  # keyrouter.settings.Settings
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     lease: float = 60.0
@@ -124,6 +126,8 @@ class Dispatcher(ServeLoop):
         self.router = router
 
     def route(self, message: Message) -> Route:
+        if is_provider_row(message):  # an opt-out found on the provider's blacklist only
+            return provider_route(message)
         return self.router.route(message.text, message.receiver)
 
     def _route_item(self, item: Item) -> None:
@@ -192,6 +196,8 @@ class Dispatcher(ServeLoop):
         report = Report(seen=len(messages))
         by_id: dict[str, Message] = {}
         for m in messages:
+            if m.id in by_id:
+                note_duplicate(by_id[m.id], m, self.events, where="inbox")
             if m.id in by_id or self.beyond_horizon(m):
                 report.ignored += 1
                 continue

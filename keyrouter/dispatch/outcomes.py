@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyrouter.client import PermanentApiError
-from keyrouter.entry_keys import entry_key, legacy_entry_key
+from keyrouter.providers.iletimerkezi import PermanentApiError
 from keyrouter.retries import PermanentError
+from keyrouter.rules.entry_keys import entry_key, legacy_entry_key
 
 __all__ = ["ADMITTED", "DEAD", "DEFAULT_RULE", "DEFERRED", "DONE", "RETRYING", "SKIPPED", "Report",
            "describe_error", "entry_key", "is_permanent", "legacy_entry_key"]

@@ -20,7 +20,14 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keyrouter.context import Context, idempotency_key
+from keyrouter.dispatch.duty import (
+    LEGAL_MAX_DELAY,
+    give_up_at,
+    is_legal,
+    legal_delay,
+    legal_exhausted,
+    optional_failed,
+)
 from keyrouter.dispatch.limits import NOT_STARTED, await_with_limit, call_in_thread
 from keyrouter.dispatch.outcomes import (
     ADMITTED,
@@ -38,19 +45,12 @@ from keyrouter.dispatch.outcomes import (
 from keyrouter.dispatch.scheduling import FINISHING, Item, Queue
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
-from keyrouter.duty import (
-    LEGAL_MAX_DELAY,
-    give_up_at,
-    is_legal,
-    legal_delay,
-    legal_exhausted,
-    optional_failed,
-)
 from keyrouter.events import Events
-from keyrouter.fencing import StaleClaim
+from keyrouter.handlers.context import Context, idempotency_key
+from keyrouter.handlers.fencing import StaleClaim
 from keyrouter.message import Message, mask_number
-from keyrouter.router import Route
-from keyrouter.rules import HandlerEntry
+from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.router import Route
 
 if TYPE_CHECKING:
     from keyrouter.dispatch.core import Dispatcher

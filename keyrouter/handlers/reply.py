@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keyrouter.client import DUPLICATE_SMS, PermanentApiError
-from keyrouter.context import Context
-from keyrouter.fencing import check_claim
+from keyrouter.durations import parse_duration
+from keyrouter.handlers.context import Context
+from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import (
     message_values,
     render,
@@ -32,9 +32,11 @@ from keyrouter.handlers.templating import (
     template_problem,
     unknown_params,
 )
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
+from keyrouter.providers.iletimerkezi import DUPLICATE_SMS, PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 
 __all__ = ["DEFAULT_MAX_AGE", "PARAMS", "handle", "params_problem", "template_problem"]
 
@@ -66,7 +68,6 @@ def params_problem(params: Mapping[str, Any], captures: list[str] | None = None)
 
 
 def _max_age(params: Mapping[str, Any]) -> timedelta:
-    from keyrouter.rules import parse_duration  # here: rules validation may import this module
 
     return parse_duration(params.get("max_age", DEFAULT_MAX_AGE))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.activity import Activity, MemoryActivity
 from keyrouter.store.base import (
     DECISIONS,
@@ -26,6 +27,7 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import read_row, row_json
 from keyrouter.store.keys import check_namespace, check_policy
+from keyrouter.store.reconciled import MemoryReconciled, Reconciled
 from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -64,9 +66,10 @@ class Space:
     published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
     publish_seq: int = 0
     activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
+    reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
 
 
-class MemoryStore(MemoryActivity, Store):
+class MemoryStore(MemoryActivity, MemoryReconciled, Store):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
@@ -294,7 +297,8 @@ class MemoryStore(MemoryActivity, Store):
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
         latest = self._s.latest.get(entry.number)
-        if entry.action in DECISIONS and (latest is None or entry.received_at >= latest.received_at):
+        newer = latest is None or compare(_position(entry), _position(latest)) >= 0
+        if entry.action in DECISIONS and newer:
             self._s.latest[entry.number] = entry
 
     async def latest_optout(self, number: str) -> OptOut | None:
@@ -393,6 +397,10 @@ class MemoryStore(MemoryActivity, Store):
         s = self._s.surveys.get(survey, Survey())
         return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
 
+
+
+def _position(entry: OptOut) -> Position:
+    return entry_position(entry.received_at, entry.dated, entry.message_id)
 
 
 def _ledger_order(entry: OptOut) -> tuple[float, str]:

@@ -34,6 +34,7 @@ from keyrouter.store.base import (
 from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
+from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
 from keyrouter.store.retried import retried_row_json
 
@@ -80,7 +81,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore(RedisActivity, Store):
+class RedisStore(RedisActivity, RedisReconciled, Store):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -131,6 +132,7 @@ class RedisStore(RedisActivity, Store):
         self._optouts_page = script(ledger_lua.OPTOUTS_PAGE)
         self._dead_page = script(ledger_lua.DEAD_PAGE)
         self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
+        self._save_rows = script(SAVE_ROWS)
 
     @classmethod
     def from_url(

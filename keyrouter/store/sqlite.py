@@ -30,6 +30,8 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.keys import check_namespace
+from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
+from keyrouter.store.reconciled import SqliteReconciled
 from keyrouter.store.retried import retried_row_json
 from keyrouter.store.sqlite_ledger import SqliteLedger
 from keyrouter.store.sqlite_sql import json_ids as _ids
@@ -38,18 +40,22 @@ T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
 
 def _add_ledger_columns(db: sqlite3.Connection) -> None:
-    """A ledger file from before the İYS columns gets them (NULL for old lines)."""
+    """A ledger file from before the İYS columns gets them (NULL for old lines), and the `dated`
+    column (1: old lines all had a provider date or were taken as if they had)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
     for column in ("outcome", "transaction_id"):
         if column not in have:
             db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
+    for table in ("optouts", "optouts_pending"):
+        if "dated" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN dated INTEGER NOT NULL DEFAULT 1")
 
 
 def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(unescape(v) if type(v) is str else v for v in row)
 
 
-class SqliteStore(SqliteActivity, SqliteLedger, Store):
+class SqliteStore(SqliteActivity, SqliteLedger, SqliteReconciled, Store):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
     def __init__(
@@ -77,7 +83,8 @@ class SqliteStore(SqliteActivity, SqliteLedger, Store):
         self._db.row_factory = _decoded
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._tx(lambda db: [db.execute(sql) for sql in stmt.SCHEMA.split(";") if sql.strip()])
+        self._tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
+                             if sql.strip()])
         self._tx(_add_ledger_columns)
 
     def __repr__(self) -> str:

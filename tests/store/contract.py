@@ -25,6 +25,7 @@ from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger
 from keyrouter.store.retried import RETRIED_KEY, is_retried_row, retried_row_json
 
 from .ledger_contract import LedgerContract
+from .reconcile_contract import ReconcileContract
 
 LEASE = 30.0
 SHORT = 0.2  # a lease the tests outlive by sleeping
@@ -68,7 +69,7 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract(LedgerContract):
+class StoreContract(LedgerContract, ReconcileContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
@@ -307,6 +308,14 @@ class StoreContract(LedgerContract):
         await store.record_poll(1_700_000_060.5, 0)
         assert await store.last_poll() == (1_700_000_060.5, 0)
         assert await other.last_poll() is None  # per namespace
+
+    async def test_touch_is_a_write_that_changes_nothing_else(self, make_store: MakeStore) -> None:
+        store = make_store()
+        await store.touch(1_700_000_000.25)
+        await store.touch(1_700_000_001.5)
+        assert await store.last_poll() is None and await store.counts() == {
+            "done": 0, "skipped": 0, "dead": 0, "failed": 0}
+        assert await store.unfinished(["a"]) == ["a"]
 
     async def test_routed_counts_add_up_per_rule_and_hour(self, make_store: MakeStore) -> None:
         clock = FakeClock()
@@ -818,11 +827,26 @@ class StoreContract(LedgerContract):
         assert await store.latest_optout(number) == unblock
         assert await store.latest_optout(other) == optout("m3", 9e9, number=other)
         assert await store.latest_optout("+900000000000") is None
-        # same received_at: the one recorded last, whatever its id, action or handled_at
-        for id, action in (("m9", "blacklist"), ("m10", "unblacklist"), ("m1", "unblacklist")):
-            tie = optout(id, 2000.0, action, handled_at=1.0)
+        # same received_at: the later id in the order (numeric ids as numbers, "100" after "99");
+        # the same message's other effect, recorded last, takes the place
+        for id, action, wins in (("99", "unblacklist", True), ("100", "blacklist", True),
+                                 ("98", "unblacklist", False), ("100", "iys_ret", True)):
+            tie = optout(id, 2000.0, action, handled_at=1.0, number="+2")
+            before = await store.latest_optout("+2")
             await store.record_optout(tie)
-            assert await store.latest_optout(number) == tie
+            assert await store.latest_optout("+2") == (tie if wins else before)
+        # an undated line (received_at is when it was first seen) is placed by its id
+        undated = optout("101", 500.0, "unblacklist", number="+2", dated=False)
+        await store.record_optout(undated)
+        assert await store.latest_optout("+2") == undated
+        await store.record_optout(optout("97", 9e8, "blacklist", number="+2"))
+        assert await store.latest_optout("+2") == undated
+        dated = optout("102", 400.0, "blacklist", number="+2")
+        await store.record_optout(dated)
+        assert await store.latest_optout("+2") == dated
+        assert (await store.latest_optout("+2")).dated is True
+        assert {e.message_id: e.dated for e in await store.optouts()
+                if e.number == "+2"}["101"] is False
         # full precision: a microsecond earlier, recorded later, is not the latest
         at = 1712345678.123457
         await store.record_optout(optout("p1", at, number="+1"))

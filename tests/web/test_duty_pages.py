@@ -11,9 +11,9 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from keyrouter import compliance
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.compliance import overdue as compliance
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.store.base import OptOut
 from keyrouter.store.memory import MemoryStore
 from keyrouter.store.retried import RETRIED_KEY
