@@ -1,4 +1,4 @@
-"""Issue 9 item 7: the README's main command, on a fresh copy of the repository, shows every path
+"""The README's main command, on a fresh copy of the repository, shows every path
 of the shipped rules whatever today's date, and says what the sandbox provider received."""
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def check_every_path(out: str) -> None:
     assert "malformed row(s), routed as they are: 1022 (no date, number, text)" in out
     assert re.search(r"1 row\(s\) without an id, given one from their content and routed as usual: "
                      r"h-[0-9a-f]{32}", out), out
+    # a link-click opt-out (on the sandbox's blacklist only) reconciled into the ledger
+    assert "+90541***0042 clicked the opt-out link (no inbox row): in the ledger, channel provider" in out
     # a short-code sender goes to the dead letters, with the reason
     assert "dead letters: 1 (keyrouter dead-letters list --store sqlite:///keyrouter-sandbox.sqlite3)" in out
     assert "not a mobile number" in out and "ids: 1012" in out

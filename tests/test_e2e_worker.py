@@ -34,6 +34,8 @@ import redis
 from processes import wait_until
 
 from keyrouter.message import TURKEY, content_id
+from keyrouter.rules.entry_keys import entry_key, with_identities
+from keyrouter.rules.loader import HandlerEntry
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.testing import FakeIletiMerkezi, inbox_response
@@ -285,7 +287,9 @@ def test_polling_the_same_inbox_again_runs_every_entry_once(h: Harness) -> None:
 
 # ----------------------------------------------------------------------------- 2. SIGKILL
 
-ENTRY_TAGS = {"all#0:recording:to_file": "a", "all#1:recording:to_file": "b"}  # dispatch.entry_key
+# the progress keys of the two entries below (keyrouter.rules.entry_keys: rule, handler, params digest)
+ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for i, e in enumerate(with_identities(
+    [HandlerEntry("recording:to_file", {"tag": tag, "sleep": 0.05}) for tag in "ab"]))}
 
 
 def recorded(client: redis.Redis, namespace: str, ids: list[str]) -> set[tuple[str, str]]:
@@ -685,7 +689,7 @@ def test_replay_and_dead_letters_end_to_end_on_sqlite(h: Harness) -> None:
     broken.unlink()  # the handler is fixed
     retried = h.cli("dead-letters", "retry", "--all", KEYROUTER_STORE=store)
     assert retried.returncode == 0, retried.stderr
-    assert "1 dead letters will run again" in retried.stdout
+    assert "1 dead letters will run again from their stored rows" in retried.stdout
     fixed = h.cli("replay", str(dead_file), "--store", store, **no_provider)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "1 done" in fixed.stdout

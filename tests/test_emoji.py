@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyrouter.emoji import EmojiNormalizer, fold, has_emoji
-from keyrouter.normalize import Normalizer
-from keyrouter.router import Router
-from keyrouter.rules import RulesError, load_rules
+from keyrouter.rules.emoji import EmojiNormalizer, fold, has_emoji
+from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.normalize import Normalizer
+from keyrouter.rules.router import Router
 
 RULES = """
     version: 1

@@ -5,10 +5,11 @@ takes it first), and every example conversation ends with the answers it declare
 from __future__ import annotations
 
 from keyrouter.conversations.engine import Conversations, is_opt_out
-from keyrouter.conversations.model import Conversation, Example
 from keyrouter.conversations.steps import Record, opt_out
-from keyrouter.router import Router
-from keyrouter.rules import Problem
+from keyrouter.rules.check import check_examples
+from keyrouter.rules.conversations import Conversation, Example
+from keyrouter.rules.loader import Problem
+from keyrouter.rules.router import Router
 
 RESPONDENT = "+905000000000"
 
@@ -63,3 +64,11 @@ def _run_example(router: Router, engine: Conversations, conv: Conversation,
     if example.status is not None and status != example.status:
         return f"example {list(example.say)} ends {status}, but the example declares {example.status}"
     return None
+
+
+def check_all(router: Router) -> tuple[list[Problem], int]:
+    """Every example of the rules files: the rules' (keyrouter.rules.check) and the conversations'
+    (start keywords and example conversations); (failures, number of examples run)."""
+    problems, count = check_examples(router)
+    found, ran = check_conversations(router)
+    return problems + found, count + ran

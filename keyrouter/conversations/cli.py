@@ -7,10 +7,10 @@ import sys
 from typing import Any
 
 from keyrouter.conversations import results
-from keyrouter.conversations.model import Conversation
 from keyrouter.conversations.steps import Record
 from keyrouter.message import mask_number
-from keyrouter.rules import RulesError, load_rules
+from keyrouter.rules.conversations import Conversation
+from keyrouter.rules.loader import RulesError, load_rules
 from keyrouter.settings import Settings
 
 

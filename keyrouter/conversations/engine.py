@@ -20,17 +20,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from keyrouter.client import DUPLICATE_SMS, PermanentApiError
-from keyrouter.context import Context
 from keyrouter.conversations import steps
-from keyrouter.conversations.model import Conversation
 from keyrouter.conversations.steps import OPEN, Record
-from keyrouter.emoji import has_emoji
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import require_client
 from keyrouter.message import Message, mask_number
+from keyrouter.providers.iletimerkezi import DUPLICATE_SMS, PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match, Route
-from keyrouter.rules import HandlerEntry, Rule, RuleSet
+from keyrouter.rules.conversations import Conversation
+from keyrouter.rules.emoji import has_emoji
+from keyrouter.rules.loader import HandlerEntry, Rule, RuleSet
+from keyrouter.rules.router import Match, Route
 from keyrouter.store.base import Store
 
 logger = logging.getLogger("keyrouter.conversations")

@@ -9,9 +9,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from keyrouter.conversations.model import Conversation
 from keyrouter.conversations.steps import COMPLETED, EXPIRED, INCOMPLETE, OPEN, OPTED_OUT, Record
 from keyrouter.message import mask_number
+from keyrouter.rules.conversations import Conversation
 
 FUNNEL = ("started", "completed", "expired", "incomplete", "opted_out")
 COLUMNS = ("respondent", "question", "answer", "status")

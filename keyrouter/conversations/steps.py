@@ -8,51 +8,21 @@ SMS sent afterwards is always the recorded one, identical on every attempt.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
-from keyrouter.conversations.model import MAX_MISSES, Conversation
+from keyrouter.rules.conversations import MAX_MISSES, Conversation
+from keyrouter.store.conversations import (
+    COMPLETED,
+    DUPLICATE_WINDOW,
+    EXPIRED,
+    INCOMPLETE,
+    OPEN,
+    OPTED_OUT,
+    Record,
+)
 
-OPEN, COMPLETED, INCOMPLETE, OPTED_OUT, EXPIRED = (
-    "open", "completed", "incomplete", "opted_out", "expired")
-#: The provider refuses the same text to the same number within this many seconds (451).
-DUPLICATE_WINDOW = 600.0
-
-
-@dataclass(frozen=True)
-class Record:
-    conversation: str
-    respondent: str  # the sender's E.164 number, or the sender as received
-    status: str  # open, completed, incomplete or opted_out (expired is read from last_at)
-    step: int  # the question asked now (index)
-    message_id: str  # the last message applied
-    started_at: float
-    last_at: float  # epoch seconds of the last SMS (the worker's clock): expiry counts from it
-    answers: dict[str, str] = field(default_factory=dict)
-    misses: int = 0  # answers in a row that fit no choice
-    reply: str | None = None  # the SMS `message_id` calls for, None: none
-    repeats: int = 0  # times `base` was sent within the provider's duplicate window
-    base: str | None = None  # the last SMS before any variation
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Record:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-    def is_open(self, conv: Conversation | None, now: float) -> bool:
-        """Open and not expired (by the worker's clock); a conversation no longer in the rules
-        is never open."""
-        return (conv is not None and self.status == OPEN
-                and now - self.last_at < conv.expires.total_seconds())
-
-    def final_status(self, conv: Conversation | None, now: float) -> str:
-        if self.status == OPEN and not self.is_open(conv, now):
-            return EXPIRED
-        return self.status
-
+__all__ = ["COMPLETED", "DUPLICATE_WINDOW", "EXPIRED", "INCOMPLETE", "OPEN", "OPTED_OUT", "Record",
+           "answer", "opt_out", "resend", "start"]
 
 def _say(record: Record, text: str | None, now: float) -> Record:
     """`record` sending `text`: an SMS identical to one sent to this number within the provider's

@@ -8,8 +8,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from keyrouter.conversations.model import Conversation
 from keyrouter.conversations.results import funnel, question_counts
+from keyrouter.rules.conversations import Conversation
 from keyrouter.web.charts import bar_chart
 
 

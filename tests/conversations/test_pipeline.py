@@ -11,8 +11,8 @@ import pytest
 
 from keyrouter.conversations.results import funnel
 from keyrouter.message import TURKEY
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
 
 from .support import ASK1, ASK2, ASK3, DONE, RETRY1, write_rules

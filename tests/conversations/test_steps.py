@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from keyrouter.conversations import steps
-from keyrouter.conversations.model import Conversation
-from keyrouter.rules import load_rules
+from keyrouter.rules.conversations import Conversation
+from keyrouter.rules.loader import load_rules
 
 from .support import ASK1, ASK2, write_rules
 

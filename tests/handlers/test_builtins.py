@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from keyrouter.handlers import registry
 from keyrouter.retries import PermanentError, RetryLater
+from keyrouter.rules import registry
 
 
 @pytest.mark.parametrize("name", sorted(registry.BUILTINS))

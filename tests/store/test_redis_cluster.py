@@ -233,7 +233,7 @@ async def test_a_processed_inbox_costs_one_round_trip_per_call_on_the_cluster(
 @pytest.mark.anyio
 async def test_the_durability_check_reads_every_master(redis_cluster_url: str) -> None:
     """`run`'s start-up warning works on a cluster: the test nodes run without AOF, and say so."""
-    from keyrouter.durability import durability_warnings
+    from keyrouter.ops.durability import durability_warnings
 
     store = open_store(redis_cluster_url, f"t-{uuid4().hex}")
     try:
@@ -253,7 +253,7 @@ async def test_a_worker_runs_an_inbox_on_the_cluster(redis_cluster_url: str, tmp
     import recording
 
     from keyrouter.testing import FakeIletiMerkezi, pipeline
-    from keyrouter.worker import Worker
+    from keyrouter.worker.loop import Worker
 
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nrules:\n  - name: all\n    pattern: '.*'\n"
