@@ -39,7 +39,7 @@ class RetryPolicy:
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the `failures`-th failed attempt (1-based)."""
-        raw = min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1))
+        raw = min(self.max_delay, self.base_delay * 2.0 ** max(0, failures - 1))
         spread = raw * self.jitter
         return max(0.0, raw + (rng or random).uniform(-spread, spread))
 

@@ -38,7 +38,8 @@ from keyrouter.compliance.channels import (
     provider_row,
 )
 from keyrouter.events import NO_EVENTS, Events
-from keyrouter.message import Message, RowError, mask_number, parse_row
+from keyrouter.masking import mask_number
+from keyrouter.message import Message, RowError, parse_row
 from keyrouter.providers.blacklist import fetch_blacklist, filter_date
 from keyrouter.providers.iletimerkezi import ApiError, IletiMerkezi
 from keyrouter.store.base import OptOut, Store, ledger_cursor

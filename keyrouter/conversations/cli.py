@@ -8,7 +8,7 @@ from typing import Any
 
 from keyrouter.conversations import results
 from keyrouter.conversations.steps import Record
-from keyrouter.message import mask_number
+from keyrouter.masking import mask_number
 from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.loader import RulesError, load_rules
 from keyrouter.settings import Settings

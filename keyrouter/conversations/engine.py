@@ -24,7 +24,8 @@ from keyrouter.conversations import steps
 from keyrouter.conversations.steps import OPEN, Record
 from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import require_client
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.providers.iletimerkezi import DUPLICATE_SMS, PermanentApiError
 from keyrouter.retries import PermanentError
 from keyrouter.rules.conversations import Conversation

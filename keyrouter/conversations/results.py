@@ -7,10 +7,10 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from keyrouter.conversations.steps import COMPLETED, EXPIRED, INCOMPLETE, OPEN, OPTED_OUT, Record
-from keyrouter.message import mask_number
+from keyrouter.masking import mask_number
 from keyrouter.rules.conversations import Conversation
 
 FUNNEL = ("started", "completed", "expired", "incomplete", "opted_out")
@@ -29,9 +29,18 @@ def funnel(records: list[Record], conv: Conversation | None, now: float) -> dict
     return out
 
 
-def question_counts(records: list[Record], conv: Conversation) -> list[dict[str, Any]]:
+class QuestionCounts(TypedDict):
+    """One question's results: `choices` (each choice's count) only when `text` is False."""
+
+    question: str
+    text: bool
+    answers: int
+    choices: NotRequired[dict[str, int]]
+
+
+def question_counts(records: list[Record], conv: Conversation) -> list[QuestionCounts]:
     """Per question: its choices with their counts (zeros included), or the free-text count."""
-    out = []
+    out: list[QuestionCounts] = []
     for q in conv.questions:
         answers = [r.answers[q.id] for r in records if q.id in r.answers]
         if q.text:
@@ -78,8 +87,8 @@ def as_table(records: list[Record], conv: Conversation, now: float) -> str:
         else:
             counts = ", ".join(f"{c} {n}" for c, n in q["choices"].items())
             lines.append(f"  {q['question']}: {counts} ({q['answers']} answered)")
-    counts = funnel(records, conv, now)
-    lines.append("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    statuses = funnel(records, conv, now)
+    lines.append("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in statuses.items()))
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ from keyrouter.dispatch.duplicates import note_duplicate
 from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
 from keyrouter.dispatch.loop import ServeLoop
 from keyrouter.dispatch.outcomes import DEFERRED, Report
+from keyrouter.dispatch.running import run_message as run_claimed
 from keyrouter.dispatch.scheduling import (
     HIGH,
     NORMAL,
@@ -133,6 +134,9 @@ class Dispatcher(ServeLoop):
         if is_provider_row(message):  # an opt-out found on the provider's blacklist only
             return provider_route(message)
         return self.router.route(message.text, message.receiver)
+
+    async def run_message(self, item: Item) -> None:
+        await run_claimed(self, item)
 
     def _route_item(self, item: Item) -> None:
         item.route, item.router = self.route(item.message), self.router

@@ -18,7 +18,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from keyrouter.compliance.deadlines import BUSINESS_DAYS, deadline
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS
 from keyrouter.rules.loader import HandlerEntry

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from keyrouter.dispatch.limits import Watchdog
 from keyrouter.dispatch.outcomes import DEFERRED, describe_error
-from keyrouter.dispatch.running import MessageEnds, run_message
+from keyrouter.dispatch.running import MessageEnds
 from keyrouter.dispatch.scheduling import CLAIMED, RUNNING, WAITING, Item
 from keyrouter.dispatch.writes import Writer, renew_forever
 from keyrouter.events import Events
@@ -56,6 +56,10 @@ class ServeLoop(MessageEnds):
         raise NotImplementedError
 
     def route(self, message: Message) -> Route:
+        raise NotImplementedError
+
+    async def run_message(self, item: Item) -> None:
+        """Runs a claimed message's handlers (running.run_message, on the Dispatcher)."""
         raise NotImplementedError
 
     def _route_item(self, item: Item) -> None:
@@ -172,11 +176,11 @@ class ServeLoop(MessageEnds):
         # asked once: nothing else runs inside this loop (no await), so no stop arrives during it
         stopped = self.stopped()
         while len(tasks) < concurrency and not stopped:
-            item = queue.next_claimed()
-            if item is None:
+            claimed = queue.next_claimed()
+            if claimed is None:
                 break
-            item.state = RUNNING
-            tasks[item.id] = asyncio.create_task(self._run(item))
+            claimed.state = RUNNING
+            tasks[claimed.id] = asyncio.create_task(self._run(claimed))
             started += 1
         self._count_start(started, time.monotonic())
 
@@ -226,7 +230,7 @@ class ServeLoop(MessageEnds):
         tasks = self._tasks
         while True:
             try:
-                await run_message(self, item)
+                await self.run_message(item)
             except asyncio.CancelledError:
                 # cut off by a stop past the grace period: the lease runs out and the entry runs
                 # again later, with the same idempotency key

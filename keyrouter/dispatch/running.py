@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import fields
 from datetime import UTC, datetime
+from types import MemberDescriptorType
 from typing import TYPE_CHECKING, Any
 
 from keyrouter.dispatch.duty import (
@@ -48,7 +49,8 @@ from keyrouter.dispatch.writes import Writer
 from keyrouter.events import Events
 from keyrouter.handlers.context import Context, idempotency_key
 from keyrouter.handlers.fencing import StaleClaim
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.rules.loader import HandlerEntry
 from keyrouter.rules.router import Route
 
@@ -123,8 +125,9 @@ async def run_message(d: Dispatcher, item: Item) -> None:
 
 
 # the slot descriptors of Message's fields: set directly, past the frozen class's __setattr__
-_MESSAGE_SLOTS = tuple(getattr(Message, f.name) for f in fields(Message) if f.name != "normalized")
-_NORMALIZED_SLOT = Message.normalized  # type: ignore[attr-defined]
+_MESSAGE_SLOTS: tuple[MemberDescriptorType, ...] = tuple(
+    getattr(Message, f.name) for f in fields(Message) if f.name != "normalized")
+_NORMALIZED_SLOT: MemberDescriptorType = vars(Message)["normalized"]
 
 
 def _with_normalized(message: Message, normalized: str) -> Message:

@@ -35,7 +35,8 @@ from keyrouter import timefmt
 from keyrouter.handlers.context import Context
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.ordering import entry_position, later, position
 from keyrouter.providers.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError

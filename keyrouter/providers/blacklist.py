@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyrouter import timefmt
-from keyrouter.message import mask_number, to_e164
+from keyrouter.masking import mask_number
+from keyrouter.message import to_e164
 from keyrouter.providers.iletimerkezi import IletiMerkezi, PermanentApiError, TransientApiError
 
 __all__ = ["MAX_ROW_COUNT", "BlacklistPass", "fetch_blacklist", "filter_date"]

@@ -104,7 +104,7 @@ class FakeIys:
         if self._server is None:
             raise RuntimeError("FakeIys is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> Self:
         self._stopping.clear()
@@ -169,7 +169,8 @@ class FakeIys:
                                  "status": status, "consentDate": consent_date,
                                  "recipientType": recipient_type, "transactionId": self._next_tx()})
 
-    def held(self, recipient: str, type: str = "MESAJ", recipient_type: str = "BIREYSEL") -> dict | None:
+    def held(self, recipient: str, type: str = "MESAJ", recipient_type: str = "BIREYSEL"
+             ) -> dict[str, Any] | None:
         """The latest record for a recipient and channel, or None."""
         with self.lock:
             found = [r for r in self.records if (r["recipient"], r["type"], r["recipientType"])

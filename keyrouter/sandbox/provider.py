@@ -98,7 +98,9 @@ class SentSms:
     at: float
 
 
-def inbox_response(rows: Iterable[dict[str, Any]], total_rows: int | str | None = None) -> dict:
+def inbox_response(
+    rows: Iterable[dict[str, Any]], total_rows: int | str | None = None
+) -> dict[str, Any]:
     """A get-inbox 200 body as the provider writes it (totalRows a string), e.g. for saved files."""
     rows = list(rows)
     total = len(rows) if total_rows is None else total_rows
@@ -175,7 +177,7 @@ class FakeIletiMerkezi:
         if self._server is None:
             raise RuntimeError("FakeIletiMerkezi is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> Self:
         if self._server is not None:
@@ -293,7 +295,7 @@ class FakeIletiMerkezi:
         with self.lock:
             self.requests.append(RecordedRequest(endpoint or handler.path, body))
             faults = self._faults.get(endpoint or "")
-            fault = faults.popleft() if faults else None
+            fault: tuple[Any, ...] = faults.popleft() if faults else ()
         kind = fault[0] if fault else None
         if kind == "reset":
             return reset(handler)
@@ -403,7 +405,8 @@ class FakeIletiMerkezi:
         if not isinstance(order, dict):
             return 400, {}
         sender = str(order.get("sender") or "")
-        message = order.get("message") if isinstance(order.get("message"), dict) else {}
+        given = order.get("message")
+        message: dict[str, Any] = given if isinstance(given, dict) else {}
         text = str(message.get("text") or "")
         iys = None if order.get("iys") is None else str(order.get("iys"))
         iys_list = order.get("iysList")

@@ -8,10 +8,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyrouter.store.base import ROUTED_HOURS
 from keyrouter.store.codec import unescape
+from keyrouter.store.keys import Keys
+from keyrouter.store.mixins import SqlitePlumbing
+
+if TYPE_CHECKING:  # memory.py imports this module
+    from keyrouter.store.memory import Space
 
 HOUR = 3600
 #: Seconds an hour's Redis counters live after their last write.
@@ -38,7 +43,7 @@ class MemoryActivity:
     """Kept on the namespace's `Space` (memory.py), so stores sharing spaces share it."""
 
     _clock: Callable[[], float]
-    _s: Any
+    _s: Space
 
     @property
     def _activity(self) -> Activity:
@@ -67,14 +72,11 @@ class MemoryActivity:
         return {h: dict(routed[h]) for h in _hours(hour, self._clock()) if routed.get(h)}
 
 
-class SqliteActivity:
+class SqliteActivity(SqlitePlumbing):
     """Tables `polls` and `touches` (one row per namespace) and `routed` (ns, hour, rule, n), in
     sqlite_sql."""
 
     _clock: Callable[[], float]
-    _write: Callable[..., Any]
-    _read: Callable[..., Any]
-    _p: Callable[..., dict[str, Any]]
 
     async def record_poll(self, at: float, rows: int) -> None:
         p = self._p(at=float(at), rows=int(rows))
@@ -141,7 +143,7 @@ class RedisActivity:
     namespace's slot."""
 
     _clock: Callable[[], float]
-    keys: Any
+    keys: Keys
     client: Any
     _ready: Callable[[], Any]
     _routed_add: Callable[..., Any]  # ROUTED_ADD and ROUTED_READ, registered by RedisStore

@@ -11,10 +11,15 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keyrouter.store.codec import MARK, unescape
 from keyrouter.store.codec import escape as _escape
+from keyrouter.store.mixins import SqlitePlumbing
+
+if TYPE_CHECKING:  # base.py (through keys.py) and memory.py import this module
+    from keyrouter.store.keys import Keys
+    from keyrouter.store.memory import Space
 
 
 class HasExpiry(Protocol):
@@ -83,7 +88,7 @@ class ConversationSpace:
 class MemoryConversations:
     """Kept on the namespace's `Space` (memory.py)."""
 
-    _s: Any
+    _s: Space
 
     async def conversation_of(self, respondent: str) -> Record | None:
         return self._s.conversations.current.get(respondent)
@@ -103,12 +108,9 @@ class MemoryConversations:
         return [runs[r] for r in sorted(runs)]
 
 
-class SqliteConversations:
+class SqliteConversations(SqlitePlumbing):
     """Tables `conv_current` and `conv_runs` (sqlite_sql.py)."""
 
-    _write: Callable[..., Any]
-    _read: Callable[..., Any]
-    _p: Callable[..., dict[str, Any]]
 
     async def conversation_of(self, respondent: str) -> Record | None:
         rows = await self._read("SELECT record FROM conv_current WHERE ns = :ns AND respondent = :r",
@@ -167,7 +169,7 @@ def _field(value: str) -> str:
 class RedisConversations:
     """Keys `conv:last`, `conv:current` and `conv:<id>:runs` (keys.py), in the namespace's slot."""
 
-    keys: Any
+    keys: Keys
     client: Any
     _ready: Callable[[], Any]
     _conv_save: Callable[..., Any]  # SAVE, registered by RedisStore

@@ -10,9 +10,14 @@ import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyrouter.store.codec import escape, unescape
+from keyrouter.store.keys import Keys
+from keyrouter.store.mixins import SqlitePlumbing
+
+if TYPE_CHECKING:  # memory.py imports this module
+    from keyrouter.store.memory import Space
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reconcile_state (
@@ -38,7 +43,7 @@ class Reconciled:
 class MemoryReconciled:
     """Kept on the namespace's `Space` (memory.py), so stores sharing spaces share it."""
 
-    _s: Any
+    _s: Space
 
     @property
     def _rec(self) -> Reconciled:
@@ -66,12 +71,9 @@ class MemoryReconciled:
             self._rec.rows.pop(id, None)
 
 
-class SqliteReconciled:
+class SqliteReconciled(SqlitePlumbing):
     """Tables `reconcile_state` and `reconcile_rows` (SCHEMA, created at open)."""
 
-    _write: Callable[..., Any]
-    _read: Callable[..., Any]
-    _p: Callable[..., dict[str, Any]]
 
     async def reconcile_state(self) -> dict[str, Any] | None:
         rows = await self._read("SELECT state FROM reconcile_state WHERE ns = :ns", self._p())
@@ -124,7 +126,7 @@ class RedisReconciled:
     """Keys `reconcile` (a JSON STRING) and `reconcile:rows` (a HASH id -> row), keys.py, in the
     namespace's slot."""
 
-    keys: Any
+    keys: Keys
     client: Any
     _ready: Callable[[], Any]
     _save_rows: Callable[..., Any]  # SAVE_ROWS, registered by RedisStore

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from keyrouter.store import redis_lua as lua
 from keyrouter.store import redis_lua_ledger as ledger_lua
@@ -52,7 +53,7 @@ def _s(value: bytes | str) -> str:
     return unescape(value.decode() if isinstance(value, bytes) else value)
 
 
-def _json(reply: bytes | str) -> Any:
+def _json(reply: bytes | str) -> list[Any]:
     """A script's JSON list answer, its strings unescaped."""
     return [unescape(x) if type(x) is str and x[:1] == MARK else x for x in json.loads(reply)]
 
@@ -89,7 +90,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         namespace: str = "default",
         horizon: timedelta | None = None,
         *,

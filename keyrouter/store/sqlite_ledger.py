@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -22,15 +22,13 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import escape, read_row, unescape
 from keyrouter.store.keys import check_policy
+from keyrouter.store.mixins import SqlitePlumbing
 from keyrouter.store.sqlite_sql import json_ids as _ids
 
 
-class SqliteLedger:
+class SqliteLedger(SqlitePlumbing):
     """Ledger, pages and votes over SqliteStore's connection."""
 
-    _read: Callable[[str, Mapping[str, Any]], Awaitable[list[tuple[Any, ...]]]]
-    _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
-    _p: Callable[..., dict[str, Any]]
 
     async def record_optout(self, entry: OptOut) -> None:
         def run(db: sqlite3.Connection) -> None:
@@ -157,7 +155,10 @@ class SqliteLedger:
             "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
             self._p(id=id),
         )
-        return DeadLetter(*rows[0][:5], read_row(rows[0][5])) if rows else None
+        if not rows:
+            return None
+        id_, error, attempts, failed_at, rule, row = rows[0]
+        return DeadLetter(id_, error, attempts, failed_at, rule, read_row(row))
 
     async def dead_letter_count(self) -> int:
         rows = await self._read("SELECT count(*) FROM dead WHERE ns = :ns", self._p())
@@ -202,7 +203,9 @@ class SqliteLedger:
 
 def _entry(row: Sequence[Any]) -> OptOut:
     """A ledger row (`stmt.ENTRY` columns) as an OptOut (`dated` is stored as 0/1)."""
-    return OptOut(*row[:-1], dated=bool(row[-1]))
+    number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id, dated = row
+    return OptOut(number, action, message_id, keyword, received_at, handled_at, outcome,
+                  transaction_id, dated=bool(dated))
 
 
 def _position(entry: OptOut) -> Position:

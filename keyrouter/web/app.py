@@ -216,8 +216,9 @@ class Dashboard:
         offset = (page - 1) * pages.PAGE_SIZE
         if rule is None:
             letters = await self.db.dead_letters_page(offset, pages.PAGE_SIZE)
-            last: int | None = max(1, -(-held // pages.PAGE_SIZE))
-            more = page < last
+            last_page = max(1, -(-held // pages.PAGE_SIZE))
+            last: int | None = last_page
+            more = page < last_page
         else:  # filtered: no count (it would read them all); a page and whether more follow
             letters = await self.db.dead_letters_page(offset, pages.PAGE_SIZE + 1, rules=[rule])
             more, last = len(letters) > pages.PAGE_SIZE, None

@@ -99,7 +99,7 @@ class Auth:
         now = self._clock()
         while recent and now - recent[0] > LOGIN_WINDOW:
             recent.popleft()
-        return bool(recent) and len(recent) >= LOGIN_FAILURES
+        return recent is not None and len(recent) >= LOGIN_FAILURES
 
     def login_failed(self, client: str) -> None:
         if len(self._failures) > 10_000:  # bounded: forget everyone rather than grow

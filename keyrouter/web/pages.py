@@ -18,19 +18,21 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from keyrouter import timefmt
 from keyrouter.compliance import deadlines
 from keyrouter.compliance.channels import channel_of
 from keyrouter.handlers.survey import normalize_choice
-from keyrouter.masking import mask_text, mask_value
-from keyrouter.message import TURKEY, mask_number
+from keyrouter.masking import mask_number, mask_text, mask_value
+from keyrouter.message import TURKEY
 from keyrouter.rules.loader import RuleSet, load_rules, rule_files
 from keyrouter.rules.router import Router
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 from keyrouter.web.pending import Pending, effects_of, pending
 from keyrouter.worker.reload import rules_version
+
+T = TypeVar("T")
 
 PAGE_SIZE = 50
 #: The ledger actions the filter offers: the effects, and a confirmation that failed for good
@@ -41,7 +43,7 @@ EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay", "reply_failed")
 _E164 = re.compile(r"\+\d[\d*]{5,17}")  # a number, or one masked: no formula can hide in it
 
 
-def cell(value: object) -> object:
+def cell(value: T) -> T | str:
     """A CSV cell a spreadsheet will not run: text that starts like a formula (=, +, -, @, tab,
     CR) gets a leading apostrophe, except an E.164 number (masked or not).  Survey choices and
     message ids come from SMS senders."""

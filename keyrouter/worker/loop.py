@@ -68,7 +68,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        raw = min(MAX_BACKOFF, max(self.interval, 1.0) * 2 ** (self.failures - 1))
+        raw = min(MAX_BACKOFF, max(self.interval, 1.0) * 2.0 ** (self.failures - 1))
         return raw * random.uniform(0.8, 1.2)
 
     def reset(self) -> None:
