@@ -45,9 +45,11 @@ from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.message import Message
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules import registry
 from keyrouter.rules.router import Route, Router
+from keyrouter.settings import Settings
 from keyrouter.store.base import Store
 from keyrouter.store.retried import is_retried_row
 
@@ -59,8 +61,8 @@ class Dispatcher(ServeLoop):
     router: Router
     store: Store
     namespace: str = "default"
-    client: Any = None  # keyrouter.providers.iletimerkezi.IletiMerkezi, for built-ins
-    settings: Any = None  # keyrouter.settings.Settings
+    client: IletiMerkezi | None = None  # for built-ins
+    settings: Settings | None = None
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     lease: float = 60.0
     concurrency: int = 64  # messages running at once

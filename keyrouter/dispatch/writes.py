@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from keyrouter.dispatch.outcomes import describe_error
-from keyrouter.dispatch.scheduling import CLAIMED, FINISHING, RUNNING, Queue
+from keyrouter.dispatch.scheduling import CLAIMED, FINISHING, RUNNING, Item, Queue
 from keyrouter.store.base import Store
 
 logger = logging.getLogger("keyrouter.dispatch")
@@ -51,7 +51,7 @@ class Writer:
         self._wake.set()
         return future
 
-    def finish(self, item: Any, *, skipped: bool = False, forever: bool = False) -> None:
+    def finish(self, item: Item, *, skipped: bool = False, forever: bool = False) -> None:
         self._finishes.append((item, skipped, forever))
         if len(self._finishes) == 1 or len(self._finishes) >= BATCH_LIMIT:
             self._wake.set()

@@ -8,6 +8,7 @@ exactly; the compare-and-set compares message ids, which go through each backend
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -121,7 +122,7 @@ class SqliteConversations(SqlitePlumbing):
         p = self._p(r=record.respondent, c=record.conversation, m=record.message_id,
                     j=encode(record), e=expect)
 
-        def run(db: Any) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
             row = db.execute("SELECT message_id FROM conv_current WHERE ns = :ns AND respondent = :r",
                              p).fetchone()
             if (row[0] if row else None) != expect:

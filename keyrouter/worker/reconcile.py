@@ -13,12 +13,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.events import Events
 from keyrouter.message import Message
 from keyrouter.providers.iys import SOURCES, shared_client
+from keyrouter.worker.runtime import Runtime
 
 __all__ = ["ReconcileTicker"]
 
@@ -28,7 +28,8 @@ logger = logging.getLogger("keyrouter.reconcile")
 class ReconcileTicker:
     """Call `after_poll` after each successful poll of the fetch leader; `stop` at the end."""
 
-    def __init__(self, runtime: Any, events: Events, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, runtime: Runtime, events: Events, clock: Callable[[], float] = time.time
+                 ) -> None:
         self.runtime = runtime
         self.events = events
         self.clock = clock
@@ -56,7 +57,9 @@ class ReconcileTicker:
     def reconciler(self) -> Reconciler | None:
         """Built per run from the rules in force (hot reloads); None, logged once, when the
         settings cannot work."""
-        settings = self.runtime.settings
+        client, settings = self.runtime.client, self.runtime.settings
+        if client is None:  # after_poll starts no run without one
+            return None
         router = self.runtime.dispatcher.router
         source = settings.reconcile_iys_source.strip()
         problem = None
@@ -71,7 +74,7 @@ class ReconcileTicker:
             self._refused = problem
             return None
         self._refused = None
-        return Reconciler(self.runtime.store, self.runtime.client, router=router, iys=iys,
+        return Reconciler(self.runtime.store, client, router=router, iys=iys,
                           events=self.events)
 
     async def _run(self, token: int) -> None:

@@ -17,7 +17,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from keyrouter.conversations.checks import check_all
 from keyrouter.events import NO_EVENTS, Events
@@ -66,10 +66,16 @@ def _signature(path: str | Path) -> tuple[Any, ...]:
     return tuple(entries)
 
 
+class UsesRouter(Protocol):
+    """What a reload swaps the rules of (the Dispatcher)."""
+
+    def use_router(self, router: Router) -> None: ...
+
+
 class Reloader:
     """Reloads `path` into `dispatcher` (anything with `use_router(router)`)."""
 
-    def __init__(self, path: str | Path, dispatcher: Any, events: Events = NO_EVENTS, *,
+    def __init__(self, path: str | Path, dispatcher: UsesRouter, events: Events = NO_EVENTS, *,
                  on_swap: Callable[[Router, str], None] | None = None) -> None:
         self.path = path
         self.dispatcher = dispatcher
