@@ -30,7 +30,8 @@ from typing import Any
 
 from keyrouter.compliance.channels import BUILTIN_OF, is_provider_row, provider_route
 from keyrouter.compliance.deadlines import business_hours_left, deadline
-from keyrouter.message import RowError, parse_row
+from keyrouter.message import Message, RowError, parse_row
+from keyrouter.rules.router import Router
 from keyrouter.store.base import OptOut, Store
 
 __all__ = ["EFFECTS", "Case", "collect", "effects_of_rules", "pending_counts", "summary"]
@@ -86,7 +87,7 @@ def _from_ledger(e: OptOut) -> Case:
 
 
 async def collect(store: Store, rule_effects: Mapping[str, Sequence[str]] | None = None, *,
-                  router: Any = None, pending_only: bool = False) -> list[Case]:
+                  router: Router | None = None, pending_only: bool = False) -> list[Case]:
     """Every opt-out effect the store knows of, oldest received first (`pending_only`: just the
     pending ones, reading the ledger only from the oldest candidate on: cheap enough for a
     metrics refresh).  With a `router`, the rows workers share (`Store.published`: fetched, not
@@ -135,7 +136,7 @@ async def collect(store: Store, rule_effects: Mapping[str, Sequence[str]] | None
     return cases
 
 
-async def _shared_effects(store: Store, router: Any) -> list[tuple[Any, str]]:
+async def _shared_effects(store: Store, router: Router | None) -> list[tuple[Message, str]]:
     """(message, effect) for the opt-outs among the rows workers share (unfinished messages)."""
     published = getattr(store, "published", None)
     if router is None or published is None:

@@ -42,6 +42,7 @@ from keyrouter.masking import mask_number
 from keyrouter.message import Message, RowError, parse_row
 from keyrouter.providers.blacklist import fetch_blacklist, filter_date
 from keyrouter.providers.iletimerkezi import ApiError, IletiMerkezi
+from keyrouter.rules.router import Router
 from keyrouter.store.base import OptOut, Store, ledger_cursor
 
 __all__ = ["DRIFT_KINDS", "FULL_EVERY", "SETTLE", "ZONE_MARGIN", "Outcome", "Plan", "Reconciler",
@@ -128,7 +129,7 @@ class Reconciler:
     """One namespace's reconciliation.  `router` routes shared rows and dead letters (which are
     opt-outs or opt-ins in progress); `iys`: the İYS params of provider opt-outs or None."""
 
-    def __init__(self, store: Store, client: IletiMerkezi, *, router: Any = None,
+    def __init__(self, store: Store, client: IletiMerkezi, *, router: Router | None = None,
                  iys: dict[str, str] | None = None, clock: Callable[[], float] = time.time,
                  settle: float = SETTLE, full_every: float = FULL_EVERY,
                  events: Events = NO_EVENTS) -> None:

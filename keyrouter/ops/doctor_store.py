@@ -15,7 +15,7 @@ from typing import Any
 
 from keyrouter.message import TURKEY
 from keyrouter.settings import Settings
-from keyrouter.store import open_store
+from keyrouter.store import Store, open_store
 
 MIN_REDIS = (6, 2)
 
@@ -63,7 +63,7 @@ async def check_store(settings: Settings) -> list[Check]:
         await store.close()
 
 
-async def check_reconcile(store: Any, settings: Settings, now: float | None = None) -> Check:
+async def check_reconcile(store: Store, settings: Settings, now: float | None = None) -> Check:
     """The last blacklist reconciliation (docs/reconciliation.md): when, and whether the ledger
     and the provider agreed."""
     state = await asyncio.wait_for(store.reconcile_state(), 10) or {}

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from keyrouter.compliance.overdue import pending_counts
 from keyrouter.compliance.reconcile import DRIFT_KINDS
 from keyrouter.events import OUTCOMES, POLL_RESULTS, RECONCILE_RESULTS, RELOAD_RESULTS, Events
+from keyrouter.store import Store
 
 logger = logging.getLogger("keyrouter.observe")
 PRIORITIES = ("high", "normal")
@@ -209,7 +210,7 @@ class Metrics(Events):
         return None if leader is None else bool(leader)
 
     # ------------------------------------------------------------------ store reads (event loop)
-    async def refresh(self, store: Any, timeout: float = 5.0) -> None:
+    async def refresh(self, store: Store, timeout: float = 5.0) -> None:
         """One store read: dead letters held, and whether the store answers."""
         count = getattr(store, "dead_letter_count", None)  # one cheap read where the store has it
         try:
@@ -236,7 +237,7 @@ class Metrics(Events):
         except Exception as exc:
             logger.debug("last reconcile not refreshed: %s", type(exc).__name__)
 
-    async def refresher(self, store: Any, stopping: asyncio.Event, period: float) -> None:
+    async def refresher(self, store: Store, stopping: asyncio.Event, period: float) -> None:
         while not stopping.is_set():
             await self.refresh(store)
             with contextlib.suppress(TimeoutError):

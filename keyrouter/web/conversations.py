@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from markupsafe import Markup
 
 from keyrouter.conversations.results import funnel, question_counts
 from keyrouter.rules.conversations import Conversation
+from keyrouter.store import Store
 from keyrouter.web.charts import bar_chart
 
 
@@ -22,7 +22,7 @@ class ConversationView:
     counts: dict[str, int]
 
 
-async def conversation_views(store: Any, conversations: tuple[Conversation, ...],
+async def conversation_views(store: Store, conversations: tuple[Conversation, ...],
                              now: float) -> list[ConversationView]:
     views = []
     for conv in conversations:

@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from keyrouter import timefmt
 from keyrouter.compliance import deadlines
@@ -26,6 +26,7 @@ from keyrouter.compliance.channels import channel_of
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_number, mask_text, mask_value
 from keyrouter.message import TURKEY
+from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.loader import RuleSet, load_rules, rule_files
 from keyrouter.rules.router import Router
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
@@ -67,8 +68,8 @@ class RulesInfo:
     #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.overdue.effects_of_rules)
     effects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_names: tuple[str, ...] = ()
-    router: Any = None  # routes the shared rows (pending opt-outs still waiting to start)
-    conversations: tuple[Any, ...] = ()  # the rules' conversations (docs/conversations.md)
+    router: Router | None = None  # routes the shared rows (pending opt-outs still waiting to start)
+    conversations: tuple[Conversation, ...] = ()  # the rules' conversations (docs/conversations.md)
 
     @classmethod
     def load(cls, path: str, now: float) -> RulesInfo:

@@ -24,6 +24,7 @@ from keyrouter.compliance.overdue import (  # the same routing of shared rows
     effects_of_rules,
 )
 from keyrouter.message import RowError, parse_row
+from keyrouter.rules.router import Router
 from keyrouter.store import DeadLetter, OptOut, Store
 
 #: Opt-out dead letters read per view, the OLDEST (nearest their deadline): beyond them the CLI
@@ -48,7 +49,8 @@ def _row_facts(d: DeadLetter) -> tuple[float, str]:
     return m.received_at.timestamp(), m.sender_e164 or m.sender
 
 
-async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]], router: Any = None,
+async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]],
+                  router: Router | None = None,
                   scan: int = SCAN) -> tuple[list[Pending], bool]:
     """(pending effects, oldest received first; whether the dead-letter page was full, so more
     may exist beyond it)."""
@@ -71,17 +73,17 @@ async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]], route
     candidates = [(d, effect) for d in letters for effect in rule_effects.get(d.rule or "", ())
                   if (d.id, effect) not in seen]
     shared = await _shared_effects(store, router) if router is not None else []
-    asked = [(d.id, e) for d, e in candidates] + [(m.id, e) for m, e in shared]
+    asked = [(d.id, e) for d, e in candidates] + [(msg.id, e) for msg, e in shared]
     recorded = await store.optouts_recorded(asked) if asked else set()
     for d, effect in candidates:
         if (d.id, effect) not in recorded:
             seen.add((d.id, effect))
             received, number = _row_facts(d)
             out.append(Pending(OptOut(number, effect, d.id, None, received, 0.0), "dead letter"))
-    for m, effect in shared:  # fetched, not started or held up before the opt-out entry
-        if (m.id, effect) not in recorded and (m.id, effect) not in seen:
-            out.append(Pending(OptOut(m.sender_e164 or m.sender, effect, m.id, None,
-                                      m.received_at.timestamp(), 0.0), "waiting"))
+    for msg, effect in shared:  # fetched, not started or held up before the opt-out entry
+        if (msg.id, effect) not in recorded and (msg.id, effect) not in seen:
+            out.append(Pending(OptOut(msg.sender_e164 or msg.sender, effect, msg.id, None,
+                                      msg.received_at.timestamp(), 0.0), "waiting"))
     out.sort(key=lambda p: (p.entry.received_at, p.entry.message_id, p.entry.action))
     return out, len(letters) >= scan
 
