@@ -42,7 +42,8 @@ examples:
 
 `keyrouter COMMAND --help` shows a command's options and an example. Exit codes: 0 ok,
 1 dead letters left, 2 bad input or settings, 3 authentication refused, 4 store or provider
-unreachable."""
+unreachable, 5 (run) stopped for a restart by its supervisor (handler threads stuck past their
+time limits), 130 interrupted (Ctrl-C)."""
 
 
 def package_version() -> str:
@@ -59,7 +60,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.api_key is None or settings.api_hash is None:
         raise CliError("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
                        "Settings → Security → API Access)")
-    router = load_router(args, settings)
+    router = load_router(args, settings, runnable=True)
     try:
         metrics, listener = service.make_metrics(args, settings, args.interval)
     except ValueError as exc:

@@ -67,9 +67,11 @@ def rules_setting(args: argparse.Namespace) -> str:
     return "give --rules PATH or set KEYROUTER_RULES (the default is ./rules)"
 
 
-def load_router(args: argparse.Namespace, settings: Settings) -> Router:
+def load_router(args: argparse.Namespace, settings: Settings, *, runnable: bool = False) -> Router:
     """The rules as a Router; a missing path or invalid rules are a CliError after printing each
-    problem (`file:line: problem`), warnings are printed and pass."""
+    problem (`file:line: problem`), warnings are printed and pass.  `runnable` (check, run,
+    replay): rules with no rule and no default are an error too, as they would mark every
+    message done with nothing run."""
     if not Path(settings.rules).exists():
         where = rules_setting(args)
         fix = where if where.startswith("give") else f"check {where}"
@@ -83,7 +85,25 @@ def load_router(args: argparse.Namespace, settings: Settings) -> Router:
         raise CliError("", EXIT_BAD_INPUT) from None  # already said, one line a problem
     for warning in rules.warnings:
         print(warning, file=sys.stderr)
+    if runnable and not rules.rules and not rules.default:
+        raise CliError(f"rules: {settings.rules} has no rule and no `default:`: every message would "
+                       "be marked done with nothing run; add a rule under `rules:` or a `default:`")
     return Router(rules)
+
+
+def read_store(args: argparse.Namespace, settings: Settings, *, must_exist: bool = True) -> Settings:
+    """The settings of a command that reads the store: `--sandbox` chooses the sandbox's store,
+    and (`must_exist`) a missing SQLite file is a CliError naming the store, never an empty new
+    one."""
+    from keyrouter.store_choice import StoreChoiceError, reading_store, require_existing
+
+    try:
+        settings = reading_store(args, settings)
+        if must_exist:
+            require_existing(args, settings)
+    except StoreChoiceError as exc:
+        raise CliError(str(exc)) from None
+    return settings
 
 
 def with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:

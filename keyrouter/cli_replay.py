@@ -27,23 +27,23 @@ from keyrouter.cli_common import (
 from keyrouter.message import TURKEY, Message, mask_number
 from keyrouter.router import Router
 from keyrouter.settings import Settings
+from keyrouter.shutdown import EXIT_AT_ONCE as EXIT_INTERRUPTED
+from keyrouter.store_choice import SANDBOX_STORE, redact_store_url
 
-#: `--sandbox` writes its own store unless --store says otherwise: what the fake provider
-#: "did" must never mark messages done in the real store.
-SANDBOX_STORE = "sqlite:///keyrouter-sandbox.sqlite3"
 SANDBOX_SENDER = "KEYROUTER"
 BAR_FROM = 1000  # rows: smaller replays finish before a bar would be worth drawing
 _QUOTED = re.compile(r"'[^']*'")
 SHOWN = 10  # SMS lines, blacklisted numbers and ids shown before "... and N more"
 
 
-def _rows(args: argparse.Namespace) -> tuple[list[Any], timedelta | None, list[str]]:
-    """The file's rows (dates shifted with --shift-dates) and the ids given to id-less rows."""
+def _rows(args: argparse.Namespace, notes: list[str]) -> tuple[list[Any], timedelta | None, list[str]]:
+    """The file's rows (dates shifted with --shift-dates) and the ids given to id-less rows;
+    `notes` hears what is odd about the file (a totalRows that does not fit)."""
     from keyrouter.message import content_id
     from keyrouter.sources import InputError, read_rows, shift_dates
 
     try:
-        rows = read_rows(args.file)
+        rows = read_rows(args.file, notes)
     except InputError as exc:
         raise CliError(str(exc)) from None
     idless = [content_id(r) for r in rows if isinstance(r, dict) and r.get("id") in (None, "")]
@@ -145,10 +145,16 @@ async def _survey_lines(router: Router, store: Any) -> list[str]:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from keyrouter.sources import parse_rows
 
-    router = load_router(args, settings)
-    rows, offset, idless = _rows(args)
+    if args.shift_dates and not (args.sandbox or args.dry_run):
+        raise CliError("--shift-dates invents receive and consent dates: use it with --sandbox or "
+                       "--dry-run, never against the real provider and store")
+    router = load_router(args, settings, runnable=not args.dry_run)
+    notes: list[str] = []
+    rows, offset, idless = _rows(args, notes)
     messages = list(parse_rows(rows))
     if args.dry_run:
+        for note in notes:
+            print(f"keyrouter: warning: {note}", file=sys.stderr)
         from keyrouter.cli_rules import route_json
 
         for m in messages:
@@ -166,7 +172,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         })
         settings, iys_sandbox = _iys_sandbox(settings)
     try:
-        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox, idless)
+        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox, idless,
+                       notes)
     finally:
         if sandbox is not None:
             sandbox.stop()
@@ -187,7 +194,7 @@ def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
 
 def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: list[Any],
             messages: list[Message], offset: timedelta | None, sandbox: Any,
-            iys_sandbox: Any = None, idless: Sequence[str] = ()) -> int:
+            iys_sandbox: Any = None, idless: Sequence[str] = (), notes: Sequence[str] = ()) -> int:
     from keyrouter import shutdown, terminal
     from keyrouter.replay import replay
     from keyrouter.runtime import open_runtime
@@ -200,6 +207,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     out: list[str] = []
     if offset is not None:
         out.append(f"{args.file}: dates shifted by {_offset_text(offset)} so the newest row is now")
+    out.extend(notes)
     skipped_rows = len(rows) - len(messages)
     explicit_level = os.environ.get("KEYROUTER_LOG_LEVEL", "").strip().upper() == "DEBUG"
 
@@ -207,18 +215,31 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
         stopping = asyncio.Event()
         shutdown.install(stopping)
         async with open_runtime(settings, router=router, stopping=stopping, client=client) as runtime:
-            # One round trip before anything runs: a store that cannot be reached now is exit 4
-            # (keyrouter.cli_errors), not a dispatcher backing off for ever on a one-shot command.
-            await runtime.store.unfinished([m.id for m in messages[:1]])
+            # What the store held before this run, in one round trip: a message counts as
+            # "finished before" only when the store said so now.  A store that cannot be reached
+            # is exit 4 here (keyrouter.cli_errors), not a dispatcher backing off for ever.
+            unique = list(dict.fromkeys(m.id for m in messages))
+            waiting = set(await runtime.store.unfinished(unique))
             if terminal.is_terminal() and len(messages) > BAR_FROM:
                 with terminal.progress_bar("replay", hold_lines=not explicit_level) as show:
                     report, dead = await replay(runtime, messages, stopping, show)
             else:
                 report, dead = await replay(runtime, messages, stopping)
-            earlier = len(messages) - report.done - report.skipped - len(dead)
+            beyond = {m.id for m in messages if runtime.dispatcher.beyond_horizon(m)}
+            counted = [i for i in unique if i not in beyond]
+            dead_ids = set(dead)
+            earlier = sum(i not in waiting and i not in dead_ids for i in counted)
+            if stopping.is_set():
+                left = set(await runtime.store.unfinished(counted))
+                out.append(_interrupted_line(counted, waiting, left, dead_ids, earlier,
+                                             report.retrying))
+                return EXIT_INTERRUPTED
             out.append(f"{len(messages)} messages: {report.done} done, {report.skipped} skipped, "
                        f"{len(dead)} in dead letters"
-                       + (f", {earlier} finished before (this store had seen them)" if earlier > 0 else ""))
+                       + (f", {earlier} finished before (this store had seen them)" if earlier else "")
+                       + (f", {len(beyond)} older than KEYROUTER_HORIZON (ignored)" if beyond else "")
+                       + (f", {len(messages) - len(unique)} repeated ids"
+                          if len(unique) < len(messages) else ""))
             if messages:
                 out.append(f"  by rule: {_by_rule(router, messages)}")
             problems = _missing_fields(rows)
@@ -244,11 +265,30 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
         out.extend(_sandbox_lines(sandbox))
         if iys_sandbox is not None:
             out.append(f"sandbox İYS: {len(iys_sandbox.records)} consent records")
-        out.append(f"store: {settings.store}" + (" (the sandbox's own; --store to choose another)"
-                                                 if not args.store else ""))
+        out.append(f"store: {redact_store_url(settings.store)}"
+                   + (" (the sandbox's own; --store to choose another)" if not args.store else ""))
     sys.stderr.flush()
     print("\n".join(out))
     return code
+
+
+def _interrupted_line(ids: Sequence[str], waiting: set[str], left: set[str], dead: set[str],
+                      earlier: int, retrying: int) -> str:
+    """The report of a replay stopped by SIGINT/SIGTERM, from what the store said before this
+    run (`waiting`: unfinished then) and says now (`left`: unfinished now)."""
+    finished_now = [i for i in ids if i in waiting and i not in left]
+    dead_now = sum(i in dead for i in finished_now)
+    todo = sum(i in left for i in ids)
+    started = min(retrying, todo)  # failed once, retry scheduled: unfinished, not untouched
+    parts = [f"interrupted: {len(finished_now) - dead_now:,} of {len(ids):,} done"]
+    if dead_now:
+        parts.append(f"{dead_now:,} in dead letters")
+    if earlier:
+        parts.append(f"{earlier:,} finished before (this store had seen them)")
+    parts.append(f"{todo - started:,} not started")
+    if started:
+        parts.append(f"{started:,} started and not finished")
+    return ", ".join(parts) + "; run the same command again to continue"
 
 
 def _list_hint(args: argparse.Namespace, settings: Settings) -> str:
@@ -256,6 +296,8 @@ def _list_hint(args: argparse.Namespace, settings: Settings) -> str:
     (a Redis URL may hold a password: then only `--store URL`)."""
     if not args.store and not args.sandbox:
         return "keyrouter dead-letters list"
+    if args.sandbox and not args.store:
+        return "keyrouter dead-letters list --sandbox"
     shown = settings.store if settings.store.startswith(("sqlite:", "memory:")) else "URL"
     return f"keyrouter dead-letters list --store {shown}"
 
@@ -274,5 +316,6 @@ def add_parser(sub: Any) -> None:
                    f"write its own store ({SANDBOX_STORE}) unless --store is given")
     p.add_argument("--shift-dates", action="store_true",
                    help="move every row's date by one offset so the newest row is now "
-                   "(an old export replays as if it had just arrived)")
+                   "(an old export replays as if it had just arrived); only with --sandbox or "
+                   "--dry-run")
     p.set_defaults(func=cmd_replay)

@@ -15,7 +15,7 @@ from keyrouter.settings import Settings
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    router = load_router(args, settings)
+    router = load_router(args, settings, runnable=True)
     failures, count = check_examples(router)
     for problem in failures:
         print(problem, file=sys.stderr)

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from keyrouter.cli_common import read_store
 from keyrouter.settings import Settings
+from keyrouter.store_choice import read_flags
 
 __all__ = ["add_parser", "cmd_optouts"]
 
@@ -31,14 +33,14 @@ CLOCK: Callable[[], float] = time.time
 
 def add_parser(sub: Any) -> None:
     """Register `optouts` and its actions on the top-level subparsers."""
-    from keyrouter.cli_common import command
+    from keyrouter.cli_common import DEFAULT_STORE, command
 
     p = command(sub, "optouts", "the opt-out ledger: export it, deadlines, overdue opt-outs",
                 "keyrouter optouts export --since 2026-11-01 > optouts.csv\nkeyrouter optouts overdue")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--store", help="store URL (env KEYROUTER_STORE, default sqlite:///keyrouter.sqlite3)")
+        read_flags(q, DEFAULT_STORE)
         q.add_argument("--rules", help="rules file or folder: which rules are opt-outs (env KEYROUTER_RULES)")
 
     q = command(actions, "export", "the ledger as CSV or JSON lines, or İYS consent records",
@@ -82,7 +84,7 @@ def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
     from keyrouter.rules import RulesError, load_rules
 
     try:
-        rules = load_rules(settings.rules)
+        rules = load_rules(settings.rules, handlers=False)
     except (RulesError, OSError) as exc:
         first = exc.problems[0] if isinstance(exc, RulesError) and exc.problems else exc
         print(f"keyrouter: warning: rules {settings.rules} not readable ({first}); dead letters "
@@ -94,6 +96,7 @@ def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
 def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
     from keyrouter.rules import parse_duration
 
+    settings = read_store(args, settings)
     try:
         since = _since(getattr(args, "since", None))
     except ValueError:
@@ -185,4 +188,6 @@ async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, route
     late = sum(c.deadline <= now for c in cases)
     if cases:
         print(f"{len(cases)} pending opt-outs: {late} overdue, {len(cases) - late} due soon", file=sys.stderr)
+    else:
+        print("none overdue" + (" or due within --within" if within else ""), file=sys.stderr)
     return EXIT_SOME if cases else EXIT_OK

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from keyrouter import patterns, yamlpos
+from keyrouter import patterns, plugin_path, yamlpos
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
 from keyrouter.normalize import Normalizer, NormalizeSettings
@@ -144,15 +144,22 @@ def rule_files(path: str | Path) -> list[Path]:
     return [p]
 
 
-def load_rules(path: str | Path, max_bytes: int | None = None) -> RuleSet:
+def load_rules(path: str | Path, max_bytes: int | None = None, *,
+               handlers: bool = True) -> RuleSet:
     """Read a rules file or folder.  Raises RulesError listing every problem (warnings aside).
     `max_bytes` bounds all files together, so parsing time and memory are bounded too; None
-    reads KEYROUTER_RULES_MAX_BYTES (default 4 MiB), so every caller honours the setting."""
+    reads KEYROUTER_RULES_MAX_BYTES (default 4 MiB), so every caller honours the setting.
+    `handlers`: import the handlers the rules name (from the installed packages, the project
+    folder and KEYROUTER_PLUGIN_PATH: keyrouter.plugin_path); False for commands that only read
+    the store, which need rule names and survey choices, not the company's code."""
     if max_bytes is None:
         from keyrouter.settings import rules_max_bytes
 
         max_bytes = rules_max_bytes()
+    if handlers:
+        plugin_path.extend(path)
     builder = _Builder()
+    builder.load_handlers = handlers
     builder.budget = builder.max_bytes = max_bytes
     files = rule_files(path)
     if not files:
@@ -171,6 +178,7 @@ class _Builder:
         self.default_where: Location | None = None
         self.first_normalizer: Normalizer | None = None
         self.max_bytes = self.budget = yamlpos.DEFAULT_MAX_BYTES  # budget: what is left
+        self.load_handlers = True
 
     def error(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, message))
@@ -250,7 +258,7 @@ class _Builder:
             else:
                 name, raw = next(iter(entry.items()))
                 name, params = str(name), {} if raw is None else raw
-            why = registry.problem(name)
+            why = registry.problem(name, load=self.load_handlers)
             if why is None and not isinstance(params, dict):
                 why = f"{name}: params must be a map of names to values"
             if why is None:

@@ -68,7 +68,7 @@ def check_every_path(out: str) -> None:
     assert re.search(r"1 row\(s\) without an id, given one from their content and routed as usual: "
                      r"h-[0-9a-f]{32}", out), out
     # a short-code sender goes to the dead letters, with the reason
-    assert "dead letters: 1 (keyrouter dead-letters list --store sqlite:///keyrouter-sandbox.sqlite3)" in out
+    assert "dead letters: 1 (keyrouter dead-letters list --sandbox)" in out
     assert "not a mobile number" in out and "ids: 1012" in out
 
 

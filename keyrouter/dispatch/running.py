@@ -63,6 +63,9 @@ async def run_message(d: Dispatcher, item: Item) -> None:
             and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
         d.finish_later(item, rule_name, skipped=True)
         return
+    if rule is None and not route.handlers:
+        logger.info("message %s matched no rule and there is no default: done, nothing run",
+                    message.id, extra={"message_id": message.id, "rule": "none"})
     succeeded = claim.succeeded
     remaining = [(i, e) for i, e in enumerate(route.handlers)
                  if not succeeded or entry_key(rule_name, i, e) not in succeeded]

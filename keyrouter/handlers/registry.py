@@ -12,6 +12,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from keyrouter import plugin_path
 from keyrouter.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "keyrouter.handlers"
@@ -45,7 +46,10 @@ def _import(target: str) -> Handler:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise HandlerNotFound(f"cannot import module '{module_name}': {exc}") from None
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        # the module itself (or its package) is missing, not something it imports
+        fix = f" ({plugin_path.not_found_hint()})" if missing and module_name.startswith(missing) else ""
+        raise HandlerNotFound(f"cannot import module '{module_name}': {exc}{fix}") from None
     try:
         func = getattr(module, attr)
     except AttributeError:
@@ -94,10 +98,16 @@ def params_problem(name: str, params: Any, captures: list[str] | None) -> str | 
     return check(params)
 
 
-def problem(name: str) -> str | None:
-    """Why `name` cannot be used as a handler, or None.  Built-ins are trusted by name."""
+def problem(name: str, *, load: bool = True) -> str | None:
+    """Why `name` cannot be used as a handler, or None.  Built-ins are trusted by name.
+    `load=False` (commands that only read the store): only the form of the name is checked, so
+    they work without the company's handler code."""
     if name in BUILTINS:
         return None
+    if not load:
+        module, colon, attr = name.partition(":")
+        return None if not colon or (module and attr) else (
+            f"'{name}' is not of the form package.module:function")
     try:
         resolve(name)
     except HandlerNotFound as exc:

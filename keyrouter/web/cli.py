@@ -22,6 +22,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8470
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from keyrouter.cli_common import command
+    from keyrouter.store_choice import read_flags
 
     p = command(subparsers, "dashboard", "a web page with survey charts, the opt-out ledger, "
                 "dead letters and status (needs keyrouter[web])",
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; any other needs KEYROUTER_DASHBOARD_TOKEN)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--store", help="store URL (env KEYROUTER_STORE, default sqlite:///keyrouter.sqlite3)")
+    read_flags(p, "sqlite:///keyrouter.sqlite3")
     p.add_argument("--rules", help="rules file or folder (env KEYROUTER_RULES, default ./rules): "
                                    "each survey's declared choices")
     p.set_defaults(func=cmd_dashboard)
@@ -65,6 +66,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")
+    from keyrouter.cli_common import CliError, read_store
     from keyrouter.rules import RulesError
     from keyrouter.store import open_store
     from keyrouter.web.pages import RulesInfo
@@ -76,6 +78,10 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
                      "so every request must sign in (or keep the default 127.0.0.1)")
     if not 0 < args.port < 65536:
         return _fail(f"--port {args.port}: give 1-65535")
+    try:
+        settings = read_store(args, settings)
+    except CliError as exc:
+        return _fail(str(exc))
     try:
         rules = RulesInfo.load(settings.rules, time.time())
     except RulesError as exc:

@@ -92,7 +92,7 @@ class RulesInfo:
         """Raises RulesError, like every command that reads the rules."""
         from keyrouter.web.pending import effects_of
 
-        rules = load_rules(path)
+        rules = load_rules(path, handlers=False)  # the page needs names and choices, not code
         files, version = file_hashes(path)
         from keyrouter.router import Router
 
