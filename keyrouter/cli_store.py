@@ -11,10 +11,10 @@ from typing import Any
 
 from keyrouter import reports
 from keyrouter.cli_common import (
+    DEFAULT_STORE,
     EXIT_BAD_INPUT,
     EXIT_OK,
     CliError,
-    DEFAULT_STORE,
     command,
     read_store,
     with_store,
