@@ -58,6 +58,8 @@ def describe(text: str, route: Route, router: Router) -> str:
             lines.append(f"  {name + ':':36} {value!r}")
         previous = value
     lines.append(f"  {'normalized:':36} {route.normalized!r}")
+    if route.rule is not None and route.rule.normalize_from:
+        lines.append(f"  {'normalize settings from:':36} {route.rule.normalize_from}")
     m, rule = route.match, route.rule
     if m is None or rule is None:
         handlers = ", ".join(map(_entry_text, route.handlers)) or "none (no default configured)"

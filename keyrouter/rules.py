@@ -96,6 +96,9 @@ class Rule:
     timeout: float | None = None  # seconds, for entries without their own
     examples_match: tuple[tuple[str, Location], ...] = ()
     examples_no_match: tuple[tuple[str, Location], ...] = ()
+    #: where the rule's normalize settings come from: `file:line` of its file's section, or
+    #: the file with "(no normalize: the defaults)"
+    normalize_from: str = ""
 
     def accepts(self, receiver: str) -> bool:
         """`receiver` in canonical form (see message.canonical_receiver)."""
@@ -165,7 +168,9 @@ def load_rules(path: str | Path, max_bytes: int | None = None, *,
     if not files:
         builder.error(Location(str(path), 1), "no *.yaml or *.yml files in this folder")
     for file in files:
-        builder.add_file(file)
+        found = builder.read_file(file)
+        if found is not None:
+            builder.add_model(*found)
     return builder.finish()
 
 
@@ -177,6 +182,8 @@ class _Builder:
         self.default: tuple[HandlerEntry, ...] = ()
         self.default_where: Location | None = None
         self.first_normalizer: Normalizer | None = None
+        self.first_settings: NormalizeSettings | None = None
+        self.first_source = ""
         self.max_bytes = self.budget = yamlpos.DEFAULT_MAX_BYTES  # budget: what is left
         self.load_handlers = True
 
@@ -186,38 +193,58 @@ class _Builder:
     def warn(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, message, "warning"))
 
-    def add_file(self, file: Path) -> None:
+    def read_file(self, file: Path) -> tuple[FileModel, _Locator] | None:
+        """The file's validated model, or None after recording why it cannot be used."""
         name = str(file)
         try:
             text = yamlpos.read_limited(file, self.budget, self.max_bytes)
         except yamlpos.TooLarge as exc:
             self.error(Location(name, 1), str(exc))
-            return
+            return None
         except (OSError, UnicodeDecodeError) as exc:
             self.error(Location(name, 1), f"cannot read: {exc}")
-            return
+            return None
         self.budget -= len(text.encode("utf-8", "surrogatepass"))
         try:
             data, lines = yamlpos.load(text)
         except yamlpos.YamlProblem as exc:
             self.error(Location(name, exc.line), str(exc))
-            return
+            return None
         at = _Locator(name, lines)
         if not isinstance(data, dict):
             self.error(at(()), "a rules file is a mapping with `version: 1` and `rules:`")
-            return
+            return None
         try:
-            model = FileModel.model_validate(data)
+            return FileModel.model_validate(data), at
         except ValidationError as exc:
             found = [Problem(at(err["loc"]), explain_validation(err)) for err in exc.errors()]
             self.problems.extend(sorted(found, key=lambda p: p.where.line))
-            return
+            return None
+
+    def normalizer_of(self, model: FileModel, at: _Locator) -> tuple[Normalizer, str]:
+        """The file's own normalizer (README, Normalization) and where its settings come from.
+        Files of one folder whose settings differ get a warning naming both places: a file
+        without `normalize:` does not inherit another file's `strip_prefixes`."""
+        has_section = "normalize" in model.model_fields_set
         norm = model.normalize.model_dump()
         norm["strip_prefixes"] = tuple(norm["strip_prefixes"])
-        normalizer = Normalizer(NormalizeSettings(**norm))
+        settings = NormalizeSettings(**norm)
+        where = at(("normalize",)) if has_section else Location(at.file, 1)
+        source = str(where) if has_section else f"{at.file} (no normalize: the defaults)"
+        if self.first_settings is None:
+            self.first_settings, self.first_source = settings, source
+        elif settings != self.first_settings:
+            self.warn(where, f"normalize differs from {self.first_source}: "
+                             f"{_settings_diff(settings, self.first_settings)}; this file's "
+                             "keywords and the texts its rules see use its own settings (copy "
+                             "the section to share it)")
+        return Normalizer(settings), source
+
+    def add_model(self, model: FileModel, at: _Locator) -> None:
+        normalizer, source = self.normalizer_of(model, at)
         self.first_normalizer = self.first_normalizer or normalizer
         for i, rule in enumerate(model.rules):
-            self.add_rule(rule, ("rules", i), at, normalizer)
+            self.add_rule(rule, ("rules", i), at, normalizer, source)
         if model.default is not None:
             where = at(("default",))
             if self.default_where is not None:
@@ -270,7 +297,7 @@ class _Builder:
         return tuple(out)
 
     def add_rule(self, model: RuleModel, path: tuple[Any, ...], at: _Locator,
-                 normalizer: Normalizer) -> None:
+                 normalizer: Normalizer, normalize_from: str = "") -> None:
         where = at(path)
         if model.name in self.names:
             self.error(at((*path, "name")),
@@ -331,6 +358,7 @@ class _Builder:
             name=model.name, index=len(self.rules), handlers=handlers, normalizer=normalizer,
             where=where, keywords=tuple(keywords), pattern=pattern, match=model.match or "exact",
             receivers=receivers, max_age=max_age, priority=model.priority, timeout=timeout,
+            normalize_from=normalize_from,
             examples_match=tuple((t, at((*path, "examples", "match", i)))
                                  for i, t in enumerate(examples.match)),
             examples_no_match=tuple((t, at((*path, "examples", "no_match", i)))
@@ -360,6 +388,15 @@ class _Builder:
                                    f"{earlier_kw.where}")
                         break
                 claimed.setdefault((rule.match, kw.normalized), []).append((rule, kw))
+
+
+def _settings_diff(mine: NormalizeSettings, theirs: NormalizeSettings) -> str:
+    """`strip_prefixes: [] here, [ACME] there` for each setting that differs."""
+    def shown(value: object) -> str:
+        return f"[{', '.join(value)}]" if isinstance(value, tuple) else str(value).lower()
+    return ", ".join(f"{name}: {shown(getattr(mine, name))} here, {shown(getattr(theirs, name))} there"
+                     for name in ("locale", "fold_accents", "strip_punctuation", "strip_prefixes")
+                     if getattr(mine, name) != getattr(theirs, name))
 
 
 def _covers(earlier: frozenset[str] | None, later: frozenset[str] | None) -> bool:
