@@ -345,8 +345,10 @@ class _Builder:
                                         f"{MIN_FUZZY_LENGTH} characters match exactly only")
                     fuzzy = 0
                 keywords.append(Keyword(written, normalized, fuzzy, kw_where))
-        captures = list(pattern.groupindex) if pattern is not None else (
-            ["rest"] if model.match == "first_word" else [])
+        # a pattern that does not compile has unknown captures (None): its templates are not
+        # judged, so the pattern's own error is the only one
+        captures = list(pattern.groupindex) if pattern is not None else None if (
+            model.pattern is not None) else ["rest"] if model.match == "first_word" else []
         timeout = self.timeout(model.timeout, at((*path, "timeout")))
         handlers = self.handlers(model.handlers, (*path, "handlers"), at, captures, timeout)
         names = [h.name for h in handlers]

@@ -53,6 +53,28 @@ class YamlProblem(ValueError):
         self.line = line
 
 
+#: libyaml's words -> what to do about them, in plain language.
+_INDENT_HINT = ("; check the indentation on this line and the one before: the keys of one rule "
+                "start in the same column (under `name:`), each list item starts with `- ` in the "
+                "same column, and only spaces indent (no tabs)")
+_HINTS = (
+    ("unknown escape character", "; inside double quotes a backslash starts an escape: write a "
+     "regex in single quotes (pattern: 'rez (\\d+)')"),
+    ("cannot start any token", "; a character YAML does not allow here: often a tab (indent "
+     "with spaces only), or a value starting with @, ` or % (put it in quotes)"),
+    ("did not find expected '-' indicator", _INDENT_HINT),
+    ("did not find expected key", _INDENT_HINT),
+    ("expected <block end>", _INDENT_HINT),
+    ("mapping values are not allowed here", "; a `key: value` where YAML expects none: check "
+     "the indentation, or put a value holding ': ' in quotes"),
+)
+
+
+def syntax_hint(problem: str) -> str:
+    """A plain-language fix for a libyaml problem, or ""."""
+    return next((hint for words, hint in _HINTS if words in problem), "")
+
+
 def load(text: str) -> tuple[Any, dict[Path, int]]:
     """Parse one YAML document.  Raises YamlProblem for syntax errors, duplicate keys, aliases
     that expand too far, nesting deeper than MAX_DEPTH and tags other than plain values', each
@@ -64,7 +86,8 @@ def load(text: str) -> tuple[Any, dict[Path, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlProblem(line, f"YAML syntax: {exc.problem or exc}") from None
+        said = str(exc.problem or exc)
+        raise YamlProblem(line, f"YAML syntax: {said}{syntax_hint(said)}") from None
     except yaml.YAMLError as exc:  # e.g. a character YAML does not allow, without a mark
         raise YamlProblem(1, f"YAML syntax: {exc}") from None
     lines: dict[Path, int] = {}
