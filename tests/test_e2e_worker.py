@@ -1,7 +1,7 @@
 """End to end: real `keyrouter` worker processes, a real local HTTP fake of iletiMerkezi
 (`keyrouter.testing.FakeIletiMerkezi`, served from this test process) and a real Redis.
 
-The Redis is redis://127.0.0.1:6379/14 unless KEYROUTER_E2E_REDIS_URL says otherwise.  When it is
+The Redis is KEYROUTER_E2E_REDIS_URL (default db 14: tests/redis_dbs.py).  When it is
 unreachable these tests FAIL, they never skip.  Each test uses its own namespace and deletes only
 `keyrouter:{namespace}:*` (SCAN), never FLUSHDB.
 
@@ -32,6 +32,7 @@ from uuid import uuid4
 import pytest
 import redis
 from processes import wait_until
+from redis_dbs import E2E_URL
 
 from keyrouter.message import TURKEY, content_id
 from keyrouter.store import open_store
@@ -40,7 +41,7 @@ from keyrouter.testing import FakeIletiMerkezi, inbox_response
 
 pytestmark = pytest.mark.slow
 
-REDIS_URL = os.environ.get("KEYROUTER_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = E2E_URL
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 INTERVAL = "0.2"
