@@ -45,9 +45,10 @@ def bar_chart(title: str, bars: list[tuple[str, int, bool]]) -> Markup:
         pct = f"{100 * n / total:.1f}%" if total else "0.0%"
         cls = "bar" if declared else "bar undeclared"
         mid = y + BAR_HEIGHT * 0.7
+        whole = f"<title>{escape(label)}</title>" if _fit(label) != label else ""  # a cut label
         out.append(
-            f'<g class="row"><text class="label" x="{labels - GAP}" y="{mid:g}" '
-            f'text-anchor="end">{escape(_fit(label))}<title>{escape(label)}</title></text>'
+            f'<g class="row">{whole}<text class="label" x="{labels - GAP}" y="{mid:g}" '
+            f'text-anchor="end">{escape(_fit(label))}</text>'
             f'<rect class="{cls}" x="{labels}" y="{y}" width="{w:g}" height="{BAR_HEIGHT}" '
             f'data-choice="{escape(label)}" data-votes="{n}"><title>{escape(label)}: {n}</title></rect>'
             f'<text class="count" x="{labels + w + GAP:g}" y="{mid:g}">{n} ({pct})</text></g>'
