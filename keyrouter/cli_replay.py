@@ -24,6 +24,7 @@ from keyrouter.cli_common import (
     rules_flag,
     store_flag,
 )
+from keyrouter.dispatch.loop import CHECK_BATCH
 from keyrouter.message import TURKEY, Message, mask_number
 from keyrouter.router import Router
 from keyrouter.settings import Settings
@@ -219,7 +220,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
             # "finished before" only when the store said so now.  A store that cannot be reached
             # is exit 4 here (keyrouter.cli_errors), not a dispatcher backing off for ever.
             unique = list(dict.fromkeys(m.id for m in messages))
-            waiting = set(await runtime.store.unfinished(unique))
+            waiting = await _unfinished(runtime.store, unique)
             if terminal.is_terminal() and len(messages) > BAR_FROM:
                 with terminal.progress_bar("replay", hold_lines=not explicit_level) as show:
                     report, dead = await replay(runtime, messages, stopping, show)
@@ -230,7 +231,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
             dead_ids = set(dead)
             earlier = sum(i not in waiting and i not in dead_ids for i in counted)
             if stopping.is_set():
-                left = set(await runtime.store.unfinished(counted))
+                left = await _unfinished(runtime.store, counted)
                 out.append(_interrupted_line(counted, waiting, left, dead_ids, earlier,
                                              report.retrying))
                 return EXIT_INTERRUPTED
@@ -270,6 +271,14 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     sys.stderr.flush()
     print("\n".join(out))
     return code
+
+
+async def _unfinished(store: Any, ids: Sequence[str]) -> set[str]:
+    """The unfinished ones of `ids`, asked CHECK_BATCH ids at a time (as the dispatcher does)."""
+    left: set[str] = set()
+    for start in range(0, max(len(ids), 1), CHECK_BATCH):  # one call at least: the store probe
+        left.update(await store.unfinished(ids[start:start + CHECK_BATCH]))
+    return left
 
 
 def _interrupted_line(ids: Sequence[str], waiting: set[str], left: set[str], dead: set[str],

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from keyrouter import patterns, plugin_path, yamlpos
 from keyrouter.handlers import registry
 from keyrouter.message import canonical_receiver
-from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.normalize import Normalizer, NormalizeSettings, settings_diff
 from keyrouter.rules_schema import ExamplesModel, FileModel, RuleModel, explain_validation
 
 MAX_FUZZY = 2
@@ -235,7 +235,7 @@ class _Builder:
             self.first_settings, self.first_source = settings, source
         elif settings != self.first_settings:
             self.warn(where, f"normalize differs from {self.first_source}: "
-                             f"{_settings_diff(settings, self.first_settings)}; this file's "
+                             f"{settings_diff(settings, self.first_settings)}; this file's "
                              "keywords and the texts its rules see use its own settings (copy "
                              "the section to share it)")
         return Normalizer(settings), source
@@ -390,15 +390,6 @@ class _Builder:
                                    f"{earlier_kw.where}")
                         break
                 claimed.setdefault((rule.match, kw.normalized), []).append((rule, kw))
-
-
-def _settings_diff(mine: NormalizeSettings, theirs: NormalizeSettings) -> str:
-    """`strip_prefixes: [] here, [ACME] there` for each setting that differs."""
-    def shown(value: object) -> str:
-        return f"[{', '.join(value)}]" if isinstance(value, tuple) else str(value).lower()
-    return ", ".join(f"{name}: {shown(getattr(mine, name))} here, {shown(getattr(theirs, name))} there"
-                     for name in ("locale", "fold_accents", "strip_punctuation", "strip_prefixes")
-                     if getattr(mine, name) != getattr(theirs, name))
 
 
 def _covers(earlier: frozenset[str] | None, later: frozenset[str] | None) -> bool:

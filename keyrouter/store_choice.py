@@ -81,8 +81,8 @@ def require_existing(args: argparse.Namespace, settings: Settings) -> None:
     """Raise StoreChoiceError when the store is an SQLite file that does not exist: reading it
     would create an empty one and show nothing."""
     path = sqlite_file(settings.store)
-    if path is None or path.exists():
-        return
+    if path is None or path.exists() or not path.parent.is_dir():
+        return  # a missing folder: opening the store says so, and creates nothing either
     sandbox = sqlite_file(SANDBOX_STORE)
     hint = ("" if getattr(args, "sandbox", False)
             else f"; `replay --sandbox` writes {sandbox}: add --sandbox to read it"
