@@ -288,8 +288,10 @@ def test_polling_the_same_inbox_again_runs_every_entry_once(h: Harness) -> None:
 # ----------------------------------------------------------------------------- 2. SIGKILL
 
 # the progress keys of the two entries below (keyrouter.rules.entry_keys: rule, handler, params digest)
-ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for i, e in enumerate(with_identities(
-    [HandlerEntry("recording:to_file", {"tag": tag, "sleep": 0.05}) for tag in "ab"]))}
+#: progress keys -> tag, for the two recording entries these tests write (with the sleeps they use)
+ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for sleep in (0.03, 0.05)
+              for i, e in enumerate(with_identities(
+                  [HandlerEntry("recording:to_file", {"tag": tag, "sleep": sleep}) for tag in "ab"]))}
 
 
 def recorded(client: redis.Redis, namespace: str, ids: list[str]) -> set[tuple[str, str]]:
