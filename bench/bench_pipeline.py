@@ -27,13 +27,13 @@ import redis.asyncio as aioredis
 
 from keyrouter.dispatch import Dispatcher
 from keyrouter.message import TURKEY, Message, parse_row
-from keyrouter.replay import replay
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
-from keyrouter.runtime import open_runtime
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis import RedisStore
+from keyrouter.worker.replay import replay
+from keyrouter.worker.runtime import open_runtime
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/11"
 ROUNDS = 5

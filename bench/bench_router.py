@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 
 SYLLABLES = ["ka", "ra", "me", "sı", "tü", "ğa", "li", "on", "şe", "pa", "ko", "da", "ür", "çi", "ye"]
 FILLER = ["Merhaba", "bugün", "kampanya", "hakkında", "bilgi", "alabilir", "miyim", "teşekkürler",

@@ -1,11 +1,16 @@
 """keyrouter: inbound-SMS keyword routing for iletiMerkezi.  The public names."""
 
-from keyrouter.client import ApiError, AuthenticationRefused, PermanentApiError, TransientApiError
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.message import Message
+from keyrouter.providers.iletimerkezi import (
+    ApiError,
+    AuthenticationRefused,
+    PermanentApiError,
+    TransientApiError,
+)
 from keyrouter.retries import PermanentError, RetryLater
-from keyrouter.router import Match, Route, Router
-from keyrouter.rules import RulesError, load_rules
+from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.router import Match, Route, Router
 
 __all__ = [
     "ApiError",

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from keyrouter.masking import mask_number
+
 TURKEY = timezone(timedelta(hours=3), "+03:00")
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 _NON_DIGITS = re.compile(r"[\s\-()]")
 _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
+#: The key a row without a provider date carries its first-seen time in (epoch seconds), added
+#: the first time it is parsed and kept with the row in the store (published rows, dead letters).
+FIRST_SEEN = "keyrouter_first_seen"
 
 
 class RowError(ValueError):
@@ -37,8 +42,9 @@ class Message:
     text: str
     normalized: str = ""
     row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    #: False when the row had no usable date and `received_at` is the time it was read: such a
-    #: message is never aged out by a horizon (its done marker is kept for good).
+    #: False when the row had no usable date and `received_at` is the time it was first seen
+    #: (kept once, with the row: `FIRST_SEEN`): such a message is never aged out by a horizon
+    #: (its done marker is kept for good), and it is ordered by its id (keyrouter/ordering.py).
     date_known: bool = True
 
     def __repr__(self) -> str:  # keeps personal data (number, text) out of reprs and tracebacks
@@ -55,17 +61,6 @@ def to_e164(number: object) -> str | None:
         raw = "+" + raw[2:]
     m = _TR_MOBILE.fullmatch(raw)
     return f"+90{m.group(1)}" if m else None
-
-
-def mask_number(number: object) -> str:
-    """`+905354104818` -> `+90535***4818`; short codes and names are kept only at their ends."""
-    text = "" if number is None else str(number)
-    e164 = to_e164(text)
-    if e164:
-        return f"{e164[:6]}***{e164[-4:]}"
-    if len(text) <= 4:
-        return text
-    return f"{text[:2]}***{text[-2:]}"
 
 
 def _text(value: object) -> str:
@@ -106,8 +101,10 @@ def parse_row(
     """Build a Message from one get-inbox row.  Raises RowError only for a row that is not an
     object; a missing, null or empty id is replaced by `content_id(row)`.
 
-    A missing or unreadable date becomes the time of parsing, so the message is still processed
-    (and `max_age` treats it as new), rather than being dropped.
+    A missing or unreadable date becomes the time the row was first seen, so the message is still
+    processed (and `max_age` treats it as new), rather than being dropped: the row's `FIRST_SEEN`
+    when an earlier parse stamped it, else now, stamped into the message's copy of the row (the
+    store keeps that copy, so the time is decided once: docs/ordering-and-masking.md).
     """
     if not isinstance(row, Mapping):
         raise RowError(f"row is {type(row).__name__}, not an object")
@@ -118,17 +115,32 @@ def parse_row(
     sender = _text(row.get("sender")).strip()
     text = _text(row.get("text"))
     received = parse_date(row.get("date"))
+    kept = dict(row)
+    first_seen = None if received is not None else _first_seen(kept.get(FIRST_SEEN))
+    if received is None and first_seen is None:
+        first_seen = now()
+        kept[FIRST_SEEN] = first_seen.timestamp()
     return Message(
         id=msg_id,
-        received_at=received or now(),
+        received_at=received or first_seen or now(),
         sender=sender,
         sender_e164=to_e164(sender),
         receiver=_text(row.get("number")).strip(),
         text=text,
         normalized=normalize(text) if normalize else "",
-        row=dict(row),
+        row=kept,
         date_known=received is not None,
     )
+
+
+def _first_seen(value: object) -> datetime | None:
+    """A stamped first-seen time (epoch seconds), or None when absent or unusable."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC).astimezone(TURKEY)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return None
 
 
 def content_id(row: Mapping[str, Any]) -> str:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 
 class PermanentError(Exception):
@@ -41,3 +45,27 @@ class RetryPolicy:
 
     def exhausted(self, failures: int) -> bool:
         return failures >= self.max_attempts
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """A `Retry-After` header -> seconds from now (>= 0), or None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322, but Python leaves it naive
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

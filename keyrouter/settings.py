@@ -1,4 +1,4 @@
-"""The one settings surface: environment variables (SPEC, Environment), overridden by flags."""
+"""The one settings surface: environment variables, overridden by flags (docs/reference/settings.md)."""
 
 from __future__ import annotations
 
@@ -6,69 +6,114 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from keyrouter.client import DEFAULT_BASE_URL
-from keyrouter.iys import DEFAULT_IYS_BASE_URL
+from keyrouter.durations import interval_seconds, parse_duration
 from keyrouter.retries import RetryPolicy
-from keyrouter.yamlpos import DEFAULT_MAX_BYTES
+
+#: The provider's API; a test or the sandbox points `base_url` at a local fake.
+DEFAULT_BASE_URL = "https://api.iletimerkezi.com"
+#: İYS's production API, and its sandbox (for `IYS_BASE_URL`).
+DEFAULT_IYS_BASE_URL = "https://api.iys.org.tr"
+SANDBOX_IYS_BASE_URL = "https://api.sandbox.iys.org.tr"
+#: Rules files together may hold this many bytes (KEYROUTER_RULES_MAX_BYTES): 10,000 rules take
+#: about 0.7 MB; the limit bounds the time and memory parsing can take.
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 
 class Settings(BaseModel):
+    """Every setting, with its meaning: docs/reference/settings.md is generated from these fields
+    and their descriptions (with the environment variable of each, `_ENV` below)."""
+
     model_config = ConfigDict(frozen=True)
 
-    rules: str = "./rules"
-    store: str = "sqlite:///keyrouter.sqlite3"
-    namespace: str = "default"
-    base_url: str = DEFAULT_BASE_URL
-    api_key: SecretStr | None = None  # SecretStr: never printed by repr, str or logs
-    api_hash: SecretStr | None = None
-    sender: str | None = None  # approved sender name for replies
-    # İYS, for the `iys` handler (README "İYS"); the password never shows in reprs or logs.
-    iys_username: str | None = None
-    iys_password: SecretStr | None = None
-    iys_code: str | None = None  # the service provider's İYS code
-    iys_brand_code: str | None = None
-    iys_base_url: str = DEFAULT_IYS_BASE_URL  # sandbox: SANDBOX_IYS_BASE_URL
-    # Extensions (README, "Configuration"):
-    horizon: str | None = None  # e.g. "30d": older messages are ignored, done markers expire
-    max_attempts: int = Field(5, ge=1)
-    retry_base: float = Field(10.0, gt=0)  # seconds before the second attempt, doubling after
-    retry_max: float = Field(900.0, gt=0)
-    lease: float = Field(60.0, gt=0)  # seconds a claim lasts without renewal
-    concurrency: int = Field(64, ge=1)  # handler calls at once
-    #: KEYROUTER_HTTP_TIMEOUT: seconds the provider client waits for connect, send and answer; None
-    #: keeps the client's defaults (read 20 s).  Lower it to notice a hung get-inbox sooner.
-    http_timeout: float | None = Field(None, gt=0)
-    #: KEYROUTER_HANDLER_TIMEOUT: seconds one handler entry may run, unless its rule or entry sets
-    #: `timeout`; past it the entry fails (and is retried) and its slot goes to other messages.
-    handler_timeout: float = Field(300.0, gt=0)
-    #: KEYROUTER_SHUTDOWN_GRACE: seconds a graceful stop waits for running entries; then the
-    #: worker exits 0 and leaves them to lease expiry (same idempotency key on the repeat).
-    shutdown_grace: float = Field(30.0, ge=0)
-    #: KEYROUTER_MAX_ABANDONED: sync handler threads left running past their time limit that a
-    #: worker tolerates; one more and it stops cleanly (exit 5) for its supervisor to restart it.
-    max_abandoned: int = Field(8, ge=0)
-    #: KEYROUTER_DASHBOARD_TOKEN: signs people and scripts in to `keyrouter dashboard` and enables
-    #: its Retry/Drop buttons; without it the dashboard is read-only and loopback-only.
-    dashboard_token: SecretStr | None = None
-    #: KEYROUTER_METRICS_ADDR: HOST:PORT for /metrics, /healthz, /readyz (`run --metrics` wins).
-    metrics_addr: str | None = None
-    #: KEYROUTER_LOG_LEVEL / KEYROUTER_LOG_FORMAT: read and checked by keyrouter.logs at start-up.
-    log_level: str = "INFO"
-    log_format: str = "text"
+    rules: str = Field("./rules", description="rules file or folder")
+    store: str = Field("sqlite:///keyrouter.sqlite3", description=(
+        "`redis://`, `rediss://`, `redis+cluster://` (Redis Cluster, any node), `sqlite:///relative`, "
+        "`sqlite:////absolute`, `memory://`"))
+    namespace: str = Field("default", description=(
+        "key namespace in the store (`[A-Za-z0-9_.-]`): one per iletiMerkezi account sharing a store"))
+    base_url: str = Field(DEFAULT_BASE_URL, description="the iletiMerkezi API's base address")
+    # SecretStr: never printed by repr, str or logs
+    api_key: SecretStr | None = Field(None, description=(
+        "API key from the panel (Settings → Security → API Access); required for `run`; never "
+        "printed or logged"))
+    api_hash: SecretStr | None = Field(None, description=(
+        "API hash from the panel; required for `run`; never printed or logged"))
+    sender: str | None = Field(None, description="approved sender name for the `reply` handler")
+    iys_username: str | None = Field(None, description=(
+        "İYS API user for the `iys` handler (without it, `iys` entries end in the dead letters)"))
+    iys_password: SecretStr | None = Field(None, description=(
+        "İYS API password; never printed or logged"))
+    iys_code: str | None = Field(None, description="the service provider's İYS code")
+    iys_brand_code: str | None = Field(None, description="the brand's İYS code")
+    iys_base_url: str = Field(DEFAULT_IYS_BASE_URL, description=(
+        "İYS's base address; the sandbox is `https://api.sandbox.iys.org.tr`"))
+    horizon: str | None = Field(None, description=(
+        "a duration such as `30d`: older messages are ignored before they reach the store and done "
+        "markers expire after it; unset keeps all"))
+    max_attempts: int = Field(5, ge=1, description=(
+        "attempts of a failing message before it goes to the dead letters"))
+    retry_base: float = Field(10.0, gt=0, description=(
+        "seconds before the second attempt, doubling after (with jitter)"))
+    retry_max: float = Field(900.0, gt=0, description="longest wait between two attempts, seconds")
+    lease: float = Field(60.0, gt=0, description=(
+        "seconds a claim on a message lasts without renewal; also sizes the fetch lease"))
+    concurrency: int = Field(64, ge=1, description="handler entries running at once in one worker")
+    http_timeout: float | None = Field(None, gt=0, description=(
+        "seconds for each connect and read of a provider call; unset keeps the client's "
+        "(connect 5, read 20). Lower it to notice a hung get-inbox sooner"))
+    handler_timeout: float = Field(300.0, gt=0, description=(
+        "seconds one handler entry may run unless its rule or entry sets `timeout`; past it the "
+        "entry fails (and is retried) and its slot goes to other messages"))
+    shutdown_grace: float = Field(30.0, ge=0, description=(
+        "seconds a graceful stop (first SIGTERM) waits for running entries before exiting 0; what "
+        "is cut off runs again later with the same idempotency key"))
+    max_abandoned: int = Field(8, ge=0, description=(
+        "plain `def` handler threads stuck past their time limit that a worker tolerates; one more "
+        "and it stops (exit 5) for its supervisor to restart it"))
+    dashboard_token: SecretStr | None = Field(None, description=(
+        "signs people and scripts in to `keyrouter dashboard` and enables Retry/Drop and full "
+        "numbers in its CSV; required to listen beyond loopback; never logged. Unset: read-only, "
+        "loopback only"))
+    dashboard_trusted_proxies: str | None = Field(None, description=(
+        "comma-separated addresses or networks of reverse proxies in front of the dashboard; only "
+        "from them are `X-Forwarded-For`/`-Proto` believed (the sign-in limiter then keys on the "
+        "client they name)"))
+    dashboard_secure_cookie: str = Field("auto", description=(
+        "the session cookie's `Secure` flag: `auto` (when the request is https, as a trusted proxy "
+        "says), `always` or `never`"))
+    metrics_addr: str | None = Field(None, description=(
+        "`HOST:PORT` for `/metrics`, `/healthz`, `/readyz` (`run --metrics` wins); unset: no "
+        "listener"))
+    log_level: str = Field("INFO", description=(
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR` (anything else: exit 2); read by keyrouter.ops.logs"))
+    log_format: str = Field("text", description="`text`, or `json` (one object a line)")
+    rules_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description=(
+        "bytes all rules files may hold together; past it every command that reads rules (and a "
+        "reload) refuses them, `check` with exit 2. Bounds the time and memory reading them takes"))
+    reconcile_interval: str = Field("1h", description=(
+        "how often the fetching worker reconciles the provider's blacklist with the ledger "
+        "(docs/reconciliation.md): seconds or a duration (`1h`, `30m`)"))
+    reconcile_iys_source: str = Field("HS_WEB", description=(
+        "İYS source recorded for opt-outs found only on the provider's blacklist (a link click, "
+        "the panel)"))
 
-    #: KEYROUTER_RULES_MAX_BYTES: what the rules files may hold in all; bounds the time and memory
-    #: reading them takes (a 50 MB file took 42 s and 1 GB).
-    rules_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
+    @field_validator("reconcile_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        interval_seconds(value)
+        return value
+
+    def reconcile_seconds(self) -> float:
+        """KEYROUTER_RECONCILE_INTERVAL in seconds."""
+        return interval_seconds(self.reconcile_interval)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
                            max_delay=self.retry_max)
 
     def horizon_delta(self) -> timedelta | None:
-        from keyrouter.rules import parse_duration
-
         return parse_duration(self.horizon) if self.horizon else None
 
     @classmethod
@@ -119,8 +164,12 @@ _ENV = {
     "shutdown_grace": "KEYROUTER_SHUTDOWN_GRACE",
     "max_abandoned": "KEYROUTER_MAX_ABANDONED",
     "dashboard_token": "KEYROUTER_DASHBOARD_TOKEN",
+    "dashboard_trusted_proxies": "KEYROUTER_DASHBOARD_TRUSTED_PROXIES",
+    "dashboard_secure_cookie": "KEYROUTER_DASHBOARD_SECURE_COOKIE",
     "rules_max_bytes": "KEYROUTER_RULES_MAX_BYTES",
     "metrics_addr": "KEYROUTER_METRICS_ADDR",
     "log_level": "KEYROUTER_LOG_LEVEL",
     "log_format": "KEYROUTER_LOG_FORMAT",
+    "reconcile_interval": "KEYROUTER_RECONCILE_INTERVAL",
+    "reconcile_iys_source": "KEYROUTER_RECONCILE_IYS_SOURCE",
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from keyrouter.client import IletiMerkezi
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.testing import FakeIletiMerkezi
 
 # A busy CI machine must not turn a slow example into a failure: properties, not timings.

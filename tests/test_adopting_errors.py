@@ -19,7 +19,7 @@ from redis_dbs import BENCH_DB, E2E_DB, STORE_DB, STORE_URL, WEB_DB, delete_name
 from redis_server import free_port
 
 from keyrouter.cli import main
-from keyrouter.store_choice import redact_store_url
+from keyrouter.store.choice import redact_store_url
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_a_bad_regex_is_the_only_error_of_its_rule(tmp_path: Path, capsys) -> No
                     "    handlers:\n      - reply: {text: 'code {code}'}\n", encoding="utf-8")
     assert main(["check", "--rules", str(path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"{path}:4: pattern does not compile: missing ]: [0-9+ (RE2 syntax: README, Rules)"]
+        f"{path}:4: pattern does not compile: missing ]: [0-9+ (RE2 syntax: docs/rules.md, Pattern syntax)"]
 
 
 # ------------------------------------------------------------------ replay and the real store

@@ -114,7 +114,7 @@ def test_bad_settings_name_the_variable_without_a_url(keyrouter: Run) -> None:
 def test_secrets_are_never_echoed_in_a_settings_error() -> None:
     from pydantic import ValidationError
 
-    from keyrouter.cli_errors import settings_problem
+    from keyrouter.cli.errors import settings_problem
     from keyrouter.settings import Settings
 
     with pytest.raises(ValidationError) as caught:
@@ -286,7 +286,7 @@ def test_every_time_shown_is_turkey_time_with_its_offset(keyrouter: Run, tmp_pat
     survey = json.loads(keyrouter("survey", "results", "spring-2026", "--format", "json",
                                   "--store", store).stdout)
     assert survey["last_vote_at"].endswith("+03:00")
-    from keyrouter import reports
+    from keyrouter.compliance import reports
     from keyrouter.store.base import OptOut
 
     entry = OptOut("+905321112233", "blacklist", "m", "RET", 1_780_000_000, 1_780_000_001)

@@ -1,4 +1,4 @@
-"""keyrouter.client against a real local server (keyrouter.testing), not mocks."""
+"""keyrouter.providers.iletimerkezi against a real local server (keyrouter.testing), not mocks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from keyrouter.client import (
+from keyrouter.providers.iletimerkezi import (
     AUTH_HELP,
     DEFAULT_TIMEOUT,
     DUPLICATE_SMS,

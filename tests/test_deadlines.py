@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyrouter.deadlines import business_hours_left, business_seconds, deadline, is_business_day
+from keyrouter.compliance.deadlines import business_hours_left, business_seconds, deadline, is_business_day
 from keyrouter.message import TURKEY
 
 CALENDAR = holidays.country_holidays("TR", years=range(2024, 2031))

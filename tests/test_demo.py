@@ -1,4 +1,4 @@
-"""Issue 9 item 7: the README's main command, on a fresh copy of the repository, shows every path
+"""The README's main command, on a fresh copy of the repository, shows every path
 of the shipped rules whatever today's date, and says what the sandbox provider received."""
 
 from __future__ import annotations
@@ -55,18 +55,28 @@ def check_every_path(out: str) -> None:
     assert "+90535***4818" in blacklisted and "4818" in blacklisted and "+905354104818" not in out
     # a survey vote
     assert re.search(r"^survey spring-2026: a \d+, b [1-9]\d*, c [1-9]\d* \(\d+ voters", out, re.M), out
+    # a conversation: three questions and the thanks, each sent once, the answers counted
+    assert "conversation nps-2026: started 1, completed 1, expired 0, incomplete 0, opted out 0 " \
+           "(score 5:1; callback EVET:1)" in out, out
+    for text in ("Bizi 1 (kotu) ile 5 (cok iyi) arasinda puanlar misiniz?",
+                 "Kisaca nedenini yazar misiniz?", "Sizi arayalim mi? EVET / HAYIR",
+                 "Tesekkurler, yanitiniz kaydedildi."):
+        assert f"1 SMS from KEYROUTER: {text!r} to +90542***4321" in out, out
     # a reservation code, answered with its capture
     assert "'Rezervasyon 123456: talebiniz alindi, sizi arayacagiz.' to +90532***9988" in out
     # an opt-in
     assert "'Tekrar listemizdesiniz.' to +90555***2233" in out
     # per rule, noise (no rule matched) included
     by_rule = next(line for line in out.splitlines() if line.strip().startswith("by rule:"))
-    for rule in ("optout", "optin", "survey", "reservation", "no rule (default)"):
+    for rule in ("optout", "optin", "survey", "reservation", "conversation:nps-2026",
+                 "no rule (default)"):
         assert re.search(rf"{re.escape(rule)} [1-9]", by_rule), by_rule
     # a malformed row, and a row without an id (an opt-out all the same)
     assert "malformed row(s), routed as they are: 1022 (no date, number, text)" in out
     assert re.search(r"1 row\(s\) without an id, given one from their content and routed as usual: "
                      r"h-[0-9a-f]{32}", out), out
+    # a link-click opt-out (on the sandbox's blacklist only) reconciled into the ledger
+    assert "+90541***0042 clicked the opt-out link (no inbox row): in the ledger, channel provider" in out
     # a short-code sender goes to the dead letters, with the reason
     assert "dead letters: 1 (keyrouter dead-letters list --sandbox)" in out
     assert "not a mobile number" in out and "ids: 1012" in out

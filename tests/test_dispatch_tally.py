@@ -14,8 +14,8 @@ import recording
 from keyrouter.dispatch import Dispatcher
 from keyrouter.message import TURKEY, Message, parse_row
 from keyrouter.retries import RetryPolicy
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.store.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio

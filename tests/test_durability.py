@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis_server import RedisServer, free_port
 
-from keyrouter.durability import durability_warnings
+from keyrouter.ops.durability import durability_warnings
 from keyrouter.store import open_store
 
 

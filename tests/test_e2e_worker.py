@@ -35,6 +35,8 @@ from processes import wait_until
 from redis_dbs import E2E_URL
 
 from keyrouter.message import TURKEY, content_id
+from keyrouter.rules.entry_keys import entry_key, with_identities
+from keyrouter.rules.loader import HandlerEntry
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.testing import FakeIletiMerkezi, inbox_response
@@ -286,7 +288,11 @@ def test_polling_the_same_inbox_again_runs_every_entry_once(h: Harness) -> None:
 
 # ----------------------------------------------------------------------------- 2. SIGKILL
 
-ENTRY_TAGS = {"all#0:recording:to_file": "a", "all#1:recording:to_file": "b"}  # dispatch.entry_key
+# the progress keys of the two entries below (keyrouter.rules.entry_keys: rule, handler, params digest)
+#: progress keys -> tag, for the two recording entries these tests write (with the sleeps they use)
+ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for sleep in (0.03, 0.05)
+              for i, e in enumerate(with_identities(
+                  [HandlerEntry("recording:to_file", {"tag": tag, "sleep": sleep}) for tag in "ab"]))}
 
 
 def recorded(client: redis.Redis, namespace: str, ids: list[str]) -> set[tuple[str, str]]:
@@ -686,7 +692,7 @@ def test_replay_and_dead_letters_end_to_end_on_sqlite(h: Harness) -> None:
     broken.unlink()  # the handler is fixed
     retried = h.cli("dead-letters", "retry", "--all", KEYROUTER_STORE=store)
     assert retried.returncode == 0, retried.stderr
-    assert "1 dead letters will run again" in retried.stdout
+    assert "1 dead letters will run again from their stored rows" in retried.stdout
     fixed = h.cli("replay", str(dead_file), "--store", store, **no_provider)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "1 done" in fixed.stdout

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrouter.handlers import registry
 from keyrouter.message import TURKEY
-from keyrouter.rules import load_rules
+from keyrouter.rules import registry
+from keyrouter.rules.loader import load_rules
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
 
 ACME = Path(__file__).parent.parent / "examples" / "acme"

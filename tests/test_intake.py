@@ -1,4 +1,4 @@
-"""keyrouter.intake in one process: the fetch lease, publishing fenced by its token, reading the
+"""keyrouter.worker.intake in one process: the fetch lease, publishing fenced by its token, reading the
 shared rows, the horizon, and the cost of a poll over a processed inbox (memory store, the real
 client against the fake provider)."""
 
@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from redis_dbs import E2E_URL
 
-from keyrouter.client import IletiMerkezi
 from keyrouter.events import Events
-from keyrouter.intake import Intake, _row_json
 from keyrouter.message import TURKEY, Message
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.store.base import Store
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi, pipeline
-from keyrouter.worker import Worker
+from keyrouter.worker.intake import Intake, _row_json
+from keyrouter.worker.loop import Worker
 
 pytestmark = pytest.mark.anyio
 

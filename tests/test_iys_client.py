@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from keyrouter.iys import (
+from keyrouter.providers.iys import (
     ALREADY,
     NOTHING_TO_WITHDRAW,
     RECORDED,
@@ -175,7 +175,7 @@ async def test_token_endpoint_5xx_and_reset_are_retried(fake: FakeIys, iys: IysC
 async def test_ret_without_a_record_is_nothing_to_withdraw(fake: FakeIys, iys: IysClient) -> None:
     result = await iys.add_consent(ret())
     assert result.outcome == NOTHING_TO_WITHDRAW and result.transaction_id is None
-    assert "RET olamaz" in (result.detail or "")
+    assert "H175" in (result.detail or "")
     assert fake.records == []
 
 
@@ -190,7 +190,7 @@ async def test_a_duplicate_is_already_held(fake: FakeIys, iys: IysClient) -> Non
     fake.add_record(NUMBER, "ONAY")
     assert (await iys.add_consent(ret())).outcome == RECORDED
     again = await iys.add_consent(ret())
-    assert again.outcome == ALREADY and "zaten" in (again.detail or "")
+    assert again.outcome == ALREADY and "H174" in (again.detail or "")
     assert len(fake.records) == 2
 
 
@@ -204,7 +204,7 @@ async def test_scripted_duplicate_and_no_record(fake: FakeIys, iys: IysClient) -
     fake.fail_next("consents", "no_record")
     with pytest.raises(IysRefused) as caught:
         await iys.add_consent(onay("+905550000002"))
-    assert "H_NO_RECORD" in str(caught.value) and "RET olamaz" in str(caught.value)
+    assert "H175" in str(caught.value) and "RET olmamalıdır" in str(caught.value)
 
 
 async def test_other_4xx_is_permanent_with_iys_text(fake: FakeIys, clock: Clock) -> None:
@@ -212,8 +212,35 @@ async def test_other_4xx_is_permanent_with_iys_text(fake: FakeIys, clock: Clock)
                          clock=clock) as client:
         with pytest.raises(IysRefused) as caught:
             await client.add_consent(onay())
-    assert caught.value.status == 403 and "Bu marka için yetkiniz yok" in str(caught.value)
+    assert caught.value.status == 404 and "check IYS_BRAND_CODE" in str(caught.value)
     assert fake.records == []
+
+
+@pytest.mark.parametrize("field", ["iys_code", "brand_code"])
+async def test_a_wrong_code_never_counts_as_nothing_to_withdraw(fake: FakeIys, clock: Clock,
+                                                                 field: str) -> None:
+    """A RET under a mistyped code: every brand path answers 404, the status query too; that is
+    a refusal naming the variable, never "nothing to withdraw"."""
+    codes = {"iys_code": fake.iys_code, "brand_code": fake.brand_code, field: "999999"}
+    async with IysClient(fake.username, fake.password, codes["iys_code"], codes["brand_code"],
+                         fake.base_url, clock=clock) as client:
+        with pytest.raises(IysRefused) as caught:
+            await client.add_consent(ret())
+        with pytest.raises(IysRefused) as status:
+            await client.consent_status(ret())
+    variable = "IYS_CODE" if field == "iys_code" else "IYS_BRAND_CODE"
+    assert f"check {variable}" in str(caught.value) and f"check {variable}" in str(status.value)
+    assert fake.records == []
+
+
+async def test_a_bare_404_is_never_nothing_to_withdraw(fake: FakeIys, clock: Clock) -> None:
+    """An unknown path (a base URL pointing elsewhere) answers 404 without İYS's error body."""
+    async with IysClient(fake.username, fake.password, fake.iys_code, fake.brand_code,
+                         fake.base_url + "/elsewhere", clock=clock) as client:
+        client._token, client._expires = "t", float("inf")  # the token endpoint moved too
+        with pytest.raises(IysRefused) as caught:
+            await client.add_consent(ret())
+    assert caught.value.status == 404 and "IYS_BASE_URL" in str(caught.value)
 
 
 async def test_check_first_sends_nothing_when_the_decision_is_held(fake: FakeIys, iys: IysClient) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from keyrouter import compliance, ledger_cli
 from keyrouter.cli import main
+from keyrouter.cli import optouts as ledger_cli
+from keyrouter.compliance import overdue as compliance
 from keyrouter.message import TURKEY
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
 from keyrouter.store.base import OptOut
 from keyrouter.store.sqlite import SqliteStore
 

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.rules.normalize import Normalizer, NormalizeSettings
 
 DEFAULT = Normalizer()
 PREFIXED = Normalizer(NormalizeSettings(strip_prefixes=("ILT", "AHKTEST")))

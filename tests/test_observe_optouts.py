@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from keyrouter.observe import Metrics
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.ops.metrics import Metrics
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.store.base import OptOut
 from keyrouter.store.memory import MemoryStore
 

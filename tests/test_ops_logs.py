@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from ops_support import Ops, ops_in
 
-from keyrouter.logs import LogConfigError, mask_text, read_config, setup_logging
+from keyrouter.ops.logs import LogConfigError, mask_text, read_config, setup_logging
 
 RULES = """\
 version: 1

@@ -108,7 +108,7 @@ def test_counters_move_by_the_right_amounts_and_labels_stay_bounded(ops: Ops) ->
     # labels only from bounded sets: no id, no number, no text
     allowed = {"hello", "broken", "flaky", "slow", "stop", "stuck", "blacklist", "iys_ret", "default", "done",
                "skipped", "retrying", "dead", "ok", "auth", "transient", "store", "rejected", "high",
-               "normal",
+               "normal", "missing_at_provider", "optin_not_held", "agree", "reported", "failed",
                "ops_handlers:ok", "ops_handlers:fail_permanent", "ops_handlers:fail_once",
                versions[0]}
     for (name, labels) in s:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from ops_support import http_get
 
-from keyrouter.listener import Listener, parse_addr
-from keyrouter.observe import READY_FAILURES, Metrics
-from keyrouter.reload import Reloader, load_checked, rules_version
-from keyrouter.rules import RulesError
+from keyrouter.ops.listener import Listener, parse_addr
+from keyrouter.ops.metrics import READY_FAILURES, Metrics
+from keyrouter.rules.loader import RulesError
+from keyrouter.worker.reload import Reloader, load_checked, rules_version
 
 
 @pytest.mark.parametrize(("text", "want"), [

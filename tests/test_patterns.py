@@ -11,9 +11,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from keyrouter.cli import main
-from keyrouter.patterns import capture_groups, compile_pattern, first_chars, nested_repetition
-from keyrouter.router import Router
-from keyrouter.rules import RulesError, load_rules
+from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.patterns import capture_groups, compile_pattern, first_chars, nested_repetition
+from keyrouter.rules.router import Router
 
 
 def check(path) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from keyrouter import reports
+from keyrouter.compliance import reports
 from keyrouter.message import TURKEY
 from keyrouter.store.base import OptOut, SurveyResults
 

@@ -19,8 +19,8 @@ from redis_dbs import STORE_URL, delete_namespace
 from keyrouter.dispatch import Dispatcher
 from keyrouter.message import TURKEY, Message, parse_row
 from keyrouter.retries import RetryPolicy
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.store import open_store
 from keyrouter.store.base import Store
 

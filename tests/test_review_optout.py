@@ -11,15 +11,15 @@ import pytest
 import recording
 from test_dispatch_stream import Running
 
-from keyrouter.client import IletiMerkezi
 from keyrouter.dispatch import Dispatcher
-from keyrouter.intake import Intake
 from keyrouter.message import TURKEY, Message, parse_row
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.retries import RetryPolicy
-from keyrouter.router import Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi
+from keyrouter.worker.intake import Intake
 
 pytestmark = pytest.mark.anyio
 

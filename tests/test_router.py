@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyrouter.router import MAX_PATTERN_TEXT, Router
-from keyrouter.rules import load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import MAX_PATTERN_TEXT, Router
 
 
 @pytest.fixture
@@ -199,9 +199,9 @@ def test_patterns_skip_texts_over_the_bound(router) -> None:
 
 # ------------------------------------------------------------------ differential test
 def reference_route(rules, text: str, receiver: str | None):
-    """The SPEC's semantics, written the slow and obvious way."""
-    from keyrouter.fuzzy import distance
+    """The documented semantics (docs/rules.md, Matching), written the slow and obvious way."""
     from keyrouter.message import canonical_receiver
+    from keyrouter.rules.fuzzy import distance
 
     canonical = canonical_receiver(receiver) if receiver else ""
     for rule in rules.rules:  # exact, first word, pattern: first rule wins

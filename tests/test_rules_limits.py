@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from keyrouter.cli import main
-from keyrouter.rules import RulesError, load_rules
-from keyrouter.settings import Settings
-from keyrouter.yamlpos import DEFAULT_MAX_BYTES
+from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.settings import DEFAULT_MAX_BYTES, Settings
 
 #: The child imports keyrouter first, then times `check` alone and reports its peak memory.
 CHILD = """

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.compliance.channels import is_provider_row, provider_route
+from keyrouter.conversations.engine import Conversations
+from keyrouter.dispatch.duplicates import note_duplicate
 from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
 from keyrouter.dispatch.loop import ServeLoop
 from keyrouter.dispatch.outcomes import DEFERRED, Report
@@ -40,11 +43,12 @@ from keyrouter.dispatch.scheduling import (
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
-from keyrouter.handlers import registry
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
-from keyrouter.router import Route, Router
+from keyrouter.rules import registry
+from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Store
+from keyrouter.store.retried import is_retried_row
 
 logger = logging.getLogger("keyrouter.dispatch")
 
@@ -54,7 +58,7 @@ class Dispatcher(ServeLoop):
     router: Router
     store: Store
     namespace: str = "default"
-    client: Any = None  # keyrouter.client.IletiMerkezi, for built-ins
+    client: Any = None  # keyrouter.providers.iletimerkezi.IletiMerkezi, for built-ins
     settings: Any = None  # keyrouter.settings.Settings
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     lease: float = 60.0
@@ -94,6 +98,8 @@ class Dispatcher(ServeLoop):
         self._wake = asyncio.Event()
         self._writer: Writer | None = None
         self.tally = Tally(self.store)  # finished messages per rule and hour, for the dashboard
+        #: the rules' conversations, consulted when each message starts (running.run_message)
+        self.conversations = Conversations.for_rules(self.router.rules, self.store, self.clock)
 
     # ------------------------------------------------------------------ handlers and rules
     def _check_handlers(self, router: Router) -> None:
@@ -121,8 +127,11 @@ class Dispatcher(ServeLoop):
         under theirs.  Raises (and keeps the old rules) when a handler cannot be resolved."""
         self._check_handlers(router)
         self.router = router
+        self.conversations = Conversations.for_rules(router.rules, self.store, self.clock)
 
     def route(self, message: Message) -> Route:
+        if is_provider_row(message):  # an opt-out found on the provider's blacklist only
+            return provider_route(message)
         return self.router.route(message.text, message.receiver)
 
     def _route_item(self, item: Item) -> None:
@@ -132,8 +141,10 @@ class Dispatcher(ServeLoop):
 
     def beyond_horizon(self, message: Message) -> bool:
         """Older than the horizon: ignored before it reaches the store.  A message without a
-        provider date is never beyond it (its done marker is kept for good instead)."""
+        provider date is never beyond it (its done marker is kept for good instead), nor is a
+        dead letter retried by hand (store/retried.py)."""
         return (self.horizon is not None and message.date_known
+                and not is_retried_row(message.row)
                 and message.received_at.timestamp() < self.clock() - self.horizon.total_seconds())
 
     @property
@@ -189,6 +200,8 @@ class Dispatcher(ServeLoop):
         report = Report(seen=len(messages))
         by_id: dict[str, Message] = {}
         for m in messages:
+            if m.id in by_id:
+                note_duplicate(by_id[m.id], m, self.events, where="inbox")
             if m.id in by_id or self.beyond_horizon(m):
                 report.ignored += 1
                 continue

@@ -19,7 +19,7 @@ from keyrouter.dispatch.scheduling import CLAIMED, RUNNING, WAITING, Item
 from keyrouter.dispatch.writes import Writer, renew_forever
 from keyrouter.events import Events
 from keyrouter.message import Message
-from keyrouter.router import Route
+from keyrouter.rules.router import Route
 from keyrouter.store.base import Claimed, Store
 
 logger = logging.getLogger("keyrouter.dispatch")

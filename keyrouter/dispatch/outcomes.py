@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyrouter.client import PermanentApiError
+from keyrouter.providers.iletimerkezi import PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.rules import HandlerEntry
+from keyrouter.rules.entry_keys import entry_key, legacy_entry_key
+
+__all__ = ["ADMITTED", "DEAD", "DEFAULT_RULE", "DEFERRED", "DONE", "RETRYING", "SKIPPED", "Report",
+           "describe_error", "entry_key", "is_permanent", "legacy_entry_key"]
 
 DEFAULT_RULE = "default"
 ADMITTED = "!admitted"  # progress marker: the message passed its max_age check once
@@ -31,11 +34,6 @@ class Report:
     def add(self, other: Report) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-def entry_key(rule: str, index: int, entry: HandlerEntry) -> str:
-    """Progress key of a handler entry: which entries of a message already succeeded."""
-    return f"{rule}#{index}:{entry.name}"
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -3,8 +3,11 @@
 The entries that already succeeded (the claim's progress) are skipped; each success with entries
 left is written before the next entry starts; the last one hands the message to the writer's done
 batch.  A failed entry schedules a retry with backoff (the entries that succeeded are not run
-again) or, after the last attempt or on a permanent error, dead-letters the message.  A stop or a
-lost lease ends the message between entries.
+again) or, after the last attempt or on a permanent error, dead-letters the message; a legal
+effect's last attempt comes one business day before its deadline (keyrouter.duty).  An optional
+entry's failure is recorded and the rule goes on; one with attempts left is retried once the rest
+has run.  A stop or a lost lease ends the message between entries, and a lost claim (fencing)
+stops it before a provider call (docs/opt-out-duty.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keyrouter.context import Context, idempotency_key
+from keyrouter.dispatch.duty import (
+    LEGAL_MAX_DELAY,
+    give_up_at,
+    is_legal,
+    legal_delay,
+    legal_exhausted,
+    optional_failed,
+)
 from keyrouter.dispatch.limits import NOT_STARTED, await_with_limit, call_in_thread
 from keyrouter.dispatch.outcomes import (
     ADMITTED,
@@ -30,14 +40,17 @@ from keyrouter.dispatch.outcomes import (
     describe_error,
     entry_key,
     is_permanent,
+    legacy_entry_key,
 )
 from keyrouter.dispatch.scheduling import FINISHING, Item, Queue
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import Events
+from keyrouter.handlers.context import Context, idempotency_key
+from keyrouter.handlers.fencing import StaleClaim
 from keyrouter.message import Message, mask_number
-from keyrouter.router import Route
-from keyrouter.rules import HandlerEntry
+from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.router import Route
 
 if TYPE_CHECKING:
     from keyrouter.dispatch.core import Dispatcher
@@ -50,6 +63,8 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     assert claim is not None
     route = item.route if item.route is not None and item.router is d.router else d.route(item.message)
     item.route = route
+    if d.conversations is not None:  # decided now: the sender's earlier messages are finished
+        route = await d.conversations.route_for(item.message, route)
     rule = route.rule
     rule_name = rule.name if rule else DEFAULT_RULE
     message = item.message
@@ -68,9 +83,12 @@ async def run_message(d: Dispatcher, item: Item) -> None:
                     message.id, extra={"message_id": message.id, "rule": "none"})
     succeeded = claim.succeeded
     remaining = [(i, e) for i, e in enumerate(route.handlers)
-                 if not succeeded or entry_key(rule_name, i, e) not in succeeded]
+                 if not succeeded or (entry_key(rule_name, i, e) not in succeeded
+                                      and legacy_entry_key(rule_name, i, e) not in succeeded)]
     if message.normalized != route.normalized:
         message = _with_normalized(message, route.normalized)
+    # optional entries that failed with attempts left: retried once the rest of the rule ran
+    again: list[tuple[int, HandlerEntry, BaseException]] = []
     for n, (index, entry) in enumerate(remaining):
         if d.stopped() or item.lost:
             await d.give_back(item)
@@ -80,14 +98,30 @@ async def run_message(d: Dispatcher, item: Item) -> None:
         if error is NOT_STARTED:
             await d.give_back(item)
             return
-        if error is not None:
-            await failed(d, item, rule_name, index, entry, error)
+        if isinstance(error, StaleClaim):
+            logger.warning("message %s: %s; leaving it to the worker that holds it", item.id, error)
+            d.lost(item)
             return
-        if n < len(remaining) - 1 and not await d.writer.progress(
+        if error is not None:
+            if not entry.optional:
+                await failed(d, item, rule_name, index, entry, error)
+                return
+            failures = claim.attempts + 1
+            gave_up = is_permanent(error) or d.policy.exhausted(failures)
+            await optional_failed(d, message, route, rule_name, index, entry,
+                                  describe_error(error), failures, gave_up)
+            if not gave_up:
+                again.append((index, entry, error))
+                continue
+        if (n < len(remaining) - 1 or again) and not await d.writer.progress(
                 item.id, entry_key(rule_name, index, entry)):
             logger.warning("lease lost for message %s; stopping its handlers here", item.id)
             d.lost(item)
             return
+    if again:  # a retry runs only the optional entries that have not succeeded
+        index, entry, error = again[0]
+        await failed(d, item, rule_name, index, entry, error)
+        return
     d.finish_later(item, rule_name)  # nothing (left) to run is a crash after the last entry
 
 
@@ -117,7 +151,8 @@ async def run_entry(d: Dispatcher, item: Item, message: Message, route: Route, r
     fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name, "attempt": attempt}
     context = Context(
         params=entry.params,
-        idempotency_key=idempotency_key(d.namespace, message.id, rule_name, index, entry.name),
+        idempotency_key=idempotency_key(d.namespace, message.id, rule_name,
+                                        entry.identity or index, entry.name),
         logger=logging.LoggerAdapter(d.handler_logger(entry.name), fields),
         rule=rule_name,
         attempt=attempt,
@@ -125,6 +160,7 @@ async def run_entry(d: Dispatcher, item: Item, message: Message, route: Route, r
         store=d.store,
         settings=d.settings,
         events=d.events,
+        holds_claim=lambda: _holds(d, item.id),
     )
     limit = entry.timeout or d.handler_timeout
     started = time.perf_counter()
@@ -146,6 +182,11 @@ async def run_entry(d: Dispatcher, item: Item, message: Message, route: Route, r
     return None
 
 
+async def _holds(d: Dispatcher, id: str) -> bool:
+    """Fencing (keyrouter.fencing): this worker still holds the claim; renews it."""
+    return bool(await d.store.renew([id], d.owner, d.lease))
+
+
 async def failed(d: Dispatcher, item: Item, rule_name: str, index: int, entry: HandlerEntry,
                  exc: BaseException) -> None:
     claim = item.claim
@@ -157,8 +198,13 @@ async def failed(d: Dispatcher, item: Item, rule_name: str, index: int, entry: H
             f"handler #{index} {entry.name}"
     # structured log fields (JSON logs): never the number or the text
     fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name, "attempt": failures}
-    if is_permanent(exc) or d.policy.exhausted(failures):
+    legal = is_legal(entry)
+    received = message.received_at.timestamp()
+    if is_permanent(exc) or (legal_exhausted(d.policy, failures, received, d.clock()) if legal
+                             else d.policy.exhausted(failures)):
         why = "permanent error" if is_permanent(exc) else f"attempt {failures} of {d.policy.max_attempts}"
+        if legal and not is_permanent(exc):
+            why = f"attempt {failures}, past its give-up point one business day before its deadline"
         # a retry by hand must not meet max_age again: mark the message admitted.  Written only
         # while this worker still holds the lease: when it ran out, another worker may have taken
         # the message over and finished it, and a stale dead letter would undo that (a retry by
@@ -177,9 +223,16 @@ async def failed(d: Dispatcher, item: Item, rule_name: str, index: int, entry: H
         d.dead(item, rule_name)
         return
     asked = float(getattr(exc, "retry_after", None) or 0)  # RetryLater, e.g. a webhook's Retry-After
-    delay = max(d.policy.delay(failures), min(asked, d.policy.max_delay))
-    logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
-                   d.policy.max_attempts, error, extra=fields)
+    if legal:
+        delay = max(legal_delay(d.policy, failures), min(asked, LEGAL_MAX_DELAY))
+        logger.warning("retry in %.0fs: %s (attempt %d, a legal effect: retried until %s): %s",
+                       delay, where, failures,
+                       datetime.fromtimestamp(give_up_at(received), UTC).isoformat(), error,
+                       extra=fields)
+    else:
+        delay = max(d.policy.delay(failures), min(asked, d.policy.max_delay))
+        logger.warning("retry in %.0fs: %s (attempt %d of %d): %s", delay, where, failures,
+                       d.policy.max_attempts, error, extra=fields)
     if await d.store.fail(message.id, d.owner, error, d.clock() + delay) == -1:
         logger.warning("%s: another worker holds it now; leaving it to them", where)
         d.lost(item)

@@ -1,6 +1,7 @@
 """The local queue: which offered message may start next.
 
-Every message waits in its sender's line, ordered by (received time, id); only the head of a line
+Every message waits in its sender's line, in the one order of keyrouter/ordering.py (provider
+date, then numeric id, then id text; an undated row placed by its id); only the head of a line
 may be claimed, and the next one only once the head is finished (done, skipped or dead), so one
 person's RET and a later BASLA are never applied out of order, by this worker or any other (the
 head may be held by another worker: the line then waits until the store says it is finished).
@@ -13,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
-from datetime import datetime
 
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
-from keyrouter.router import Route, Router
+from keyrouter.ordering import Position, insertion_index, position
+from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Claimed
 
 HIGH, NORMAL = 0, 1
@@ -67,7 +67,7 @@ class Item:
     def __init__(self, message: Message, sender: str, seq: int, offered_at: float) -> None:
         self.message, self.sender, self.seq, self.offered_at = message, sender, seq, offered_at
         self.id = message.id
-        self.order: tuple[datetime, str] = (message.received_at, message.id)
+        self.order: Position = position(message)
         self.received = message.received_at.timestamp()  # epoch seconds
         # routed once the store says it is unfinished (an inbox of done messages costs no
         # routing); `router` is the rules it was routed with: re-routed at start after a reload
@@ -94,7 +94,7 @@ class Item:
             waiter.settle(outcome)
 
 
-def _order(item: Item) -> tuple[datetime, str]:
+def _order(item: Item) -> Position:
     return item.order
 
 
@@ -107,7 +107,7 @@ class Queue:
 
     def __init__(self) -> None:
         self.items: dict[str, Item] = {}
-        self.lines: dict[str, list[Item]] = {}  # sender -> items in (received_at, id) order
+        self.lines: dict[str, list[Item]] = {}  # sender -> items in ordering.py's order
         self._ready: list[tuple[int, float, int, Item]] = []  # heads that may be claimed
         self._timers: list[tuple[float, int, Item]] = []
         self._unchecked: list[Item] = []
@@ -126,7 +126,7 @@ class Queue:
         item = Item(message, sender_key(message), next(self._seq), now)
         self.items[item.id] = item
         line = self.lines.setdefault(item.sender, [])
-        at = bisect_right(line, item.order, key=_order) if line else 0
+        at = insertion_index(line, item.order, _order) if line else 0
         if at == 0 and line and (line[0].state != WAITING or line[0].not_before > 0):
             # an earlier message that arrives late never overtakes one already started here, nor
             # one this worker tried to claim (it may be running on another worker, which puts the

@@ -4,11 +4,12 @@ Only `message.sender_e164` is ever blocked.  When the sender is a short code or 
 name there is no mobile number to block and the message goes to the dead letters (PermanentError):
 the row's other number (`number`) is OUR receiving number, even though one of the provider's own
 examples looks as if the two were swapped, and blocking the wrong person is worse than a dead
-letter a human can look at (README, "sender and number").
+letter a human can look at (docs/handlers.md, "Sender and number").
 
-Order: the latest request received wins.  Before acting, the ledger's latest entry for the number
-is read (`Store.latest_optout`); when a message received later already blocked or unblocked it,
-this older message changes nothing (logged).  Per-sender ordering in the dispatcher keeps this
+Order: the latest request wins, in the one order of a sender's messages (keyrouter/ordering.py:
+provider date, then numeric id; undated rows by id).  Before acting, the ledger's latest entry for
+the number is read (`Store.latest_optout`); when a message later in that order already blocked or
+unblocked it, this earlier message changes nothing (logged).  Per-sender ordering in the dispatcher keeps this
 rare; it matters when a dead letter is retried by hand after the person wrote again.
 
 Provider answers: 466 (invalid number) is permanent; `delete-blacklist`'s 474 (not on the list)
@@ -26,12 +27,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from keyrouter.client import NOT_ON_BLACKLIST, PermanentApiError
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
+from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import require_client, unknown_params
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
+from keyrouter.ordering import entry_position, later, position
+from keyrouter.providers.iletimerkezi import NOT_ON_BLACKLIST, PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 from keyrouter.store.base import OptOut
 
 __all__ = ["INVALID_NUMBER", "PARAMS", "blacklist", "params_problem", "unblacklist"]
@@ -66,14 +70,14 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
             f"{action}: message {message.id}: the row's sender is not a mobile number "
             f"({mask_number(message.sender)!r}: a short code or a name), so there is no one to "
             f"{verb}; the row's `number` is our own receiving number and is deliberately not "
-            "used; see README 'sender and number'"
+            "used; see docs/handlers.md, 'Sender and number'"
         )
     client = require_client(context, action)
     masked = mask_number(number)
     if context.store is not None:
         newer = await context.store.latest_optout(number)
-        if newer is not None and newer.message_id != message.id and \
-                newer.received_at > message.received_at.timestamp():
+        if newer is not None and newer.message_id != message.id and later(
+                entry_position(newer.received_at, newer.dated, newer.message_id), position(message)):
             # An older RET or BASLA, e.g. a dead letter retried by hand, must not undo what the
             # person asked for later: the latest request received wins.
             context.logger.warning(
@@ -84,6 +88,7 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
         # Pending until the ledger line: `optouts stats/overdue` count it while it is retried.
         await context.store.mark_optout_pending(_entry(action, message, match, number, 0.0))
     already = False
+    await check_claim(context, action, "add-blacklist" if action == "blacklist" else "delete-blacklist")
     try:
         if action == "blacklist":
             await client.add_blacklist(number)
@@ -114,4 +119,5 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
 def _entry(action: str, message: Message, match: Match | None, number: str, handled_at: float) -> OptOut:
     return OptOut(number=number, action=action, message_id=message.id,
                   keyword=match.keyword if match else None,
-                  received_at=message.received_at.timestamp(), handled_at=handled_at)
+                  received_at=message.received_at.timestamp(), handled_at=handled_at,
+                  dated=message.date_known)

@@ -1,21 +1,26 @@
 """`iys`: record the sender's consent change in İYS, Turkey's national consent registry.
 
-Params (both optional):
+Params (all optional):
 - `status`: `RET` (default: an opt-out) or `ONAY` (an opt-in rule);
-- `recipient_type` (or `recipientType`, İYS's own spelling): `BIREYSEL` (default) or `TACIR`.
+- `recipient_type` (or `recipientType`, İYS's own spelling): `BIREYSEL` (default) or `TACIR`;
+- `source`: İYS's source, HS_MESAJ by default (the decision came by SMS); opt-outs reconciled from
+  the provider's blacklist use the configured one (docs/reconciliation.md).
 
-The record: `type` MESAJ, `source` HS_MESAJ (the decision came by SMS), `recipient` the sender's
+The record: `type` MESAJ, `source` as above, `recipient` the sender's
 E.164 number, `consentDate` the provider's own date string (Turkey time) when the row has one in
-İYS's format, else the received time in Turkey time.  A sender that is a short code or a name
-goes to the dead letters, as with `blacklist` (README "sender and number").
+İYS's format, else the received time in Turkey time (for a row without a provider date: the time
+keyrouter first saw it, kept with the row).  A sender that is a short code or a name
+goes to the dead letters, as with `blacklist` (docs/handlers.md, "Sender and number").
 
 Safe to repeat: the effect is marked pending in the store before the call; a mark already there
 means an earlier try may have reached İYS, so the client asks the consent status first and sends
 nothing when İYS already holds the decision.  İYS refusing a record it already holds is success
-("already"); a RET for a recipient with no record is success ("nothing_to_withdraw").  The ledger
+("already"); a RET İYS refuses as a first record (its code H175: no consent held) is success
+("nothing_to_withdraw"); a wrong code or path never is (docs/ordering-and-masking.md).  The ledger
 line (action `iys_ret` / `iys_onay`) records the outcome and İYS's transactionId.  The latest
-request wins, as with `blacklist`: a message older than the number's latest ledger line changes
-nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD, IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
+request wins, as with `blacklist` (keyrouter/ordering.py): a message earlier in the order than the
+number's latest ledger line changes nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD,
+IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
 """
 
 from __future__ import annotations
@@ -24,21 +29,23 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from keyrouter.context import Context
+from keyrouter import timefmt
+from keyrouter.handlers.context import Context
+from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.iys import RECIPIENT_TYPES, STATUSES, Consent, shared_client
-from keyrouter.message import TURKEY, Message, mask_number
+from keyrouter.message import Message, mask_number
+from keyrouter.ordering import entry_position, later, position
+from keyrouter.providers.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 from keyrouter.store.base import OptOut
 
-__all__ = ["PARAMS", "action_for", "consent_date", "consent_date_of", "handle", "params_problem",
+__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem",
            "record_for"]
 
-PARAMS = ("status", "recipient_type", "recipientType")
+PARAMS = ("status", "recipient_type", "recipientType", "source")
 _IYS_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
@@ -55,6 +62,8 @@ def params_problem(params: Mapping[str, Any]) -> str | None:
     kind = params.get("recipient_type", params.get("recipientType", "BIREYSEL"))
     if kind not in RECIPIENT_TYPES:
         return f"iys: recipient_type must be BIREYSEL or TACIR, not {kind!r}"
+    if params.get("source", "HS_MESAJ") not in SOURCES:
+        return f"iys: source must be one of İYS's sources ({', '.join(SOURCES)}), not {params['source']!r}"
     return None
 
 
@@ -69,13 +78,7 @@ def consent_date(message: Message) -> str:
     raw = message.row.get("date") if message.date_known else None
     if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
         return raw.strip()
-    return consent_date_of(message.received_at)
-
-
-def consent_date_of(moment: datetime | float) -> str:
-    """A moment (aware datetime or epoch seconds) as İYS's consentDate, Turkey time."""
-    when = moment if isinstance(moment, datetime) else datetime.fromtimestamp(moment, TURKEY)
-    return when.astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")
+    return timefmt.iys(message.received_at)
 
 
 def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
@@ -87,6 +90,7 @@ def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
         status=params.get("status", "RET"),
         consent_date=consent_date(message),
         recipient_type=params.get("recipient_type", params.get("recipientType", "BIREYSEL")),
+        source=params.get("source", "HS_MESAJ"),
     )
 
 
@@ -100,7 +104,7 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
             f"iys: message {message.id}: the row's sender is not a mobile number "
             f"({mask_number(message.sender)!r}: a short code or a name), so there is no recipient "
             "to record in İYS; the row's `number` is our own receiving number and is deliberately "
-            "not used; see README 'sender and number'"
+            "not used; see docs/handlers.md, 'Sender and number'"
         )
     client = shared_client(context.settings) if context.settings is not None else None
     if client is None:
@@ -113,18 +117,20 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
     store = context.store
     entry = OptOut(number=consent.recipient, action=action, message_id=message.id,
                    keyword=match.keyword if match else None,
-                   received_at=message.received_at.timestamp(), handled_at=0.0)
+                   received_at=message.received_at.timestamp(), handled_at=0.0,
+                   dated=message.date_known)
     repeat = False
     if store is not None:
         newer = await store.latest_optout(consent.recipient)
-        if newer is not None and newer.message_id != message.id and \
-                newer.received_at > entry.received_at:
+        if newer is not None and newer.message_id != message.id and later(
+                entry_position(newer.received_at, newer.dated, newer.message_id), position(message)):
             context.logger.warning(
                 "iys: skipped for %s: a later message (%s, %s) already decided, message %s",
                 masked, newer.message_id, newer.action, message.id,
             )
             return
         repeat = not await store.mark_optout_pending(entry)
+    await check_claim(context, "iys", "İYS consent record")
     result = await client.add_consent(consent, check_first=repeat)
     context.logger.info(
         "iys: %s %s for %s (%s%s), message %s", consent.status, result.outcome, masked,

@@ -16,11 +16,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import unknown_params
-from keyrouter.message import Message, mask_number, to_e164
+from keyrouter.masking import mask_number
+from keyrouter.message import Message, to_e164
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 
 __all__ = ["PARAMS", "handle", "one_line", "params_problem", "record"]
 

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keyrouter.client import DUPLICATE_SMS, PermanentApiError
-from keyrouter.context import Context
+from keyrouter.durations import parse_duration
+from keyrouter.handlers.context import Context
+from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import (
     message_values,
     render,
@@ -31,9 +32,11 @@ from keyrouter.handlers.templating import (
     template_problem,
     unknown_params,
 )
-from keyrouter.message import Message, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
+from keyrouter.providers.iletimerkezi import DUPLICATE_SMS, PermanentApiError
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 
 __all__ = ["DEFAULT_MAX_AGE", "PARAMS", "handle", "params_problem", "template_problem"]
 
@@ -65,7 +68,6 @@ def params_problem(params: Mapping[str, Any], captures: list[str] | None = None)
 
 
 def _max_age(params: Mapping[str, Any]) -> timedelta:
-    from keyrouter.rules import parse_duration  # here: rules validation may import this module
 
     return parse_duration(params.get("max_age", DEFAULT_MAX_AGE))
 
@@ -101,6 +103,7 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
     text = render(params["text"], message_values(message, match, context.rule))
     client = require_client(context, "reply")
     masked = mask_number(number)
+    await check_claim(context, "reply", "send-sms")
     try:
         order_id = await client.send_sms(sender=sender, text=text, numbers=[number], iys="0")
     except PermanentApiError as exc:

@@ -21,12 +21,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import message_values, render, template_problem, unknown_params
-from keyrouter.message import Message, mask_number
-from keyrouter.normalize import Normalizer, NormalizeSettings
+from keyrouter.masking import mask_number
+from keyrouter.message import Message
 from keyrouter.retries import PermanentError
-from keyrouter.router import Match
+from keyrouter.rules.normalize import Normalizer, NormalizeSettings
+from keyrouter.rules.router import Match
 
 __all__ = ["DEFAULT_CHOICE", "PARAMS", "POLICIES", "handle", "normalize_choice", "params_problem"]
 

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
+from keyrouter.handlers.context import Context
+from keyrouter.message import Message
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.retries import PermanentError
+from keyrouter.rules.router import Match
 from keyrouter.suggest import did_you_mean
-
-if TYPE_CHECKING:
-    from keyrouter.client import IletiMerkezi
-    from keyrouter.context import Context
-    from keyrouter.message import Message
-    from keyrouter.router import Match
 
 __all__ = [
     "MESSAGE_FIELDS",

@@ -33,21 +33,19 @@ import json
 import math
 import os
 import re
-import time
 from collections.abc import Mapping
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
-from keyrouter.context import Context
+from keyrouter.durations import parse_duration
+from keyrouter.handlers.context import Context
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.message import Message
-from keyrouter.retries import PermanentError, RetryLater
-from keyrouter.router import Match
+from keyrouter.retries import PermanentError, RetryLater, retry_after
+from keyrouter.rules.router import Match
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -98,12 +96,7 @@ def _timeout(params: Mapping[str, Any]) -> float:
     value = params.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(value, bool):
         raise ValueError("must be a number of seconds or a duration like 30s")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        from keyrouter.rules import parse_duration  # here: rules validation may import this module
-
-        seconds = parse_duration(value).total_seconds()
+    seconds = float(value) if isinstance(value, int | float) else parse_duration(value).total_seconds()
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("must be more than zero seconds")
     return seconds
@@ -136,30 +129,6 @@ def payload(message: Message, match: Match | None, idempotency_key: str) -> dict
 def sign(secret: bytes, body: bytes) -> str:
     """The signature header's value for `body`: `sha256=<hex>`."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """A `Retry-After` header -> seconds from now (>= 0), or None when absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:  # "-0000": UTC by RFC 5322, but Python leaves it naive
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _safe_url(url: str) -> str:

@@ -1,4 +1,4 @@
-"""Processing state backends.  `open_store(url)` picks one from a URL (see SPEC, Store)."""
+"""Processing state backends.  `open_store(url)` picks one from a URL (docs/design.md, The store)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def open_store(url: str, namespace: str = "default", horizon: timedelta | None =
     if not sep:
         raise ValueError("store URL needs a scheme: redis://, rediss://, redis+cluster://, sqlite:/// or memory://")
     if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        # each backend is imported for its own URL only (its modules import this package)
         from redis.exceptions import RedisError
 
         from keyrouter.store.redis import RedisStore

@@ -30,6 +30,7 @@ class Activity:
     """The memory backend's figures for one namespace."""
 
     poll: tuple[float, int] | None = None
+    touched: float | None = None
     routed: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
@@ -45,6 +46,9 @@ class MemoryActivity:
 
     async def record_poll(self, at: float, rows: int) -> None:
         self._activity.poll = (float(at), int(rows))
+
+    async def touch(self, at: float) -> None:
+        self._activity.touched = float(at)
 
     async def last_poll(self) -> tuple[float, int] | None:
         return self._activity.poll
@@ -64,7 +68,8 @@ class MemoryActivity:
 
 
 class SqliteActivity:
-    """Tables `polls` (one row per namespace) and `routed` (ns, hour, rule, n), in sqlite_sql."""
+    """Tables `polls` and `touches` (one row per namespace) and `routed` (ns, hour, rule, n), in
+    sqlite_sql."""
 
     _clock: Callable[[], float]
     _write: Callable[..., Any]
@@ -76,6 +81,12 @@ class SqliteActivity:
         await self._write(lambda db: db.execute(
             "INSERT INTO polls VALUES (:ns, :at, :rows) ON CONFLICT (ns) DO UPDATE"
             " SET at = excluded.at, rows = excluded.rows", p))
+
+    async def touch(self, at: float) -> None:
+        p = self._p(at=float(at))
+        await self._write(lambda db: db.execute(
+            "INSERT INTO touches VALUES (:ns, :at) ON CONFLICT (ns) DO UPDATE SET at = excluded.at",
+            p))
 
     async def last_poll(self) -> tuple[float, int] | None:
         rows = await self._read("SELECT at, rows FROM polls WHERE ns = :ns", self._p())
@@ -126,7 +137,8 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisActivity:
-    """Key `poll` ("at|rows") and `routed:<hour>` HASHes (keys.py), all in the namespace's slot."""
+    """Keys `poll` ("at|rows"), `touch` and `routed:<hour>` HASHes (keys.py), all in the
+    namespace's slot."""
 
     _clock: Callable[[], float]
     keys: Any
@@ -138,6 +150,10 @@ class RedisActivity:
     async def record_poll(self, at: float, rows: int) -> None:
         await self._ready()
         await self.client.set(self.keys.poll, f"{float(at)!r}|{int(rows)}")
+
+    async def touch(self, at: float) -> None:
+        await self._ready()
+        await self.client.set(self.keys.touch, repr(float(at)), ex=86_400)
 
     async def last_poll(self) -> tuple[float, int] | None:
         await self._ready()

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.store.conversations import Record
+
 #: Done markers outlive the horizon by this much, so a message just inside the horizon is never
 #: forgotten while it is still in the inbox.
 HORIZON_MARGIN = timedelta(days=2)
@@ -59,7 +61,11 @@ class OptOut:
     `action` is "blacklist" / "unblacklist" (the provider's blacklist) or "iys_ret" / "iys_onay"
     (a consent record in İYS).  `outcome` and `transaction_id` say what İYS answered: "recorded"
     (with İYS's transactionId), "already" (İYS already held that decision) or
-    "nothing_to_withdraw" (a RET for a recipient İYS has no record of); None for blacklist lines.
+    "nothing_to_withdraw" (a RET İYS refused with H175: it holds no consent for the recipient);
+    None for blacklist lines.
+    `dated` is False when the provider gave the message no date: `received_at` is then the time
+    keyrouter first saw it (kept with the row), used for the deadline and İYS's consentDate, and
+    the line's place in the order is its id (docs/ordering-and-masking.md).
     """
 
     number: str  # E.164
@@ -70,6 +76,7 @@ class OptOut:
     handled_at: float  # epoch seconds
     outcome: str | None = None
     transaction_id: str | None = None
+    dated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,11 @@ class DeadLetter:
     rule: str | None = None
     row: Mapping[str, Any] = field(default_factory=dict)
 
+
+#: Ledger actions that decide a number's state: only these become its `latest_optout`.  Other
+#: lines (e.g. "reply_failed", an optional confirmation that failed: docs/opt-out-duty.md) are
+#: kept in the ledger for people, and never make an older opt-out or opt-in look superseded.
+DECISIONS = frozenset({"blacklist", "unblacklist", "iys_ret", "iys_onay"})
 
 #: Where a page of the ledger ended: (received_at, message_id, action) of its last entry.
 LedgerCursor = tuple[float, str, str]
@@ -178,8 +190,10 @@ class Store(ABC):
 
     @abstractmethod
     async def retry_dead(self, id: str) -> bool:
-        """Make a dead letter unfinished again with zero attempts, so the next poll (or replay)
-        that sees the id runs it; progress is kept.  False when `id` is not a dead letter."""
+        """Make a dead letter unfinished again with zero attempts and publish its stored row
+        among the shared rows (with store.retried.RETRIED_KEY added), in one atomic step, so the
+        workers run it again whatever get-inbox holds; progress is kept.  False when `id` is not
+        a dead letter."""
 
     @abstractmethod
     async def drop_dead(self, id: str) -> bool:
@@ -232,6 +246,13 @@ class Store(ABC):
         dashboard shows it; only the latest is kept).  One round trip."""
 
     @abstractmethod
+    async def touch(self, at: float) -> None:
+        """Write the namespace's write-check mark (its time, kept a day): a write every backend
+        must accept, so `run --once` can tell a store that refuses writes (a full disk, a
+        read-only file, Redis out of memory) from one with nothing to do: it raises then.  One
+        round trip."""
+
+    @abstractmethod
     async def last_poll(self) -> tuple[float, int] | None:
         """(at, rows) of the latest `record_poll`, None before the first.  One round trip."""
 
@@ -250,12 +271,15 @@ class Store(ABC):
     @abstractmethod
     async def record_optout(self, entry: OptOut) -> None:
         """Append to the ledger; idempotent per (message_id, action): a repeated handler entry
-        (crash and retry) does not add a second line, nor change `latest_optout`."""
+        (crash and retry) does not add a second line, nor change `latest_optout`.  Only
+        DECISIONS actions can become a number's `latest_optout`."""
 
     @abstractmethod
     async def latest_optout(self, number: str) -> OptOut | None:
-        """The ledger entry for `number` with the greatest received_at; among entries with the
-        same received_at, the one recorded last.  None when the number has none.  One round trip,
+        """The ledger entry for `number` that comes last in the total order of keyrouter/ordering.py
+        (provider date, then numeric id, then id text; undated lines placed by id), judged as each
+        line is recorded against the latest so far; among lines at the same place, the one
+        recorded last.  None when the number has none.  One round trip,
         without scanning the ledger: a blacklist or unblacklist handler asks it before acting, so
         an old message retried by hand cannot undo a newer opposite one."""
 
@@ -276,6 +300,29 @@ class Store(ABC):
         """The marks of `mark_optout_pending` not yet replaced by a ledger line, oldest received
         first (ties by message_id, action)."""
 
+    # ------------------------------------------------------------- blacklist reconciliation
+    @abstractmethod
+    async def reconcile_state(self) -> dict[str, Any] | None:
+        """The last `save_reconcile_state` document (docs/reconciliation.md), None before the
+        first.  One round trip."""
+
+    @abstractmethod
+    async def save_reconcile_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the reconciliation document (JSON-serializable).  One round trip."""
+
+    @abstractmethod
+    async def save_reconciled_rows(self, rows: Sequence[tuple[str, str]]) -> int:
+        """Keep (id, row JSON text) pairs of synthetic opt-out messages; an id already kept keeps
+        its first row.  Returns how many were added.  One round trip."""
+
+    @abstractmethod
+    async def reconciled_rows(self) -> list[tuple[str, str]]:
+        """Every kept (id, row) pair, by id.  One round trip."""
+
+    @abstractmethod
+    async def drop_reconciled_rows(self, ids: Sequence[str]) -> None:
+        """Forget the kept rows of `ids` (their messages are finished).  One round trip."""
+
     # ------------------------------------------------------------- survey votes
     @abstractmethod
     async def vote(self, survey: str, voter: str, choice: str, *, policy: str, now: float,
@@ -289,6 +336,23 @@ class Store(ABC):
     @abstractmethod
     async def survey_results(self, survey: str) -> SurveyResults:
         """Votes per choice, voters, last vote time, rejected count (zeros for an unknown id)."""
+
+    # ------------------------------------------------------------- conversations
+    @abstractmethod
+    async def conversation_of(self, respondent: str) -> Record | None:
+        """The respondent's latest conversation record (any status), None when there is none.
+        One round trip."""
+
+    @abstractmethod
+    async def save_conversation(self, record: Record, expect: str | None) -> bool:
+        """Atomically: when the respondent's latest record was applied by message `expect`
+        (None: the respondent has no record), make `record` the latest and the respondent's run of
+        `record.conversation`; True.  Otherwise change nothing; False (a message already applied,
+        or a concurrent one).  One round trip."""
+
+    @abstractmethod
+    async def conversation_records(self, conversation: str) -> list[Record]:
+        """Every respondent's latest run of `conversation`, ordered by respondent."""
 
     # ------------------------------------------------------------- paginated reads (dashboard)
     async def optouts_page(

@@ -26,6 +26,7 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
                       of the same ids scored by their publish sequence number, drawn from
                       `published:seq` (STRING counter); an id leaves both when finished;
 - `poll`              STRING "at|rows" of the fetch leader's last get-inbox poll (`record_poll`);
+- `touch`             STRING, the time of the last write check (`touch`), kept a day;
 - `routed:<hour>`     HASH rule -> messages finished (done, skipped, dead) in that hour (epoch
                       seconds // 3600), for the dashboard; each expires 48 hours after its last
                       write (`ROUTED_TTL`);
@@ -34,10 +35,18 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
 - `optouts:pending`   HASH "message_id|action" -> JSON entry of an effect started and not yet in
                       the ledger (`mark_optout_pending`); `record_optout` deletes the member;
+- `reconcile`         STRING: the blacklist reconciliation's JSON document (last run, watermark);
+- `reconcile:rows`    HASH id -> row JSON of a synthetic provider opt-out, until it is finished;
 - `survey:<id>:votes` HASH voter -> counted choice;
 - `survey:<id>:counts` HASH choice -> voters (a choice is deleted when it drops to zero);
 - `survey:<id>:meta`  HASH `last` (epoch seconds of the latest valid vote) and `rejected`;
 - `survey:<id>:seen`  SET of vote ids already applied; expires `vote_ids_ttl` after the last vote.
+
+- `conv:last`         HASH respondent -> id of the last message applied to their latest
+                      conversation record (the compare-and-set of `save_conversation`);
+- `conv:current`      HASH respondent -> JSON of their latest conversation record;
+- `conv:<id>:runs`    HASH respondent -> JSON of their latest run of conversation `<id>`, for
+                      `keyrouter survey results`.
 
 Survey keys end in distinct suffixes, so no survey id (whatever `:` it holds) can alias another's.
 
@@ -169,6 +178,10 @@ class Keys:
     def poll(self) -> str:
         return f"{self.prefix}poll"
 
+    @property
+    def touch(self) -> str:
+        return f"{self.prefix}touch"
+
     def routed(self, hour: int) -> str:
         return f"{self.prefix}routed:{hour}"
 
@@ -188,10 +201,32 @@ class Keys:
     def optouts_pending(self) -> str:
         return f"{self.prefix}optouts:pending"
 
+    @property
+    def reconcile(self) -> str:
+        """The reconciliation state (last run, watermark): a JSON STRING."""
+        return f"{self.prefix}reconcile"
+
+    @property
+    def reconcile_rows(self) -> str:
+        """Synthetic rows of provider-only opt-outs until their message is finished: a HASH."""
+        return f"{self.prefix}reconcile:rows"
+
     def survey(self, survey: str) -> list[str]:
         """The survey's keys, in the order the vote script takes them: votes, counts, meta, seen."""
         base = f"{self.prefix}survey:{survey}:"
         return [base + "votes", base + "counts", base + "meta", base + "seen"]
+
+    @property
+    def conversation_last(self) -> str:
+        return f"{self.prefix}conv:last"
+
+    @property
+    def conversation_current(self) -> str:
+        return f"{self.prefix}conv:current"
+
+    def conversation_runs(self, conversation: str) -> str:
+        """`conversation` is escaped by the caller (codec.escape), like survey ids."""
+        return f"{self.prefix}conv:{conversation}:runs"
 
     @property
     def pattern(self) -> str:

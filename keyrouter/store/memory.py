@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.activity import Activity, MemoryActivity
 from keyrouter.store.base import (
+    DECISIONS,
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
@@ -24,7 +26,10 @@ from keyrouter.store.base import (
     ledger_key,
 )
 from keyrouter.store.codec import read_row, row_json
+from keyrouter.store.conversations import ConversationSpace, MemoryConversations
 from keyrouter.store.keys import check_namespace, check_policy
+from keyrouter.store.reconciled import MemoryReconciled, Reconciled
+from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
@@ -62,9 +67,11 @@ class Space:
     published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
     publish_seq: int = 0
     activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
+    conversations: ConversationSpace = field(default_factory=ConversationSpace)
+    reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
 
 
-class MemoryStore(MemoryActivity, Store):
+class MemoryStore(MemoryActivity, MemoryConversations, MemoryReconciled, Store):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
@@ -223,9 +230,13 @@ class MemoryStore(MemoryActivity, Store):
         return sorted(self._s.dead.values(), key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
-        if self._s.dead.pop(id, None) is None:
+        letter = self._s.dead.pop(id, None)
+        if letter is None:
             return False
         self._s.retry.pop(id, None)
+        if id not in self._s.published:  # run again from its row (store/retried.py)
+            self._s.publish_seq += 1
+            self._s.published[id] = (self._s.publish_seq, retried_row_json(letter.row))
         return True
 
     async def drop_dead(self, id: str) -> bool:
@@ -288,7 +299,8 @@ class MemoryStore(MemoryActivity, Store):
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
         latest = self._s.latest.get(entry.number)
-        if latest is None or entry.received_at >= latest.received_at:
+        newer = latest is None or compare(_position(entry), _position(latest)) >= 0
+        if entry.action in DECISIONS and newer:
             self._s.latest[entry.number] = entry
 
     async def latest_optout(self, number: str) -> OptOut | None:
@@ -387,6 +399,10 @@ class MemoryStore(MemoryActivity, Store):
         s = self._s.surveys.get(survey, Survey())
         return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
 
+
+
+def _position(entry: OptOut) -> Position:
+    return entry_position(entry.received_at, entry.dated, entry.message_id)
 
 
 def _ledger_order(entry: OptOut) -> tuple[float, str]:

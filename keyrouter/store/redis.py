@@ -22,11 +22,23 @@ import redis.asyncio as aioredis
 from keyrouter.store import redis_lua as lua
 from keyrouter.store import redis_lua_ledger as ledger_lua
 from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
-from keyrouter.store.base import Claimed, DeadLetter, LedgerCursor, OptOut, Store, SurveyResults
+from keyrouter.store.base import (
+    DECISIONS,
+    Claimed,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    Store,
+    SurveyResults,
+)
 from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
+from keyrouter.store.conversations import SAVE as CONV_SAVE
+from keyrouter.store.conversations import RedisConversations
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
+from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
+from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
@@ -71,7 +83,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore(RedisActivity, Store):
+class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -122,6 +134,8 @@ class RedisStore(RedisActivity, Store):
         self._optouts_page = script(ledger_lua.OPTOUTS_PAGE)
         self._dead_page = script(ledger_lua.DEAD_PAGE)
         self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
+        self._conv_save = script(CONV_SAVE)
+        self._save_rows = script(SAVE_ROWS)
 
     @classmethod
     def from_url(
@@ -233,8 +247,13 @@ class RedisStore(RedisActivity, Store):
         return sorted(out, key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
+        letter = await self.get_dead_letter(id)
+        if letter is None:
+            return False
         k = self.keys
-        return bool(await self._retry_dead(keys=[k.dead, k.retry, k.dead_by_time], args=[id]))
+        keys = [k.dead, k.retry, k.dead_by_time, k.published, k.published_order, k.published_seq]
+        # run again from its row, whatever the inbox holds (store/retried.py)
+        return bool(await self._retry_dead(keys=keys, args=[id, retried_row_json(letter.row)]))
 
     async def drop_dead(self, id: str) -> bool:
         k = self.keys
@@ -281,7 +300,8 @@ class RedisStore(RedisActivity, Store):
         member = f"{entry.message_id}|{entry.action}"
         await self._optout(
             keys=[k.optouts, k.optouts_by_time, k.optouts_latest, k.optouts_pending],
-            args=[member, repr(entry.received_at), body, entry.number],
+            args=[member, repr(entry.received_at), body, entry.number,
+                  "1" if entry.action in DECISIONS else "0"],
         )
 
     async def latest_optout(self, number: str) -> OptOut | None:

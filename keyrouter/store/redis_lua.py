@@ -203,11 +203,15 @@ if redis.call('HDEL', KEYS[7], ARGV[2]) == 1 then redis.call('ZREM', KEYS[8], AR
 return attempts
 """
 
-# KEYS: dead, retry, dead:at.  ARGV: id.
+# KEYS: dead, retry, dead:at, published, published:order, published:seq.  ARGV: id, row JSON.
+# The id is unfinished again and its row shared (unless it already is), in one step.
 RETRY_DEAD = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[1])
+end
 return 1
 """
 

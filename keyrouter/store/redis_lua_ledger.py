@@ -2,17 +2,47 @@
 paged reads.  Scripts that need `unpack` define it themselves (Lua 5.1 and 5.4)."""
 
 # KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH, optouts:pending HASH.  ARGV: member
-# "message_id|action", received_at, JSON, number.  The first write of a member wins, body and score
-# together; a new member becomes its number's latest when received at the same time or after the
-# current one.  The member's pending mark goes.
+# "message_id|action", received_at, JSON, number, "1" when the action decides (base.DECISIONS).
+# The first write of a member wins, body and score together; a new deciding member becomes its
+# number's latest when it comes at the same place or after the current one in
+# keyrouter/ordering.py's order (`compare` below is the same rule: both dated and different dates
+# by date, else numeric ids by number, else id text).  The member's pending mark goes.
 OPTOUT = """
+local function place(body)
+  local doc = cjson.decode(body)
+  local date = doc['received_at']
+  if doc['dated'] == false then date = nil end
+  return date, tostring(doc['message_id'])
+end
+local function numeric(id)
+  if string.match(id, '^%d+$') then return (string.gsub(id, '^0+', '')) end
+  return nil
+end
+local function compare(ad, aid, bd, bid)
+  if ad and bd and ad ~= bd then if ad < bd then return -1 else return 1 end end
+  local na, nb = numeric(aid), numeric(bid)
+  if na and nb and na ~= nb then
+    if #na ~= #nb then if #na < #nb then return -1 else return 1 end end
+    if na < nb then return -1 else return 1 end
+  end
+  if aid ~= bid then if aid < bid then return -1 else return 1 end end
+  return 0
+end
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-  local cur = redis.call('HGET', KEYS[3], ARGV[4])
-  local at = cur and redis.call('ZSCORE', KEYS[2], cur)
-  if not at or tonumber(ARGV[2]) >= tonumber(at) then
-    redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+  if ARGV[5] == '1' then
+    local cur = redis.call('HGET', KEYS[3], ARGV[4])
+    local body = cur and redis.call('HGET', KEYS[1], cur)
+    local newer = true
+    if body then
+      local ad, aid = place(ARGV[3])
+      local bd, bid = place(body)
+      newer = compare(ad, aid, bd, bid) >= 0
+    end
+    if newer then
+      redis.call('HSET', KEYS[3], ARGV[4], ARGV[1])
+    end
   end
 end
 return 0

@@ -29,7 +29,11 @@ from keyrouter.store.base import (
     Store,
 )
 from keyrouter.store.codec import escape, read_row, row_json, unescape
+from keyrouter.store.conversations import SqliteConversations
 from keyrouter.store.keys import check_namespace
+from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
+from keyrouter.store.reconciled import SqliteReconciled
+from keyrouter.store.retried import retried_row_json
 from keyrouter.store.sqlite_ledger import SqliteLedger
 from keyrouter.store.sqlite_sql import json_ids as _ids
 
@@ -37,18 +41,22 @@ T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
 
 def _add_ledger_columns(db: sqlite3.Connection) -> None:
-    """A ledger file from before the İYS columns gets them (NULL for old lines)."""
+    """A ledger file from before the İYS columns gets them (NULL for old lines), and the `dated`
+    column (1: old lines all had a provider date or were taken as if they had)."""
     have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
     for column in ("outcome", "transaction_id"):
         if column not in have:
             db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
+    for table in ("optouts", "optouts_pending"):
+        if "dated" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN dated INTEGER NOT NULL DEFAULT 1")
 
 
 def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(unescape(v) if type(v) is str else v for v in row)
 
 
-class SqliteStore(SqliteActivity, SqliteLedger, Store):
+class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteReconciled, Store):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
     def __init__(
@@ -76,7 +84,8 @@ class SqliteStore(SqliteActivity, SqliteLedger, Store):
         self._db.row_factory = _decoded
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._tx(lambda db: [db.execute(sql) for sql in stmt.SCHEMA.split(";") if sql.strip()])
+        self._tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
+                             if sql.strip()])
         self._tx(_add_ledger_columns)
 
     def __repr__(self) -> str:
@@ -277,9 +286,14 @@ class SqliteStore(SqliteActivity, SqliteLedger, Store):
     async def retry_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             p = self._p(id=id)
-            if not db.execute("DELETE FROM dead WHERE ns = :ns AND id = :id", p).rowcount:
+            got = db.execute("SELECT row FROM dead WHERE ns = :ns AND id = :id", p).fetchone()
+            if got is None:
                 return False
+            db.execute("DELETE FROM dead WHERE ns = :ns AND id = :id", p)
             db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
+            # run again from its row, whatever the inbox holds (store/retried.py)
+            db.execute("INSERT OR IGNORE INTO published (ns, id, row) VALUES (:ns, :id, :row)",
+                       self._p(id=id, row=retried_row_json(read_row(got[0]))))
             return True
 
         return await self._write(run)

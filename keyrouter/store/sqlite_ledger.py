@@ -10,8 +10,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store import sqlite_sql as stmt
-from keyrouter.store.base import DeadLetter, LedgerCursor, OptOut, SurveyResults, ledger_cursor
+from keyrouter.store.base import (
+    DECISIONS,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    SurveyResults,
+    ledger_cursor,
+)
 from keyrouter.store.codec import escape, read_row, unescape
 from keyrouter.store.keys import check_policy
 from keyrouter.store.sqlite_sql import json_ids as _ids
@@ -30,17 +38,18 @@ class SqliteLedger:
             db.execute("DELETE FROM optouts_pending WHERE ns = :ns AND message_id = :message_id"
                        " AND action = :action", p)
             if db.execute(
-                f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES (:ns, :message_id,"
-                " :action, :number, :keyword, :received_at, :handled_at, :outcome, :transaction_id)",
+                f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES ({stmt.LEDGER_VALUES})",
                 p,
-            ).rowcount:
-                db.execute(stmt.LATEST_UPDATE, p)
+            ).rowcount and entry.action in DECISIONS:
+                current = db.execute(stmt.LATEST, p).fetchone()
+                if current is None or compare(_position(entry), _position(_entry(current))) >= 0:
+                    db.execute(stmt.LATEST_UPDATE, p)
 
         await self._write(run)
 
     async def latest_optout(self, number: str) -> OptOut | None:
         rows = await self._read(stmt.LATEST, self._p(number=number))
-        return OptOut(*rows[0]) if rows else None
+        return _entry(rows[0]) if rows else None
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index
@@ -49,7 +58,7 @@ class SqliteLedger:
             f" WHERE ns = :ns{after} ORDER BY received_at, message_id || '|' || action",
             self._p(since=since),  # ties in the order Redis gives them (by member bytes)
         )
-        return [OptOut(*row) for row in rows]
+        return [_entry(row) for row in rows]
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         def run(db: sqlite3.Connection) -> bool:
@@ -58,9 +67,8 @@ class SqliteLedger:
                           " AND action = :action", p).fetchone():
                 return False
             return bool(db.execute(
-                f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES (:ns,"
-                " :message_id, :action, :number, :keyword, :received_at, :handled_at, :outcome,"
-                " :transaction_id)", p).rowcount)
+                f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES"
+                f" ({stmt.LEDGER_VALUES})", p).rowcount)
 
         return await self._write(run)
 
@@ -68,7 +76,7 @@ class SqliteLedger:
         rows = await self._read(
             f"SELECT {stmt.ENTRY} FROM optouts_pending WHERE ns = :ns"
             " ORDER BY received_at, message_id || '|' || action", self._p())
-        return [OptOut(*row) for row in rows]
+        return [_entry(row) for row in rows]
 
     # -- paginated reads (the dashboard): index range scans, LIMIT rows read ---------------------
 
@@ -103,7 +111,7 @@ class SqliteLedger:
                 p["limit"] = min(limit, scan)  # type: ignore[type-var]
             rows = await self._read(
                 f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join(where)}{order} LIMIT :limit", p)
-            found = [OptOut(*row) for row in rows]
+            found = [_entry(row) for row in rows]
             return found, ledger_cursor(found[-1]) if len(found) >= p["limit"] else None
         # bounded, with an action: the scan-th entry examined bounds the matching read (both are
         # index walks), and is the next cursor when the page stays short
@@ -116,7 +124,7 @@ class SqliteLedger:
         rows = await self._read(
             f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
             " LIMIT :limit", p)
-        found = [OptOut(*row) for row in rows]
+        found = [_entry(row) for row in rows]
         if len(found) >= limit:
             return found, ledger_cursor(found[-1])
         return found, (edge[0][0], edge[0][1], edge[0][2]) if edge else None
@@ -190,3 +198,12 @@ class SqliteLedger:
         last, rejected, votes = row[0]
         counts: dict[str, int] = {unescape(k): n for k, n in json.loads(votes).items()}
         return SurveyResults(survey, counts, sum(counts.values()), last, rejected or 0)
+
+
+def _entry(row: Sequence[Any]) -> OptOut:
+    """A ledger row (`stmt.ENTRY` columns) as an OptOut (`dated` is stored as 0/1)."""
+    return OptOut(*row[:-1], dated=bool(row[-1]))
+
+
+def _position(entry: OptOut) -> Position:
+    return entry_position(entry.received_at, entry.dated, entry.message_id)

@@ -38,13 +38,13 @@ CREATE TABLE IF NOT EXISTS stats (
 CREATE TABLE IF NOT EXISTS optouts (
     ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
     keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
-    outcome TEXT, transaction_id TEXT,
+    outcome TEXT, transaction_id TEXT, dated INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS optouts_received ON optouts (ns, received_at);
 CREATE TABLE IF NOT EXISTS optouts_pending (
     ns TEXT NOT NULL, message_id TEXT NOT NULL, action TEXT NOT NULL, number TEXT NOT NULL,
     keyword TEXT, received_at REAL NOT NULL, handled_at REAL NOT NULL,
-    outcome TEXT, transaction_id TEXT,
+    outcome TEXT, transaction_id TEXT, dated INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (ns, message_id, action)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS optouts_page ON optouts (ns, received_at, (message_id || '|' || action));
 CREATE TABLE IF NOT EXISTS optouts_latest (
@@ -67,9 +67,16 @@ CREATE TABLE IF NOT EXISTS published (
     UNIQUE (ns, id));
 CREATE TABLE IF NOT EXISTS polls (ns TEXT NOT NULL PRIMARY KEY, at REAL NOT NULL,
     rows INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS touches (ns TEXT NOT NULL PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS routed (
     ns TEXT NOT NULL, hour INTEGER NOT NULL, rule TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (ns, hour, rule)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conv_current (
+    ns TEXT NOT NULL, respondent TEXT NOT NULL, message_id TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (ns, respondent)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conv_runs (
+    ns TEXT NOT NULL, conversation TEXT NOT NULL, respondent TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (ns, conversation, respondent)) WITHOUT ROWID;
 """
 
 # `j` rows of json_each(:ids) that are finished (a live done/skipped marker, or dead).
@@ -113,22 +120,25 @@ IN = "ns = :ns AND id IN (SELECT value FROM json_each(:ids))"
 TAKEN = f"SELECT id FROM work WHERE {IN} AND owner <> :owner AND lease_until > :t"
 
 # optouts_latest keeps, per number, the key of the entry latest_optout returns; a new entry takes
-# its place when received at the same time or later (ties: the one recorded last wins).
+# its place when it comes at the same place or later in keyrouter/ordering.py's order (ties: the
+# one recorded last wins), which the caller decides in the same transaction.
 LATEST_UPDATE = """
 INSERT INTO optouts_latest VALUES (:ns, :number, :message_id, :action, :received_at)
 ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id,
-    action = excluded.action, received_at = excluded.received_at
-WHERE excluded.received_at >= optouts_latest.received_at"""
+    action = excluded.action, received_at = excluded.received_at"""
 
 # Ledger rows: the column names of inserts, and OptOut's fields in order for selects.
 LEDGER_COLUMNS = ("ns, message_id, action, number, keyword, received_at, handled_at, outcome,"
-                   " transaction_id")
-ENTRY = "number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id"
+                   " transaction_id, dated")
+LEDGER_VALUES = (":ns, :message_id, :action, :number, :keyword, :received_at, :handled_at,"
+                 " :outcome, :transaction_id, :dated")
+ENTRY = ("number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id,"
+         " dated")
 
 
 LATEST = """
 SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at, o.outcome,
-       o.transaction_id
+       o.transaction_id, o.dated
 FROM optouts_latest l JOIN optouts o
     ON o.ns = l.ns AND o.message_id = l.message_id AND o.action = l.action
 WHERE l.ns = :ns AND l.number = :number"""

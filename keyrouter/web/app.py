@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,12 +27,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyrouter import timefmt
 from keyrouter.store import Store
 from keyrouter.web import pages
 from keyrouter.web import status as status_info
 from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
 from keyrouter.web.charts import bar_chart
+from keyrouter.web.conversations import conversation_views
 from keyrouter.web.pending import SCAN
+from keyrouter.web.proxy import Proxies, parse_cookie_mode
 
 logger = logging.getLogger("keyrouter.dashboard")
 HERE = Path(__file__).parent
@@ -87,6 +90,10 @@ class Dashboard:
     store_label: str = ""
     namespace: str = "default"
     store: Store | None = None
+    #: reverse proxies whose X-Forwarded-* headers are believed, and the cookie's Secure mode
+    #: (keyrouter/web/proxy.py)
+    proxies: Proxies = field(default_factory=Proxies)
+    secure_cookie: str = "auto"
 
     def __post_init__(self) -> None:
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), auto_reload=False,
@@ -148,17 +155,18 @@ class Dashboard:
                           [(rule, n, True) for rule, n in routed.totals])
         return self.render(request, "status.html", counts=counts, held=held, rules=self.rules,
                            inbox=inbox, poll=poll, routed=routed, routed_chart=chart,
-                           loaded=pages.turkey_time(self.rules.loaded_at),
+                           loaded=timefmt.display(self.rules.loaded_at),
                            changed=status_info.rules_on_disk_changed(self.rules),
                            store=self.store_label, namespace=self.namespace,
-                           now=pages.turkey_time(now))
+                           now=timefmt.display(now))
 
     async def surveys(self, request: Request) -> Response:
         views = []
         for survey, declared in self.rules.surveys.items():
             view = pages.survey_view(await self.db.survey_results(survey), declared)
             views.append((view, bar_chart(f"survey {survey}", view.bars)))
-        return self.render(request, "surveys.html", views=views)
+        conversations = await conversation_views(self.db, self.rules.conversations, time.time())
+        return self.render(request, "surveys.html", views=views, conversations=conversations)
 
     async def survey_csv(self, request: Request) -> Response:
         survey = request.path_params["survey"]
@@ -183,7 +191,7 @@ class Dashboard:
         return self.render(request, "optouts.html", rows=rows, f=f, problems=problems,
                            pending=pending, pending_total=len(waiting), more_pending=more_pending,
                            scan=SCAN, searched=page.searched, ledger_scan=pages.LEDGER_SCAN,
-                           searched_to=pages.turkey_time(page.next[0]) if page.next else "",
+                           searched_to=timefmt.display(page.next[0]) if page.next else "",
                            tracked=self.deadline is not None, older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),
@@ -251,12 +259,12 @@ class Dashboard:
         change = self.db.retry_dead if action == "retry" else self.db.drop_dead
         ok = await change(id)
         who = session.who if session else "bearer token"
-        client = request.client.host if request.client else "?"
+        client = self.proxies.client(request)
         verb = "retried" if action == "retry" else "dropped"
         logger.info("dashboard: dead letter %s %s by %s (%s)%s", id, verb, who, client,
                     "" if ok else ": it was not a dead letter any more")
         if ok:
-            self.actions.append(Action(pages.turkey_time(time.time()), who, verb, id))
+            self.actions.append(Action(timefmt.display(time.time()), who, verb, id))
         return RedirectResponse("/dead-letters?" + urlencode({"done": f"{verb} {id}" if ok else
                                                                f"{id} was not a dead letter"}), 303)
 
@@ -267,7 +275,7 @@ class Dashboard:
             return RedirectResponse(nxt, 303)
         if request.method == "GET":
             return self.render(request, "login.html", next=nxt, error="")
-        client = request.client.host if request.client else "?"
+        client = self.proxies.client(request)
         form = await request.form()
         nxt = _local(str(form.get("next") or "/"))
         if self.auth.login_blocked(client):
@@ -280,9 +288,16 @@ class Dashboard:
         who = str(form.get("name") or "")
         response = RedirectResponse(nxt, 303)
         response.set_cookie(COOKIE, self.auth.new_cookie(who), max_age=SESSION_SECONDS, httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https", path="/")
+                            samesite="strict", secure=self.cookie_secure(request), path="/")
         logger.info("dashboard: %s signed in from %s", clean_name(who), client)
         return response
+
+    def cookie_secure(self, request: Request) -> bool:
+        """The session cookie's Secure flag: KEYROUTER_DASHBOARD_SECURE_COOKIE, `auto` following
+        the request's scheme (as a trusted proxy reports it)."""
+        if self.secure_cookie != "auto":
+            return self.secure_cookie == "always"
+        return self.proxies.https(request)
 
     async def logout(self, request: Request) -> Response:
         session: Session | None = request.scope.get("keyrouter.session")
@@ -313,10 +328,14 @@ def _csv(text: str, filename: str) -> Response:
 
 def create_app(open_store: Callable[[], Store], rules: pages.RulesInfo, *, token: str | None = None,
                allowed_hosts: list[str] | None = None, store_label: str = "",
-               namespace: str = "default") -> Starlette:
+               namespace: str = "default", trusted_proxies: str | None = None,
+               secure_cookie: str | None = None) -> Starlette:
     """`open_store` runs in the lifespan; `allowed_hosts` (Host header check, against DNS
-    rebinding of a loopback dashboard) None checks nothing."""
-    d = Dashboard(open_store, rules, Auth(token), store_label, namespace)
+    rebinding of a loopback dashboard) None checks nothing; `trusted_proxies` and
+    `secure_cookie` are the reverse-proxy settings (keyrouter/web/proxy.py; a bad value is a
+    ValueError naming the variable)."""
+    d = Dashboard(open_store, rules, Auth(token), store_label, namespace,
+                  proxies=Proxies(trusted_proxies), secure_cookie=parse_cookie_mode(secure_cookie))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 from collections import deque
@@ -110,3 +111,19 @@ def clean_name(who: str) -> str:
     """The name typed at login, as the action log shows it: printable, short."""
     text = "".join(ch for ch in str(who) if ch.isprintable()).strip()[:MAX_NAME]
     return text or "signed-in user"
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_hosts(host: str) -> list[str] | None:
+    """The Host headers a loopback dashboard accepts (against DNS rebinding); None checks none."""
+    if not is_loopback(host):
+        return None
+    return ["localhost", "127.0.0.1", "[::1]", "::1", host.strip("[]")]

@@ -15,8 +15,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from keyrouter.observe import Metrics
+from keyrouter.ops.metrics import Metrics
 from keyrouter.settings import Settings
+from keyrouter.store import open_store
+from keyrouter.web.auth import is_loopback, loopback_hosts
+from keyrouter.web.pages import RulesInfo
+from keyrouter.web.status import store_label
 
 
 def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Settings) -> MountedListener:
@@ -30,14 +34,10 @@ def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Setting
         from starlette.responses import Response
         from starlette.routing import Mount, Route
 
-        from keyrouter.web.app import create_app
+        from keyrouter.web.app import create_app  # the web extra (starlette) behind it
     except ImportError as exc:
         raise ValueError(f"--dashboard needs the web extra ({exc.name} is missing): "
                          "pip install 'keyrouter[web]'") from None
-    from keyrouter.store import open_store
-    from keyrouter.web.cli import is_loopback, loopback_hosts
-    from keyrouter.web.pages import RulesInfo
-    from keyrouter.web.status import store_label
 
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
     if not is_loopback(host) and not token:
@@ -47,7 +47,9 @@ def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Setting
     horizon = settings.horizon_delta()
     dashboard = create_app(lambda: open_store(settings.store, settings.namespace, horizon), rules,
                            token=token, allowed_hosts=loopback_hosts(host),
-                           store_label=store_label(settings.store), namespace=settings.namespace)
+                           store_label=store_label(settings.store), namespace=settings.namespace,
+                           trusted_proxies=settings.dashboard_trusted_proxies,
+                           secure_cookie=settings.dashboard_secure_cookie)
 
     async def exposition(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST,

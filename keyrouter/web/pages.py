@@ -20,24 +20,22 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from keyrouter import timefmt
+from keyrouter.compliance import deadlines
+from keyrouter.compliance.channels import channel_of
 from keyrouter.handlers.survey import normalize_choice
+from keyrouter.masking import mask_text, mask_value
 from keyrouter.message import TURKEY, mask_number
-from keyrouter.rules import RuleSet, load_rules, rule_files
+from keyrouter.rules.loader import RuleSet, load_rules, rule_files
+from keyrouter.rules.router import Router
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
-from keyrouter.web.pending import Pending, pending
+from keyrouter.web.pending import Pending, effects_of, pending
+from keyrouter.worker.reload import rules_version
 
 PAGE_SIZE = 50
-EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay")
-#: A Turkish mobile number inside free text (a message body, an error): masked before display.
-_MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?90|0)?\s?5\d{2}\s?\d{3}\s?\d{2}\s?\d{2}(?!\d)")
-
-
-def turkey_time(epoch: float | None) -> str:
-    """`2026-11-27 21:35:01 +03:00`: the time people in Turkey read, with its offset."""
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, TURKEY).strftime("%Y-%m-%d %H:%M:%S %z").replace(
-        "+0300", "+03:00")
+#: The ledger actions the filter offers: the effects, and a confirmation that failed for good
+#: (an optional `reply`, docs/opt-out-duty.md).
+EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay", "reply_failed")
 
 
 _E164 = re.compile(r"\+\d[\d*]{5,17}")  # a number, or one masked: no formula can hide in it
@@ -53,24 +51,6 @@ def cell(value: object) -> object:
     return value
 
 
-def mask_text(text: str) -> str:
-    """Mask every Turkish mobile number inside free text."""
-    return _MOBILE_IN_TEXT.sub(lambda m: mask_number(re.sub(r"\s", "", m.group(0))), text)
-
-
-def mask_value(value: Any) -> Any:
-    """A dead letter's raw row with every phone number masked, keeping its shape."""
-    if isinstance(value, str):
-        return mask_text(value)
-    if isinstance(value, Mapping):  # a message id may look like a number: it is kept
-        return {str(k): v if k == "id" else mask_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_value(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) >= 10:
-        return mask_text(str(value))
-    return value
-
-
 # ---------------------------------------------------------------- rules: files, hash, surveys
 @dataclass(frozen=True)
 class RulesInfo:
@@ -82,28 +62,26 @@ class RulesInfo:
     rule_count: int
     surveys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> declared choices
     loaded_at: float = 0.0
-    #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.effects_of_rules)
+    #: rule name -> its opt-out effects with a deadline (keyrouter.compliance.overdue.effects_of_rules)
     effects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_names: tuple[str, ...] = ()
     router: Any = None  # routes the shared rows (pending opt-outs still waiting to start)
+    conversations: tuple[Any, ...] = ()  # the rules' conversations (docs/conversations.md)
 
     @classmethod
     def load(cls, path: str, now: float) -> RulesInfo:
         """Raises RulesError, like every command that reads the rules."""
-        from keyrouter.web.pending import effects_of
 
         rules = load_rules(path, handlers=False)  # the page needs names and choices, not code
         files, version = file_hashes(path)
-        from keyrouter.router import Router
-
         return cls(path, files, version, len(rules.rules), declared_surveys(rules), now,
-                   effects_of(rules), tuple(r.name for r in rules.rules), Router(rules))
+                   effects_of(rules), tuple(r.name for r in rules.rules), Router(rules),
+                   rules.conversations)
 
 
 def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
     """Each file's sha256 prefix, and the version hash the worker's metrics report
-    (`keyrouter_rules_info{version}`, keyrouter.reload.rules_version), so the two can be compared."""
-    from keyrouter.reload import rules_version
+    (`keyrouter_rules_info{version}`, keyrouter.worker.reload.rules_version), so the two can be compared."""
 
     files = []
     for f in rule_files(path):
@@ -145,7 +123,7 @@ def survey_view(results: SurveyResults, declared: tuple[str, ...]) -> SurveyView
     bars = [(c, results.votes.get(c, 0), True) for c in declared]
     bars += [(c, n, False) for c, n in sorted(results.votes.items()) if c not in declared]
     return SurveyView(results.survey, bars, results.voters, results.rejected,
-                      turkey_time(results.last_vote_at), sum(n for _, n, _ in bars))
+                      timefmt.display(results.last_vote_at), sum(n for _, n, _ in bars))
 
 
 def survey_csv(view: SurveyView) -> str:
@@ -169,22 +147,15 @@ PENDING_SHOWN = 100
 Deadline = Callable[[float], float]
 
 
-def deadline_function() -> Deadline | None:
-    """The compliance module's deadline (three Turkish business days), when it is installed.  It
+def deadline_function() -> Deadline:
+    """The opt-out deadline (three Turkish business days, keyrouter.compliance.deadlines).  It
     depends only on the Turkey-time day received (that day is not counted, whatever the hour), so
     it is computed once per day, not once per line."""
-    try:
-        from keyrouter import deadlines
-    except ImportError:
-        return None
-    fn = getattr(deadlines, "deadline", None)
-    if not callable(fn):
-        return None
 
     @functools.lru_cache(maxsize=4096)
     def for_day(day: date) -> float:
-        got = fn(datetime.combine(day, datetime.min.time(), TURKEY) + timedelta(hours=12))
-        return got.timestamp() if isinstance(got, datetime) else float(got)
+        return deadlines.deadline(datetime.combine(day, datetime.min.time(), TURKEY)
+                                  + timedelta(hours=12)).timestamp()
 
     def deadline(received_at: float) -> float:
         return for_day(datetime.fromtimestamp(received_at, TURKEY).date())
@@ -193,12 +164,8 @@ def deadline_function() -> Deadline | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _hours_left(due: float, minute: int) -> float | None:
-    try:
-        from keyrouter.deadlines import business_hours_left as left
-    except ImportError:
-        return None
-    return float(left(due, minute * 60.0))
+def _hours_left(due: float, minute: int) -> float:
+    return float(deadlines.business_hours_left(due, minute * 60.0))
 
 
 def business_hours_left(due: float, now: float) -> float | None:
@@ -280,6 +247,7 @@ class LedgerRow:
     pending: bool
     left: str = ""  # business hours left (pending refusals), or how late
     where: str = "ledger"  # ledger | retrying | dead letter
+    channel: str = "inbox"  # inbox | provider | dashboard (keyrouter.reconcile_effects)
 
 
 def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool = False,
@@ -292,9 +260,10 @@ def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool =
         if hours is not None:
             left = (f"{hours:.0f} business hours left" if hours >= 0
                     else f"overdue by {-hours:.0f} business hours")
-    return LedgerRow(turkey_time(e.received_at), mask_number(e.number), e.action, e.keyword or "",
-                     e.message_id, "" if pending else turkey_time(e.handled_at), e.outcome or "",
-                     turkey_time(due), met, pending, left, where)
+    return LedgerRow(received_text(e), mask_number(e.number), e.action, e.keyword or "",
+                     e.message_id, "" if pending else timefmt.display(e.handled_at), e.outcome or "",
+                     timefmt.display(due), met, pending, left, where,
+                     channel_of(e.message_id))
 
 
 def matches(e: OptOut, f: LedgerFilter) -> bool:
@@ -333,7 +302,15 @@ async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None
 
 
 LEDGER_CSV_FIELDS = ("status", "where", "received_at", "number", "effect", "keyword", "message_id",
-                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met")
+                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met",
+                     "date_given", "channel")
+
+
+def received_text(e: OptOut) -> str:
+    """When the message was received; for a row the provider gave no date, the time keyrouter
+    first saw it, said so (docs/ordering-and-masking.md)."""
+    when = timefmt.display(e.received_at)
+    return when if e.dated else f"{when} (first seen: no date from the provider)"
 
 
 def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
@@ -344,12 +321,13 @@ def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
     elif due is None:
         shown, met = "", ""
     else:
-        shown = turkey_time(due)
+        shown = timefmt.display(due)
         met = "pending" if pending else ("yes" if e.handled_at <= due else "no")
-    row = ["pending" if pending else "handled", where, turkey_time(e.received_at),
+    row = ["pending" if pending else "handled", where, timefmt.display(e.received_at),
            e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
-           "" if pending else turkey_time(e.handled_at), e.outcome or "", e.transaction_id or "",
-           shown, met]
+           "" if pending else timefmt.display(e.handled_at), e.outcome or "", e.transaction_id or "",
+           shown, met, "yes" if e.dated else "no",
+           channel_of(e.message_id)]
     return [cell(v) for v in row]
 
 
@@ -388,7 +366,7 @@ class DeadRow:
 
 
 def dead_row(d: DeadLetter) -> DeadRow:
-    return DeadRow(d.id, turkey_time(d.failed_at), d.rule or "", d.attempts, mask_text(d.error))
+    return DeadRow(d.id, timefmt.display(d.failed_at), d.rule or "", d.attempts, mask_text(d.error))
 
 
 def raw_row_text(d: DeadLetter) -> str:

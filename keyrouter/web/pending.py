@@ -1,4 +1,4 @@
-"""Opt-outs still pending, as `keyrouter optouts overdue` counts them (keyrouter.compliance), but
+"""Opt-outs still pending, as `keyrouter optouts overdue` counts them (keyrouter.compliance.overdue), but
 read in pages: the dashboard cannot afford compliance.collect's whole-ledger read on every view.
 
 Pending, as compliance defines it: an effect with a deadline (blacklist, İYS RET) that has no
@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from keyrouter.compliance import EFFECTS, _shared_effects  # the same routing of shared rows
+from keyrouter.compliance.overdue import (  # the same routing of shared rows
+    EFFECTS,
+    _shared_effects,
+    effects_of_rules,
+)
 from keyrouter.message import RowError, parse_row
 from keyrouter.store import DeadLetter, OptOut, Store
 
@@ -83,6 +87,4 @@ async def pending(store: Store, rule_effects: Mapping[str, Sequence[str]], route
 
 
 def effects_of(rules: Any) -> dict[str, tuple[str, ...]]:
-    from keyrouter.compliance import effects_of_rules
-
     return effects_of_rules(rules)

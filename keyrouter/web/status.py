@@ -7,10 +7,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyrouter import timefmt
 from keyrouter.message import RowError, parse_row
 from keyrouter.store import Store
-from keyrouter.store_choice import redact_store_url
-from keyrouter.web.pages import RulesInfo, file_hashes, turkey_time
+from keyrouter.store.choice import redact_store_url
+from keyrouter.web.pages import RulesInfo, file_hashes
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ async def inbox(store: Store, now: float) -> Inbox:
         oldest = at if oldest is None else min(oldest, at)
     if oldest is None:
         return Inbox(len(rows), "", "")
-    return Inbox(len(rows), turkey_time(oldest), age(now - oldest))
+    return Inbox(len(rows), timefmt.display(oldest), age(now - oldest))
 
 
 def age(seconds: float) -> str:
@@ -86,7 +87,7 @@ async def last_poll(store: Store, now: float) -> Poll:
     poll = await store.last_poll()
     if poll is None:
         return Poll("", "", 0)
-    return Poll(turkey_time(poll[0]), age(now - poll[0]), poll[1])
+    return Poll(timefmt.display(poll[0]), age(now - poll[0]), poll[1])
 
 
 async def routed(store: Store, now: float, window: int = 24) -> Routed:
@@ -100,5 +101,5 @@ async def routed(store: Store, now: float, window: int = 24) -> Routed:
         rules = sorted(by_hour[hour].items(), key=lambda kv: (-kv[1], kv[0]))
         for rule, n in rules:
             totals[rule] = totals.get(rule, 0) + n
-        hours.append((turkey_time(hour * 3600)[:16], sum(n for _, n in rules), rules))
+        hours.append((timefmt.display(hour * 3600)[:16], sum(n for _, n in rules), rules))
     return Routed(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])), hours, window)

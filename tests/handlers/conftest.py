@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from keyrouter.client import IletiMerkezi
-from keyrouter.context import Context
+from keyrouter.handlers.context import Context
 from keyrouter.message import TURKEY, Message, to_e164
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.settings import Settings
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from keyrouter.router import Match
+from keyrouter.rules.router import Match
 
 KEY = "kEy-5ecret-4411"
 HASH = "hAsh-5ecret-9922"

@@ -7,8 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from keyrouter.client import AuthenticationRefused, IletiMerkezi, PermanentApiError, TransientApiError
 from keyrouter.handlers.blacklist import blacklist, params_problem, unblacklist
+from keyrouter.providers.iletimerkezi import (
+    AuthenticationRefused,
+    IletiMerkezi,
+    PermanentApiError,
+    TransientApiError,
+)
 from keyrouter.retries import PermanentError
 from keyrouter.store.base import OptOut
 from keyrouter.testing import FakeIletiMerkezi
@@ -71,7 +76,7 @@ async def test_short_code_sender_is_never_guessed(fake, client, store, make_mess
             await handler(message, match(), make_context(client=client, store=store))
         text = str(caught.value)
         assert "the row's sender is not a mobile number" in text
-        assert "README 'sender and number'" in text
+        assert "docs/handlers.md, 'Sender and number'" in text
         assert "4818" not in text  # nothing of the receiving number
     assert fake.requests == [] and fake.blacklist == set()
     assert await store.optouts() == []

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from keyrouter import iys
 from keyrouter.handlers.iys import consent_date, handle, params_problem
 from keyrouter.message import TURKEY, Message, to_e164
+from keyrouter.providers import iys
 from keyrouter.retries import PermanentError
 from keyrouter.settings import Settings
 from keyrouter.store.base import OptOut
@@ -118,7 +118,8 @@ def test_params() -> None:
     assert "RET (opt-out) or ONAY" in (params_problem({"status": "RED"}) or "")
     assert "BIREYSEL or TACIR" in (params_problem({"recipient_type": "bireysel"}) or "")
     assert "not both" in (params_problem({"recipient_type": "TACIR", "recipientType": "TACIR"}) or "")
-    assert "source" in (params_problem({"source": "HS_WEB"}) or "")
+    assert params_problem({"source": "HS_WEB"}) is None  # opt-outs found on the blacklist alone
+    assert "one of İYS's sources" in (params_problem({"source": "WEB"}) or "")
 
 
 async def test_an_older_message_changes_nothing(fake_iys, settings, make_context) -> None:

@@ -7,9 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from keyrouter.client import AuthenticationRefused, IletiMerkezi, PermanentApiError, TransientApiError
 from keyrouter.handlers.reply import handle, params_problem, template_problem
 from keyrouter.handlers.templating import TemplateError
+from keyrouter.providers.iletimerkezi import (
+    AuthenticationRefused,
+    IletiMerkezi,
+    PermanentApiError,
+    TransientApiError,
+)
 from keyrouter.retries import PermanentError
 from keyrouter.settings import Settings
 from keyrouter.testing import FakeIletiMerkezi

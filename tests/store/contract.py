@@ -9,6 +9,7 @@ cleans up what it made.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import random
 import time
@@ -21,8 +22,11 @@ from typing import Any, Protocol
 import pytest
 
 from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger_cursor, open_store
+from keyrouter.store.retried import RETRIED_KEY, is_retried_row, retried_row_json
 
+from .conversation_contract import ConversationContract
 from .ledger_contract import LedgerContract
+from .reconcile_contract import ReconcileContract
 
 LEASE = 30.0
 SHORT = 0.2  # a lease the tests outlive by sleeping
@@ -66,7 +70,7 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract(LedgerContract):
+class StoreContract(ConversationContract, LedgerContract, ReconcileContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
@@ -271,8 +275,9 @@ class StoreContract(LedgerContract):
         # a finished id is never published again; an unpublished one can be
         assert await store.publish([("d", "again"), ("u", "again"), ("x", "again")], token) == 1
         assert (await store.published(0))[1][-1] == ("u", "again")
-        assert await store.retry_dead("x") is True  # unfinished again: the next poll shares it
-        assert await store.publish([("x", "again")], token) == 1
+        assert await store.retry_dead("x") is True  # unfinished again, shared from its own row
+        assert await store.publish([("x", "again")], token) == 0
+        assert (await store.published(0))[1][-1] == ("x", retried_row_json({}))
         assert await store.finish(["f", "held", "keep", "u", "x"], "B") == []
         assert await store.published(0) == ((await store.published(0))[0], [])
 
@@ -304,6 +309,14 @@ class StoreContract(LedgerContract):
         await store.record_poll(1_700_000_060.5, 0)
         assert await store.last_poll() == (1_700_000_060.5, 0)
         assert await other.last_poll() is None  # per namespace
+
+    async def test_touch_is_a_write_that_changes_nothing_else(self, make_store: MakeStore) -> None:
+        store = make_store()
+        await store.touch(1_700_000_000.25)
+        await store.touch(1_700_000_001.5)
+        assert await store.last_poll() is None and await store.counts() == {
+            "done": 0, "skipped": 0, "dead": 0, "failed": 0}
+        assert await store.unfinished(["a"]) == ["a"]
 
     async def test_routed_counts_add_up_per_rule_and_hour(self, make_store: MakeStore) -> None:
         clock = FakeClock()
@@ -553,6 +566,33 @@ class StoreContract(LedgerContract):
         assert await store.retry_dead("a") is False
         assert await store.retry_dead("never") is False
 
+    async def test_retry_dead_shares_the_stored_row_whatever_the_inbox_holds(
+            self, store: Store) -> None:
+        """A retried dead letter runs again from its stored row: retry_dead publishes it (with
+        RETRIED_KEY) in the same step, with no poll and no fetch lease; once finished it is gone."""
+        row = {"id": "a", "text": "RET", "sender": "+905354104818", "number": "850",
+               "date": "2026-01-05 10:00:00"}
+        now = time.time()
+        await store.claim(["a"], "A", LEASE, now)
+        await store.dead_letter("a", "A", "e", rule="optout", row=row, now=now)
+        assert (await store.published(0))[1] == []
+        cursor, _ = await store.published(0)
+        assert await store.retry_dead("a") is True
+        after, rows = await store.published(cursor)
+        assert after > cursor and [id for id, _ in rows] == ["a"]
+        shared = json.loads(rows[0][1])
+        assert shared == {**row, RETRIED_KEY: True} and is_retried_row(shared)
+        (c,) = await store.claim(["a"], "B", LEASE, now)
+        assert c.attempts == 0
+        assert await store.finish(["a"], "B") == []
+        assert (await store.published(0))[1] == []
+
+    async def test_retry_dead_shares_a_poison_row_exactly(self, store: Store) -> None:
+        await store.dead_letter("p", "A", "e", rule=None, row=POISON_ROW, now=time.time())
+        assert await store.retry_dead("p") is True
+        [(id, text)] = (await store.published(0))[1]
+        assert id == "p" and json.loads(text) == {**POISON_ROW_READ, RETRIED_KEY: True}
+
     async def test_drop_dead_marks_done(self, store: Store) -> None:
         await store.dead_letter("a", "w", "e", rule=None, row={}, now=time.time())
         assert await store.drop_dead("a") is True
@@ -757,6 +797,19 @@ class StoreContract(LedgerContract):
         ]
         assert await store.optouts(since=1712345678.123457) == []
 
+    async def test_a_failed_confirmation_line_never_becomes_the_latest(self, store: Store) -> None:
+        """Lines outside DECISIONS (an optional reply given up: "reply_failed") are in the ledger
+        and never the number's latest_optout, on any backend."""
+        block = optout("m1", 1000.0)
+        await store.record_optout(block)
+        failed = optout("m2", 2000.0, "reply_failed", outcome="PermanentApiError: 402")
+        await store.record_optout(failed)
+        assert await store.latest_optout(block.number) == block
+        assert await store.optouts() == [block, failed]
+        assert await store.latest_optout("+905559998877") is None
+        await store.record_optout(optout("m3", 3000.0, "reply_failed", number="+905559998877"))
+        assert await store.latest_optout("+905559998877") is None
+
     async def test_latest_optout_is_the_latest_received(self, store: Store) -> None:
         number, other = "+905551112233", "+905550000000"
         assert await store.latest_optout(number) is None
@@ -775,11 +828,26 @@ class StoreContract(LedgerContract):
         assert await store.latest_optout(number) == unblock
         assert await store.latest_optout(other) == optout("m3", 9e9, number=other)
         assert await store.latest_optout("+900000000000") is None
-        # same received_at: the one recorded last, whatever its id, action or handled_at
-        for id, action in (("m9", "blacklist"), ("m10", "unblacklist"), ("m1", "unblacklist")):
-            tie = optout(id, 2000.0, action, handled_at=1.0)
+        # same received_at: the later id in the order (numeric ids as numbers, "100" after "99");
+        # the same message's other effect, recorded last, takes the place
+        for id, action, wins in (("99", "unblacklist", True), ("100", "blacklist", True),
+                                 ("98", "unblacklist", False), ("100", "iys_ret", True)):
+            tie = optout(id, 2000.0, action, handled_at=1.0, number="+2")
+            before = await store.latest_optout("+2")
             await store.record_optout(tie)
-            assert await store.latest_optout(number) == tie
+            assert await store.latest_optout("+2") == (tie if wins else before)
+        # an undated line (received_at is when it was first seen) is placed by its id
+        undated = optout("101", 500.0, "unblacklist", number="+2", dated=False)
+        await store.record_optout(undated)
+        assert await store.latest_optout("+2") == undated
+        await store.record_optout(optout("97", 9e8, "blacklist", number="+2"))
+        assert await store.latest_optout("+2") == undated
+        dated = optout("102", 400.0, "blacklist", number="+2")
+        await store.record_optout(dated)
+        assert await store.latest_optout("+2") == dated
+        assert (await store.latest_optout("+2")).dated is True
+        assert {e.message_id: e.dated for e in await store.optouts()
+                if e.number == "+2"}["101"] is False
         # full precision: a microsecond earlier, recorded later, is not the latest
         at = 1712345678.123457
         await store.record_optout(optout("p1", at, number="+1"))

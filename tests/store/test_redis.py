@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis_dbs import STORE_URL
 
+from keyrouter.conversations.steps import Record
 from keyrouter.store import HORIZON_MARGIN, Store, open_store
 from keyrouter.store.keys import DAY, VOTE_IDS_TTL, Keys
 from keyrouter.store.redis import RedisStore
@@ -119,6 +120,17 @@ class RedisContract(StoreContract):
         assert keys == {x.encode() for x in (k.poll, k.routed(hour), k.routed(hour - 1))}
         for h in (hour, hour - 1):
             assert 47 * 3600 < await client.ttl(k.routed(h)) <= 48 * 3600
+
+    async def test_conversation_keys_are_in_the_namespace_slot(
+        self, make_store: MakeStore, client: aioredis.Redis
+    ) -> None:
+        store = make_store()
+        record = Record("nps:1", "+905321112233", "open", 0, "m1", 1.0, 1.0)
+        assert await store.save_conversation(record, None)
+        k = Keys(store.namespace)
+        keys = {key async for key in client.scan_iter(match=k.pattern)}
+        assert keys == {x.encode() for x in (k.conversation_last, k.conversation_current,
+                                             k.conversation_runs("nps:1"))}
 
     async def test_shared_rows_leave_no_keys_once_finished(
         self, make_store: MakeStore, client: aioredis.Redis

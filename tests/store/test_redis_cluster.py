@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from keyrouter.conversations.steps import Record
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis import RedisStore
@@ -50,6 +51,7 @@ class TestClusterRedisStore(RedisContract):
         await store.publish([(id, "{}") for id in ids], token)
         await store.record_optout(optout("{m}", 1.0))
         await store.vote("{s}", "v", "a", policy="last", now=1.0, vote_id="x")
+        await store.save_conversation(Record("{c}", "{r}", "open", 0, "{m}", 1.0, 1.0), None)
         assert len(await store.dead_letters_page()) == 1
         keys = [k async for k in client.scan_iter(match=Keys(store.namespace).pattern)]
         assert len(keys) > 15
@@ -231,7 +233,7 @@ async def test_a_processed_inbox_costs_one_round_trip_per_call_on_the_cluster(
 @pytest.mark.anyio
 async def test_the_durability_check_reads_every_master(redis_cluster_url: str) -> None:
     """`run`'s start-up warning works on a cluster: the test nodes run without AOF, and say so."""
-    from keyrouter.durability import durability_warnings
+    from keyrouter.ops.durability import durability_warnings
 
     store = open_store(redis_cluster_url, f"t-{uuid4().hex}")
     try:
@@ -251,7 +253,7 @@ async def test_a_worker_runs_an_inbox_on_the_cluster(redis_cluster_url: str, tmp
     import recording
 
     from keyrouter.testing import FakeIletiMerkezi, pipeline
-    from keyrouter.worker import Worker
+    from keyrouter.worker.loop import Worker
 
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nrules:\n  - name: all\n    pattern: '.*'\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keyrouter.cli import main
-from keyrouter.web.cli import is_loopback
+from keyrouter.cli.dashboard import is_loopback
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
@@ -53,7 +53,7 @@ def test_bad_rules_and_unreachable_store(write_rules, tmp_path: Path,
 def test_worker_modules_do_not_import_the_web_libraries() -> None:
     import subprocess
 
-    code = ("import sys, keyrouter.cli, keyrouter.worker, keyrouter.runtime; "
+    code = ("import sys, keyrouter.cli, keyrouter.worker.loop, keyrouter.worker.runtime; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('starlette', 'jinja2', 'uvicorn', 'multipart', 'python_multipart')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

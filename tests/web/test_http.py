@@ -56,7 +56,7 @@ def test_status_page(open_client: TestClient, rules_path: Any) -> None:
     assert r.status_code == 200
     assert '<div class="big" id="held">60</div>' in r.text
     info = open_client.app.state.dashboard.rules  # type: ignore[attr-defined]
-    from keyrouter.reload import rules_version
+    from keyrouter.worker.reload import rules_version
 
     assert info.version == rules_version(rules_path) and info.version in r.text
     assert str(rules_path) in r.text and info.files[0][1] in r.text
@@ -71,7 +71,7 @@ def test_status_page(open_client: TestClient, rules_path: Any) -> None:
 def test_status_page_shows_the_last_poll_and_messages_per_rule(make_app: Callable[..., Any]) -> None:
     import time
 
-    from keyrouter.web.pages import turkey_time
+    from keyrouter.timefmt import display as turkey_time
 
     store = MemoryStore("web-activity")
     now = time.time()

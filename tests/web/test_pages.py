@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from keyrouter.store import OptOut
 from keyrouter.store.memory import MemoryStore
+from keyrouter.timefmt import display as turkey_time
 from keyrouter.web.charts import bar_chart
 from keyrouter.web.pages import (
     LedgerFilter,
@@ -21,7 +22,6 @@ from keyrouter.web.pages import (
     ledger_csv,
     mask_text,
     mask_value,
-    turkey_time,
 )
 from keyrouter.web.status import store_label
 
@@ -75,8 +75,8 @@ def test_ledger_csv_streams_in_chunks_newest_first() -> None:
 
 def test_pending_agrees_with_the_compliance_count(write_rules) -> None:
     """The dashboard's paged reading of "pending" finds exactly what `optouts overdue` finds."""
-    from keyrouter import compliance
-    from keyrouter.rules import load_rules
+    from keyrouter.compliance import overdue as compliance
+    from keyrouter.rules.loader import load_rules
     from keyrouter.web.pending import effects_of, pending
 
     rules = load_rules(write_rules("""
@@ -130,7 +130,7 @@ def test_pending_agrees_with_the_compliance_count(write_rules) -> None:
 
 @given(st.floats(min_value=1_767_225_600, max_value=1_830_297_600))  # 2026-01-01 .. 2027-12-31
 def test_the_per_day_deadline_cache_agrees_with_deadlines(received: float) -> None:
-    from keyrouter import deadlines
+    from keyrouter.compliance import deadlines
     from keyrouter.web.pages import deadline_function
 
     fn = deadline_function()
@@ -140,9 +140,9 @@ def test_the_per_day_deadline_cache_agrees_with_deadlines(received: float) -> No
 def test_pending_counts_shared_rows_as_compliance_does(write_rules) -> None:
     """Rows the fetch leader shared (fetched, unfinished) that route to an opt-out effect are
     pending ("waiting"), unless that effect is in the ledger: the same answer as compliance."""
-    from keyrouter import compliance
-    from keyrouter.router import Router
-    from keyrouter.rules import load_rules
+    from keyrouter.compliance import overdue as compliance
+    from keyrouter.rules.loader import load_rules
+    from keyrouter.rules.router import Router
     from keyrouter.web.pending import effects_of, pending
 
     rules = load_rules(write_rules("""

@@ -1,0 +1,144 @@
+"""Where messages come from besides a live poll: saved get-inbox answers and JSON-lines files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from keyrouter.masking import mask_number
+from keyrouter.message import TURKEY, Message, RowError, content_id, parse_date, parse_row
+
+logger = logging.getLogger("keyrouter.sources")
+
+
+class InputError(ValueError):
+    """A saved file keyrouter cannot read; the text names the file and, where known, the line."""
+
+
+ROW_FIELDS = ("id", "date", "sender", "number", "text")
+
+
+def read_rows(path: str | Path, notes: list[str] | None = None) -> list[Any]:
+    """Rows from a saved get-inbox JSON answer (`{"response": {"orders": {"order": [...]}}}`),
+    a JSON list of rows, or a JSON-lines file with one row (or one saved answer) per line.
+
+    A UTF-8 byte order mark is fine.  An empty file, JSON that is not an inbox (no object with
+    any of id, date, sender, number, text) and a saved error answer (status other than 200) are
+    InputErrors saying which: replaying them would silently do nothing.  `notes` hears what is
+    odd but readable: a `totalRows` that is not a number or disagrees with the rows."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read: {exc}") from None
+    if not text.strip():
+        raise InputError(f"{p}: the file is empty: give a saved get-inbox answer or JSON lines of rows")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if document is not None:
+        return _rows_of(document, f"{p}:1", notes)
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{p}:{number}: invalid JSON: {exc.msg}") from None
+        rows.extend(_rows_of(item, f"{p}:{number}", notes))
+    return rows
+
+
+def _not_inbox(where: str) -> InputError:
+    return InputError(f"{where}: not an inbox: expected a get-inbox answer ({{\"response\": "
+                      f"{{\"orders\": ...}}}}), a list of rows or JSON lines of rows (objects with "
+                      f"{', '.join(ROW_FIELDS)})")
+
+
+def _is_row(item: Any) -> bool:
+    return isinstance(item, Mapping) and any(f in item for f in ROW_FIELDS)
+
+
+def _rows_of(document: Any, where: str, notes: list[str] | None = None) -> list[Any]:
+    if isinstance(document, list):
+        if document and not any(_is_row(item) for item in document):
+            raise _not_inbox(where)
+        return document
+    if not isinstance(document, Mapping):
+        raise _not_inbox(where)
+    if "response" in document:
+        response = document.get("response") or {}
+        if not isinstance(response, Mapping):
+            raise _not_inbox(where)
+        status = response.get("status")
+        code = status.get("code") if isinstance(status, Mapping) else None
+        if code is not None and str(code).strip() != "200":
+            said = status.get("message") if isinstance(status, Mapping) else None
+            raise InputError(f"{where}: a saved error answer, not an inbox: status {code}"
+                             + (f" ({said})" if said else ""))
+        orders = response.get("orders") or {}
+        order = orders.get("order") if isinstance(orders, Mapping) else None
+        found = [] if order is None else order if isinstance(order, list) else [order]
+        if notes is not None and isinstance(orders, Mapping) and "totalRows" in orders:
+            note = total_rows_note(orders["totalRows"], len(found))
+            if note:
+                notes.append(f"{where}: {note}")
+        return found
+    if not _is_row(document):
+        raise _not_inbox(where)
+    return [document]  # one row
+
+
+def total_rows_note(total: Any, rows: int) -> str | None:
+    """Why a saved answer's `totalRows` does not fit its rows (the provider's pagination may have
+    cut the answer short), or None."""
+    try:
+        count = int(str(total).strip())
+    except ValueError:
+        return f"totalRows {total!r} is not a number ({rows} rows in the answer)"
+    if count != rows:
+        more = "; the provider had more rows than this answer holds" if count > rows else ""
+        return f"totalRows is {count} but the answer holds {rows} rows{more}"
+    return None
+
+
+def shift_dates(rows: list[Any], now: datetime) -> tuple[list[Any], timedelta]:
+    """The rows with every readable date moved by one offset so that the newest is `now` (Turkey
+    time, the provider's format): an old saved inbox replays as if it had just arrived, so
+    `max_age` and the reply handler treat it as live.  Rows without a readable date are kept."""
+    dates = [parse_date(r.get("date")) if isinstance(r, Mapping) else None for r in rows]
+    known = [d for d in dates if d is not None]
+    if not known:
+        return rows, timedelta(0)
+    offset = timedelta(seconds=round((now - max(known)).total_seconds()))
+    shifted = []
+    for row, when in zip(rows, dates, strict=True):
+        if when is not None:
+            raw_id = row.get("id")
+            has_id = raw_id is not None and not isinstance(raw_id, dict | list | bool)
+            if not (has_id and str(raw_id).strip()):
+                # an id-less row keeps the id of its content as saved, not of the shifted date,
+                # so replaying the same file again (shifted again) finds it done
+                row = {**row, "id": content_id(row)}
+            row = {**row, "date": (when + offset).astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")}
+        shifted.append(row)
+    return shifted, offset
+
+
+def parse_rows(rows: Iterable[Any]) -> Iterator[Message]:
+    """Messages from provider rows; a row that cannot be read (not an object) is logged (number
+    masked) and skipped, and never stops the batch.  Rows without an id get one from their
+    content (message.content_id)."""
+    for row in rows:
+        try:
+            yield parse_row(row)
+        except Exception as exc:  # RowError, or drift nobody foresaw: never stop the batch
+            sender = row.get("sender") if isinstance(row, Mapping) else None
+            why = exc if isinstance(exc, RowError) else f"unreadable row ({type(exc).__name__})"
+            logger.warning("skipping a row: %s (sender %s)", why, mask_number(sender))
