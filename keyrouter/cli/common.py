@@ -11,7 +11,7 @@ import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from keyrouter.rules.loader import RulesError, load_rules
 from keyrouter.rules.router import Router
@@ -37,11 +37,11 @@ class CliError(Exception):
 
 def command(sub: Any, name: str, summary: str, example: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A sub-command (or action) with a one-line description and examples in its help."""
-    return sub.add_parser(
+    return cast(argparse.ArgumentParser, sub.add_parser(
         name, help=summary, description=summary[:1].upper() + summary[1:] + ".",
         epilog="example:\n" + textwrap.indent(example.strip("\n"), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs,
-    )
+    ))
 
 
 def rules_flag(p: argparse.ArgumentParser) -> None:

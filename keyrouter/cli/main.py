@@ -29,6 +29,7 @@ from keyrouter.cli.common import (
 from keyrouter.cli.dashboard import add_parser as add_dashboard
 from keyrouter.cli.errors import run_guarded, say
 from keyrouter.cli.run import add_run_flags
+from keyrouter.events import NO_EVENTS, Events
 from keyrouter.ops.doctor_iys import check_iys, uses_iys
 from keyrouter.ops.logs import LogConfigError, setup_logging
 from keyrouter.settings import Settings
@@ -77,9 +78,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> int:
         stopping = asyncio.Event()
         shutdown.install(stopping)
-        extra = {"events": metrics} if metrics is not None else {}
+        events: Events = metrics if metrics is not None else NO_EVENTS
         async with (
-            open_runtime(settings, router=router, stopping=stopping, **extra) as runtime,
+            open_runtime(settings, router=router, stopping=stopping, events=events) as runtime,
             service.operating(runtime, stopping, metrics=metrics, listener=listener,
                               watch=args.watch, interval=args.interval),
         ):

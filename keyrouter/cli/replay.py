@@ -30,7 +30,8 @@ from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.conversations.results import summary as conversation_summary
 from keyrouter.dispatch.loop import CHECK_BATCH
 from keyrouter.handlers.survey import normalize_choice
-from keyrouter.message import TURKEY, Message, content_id, mask_number
+from keyrouter.masking import mask_number
+from keyrouter.message import TURKEY, Message, content_id
 from keyrouter.ops import terminal
 from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.rules.router import Router

@@ -295,7 +295,7 @@ class _Builder:
                 if OPTIONAL_KEY in entry:
                     optional = self.optional(entry.pop(OPTIONAL_KEY), at((*path, i, OPTIONAL_KEY)))
             if isinstance(entry, str):
-                name, params = entry, {}
+                name, params = entry, dict[str, Any]()
             elif not isinstance(entry, dict) or len(entry) != 1:
                 got = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else repr(entry)
                 self.error(where, f"a handler entry is a name, or a map with ONE name -> params "

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from keyrouter.rules import plugin_path
 from keyrouter.suggest import did_you_mean
@@ -60,7 +60,7 @@ def _import(target: str) -> Handler:
         raise HandlerNotFound(f"module '{module_name}' has no attribute '{attr}'") from None
     if not callable(func):
         raise HandlerNotFound(f"'{target}' is not callable")
-    return func
+    return cast(Handler, func)
 
 
 def resolve(name: str) -> Handler:
@@ -83,7 +83,7 @@ def resolve(name: str) -> Handler:
         raise HandlerNotFound(f"entry point '{name}' ({ep.value}) failed to load: {exc}") from None
     if not callable(func):
         raise HandlerNotFound(f"entry point '{name}' ({ep.value}) is not callable")
-    return func
+    return cast(Handler, func)
 
 
 def params_problem(name: str, params: Any, captures: list[str] | None) -> str | None:
@@ -96,10 +96,12 @@ def params_problem(name: str, params: Any, captures: list[str] | None) -> str | 
     if check is None:
         return None
     if name in ("reply", "survey"):
-        return check(params, captures)
-    if name in ("blacklist", "unblacklist"):
-        return check(params, name)
-    return check(params)
+        found = check(params, captures)
+    elif name in ("blacklist", "unblacklist"):
+        found = check(params, name)
+    else:
+        found = check(params)
+    return None if found is None else str(found)
 
 
 def problem(name: str, *, load: bool = True) -> str | None:

@@ -246,7 +246,7 @@ class _PatternSet:
             self.single = list(patterns)
             return
         index = combined.groupindex
-        expected = len(folded) + sum(len(r.pattern.groupindex) for r in folded)  # type: ignore[union-attr]
+        expected = len(folded) + sum(len(r.pattern.groupindex) for r in folded if r.pattern is not None)
         if test.groups or combined.groups != expected:  # the rewrite misread a pattern
             self.single = list(patterns)
             return

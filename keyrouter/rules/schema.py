@@ -63,7 +63,8 @@ def _keys_beside(parents: list[str]) -> list[str]:
     """The keys allowed in the map at `parents` (`["rules"]`: a rule's keys), for suggestions."""
     model: Any = FileModel
     for key in parents:
-        field_info = model.model_fields.get(key) if isinstance(model, type) else None
+        field_info = (model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel)
+                      else None)
         inner = [t for t in _types_in(field_info.annotation) if isinstance(t, type)
                  and issubclass(t, BaseModel)] if field_info else []
         if not inner:

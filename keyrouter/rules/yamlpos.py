@@ -173,12 +173,12 @@ def _tag(event: Any, kind: type, value: str | None, implicit: Any, helper: yaml.
          line: int) -> str:
     tag = event.tag
     if tag is None or tag == "!":
-        return helper.resolve(kind, value, implicit)
+        return str(helper.resolve(kind, value, implicit))
     if tag not in ALLOWED_TAGS:
         shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
         raise YamlProblem(line, f"YAML tag {shown} is not allowed in a rules file (only plain "
                                 "values: text, numbers, true/false, lists and maps)")
-    return tag
+    return str(tag)
 
 
 def _convert(node: yaml.Node, path: Path, lines: dict[Path, int], loader: yaml.SafeLoader,
