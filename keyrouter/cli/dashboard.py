@@ -12,10 +12,11 @@ import contextlib
 import sys
 import time
 
-from keyrouter.cli.common import command
+from keyrouter.cli.common import CliError, command, read_store
 from keyrouter.rules.loader import RulesError
 from keyrouter.settings import Settings
 from keyrouter.store import Store, open_store
+from keyrouter.store.choice import read_flags
 from keyrouter.web.auth import is_loopback, loopback_hosts
 from keyrouter.web.pages import RulesInfo
 from keyrouter.web.status import store_label
@@ -25,7 +26,6 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8470
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from keyrouter.store.choice import read_flags
 
     p = command(subparsers, "dashboard", "a web page with survey charts, the opt-out ledger, "
                 "dead letters and status (needs keyrouter[web])",
@@ -47,13 +47,12 @@ def _fail(message: str) -> int:
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     try:  # the web extra: imported only when the dashboard runs
-        import uvicorn
+        import uvicorn  # noqa: PLC0415
 
-        from keyrouter.web.app import create_app
+        from keyrouter.web.app import create_app  # noqa: PLC0415
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")
-    from keyrouter.cli.common import CliError, read_store
 
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
     if not is_loopback(args.host) and not token:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from keyrouter.cli.common import (
     EXIT_DEAD_LETTERS,
     EXIT_OK,
@@ -196,8 +198,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
     """`replay --sandbox`: a local fake İYS for rules that use `iys`."""
-    from pydantic import SecretStr
-
 
     fake = FakeIys().start()
     values = {**fake.settings(), "iys_password": SecretStr(fake.password)}
