@@ -36,7 +36,7 @@ from redis_dbs import E2E_URL
 
 from keyrouter.message import TURKEY, content_id
 from keyrouter.rules.entry_keys import entry_key, with_identities
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.testing import FakeIletiMerkezi, inbox_response

@@ -8,7 +8,8 @@ import pytest
 
 from keyrouter.durations import parse_duration
 from keyrouter.rules import registry
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 
 
 def problems(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ import sys
 import time
 
 from keyrouter.cli.common import CliError, command, read_store
-from keyrouter.rules.loader import RulesError
+from keyrouter.rules.model import RulesError
 from keyrouter.settings import Settings
 from keyrouter.store import Store, open_store
 from keyrouter.store.choice import read_flags
@@ -47,9 +47,9 @@ def _fail(message: str) -> int:
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     try:  # the web extra: imported only when the dashboard runs
-        import uvicorn  # noqa: PLC0415
+        import uvicorn
 
-        from keyrouter.web.app import create_app  # noqa: PLC0415
+        from keyrouter.web.app import create_app
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")

@@ -30,7 +30,8 @@ from keyrouter.compliance.overdue import effects_of_rules
 from keyrouter.durations import parse_duration
 from keyrouter.masking import mask_number
 from keyrouter.message import TURKEY, parse_date
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store.choice import read_flags

@@ -20,7 +20,7 @@ from keyrouter.cli.common import (
 from keyrouter.conversations.checks import check_all
 from keyrouter.conversations.cli import describe_sender, explain_json
 from keyrouter.message import to_e164
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route, Router
 from keyrouter.settings import Settings
 

@@ -24,7 +24,8 @@ from keyrouter.compliance import reports
 from keyrouter.conversations.cli import declared_conversation, print_results
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_text
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.settings import Settings
 from keyrouter.store.choice import read_flags
 

@@ -21,7 +21,7 @@ from keyrouter.compliance.deadlines import BUSINESS_DAYS, deadline
 from keyrouter.message import Message, mask_number
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route
 from keyrouter.store.base import OptOut
 

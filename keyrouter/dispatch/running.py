@@ -49,7 +49,7 @@ from keyrouter.events import Events
 from keyrouter.handlers.context import Context, idempotency_key
 from keyrouter.handlers.fencing import StaleClaim
 from keyrouter.message import Message, mask_number
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route
 
 if TYPE_CHECKING:

@@ -30,7 +30,8 @@ from keyrouter.providers.iletimerkezi import (
     PermanentApiError,
     TransientApiError,
 )
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 

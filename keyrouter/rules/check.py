@@ -3,7 +3,7 @@ adds the conversations' examples for `keyrouter check`)."""
 
 from __future__ import annotations
 
-from keyrouter.rules.loader import Problem, Rule
+from keyrouter.rules.model import Problem, Rule
 from keyrouter.rules.router import Router
 
 

@@ -1,27 +1,25 @@
-"""Rules files (YAML) -> validated, compiled `RuleSet`, with `file:line` problems.
+"""Rules files (YAML) -> validated, compiled `RuleSet` (rules/model.py), with `file:line` problems.
 
-pydantic checks the shape (rules_schema.py); everything else (regexes, keywords, handlers,
+pydantic checks the shape (rules/schema.py); everything else (regexes, keywords, handlers,
 shadowing) is checked here with the line of the offending node.  Problems are collected, not
 raised one by one, so `keyrouter check` shows every fault in one run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
-from keyrouter.durations import parse_duration
+from keyrouter.durations import parse_duration, parse_timeout
 from keyrouter.message import canonical_receiver
 from keyrouter.rules import conversations as conversation_model
 from keyrouter.rules import patterns, plugin_path, registry, yamlpos
 from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.emoji import EmojiNormalizer, has_emoji
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS, with_identities
+from keyrouter.rules.model import HandlerEntry, Keyword, Location, Problem, Rule, RulesError, RuleSet
 from keyrouter.rules.normalize import Normalizer, NormalizeSettings, settings_diff
 from keyrouter.rules.schema import ExamplesModel, FileModel, RuleModel, explain_validation
 from keyrouter.settings import DEFAULT_MAX_BYTES, rules_max_bytes
@@ -34,115 +32,6 @@ MIN_FUZZY_LENGTH = 4
 TIMEOUT_KEY = "timeout"
 OPTIONAL_KEY = "optional"
 ENTRY_KEYS = (TIMEOUT_KEY, OPTIONAL_KEY)
-
-
-# ---------------------------------------------------------------- what the router consumes
-@dataclass(frozen=True, slots=True)
-class Location:
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    where: Location
-    message: str
-    severity: Literal["error", "warning"] = "error"
-
-    def __str__(self) -> str:
-        prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.where}: {prefix}{self.message}"
-
-
-class RulesError(ValueError):
-    """The rules cannot be used; `problems` lists every fault found."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerEntry:
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    #: Seconds this entry may run (its own `timeout:`, else its rule's); None: the worker's
-    #: KEYROUTER_HANDLER_TIMEOUT.
-    timeout: float | None = None
-    #: `optional: true`: a failure (permanent, or its last attempt) is recorded and the rule goes
-    #: on; a transient one is retried after the rest of the rule (docs/opt-out-duty.md).
-    optional: bool = False
-    #: What identifies the entry within its rule besides the rule's name: handler, params digest
-    #: and occurrence among identical entries (keyrouter.entry_keys); "" until computed.
-    identity: str = ""
-
-    def __str__(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True, slots=True)
-class Keyword:
-    written: str  # as in the file: what `match.keyword` reports
-    normalized: str
-    fuzzy: int  # 0 where the rule's fuzzy does not apply (keyword shorter than 4)
-    where: Location
-    #: Holds an emoji: `normalized` is the EmojiNormalizer form, matched as whole tokens.
-    emoji: bool = False
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    index: int  # file order across all files: lower wins
-    handlers: tuple[HandlerEntry, ...]
-    normalizer: Normalizer
-    where: Location
-    keywords: tuple[Keyword, ...] = ()
-    pattern: patterns.Regex | None = None  # RE2: fullmatch, groupindex, pattern
-    match: Literal["exact", "first_word"] = "exact"
-    receivers: frozenset[str] | None = None
-    max_age: timedelta | None = None
-    priority: Literal["high", "normal"] = "normal"
-    timeout: float | None = None  # seconds, for entries without their own
-    examples_match: tuple[tuple[str, Location], ...] = ()
-    examples_no_match: tuple[tuple[str, Location], ...] = ()
-    #: where the rule's normalize settings come from: `file:line` of its file's section, or
-    #: the file with "(no normalize: the defaults)"
-    normalize_from: str = ""
-
-    def accepts(self, receiver: str) -> bool:
-        """`receiver` in canonical form (see message.canonical_receiver)."""
-        return self.receivers is None or receiver in self.receivers
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    rules: tuple[Rule, ...]
-    default: tuple[HandlerEntry, ...] = ()
-    warnings: tuple[Problem, ...] = ()
-    normalizer: Normalizer = field(default_factory=Normalizer)  # the first file's, for misses
-    #: `conversations:` of every file; each has a start rule (`conversation:<id>`) after the
-    #: files' rules, holding its start keywords (docs/conversations.md)
-    conversations: tuple[Conversation, ...] = ()
-
-
-def parse_timeout(value: object) -> float:
-    """A handler time limit: a duration (`30s`, `2m`) or a number of seconds (`1.5`), above 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration: write e.g. 30s, 2m or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        try:
-            seconds = float(str(value).strip())
-        except ValueError:
-            seconds = parse_duration(str(value)).total_seconds()
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"'{value}' must be more than 0 seconds")
-    return seconds
 
 
 # ---------------------------------------------------------------- loading

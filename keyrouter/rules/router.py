@@ -19,7 +19,7 @@ import re2
 from keyrouter.message import canonical_receiver
 from keyrouter.rules.emoji import EmojiNormalizer
 from keyrouter.rules.fuzzy import DeletionIndex
-from keyrouter.rules.loader import HandlerEntry, Keyword, Rule, RuleSet
+from keyrouter.rules.model import HandlerEntry, Keyword, Rule, RuleSet
 from keyrouter.rules.normalize import Normalizer, NormalizeSettings
 from keyrouter.rules.patterns import OPTIONS, first_chars, rewrite_groups
 

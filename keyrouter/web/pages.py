@@ -26,7 +26,8 @@ from keyrouter.compliance.channels import channel_of
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_text, mask_value
 from keyrouter.message import TURKEY, mask_number
-from keyrouter.rules.loader import RuleSet, load_rules, rule_files
+from keyrouter.rules.loader import load_rules, rule_files
+from keyrouter.rules.model import RuleSet
 from keyrouter.rules.router import Router
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 from keyrouter.web.pending import Pending, effects_of, pending
