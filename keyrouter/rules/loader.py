@@ -235,37 +235,11 @@ class _Builder:
         receivers = None
         if model.receivers is not None:
             receivers = frozenset(canonical_receiver(r) for r in model.receivers)
-        pattern = None
-        keywords: list[Keyword] = []
+        pattern, keywords = None, []
         if model.pattern is not None:
-            for key in ("match", "fuzzy"):
-                if key in model.model_fields_set:
-                    self.error(at((*path, key)), f"`{key}` applies to keywords; a pattern always "
-                                                 "matches the whole normalized text")
-            try:
-                pattern = patterns.compile_pattern(model.pattern)
-            except patterns.PatternProblem as exc:
-                self.error(at((*path, "pattern")), str(exc))
-            if pattern is not None and patterns.nested_repetition(model.pattern):
-                self.warn(at((*path, "pattern")), patterns.NESTED_WARNING)
+            pattern = self.rule_pattern(model, model.pattern, path, at)
         else:
-            for i, written in enumerate(model.keywords or []):
-                kw_where = at((*path, "keywords", i))
-                if has_emoji(written):  # an emoji keyword: whole tokens, never fuzzy
-                    keywords.append(Keyword(written, EmojiNormalizer(normalizer)(written), 0,
-                                            kw_where, emoji=True))
-                    continue
-                normalized = normalizer(written)
-                if not normalized:
-                    self.error(kw_where, f"keyword '{written}' normalizes to nothing (only "
-                                         "punctuation, symbols or a strip_prefixes word)")
-                    continue
-                fuzzy = min(model.fuzzy, MAX_FUZZY)
-                if fuzzy and len(normalized) < MIN_FUZZY_LENGTH:
-                    self.warn(kw_where, f"fuzzy ignored for '{written}': keywords shorter than "
-                                        f"{MIN_FUZZY_LENGTH} characters match exactly only")
-                    fuzzy = 0
-                keywords.append(Keyword(written, normalized, fuzzy, kw_where))
+            keywords = self.rule_keywords(model, path, at, normalizer)
         # a pattern that does not compile has unknown captures (None): its templates are not
         # judged, so the pattern's own error is the only one
         captures = list(pattern.groupindex) if pattern is not None else None if (
@@ -287,6 +261,45 @@ class _Builder:
             examples_no_match=tuple((t, at((*path, "examples", "no_match", i)))
                                     for i, t in enumerate(examples.no_match)),
         ))
+
+    def rule_pattern(self, model: RuleModel, source: str, path: tuple[Any, ...],
+                     at: _Locator) -> patterns.Regex | None:
+        """The rule's compiled pattern, or None when it does not compile (an error is recorded)."""
+        for key in ("match", "fuzzy"):
+            if key in model.model_fields_set:
+                self.error(at((*path, key)), f"`{key}` applies to keywords; a pattern always "
+                                             "matches the whole normalized text")
+        pattern = None
+        try:
+            pattern = patterns.compile_pattern(source)
+        except patterns.PatternProblem as exc:
+            self.error(at((*path, "pattern")), str(exc))
+        if pattern is not None and patterns.nested_repetition(source):
+            self.warn(at((*path, "pattern")), patterns.NESTED_WARNING)
+        return pattern
+
+    def rule_keywords(self, model: RuleModel, path: tuple[Any, ...], at: _Locator,
+                      normalizer: Normalizer) -> list[Keyword]:
+        """The rule's keywords, normalized with its file's settings; emoji ones as whole tokens."""
+        keywords: list[Keyword] = []
+        for i, written in enumerate(model.keywords or []):
+            kw_where = at((*path, "keywords", i))
+            if has_emoji(written):  # an emoji keyword: whole tokens, never fuzzy
+                keywords.append(Keyword(written, EmojiNormalizer(normalizer)(written), 0,
+                                        kw_where, emoji=True))
+                continue
+            normalized = normalizer(written)
+            if not normalized:
+                self.error(kw_where, f"keyword '{written}' normalizes to nothing (only "
+                                     "punctuation, symbols or a strip_prefixes word)")
+                continue
+            fuzzy = min(model.fuzzy, MAX_FUZZY)
+            if fuzzy and len(normalized) < MIN_FUZZY_LENGTH:
+                self.warn(kw_where, f"fuzzy ignored for '{written}': keywords shorter than "
+                                    f"{MIN_FUZZY_LENGTH} characters match exactly only")
+                fuzzy = 0
+            keywords.append(Keyword(written, normalized, fuzzy, kw_where))
+        return keywords
 
     def add_start_rules(self) -> None:
         """Each conversation's start keywords as a rule after the files' rules: a start keyword

@@ -117,11 +117,7 @@ def _compose(events: Any, helper: yaml.SafeLoader) -> yaml.Node | None:
             root = node if not stack else root
             continue
         if isinstance(event, yaml.AliasEvent):
-            target = anchors.get(event.anchor)
-            if target is None:
-                why = "inside its own anchor" if event.anchor in anchors else "with no anchor before it"
-                raise YamlProblem(line, f"YAML alias *{event.anchor} {why}")
-            node, size = target
+            node, size = _anchored(anchors, event.anchor, line)
             expanded += size
             if expanded > max(ALIAS_ALLOWANCE, written):
                 raise YamlProblem(line, f"YAML aliases expand this file past {expanded:,} values "
@@ -153,6 +149,17 @@ def _compose(events: Any, helper: yaml.SafeLoader) -> yaml.Node | None:
             raise YamlProblem(line, f"nesting deeper than {MAX_DEPTH} levels; a rules file needs "
                                     "about 5")
     return root
+
+
+def _anchored(anchors: dict[str, tuple[yaml.Node, int] | None], anchor: str,
+              line: int) -> tuple[yaml.Node, int]:
+    """The node (and its value count) an alias names; an alias to an anchor still open, or to
+    none, is a problem."""
+    target = anchors.get(anchor)
+    if target is None:
+        why = "inside its own anchor" if anchor in anchors else "with no anchor before it"
+        raise YamlProblem(line, f"YAML alias *{anchor} {why}")
+    return target
 
 
 def _attach(stack: list[tuple[yaml.Node, list[int]]], node: yaml.Node, size: int) -> None:
