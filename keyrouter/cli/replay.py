@@ -43,7 +43,7 @@ from keyrouter.settings import Settings
 from keyrouter.store.choice import SANDBOX_STORE, redact_store_url
 from keyrouter.worker import shutdown
 from keyrouter.worker.replay import replay
-from keyrouter.worker.runtime import open_runtime
+from keyrouter.worker.runtime import Runtime, open_runtime
 from keyrouter.worker.shutdown import EXIT_AT_ONCE as EXIT_INTERRUPTED
 from keyrouter.worker.sources import InputError, parse_rows, read_rows, shift_dates
 
@@ -225,7 +225,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
         async with open_runtime(settings, router=router, stopping=stopping, client=client) as runtime:
             # What the store held before this run, in one round trip: a message counts as
             # "finished before" only when the store said so now.  A store that cannot be reached
-            # is exit 4 here (keyrouter.cli_errors), not a dispatcher backing off for ever.
+            # is exit 4 here (keyrouter.cli.errors), not a dispatcher backing off for ever.
             unique = list(dict.fromkeys(m.id for m in messages))
             waiting = await _unfinished(runtime.store, unique)
             if runtime.dispatcher.conversations is not None:
@@ -244,32 +244,12 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                 out.append(_interrupted_line(counted, waiting, left, dead_ids, earlier,
                                              report.retrying))
                 return EXIT_INTERRUPTED
-            out.append(f"{len(messages)} messages: {report.done} done, {report.skipped} skipped, "
-                       f"{len(dead)} in dead letters"
-                       + (f", {earlier} finished before (this store had seen them)" if earlier else "")
-                       + (f", {len(beyond)} older than KEYROUTER_HORIZON (ignored)" if beyond else "")
-                       + (f", {len(messages) - len(unique)} repeated ids"
-                          if len(unique) < len(messages) else ""))
+            out.append(_summary_line(len(messages), len(unique), report.done, report.skipped,
+                                     len(dead), earlier, len(beyond)))
             if messages:
                 out.append(f"  by rule: {_by_rule(router, messages, taken)}")
-            problems = _missing_fields(rows)
-            if problems:
-                shown = [f"{i} (no {', '.join(f)})" for i, f in problems]
-                out.append(f"  {len(problems)} malformed row(s), routed as they are: {_more(shown, 5)}")
-            if idless:
-                out.append(f"  {len(idless)} row(s) without an id, given one from their content "
-                           f"and routed as usual: {_more(idless, 3)}")
-            if skipped_rows:
-                out.append(f"  {skipped_rows} row(s) without a usable id, not processed (see the log)")
-            if dead:
-                out.append(f"dead letters: {len(dead)} ({_list_hint(args, settings)})")
-                out.extend(_dead_summary(await runtime.store.dead_letters(), dead))
-            out.extend(await _survey_lines(router, runtime.store))
-            for conv in router.rules.conversations:  # docs/conversations.md
-                records = await runtime.store.conversation_records(conv.id)
-                out.append(conversation_summary(records, conv, runtime.dispatcher.clock()))
-            if sandbox is not None:
-                out.extend(await _sandbox_reconcile(runtime, sandbox, link_click=not args.store))
+            out.extend(_row_lines(rows, idless, skipped_rows))
+            out.extend(await _store_lines(args, settings, runtime, dead, sandbox))
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
     try:
@@ -285,6 +265,47 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     sys.stderr.flush()
     print("\n".join(out))
     return code
+
+
+async def _store_lines(args: argparse.Namespace, settings: Settings, runtime: Runtime,
+                       dead: Sequence[str], sandbox: Any) -> list[str]:
+    """What the store holds after the run: dead letters, survey and conversation results, and in
+    the sandbox the reconciliation of its blacklist."""
+    lines = []
+    if dead:
+        lines.append(f"dead letters: {len(dead)} ({_list_hint(args, settings)})")
+        lines.extend(_dead_summary(await runtime.store.dead_letters(), dead))
+    lines.extend(await _survey_lines(runtime.router, runtime.store))
+    for conv in runtime.router.rules.conversations:  # docs/conversations.md
+        records = await runtime.store.conversation_records(conv.id)
+        lines.append(conversation_summary(records, conv, runtime.dispatcher.clock()))
+    if sandbox is not None:
+        lines.extend(await _sandbox_reconcile(runtime, sandbox, link_click=not args.store))
+    return lines
+
+
+def _summary_line(messages: int, unique: int, done: int, skipped: int, dead: int, earlier: int,
+                  beyond: int) -> str:
+    """The report's first line: what happened to the file's messages."""
+    return (f"{messages} messages: {done} done, {skipped} skipped, {dead} in dead letters"
+            + (f", {earlier} finished before (this store had seen them)" if earlier else "")
+            + (f", {beyond} older than KEYROUTER_HORIZON (ignored)" if beyond else "")
+            + (f", {messages - unique} repeated ids" if unique < messages else ""))
+
+
+def _row_lines(rows: list[Any], idless: Sequence[str], skipped_rows: int) -> list[str]:
+    """What the report says about rows that were not quite messages: malformed, id-less, unusable."""
+    lines = []
+    problems = _missing_fields(rows)
+    if problems:
+        shown = [f"{i} (no {', '.join(f)})" for i, f in problems]
+        lines.append(f"  {len(problems)} malformed row(s), routed as they are: {_more(shown, 5)}")
+    if idless:
+        lines.append(f"  {len(idless)} row(s) without an id, given one from their content "
+                     f"and routed as usual: {_more(idless, 3)}")
+    if skipped_rows:
+        lines.append(f"  {skipped_rows} row(s) without a usable id, not processed (see the log)")
+    return lines
 
 
 async def _unfinished(store: Any, ids: Sequence[str]) -> set[str]:
