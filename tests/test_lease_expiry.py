@@ -1,4 +1,4 @@
-"""The review's lease cases on every backend (memory, SQLite, the real Redis of the store
+"""Lease expiry on every backend (memory, SQLite, the real Redis of the store
 tests, KEYROUTER_TEST_REDIS_URL: tests/redis_dbs.py; random namespaces, deleted after): a worker
 whose lease ran out mid-entry (its renewals do not get through) never dead-letters a message
 another worker finished, and is never skipped by max_age half-done."""
