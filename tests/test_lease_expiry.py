@@ -37,9 +37,9 @@ def clean_recording():
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/review.sqlite3",
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/lease.sqlite3",
            "redis": STORE_URL}[request.param]
-    namespace = f"review-{uuid4().hex[:12]}"
+    namespace = f"lease-{uuid4().hex[:12]}"
     try:
         async with open_store(url, namespace) as opened:
             yield opened
