@@ -1,6 +1,6 @@
 """The whole pipeline against a real Redis on loopback, with a no-op handler (not a test).
 
-    .venv/bin/python bench/bench_pipeline.py [REDIS_URL]     # default redis://127.0.0.1:6379/13
+    .venv/bin/python bench/bench_pipeline.py [REDIS_URL]     # default redis://127.0.0.1:6379/11
 
 (a) store round trips and time of a poll over 10,000 already-done messages;
 (b) new messages per second through `Dispatcher.process` (claim, route, handler, done), with an
@@ -35,7 +35,7 @@ from keyrouter.store.redis import RedisStore
 from keyrouter.worker.replay import replay
 from keyrouter.worker.runtime import open_runtime
 
-URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/13"
+URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/11"
 ROUNDS = 5
 RULES = """
 version: 1

@@ -1,6 +1,6 @@
 """Hand-run benchmark of RedisStore against a real Redis on loopback (not a test).
 
-    .venv/bin/python bench/bench_store.py [REDIS_URL]     # default redis://127.0.0.1:6379/13
+    .venv/bin/python bench/bench_store.py [REDIS_URL]     # default redis://127.0.0.1:6379/11
 
 Prints (a) round trips and wall time of `unfinished` + `claim` over 10,000 already-done ids, next
 to a naive baseline (one SISMEMBER round trip per id), and (c) Redis bytes per remembered done id
@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis import RedisStore
 
-URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/13"
+URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/11"
 POLL_IDS = 10_000
 MEMORY_IDS = 100_000
 

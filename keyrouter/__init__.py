@@ -9,7 +9,8 @@ from keyrouter.providers.iletimerkezi import (
     TransientApiError,
 )
 from keyrouter.retries import PermanentError, RetryLater
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Match, Route, Router
 
 __all__ = [

@@ -31,3 +31,19 @@ def interval_seconds(text: str) -> float:
     if seconds <= 0:
         raise ValueError("must be more than zero")
     return seconds
+
+
+def parse_timeout(value: object) -> float:
+    """A handler time limit: a duration (`30s`, `2m`) or a number of seconds (`1.5`), above 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration: write e.g. 30s, 2m or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        try:
+            seconds = float(str(value).strip())
+        except ValueError:
+            seconds = parse_duration(str(value)).total_seconds()
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"'{value}' must be more than 0 seconds")
+    return seconds

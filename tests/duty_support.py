@@ -13,12 +13,13 @@ from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
+from redis_dbs import STORE_URL
 
 from keyrouter.message import TURKEY
 from keyrouter.store.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = STORE_URL
 BACKENDS = ["memory", "sqlite", "redis"]
 NUMBER = "+905354104818"
 

@@ -25,7 +25,9 @@ def test_check_reports_every_problem_and_exits_2(write_rules, capsys) -> None:
     """)
     assert main(["check", "--rules", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"{path}:3: unknown key 'colour'"]  # shape errors stop that file
+    assert err == [f"{path}:3: unknown key 'colour' in a rule (allowed: name, keywords, pattern, "
+                   "match, fuzzy, receivers, max_age, priority, timeout, handlers, examples)"]
+    # shape errors stop that file
     path = write_rules("""
         version: 1
         rules:
@@ -58,8 +60,9 @@ def test_check_runs_examples(write_rules, capsys) -> None:
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"{path}:7: example 'retro' should match rule 'optout' but routes to no rule (the default) "
-        "(normalized: 'retro')",
-        f"{path}:8: example 'RET!' should not match rule 'optout' but does (normalized: 'ret')",
+        f"(normalized: 'retro', with the settings of {path} (no normalize: the defaults))",
+        f"{path}:8: example 'RET!' should not match rule 'optout' but does (normalized: 'ret', "
+        f"with the settings of {path} (no normalize: the defaults))",
     ]
 
 

@@ -82,7 +82,8 @@ def test_redis_db_99_is_exit_4(keyrouter: Run) -> None:
 
 def test_sqlite_in_a_folder_nobody_can_write_is_exit_4(keyrouter: Run) -> None:
     # /proc takes no new files, even from root (tests may run as root, where chmod does not bind).
-    done = keyrouter("optouts", "stats", "--store", "sqlite:////proc/keyrouter-test.sqlite3")
+    # A command that writes (a read command never creates a store: docs/getting-started-notes.md).
+    done = keyrouter("dead-letters", "retry", "--all", "--store", "sqlite:////proc/keyrouter-test.sqlite3")
     assert done.returncode == 4
     assert first_line(done.stderr).startswith(
         "keyrouter: the SQLite store /proc/keyrouter-test.sqlite3 cannot be opened: unable to open")
@@ -175,7 +176,11 @@ def test_a_missing_sqlite_folder_is_exit_2_and_nothing_is_created(keyrouter: Run
             f"keyrouter: the SQLite store's folder {target.parent} does not exist: create it, "
             "or fix the store URL (KEYROUTER_STORE / --store)")
     assert not (tmp_path / "typo").exists()
-    done = keyrouter("dead-letters", "list", "--store", "sqlite:///here.sqlite3")  # the file: yes
+    # a read command never creates the file either; a command that writes does
+    done = keyrouter("dead-letters", "list", "--store", "sqlite:///here.sqlite3")
+    assert done.returncode == 2 and not (tmp_path / "here.sqlite3").exists()
+    assert first_line(done.stderr).startswith("keyrouter: no store at here.sqlite3 ")
+    done = keyrouter("dead-letters", "retry", "--all", "--store", "sqlite:///here.sqlite3")
     assert done.returncode == 0 and (tmp_path / "here.sqlite3").exists()
 
 
@@ -253,6 +258,7 @@ def test_every_command_and_action_has_a_description_and_an_example(keyrouter: Ru
 
 # ------------------------------------------------------------------ 9. survey results
 def test_survey_results_show_every_declared_choice_and_refuse_unknown_ids(keyrouter: Run) -> None:
+    assert keyrouter("dead-letters", "retry", "--all", "--store", "sqlite:///s.sqlite3").returncode == 0
     done = keyrouter("survey", "results", "spring-2026", "--store", "sqlite:///s.sqlite3",
                      "--format", "json")
     assert done.returncode == 0

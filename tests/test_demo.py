@@ -78,7 +78,7 @@ def check_every_path(out: str) -> None:
     # a link-click opt-out (on the sandbox's blacklist only) reconciled into the ledger
     assert "+90541***0042 clicked the opt-out link (no inbox row): in the ledger, channel provider" in out
     # a short-code sender goes to the dead letters, with the reason
-    assert "dead letters: 1 (keyrouter dead-letters list --store sqlite:///keyrouter-sandbox.sqlite3)" in out
+    assert "dead letters: 1 (keyrouter dead-letters list --sandbox)" in out
     assert "not a mobile number" in out and "ids: 1012" in out
 
 

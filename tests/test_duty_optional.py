@@ -15,7 +15,8 @@ from duty_support import NUMBER, Backend, backend_fixture, shipped_rules_with_iy
 from prometheus_client import generate_latest
 
 from keyrouter.ops.metrics import Metrics
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio

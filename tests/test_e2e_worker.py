@@ -1,7 +1,7 @@
 """End to end: real `keyrouter` worker processes, a real local HTTP fake of iletiMerkezi
 (`keyrouter.testing.FakeIletiMerkezi`, served from this test process) and a real Redis.
 
-The Redis is redis://127.0.0.1:6379/14 unless KEYROUTER_E2E_REDIS_URL says otherwise.  When it is
+The Redis is KEYROUTER_E2E_REDIS_URL (default db 14: tests/redis_dbs.py).  When it is
 unreachable these tests FAIL, they never skip.  Each test uses its own namespace and deletes only
 `keyrouter:{namespace}:*` (SCAN), never FLUSHDB.
 
@@ -32,17 +32,18 @@ from uuid import uuid4
 import pytest
 import redis
 from processes import wait_until
+from redis_dbs import E2E_URL
 
 from keyrouter.message import TURKEY, content_id
 from keyrouter.rules.entry_keys import entry_key, with_identities
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.store import open_store
 from keyrouter.store.keys import Keys
 from keyrouter.testing import FakeIletiMerkezi, inbox_response
 
 pytestmark = pytest.mark.slow
 
-REDIS_URL = os.environ.get("KEYROUTER_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = E2E_URL
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 INTERVAL = "0.2"
@@ -288,8 +289,10 @@ def test_polling_the_same_inbox_again_runs_every_entry_once(h: Harness) -> None:
 # ----------------------------------------------------------------------------- 2. SIGKILL
 
 # the progress keys of the two entries below (keyrouter.rules.entry_keys: rule, handler, params digest)
-ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for i, e in enumerate(with_identities(
-    [HandlerEntry("recording:to_file", {"tag": tag, "sleep": 0.05}) for tag in "ab"]))}
+#: progress keys -> tag, for the two recording entries these tests write (with the sleeps they use)
+ENTRY_TAGS = {entry_key("all", i, e): e.params["tag"] for sleep in (0.03, 0.05)
+              for i, e in enumerate(with_identities(
+                  [HandlerEntry("recording:to_file", {"tag": tag, "sleep": sleep}) for tag in "ab"]))}
 
 
 def recorded(client: redis.Redis, namespace: str, ids: list[str]) -> set[tuple[str, str]]:

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyrouter.rules.emoji import EmojiNormalizer, fold, has_emoji
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.normalize import Normalizer
 from keyrouter.rules.router import Router
 

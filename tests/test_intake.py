@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_dbs import E2E_URL
 
 from keyrouter.events import Events
 from keyrouter.message import TURKEY, Message
@@ -246,7 +246,7 @@ async def test_rows_holding_nul_and_lone_surrogates_are_shared_exactly(backend: 
     from keyrouter.store import open_store
 
     url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'state.sqlite3'}",
-           "redis": os.environ.get("KEYROUTER_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")}[backend]
+           "redis": E2E_URL}[backend]
     namespace = f"intake-{uuid4().hex}"
     async with open_store(url, namespace) as store:
         try:

@@ -10,7 +10,7 @@ from ops_support import http_get
 
 from keyrouter.ops.listener import Listener, parse_addr
 from keyrouter.ops.metrics import READY_FAILURES, Metrics
-from keyrouter.rules.loader import RulesError
+from keyrouter.rules.model import RulesError
 from keyrouter.worker.reload import Reloader, load_checked, rules_version
 
 

@@ -6,7 +6,6 @@ memory, SQLite and the real Redis), and a property over random interleavings of 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from uuid import uuid4
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_dbs import STORE_URL
 
 from keyrouter.compliance import reports
 from keyrouter.handlers.iys import consent_date
@@ -32,7 +32,7 @@ from keyrouter.web import pages
 from keyrouter.worker.intake import Intake
 from keyrouter.worker.loop import Worker
 
-REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = STORE_URL
 NUMBER = "+905321112233"
 RULES = """\
 version: 1

@@ -11,7 +11,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from keyrouter.cli import main
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.patterns import capture_groups, compile_pattern, first_chars, nested_repetition
 from keyrouter.rules.router import Router
 

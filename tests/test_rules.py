@@ -8,7 +8,8 @@ import pytest
 
 from keyrouter.durations import parse_duration
 from keyrouter.rules import registry
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 
 
 def problems(path: Path) -> list[str]:
@@ -78,8 +79,10 @@ def test_unknown_keys_are_errors_with_their_line(write_rules) -> None:
     """)
     assert problems(path) == [
         f"{path}:2: unknown key 'rulez' (did you mean 'rules'?)",
-        f"{path}:4: unknown key 'lowercase'",  # nothing close among normalize's keys
-        f"{path}:8: unknown key 'handler' (did you mean 'handlers'?)",
+        # nothing close among normalize's keys: they are listed
+        f"{path}:4: unknown key 'lowercase' in normalize (allowed: locale, fold_accents, "
+        "strip_punctuation, strip_prefixes)",
+        f"{path}:8: unknown key 'handler' in a rule (did you mean 'handlers'?)",
     ]
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from keyrouter.cli import main
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.settings import DEFAULT_MAX_BYTES, Settings
 
 #: The child imports keyrouter first, then times `check` alone and reports its peak memory.

@@ -27,10 +27,10 @@ def test_unknown_keys_suggest_the_key_at_that_place(write_rules, capsys) -> None
     """)
     assert [line for line in lines if "unknown key" in line] == [
         f"{path}:2: unknown key 'normalise' (did you mean 'normalize'?)",
-        f"{path}:5: unknown key 'keyword' (did you mean 'keywords'?)",
-        f"{path}:6: unknown key 'handler' (did you mean 'handlers'?)",
-        f"{path}:7: unknown key 'matches' (did you mean 'match'?)",
-        f"{path}:8: unknown key 'handlrs' (did you mean 'handlers'?)",
+        f"{path}:5: unknown key 'keyword' in a rule (did you mean 'keywords'?)",
+        f"{path}:6: unknown key 'handler' in a rule (did you mean 'handlers'?)",
+        f"{path}:7: unknown key 'matches' in examples (did you mean 'match'?)",
+        f"{path}:8: unknown key 'handlrs' in default (did you mean 'handlers'?)",
     ]
 
 

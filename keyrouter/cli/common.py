@@ -11,12 +11,14 @@ import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store import open_store
+from keyrouter.store.choice import StoreChoiceError, reading_store, require_existing
 
 #: Exit codes shared by every command (run's own are the same numbers: keyrouter.worker.loop).
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_INPUT, EXIT_AUTH, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
@@ -36,11 +38,11 @@ class CliError(Exception):
 
 def command(sub: Any, name: str, summary: str, example: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A sub-command (or action) with a one-line description and examples in its help."""
-    return sub.add_parser(
+    return cast(argparse.ArgumentParser, sub.add_parser(
         name, help=summary, description=summary[:1].upper() + summary[1:] + ".",
         epilog="example:\n" + textwrap.indent(example.strip("\n"), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs,
-    )
+    ))
 
 
 def rules_flag(p: argparse.ArgumentParser) -> None:
@@ -68,9 +70,11 @@ def rules_setting(args: argparse.Namespace) -> str:
     return "give --rules PATH or set KEYROUTER_RULES (the default is ./rules)"
 
 
-def load_router(args: argparse.Namespace, settings: Settings) -> Router:
+def load_router(args: argparse.Namespace, settings: Settings, *, runnable: bool = False) -> Router:
     """The rules as a Router; a missing path or invalid rules are a CliError after printing each
-    problem (`file:line: problem`), warnings are printed and pass."""
+    problem (`file:line: problem`), warnings are printed and pass.  `runnable` (check, run,
+    replay): rules with no rule and no default are an error too, as they would mark every
+    message done with nothing run."""
     if not Path(settings.rules).exists():
         where = rules_setting(args)
         fix = where if where.startswith("give") else f"check {where}"
@@ -84,7 +88,24 @@ def load_router(args: argparse.Namespace, settings: Settings) -> Router:
         raise CliError("", EXIT_BAD_INPUT) from None  # already said, one line a problem
     for warning in rules.warnings:
         print(warning, file=sys.stderr)
+    if runnable and not rules.rules and not rules.default:
+        raise CliError(f"rules: {settings.rules} has no rule and no `default:`: every message would "
+                       "be marked done with nothing run; add a rule under `rules:` or a `default:`")
     return Router(rules)
+
+
+def read_store(args: argparse.Namespace, settings: Settings, *, must_exist: bool = True) -> Settings:
+    """The settings of a command that reads the store: `--sandbox` chooses the sandbox's store,
+    and (`must_exist`) a missing SQLite file is a CliError naming the store, never an empty new
+    one."""
+
+    try:
+        settings = reading_store(args, settings)
+        if must_exist:
+            require_existing(args, settings)
+    except StoreChoiceError as exc:
+        raise CliError(str(exc)) from None
+    return settings
 
 
 def with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:

@@ -12,10 +12,11 @@ import contextlib
 import sys
 import time
 
-from keyrouter.cli.common import command
-from keyrouter.rules.loader import RulesError
+from keyrouter.cli.common import CliError, command, read_store
+from keyrouter.rules.model import RulesError
 from keyrouter.settings import Settings
 from keyrouter.store import Store, open_store
+from keyrouter.store.choice import read_flags
 from keyrouter.web.auth import is_loopback, loopback_hosts
 from keyrouter.web.pages import RulesInfo
 from keyrouter.web.status import store_label
@@ -33,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; any other needs KEYROUTER_DASHBOARD_TOKEN)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--store", help="store URL (env KEYROUTER_STORE, default sqlite:///keyrouter.sqlite3)")
+    read_flags(p, "sqlite:///keyrouter.sqlite3")
     p.add_argument("--rules", help="rules file or folder (env KEYROUTER_RULES, default ./rules): "
                                    "each survey's declared choices")
     p.set_defaults(func=cmd_dashboard)
@@ -59,6 +60,10 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
                      "so every request must sign in (or keep the default 127.0.0.1)")
     if not 0 < args.port < 65536:
         return _fail(f"--port {args.port}: give 1-65535")
+    try:
+        settings = read_store(args, settings)
+    except CliError as exc:
+        return _fail(str(exc))
     try:
         rules = RulesInfo.load(settings.rules, time.time())
     except RulesError as exc:

@@ -29,6 +29,7 @@ from keyrouter.cli.common import (
 from keyrouter.cli.dashboard import add_parser as add_dashboard
 from keyrouter.cli.errors import run_guarded, say
 from keyrouter.cli.run import add_run_flags
+from keyrouter.events import NO_EVENTS, Events
 from keyrouter.ops.doctor_iys import check_iys, uses_iys
 from keyrouter.ops.logs import LogConfigError, setup_logging
 from keyrouter.settings import Settings
@@ -52,7 +53,8 @@ examples:
 
 `keyrouter COMMAND --help` shows a command's options and an example. Exit codes: 0 ok,
 1 dead letters left, 2 bad input or settings, 3 authentication refused, 4 store or provider
-unreachable."""
+unreachable, 5 (run) stopped for a restart by its supervisor (handler threads stuck past their
+time limits), 130 interrupted (Ctrl-C)."""
 
 
 def package_version() -> str:
@@ -66,7 +68,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.api_key is None or settings.api_hash is None:
         raise CliError("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
                        "Settings → Security → API Access)")
-    router = load_router(args, settings)
+    router = load_router(args, settings, runnable=True)
     refuse_bad_iys(settings, router)
     try:
         metrics, listener = service.make_metrics(args, settings, args.interval)
@@ -76,9 +78,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> int:
         stopping = asyncio.Event()
         shutdown.install(stopping)
-        extra = {"events": metrics} if metrics is not None else {}
+        events: Events = metrics if metrics is not None else NO_EVENTS
         async with (
-            open_runtime(settings, router=router, stopping=stopping, **extra) as runtime,
+            open_runtime(settings, router=router, stopping=stopping, events=events) as runtime,
             service.operating(runtime, stopping, metrics=metrics, listener=listener,
                               watch=args.watch, interval=args.interval),
         ):

@@ -23,7 +23,18 @@ from datetime import datetime
 from typing import Any
 
 from keyrouter.cli import reconcile as reconcile_cli
+from keyrouter.cli.common import DEFAULT_STORE, command, read_store, with_store
+from keyrouter.compliance import overdue as compliance
+from keyrouter.compliance import reports
+from keyrouter.compliance.overdue import effects_of_rules
+from keyrouter.durations import parse_duration
+from keyrouter.masking import mask_number
+from keyrouter.message import TURKEY, parse_date
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
+from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
+from keyrouter.store.choice import read_flags
 
 __all__ = ["add_parser", "cmd_optouts"]
 
@@ -34,14 +45,13 @@ CLOCK: Callable[[], float] = time.time
 
 def add_parser(sub: Any) -> None:
     """Register `optouts` and its actions on the top-level subparsers."""
-    from keyrouter.cli.common import command
 
     p = command(sub, "optouts", "the opt-out ledger: export it, deadlines, overdue opt-outs",
                 "keyrouter optouts export --since 2026-11-01 > optouts.csv\nkeyrouter optouts overdue")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--store", help="store URL (env KEYROUTER_STORE, default sqlite:///keyrouter.sqlite3)")
+        read_flags(q, DEFAULT_STORE)
         q.add_argument("--rules", help="rules file or folder: which rules are opt-outs (env KEYROUTER_RULES)")
 
     q = command(actions, "export", "the ledger as CSV or JSON lines, or İYS consent records",
@@ -72,8 +82,6 @@ def _fail(message: str, code: int) -> int:
 
 
 def _since(text: str | None) -> float | None:
-    from keyrouter.message import parse_date
-
     if not text:
         return None
     parsed = parse_date(text)
@@ -84,12 +92,9 @@ def _since(text: str | None) -> float | None:
 
 def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
     """The opt-out effects per rule name and a Router, or (None, None) with a warning."""
-    from keyrouter.compliance.overdue import effects_of_rules
-    from keyrouter.rules.loader import RulesError, load_rules
-    from keyrouter.rules.router import Router
 
     try:
-        rules = load_rules(settings.rules)
+        rules = load_rules(settings.rules, handlers=False)
     except (RulesError, OSError) as exc:
         first = exc.problems[0] if isinstance(exc, RulesError) and exc.problems else exc
         print(f"keyrouter: warning: rules {settings.rules} not readable ({first}); dead letters "
@@ -99,10 +104,9 @@ def _rules(settings: Settings) -> tuple[dict[str, tuple[str, ...]] | None, Any]:
 
 
 def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
-    from keyrouter.durations import parse_duration
-
     if args.action == "reconcile":
         return reconcile_cli.cmd_reconcile(args, settings)
+    settings = read_store(args, settings)
     try:
         since = _since(getattr(args, "since", None))
     except ValueError:
@@ -129,14 +133,11 @@ def cmd_optouts(args: argparse.Namespace, settings: Settings) -> int:
 def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
     """The store under the CLI's one error layer (keyrouter.cli.errors): unreachable is exit 4,
     naming the cause and the setting to fix."""
-    from keyrouter.cli.common import with_store
 
     return with_store(settings, body)
 
 
 async def _export(store: Any, fmt: str, since: float | None, provider_source: str) -> int:
-    from keyrouter.compliance import reports
-
     entries = await store.optouts(since)
     if fmt == "iys":
         sys.stdout.write(reports.iys_records(entries, provider_source=provider_source))
@@ -152,16 +153,11 @@ def _hours(hours: float) -> str:
 
 
 def _turkey(epoch: float) -> str:
-    from keyrouter.message import TURKEY
-
     return datetime.fromtimestamp(epoch, TURKEY).strftime("%Y-%m-%d %H:%M")
 
 
 async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, router: Any,
                  since: float | None) -> int:
-    from keyrouter.compliance import overdue as compliance
-    from keyrouter.compliance import reports
-
     entries = await store.optouts(since)
     print(reports.ledger_stats_text(reports.ledger_stats(entries)))
     cases = [c for c in await compliance.collect(store, effects, router=router)
@@ -179,9 +175,6 @@ async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, router:
 
 async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, router: Any, within: float,
                    full: bool) -> int:
-    from keyrouter.compliance import overdue as compliance
-    from keyrouter.masking import mask_number
-
     now = CLOCK()
     cases = [c for c in await compliance.collect(store, effects, router=router, pending_only=True)
              if c.deadline <= now + within]
@@ -195,4 +188,6 @@ async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, route
     late = sum(c.deadline <= now for c in cases)
     if cases:
         print(f"{len(cases)} pending opt-outs: {late} overdue, {len(cases) - late} due soon", file=sys.stderr)
+    else:
+        print("none overdue" + (" or due within --within" if within else ""), file=sys.stderr)
     return EXIT_SOME if cases else EXIT_OK

@@ -16,7 +16,7 @@ from typing import Any
 
 from keyrouter.cli.common import EXIT_BAD_INPUT, CliError, load_router
 from keyrouter.compliance.reconcile import Outcome, Plan, Reconciler, iys_params_of
-from keyrouter.message import mask_number
+from keyrouter.masking import mask_number
 from keyrouter.providers.blacklist import filter_date
 from keyrouter.providers.iletimerkezi import ApiError, AuthenticationRefused
 from keyrouter.providers.iys import SOURCES, shared_client

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from keyrouter.cli.common import (
     EXIT_DEAD_LETTERS,
     EXIT_OK,
@@ -25,14 +27,26 @@ from keyrouter.cli.common import (
     rules_flag,
     store_flag,
 )
+from keyrouter.cli.rules import route_json
+from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.conversations.results import summary as conversation_summary
-from keyrouter.message import TURKEY, Message, mask_number
+from keyrouter.dispatch.loop import CHECK_BATCH
+from keyrouter.handlers.survey import normalize_choice
+from keyrouter.masking import mask_number
+from keyrouter.message import TURKEY, Message, content_id
+from keyrouter.ops import terminal
+from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.rules.router import Router
+from keyrouter.sandbox.iys import FakeIys
+from keyrouter.sandbox.provider import FakeIletiMerkezi
 from keyrouter.settings import Settings
+from keyrouter.store.choice import SANDBOX_STORE, redact_store_url
+from keyrouter.worker import shutdown
+from keyrouter.worker.replay import replay
+from keyrouter.worker.runtime import Runtime, open_runtime
+from keyrouter.worker.shutdown import EXIT_AT_ONCE as EXIT_INTERRUPTED
+from keyrouter.worker.sources import InputError, parse_rows, read_rows, shift_dates
 
-#: `--sandbox` writes its own store unless --store says otherwise: what the fake provider
-#: "did" must never mark messages done in the real store.
-SANDBOX_STORE = "sqlite:///keyrouter-sandbox.sqlite3"
 #: `--sandbox` with its own store puts this number on the fake provider's blacklist as a click on
 #: the opt-out link would (no inbox row), and reconciles: it reaches the ledger, channel provider.
 LINK_CLICK = "+905419990042"
@@ -42,13 +56,12 @@ _QUOTED = re.compile(r"'[^'\s]*'")  # a quoted value (a number, an id), never ac
 SHOWN = 10  # SMS lines, blacklisted numbers and ids shown before "... and N more"
 
 
-def _rows(args: argparse.Namespace) -> tuple[list[Any], timedelta | None, list[str]]:
-    """The file's rows (dates shifted with --shift-dates) and the ids given to id-less rows."""
-    from keyrouter.message import content_id
-    from keyrouter.worker.sources import InputError, read_rows, shift_dates
+def _rows(args: argparse.Namespace, notes: list[str]) -> tuple[list[Any], timedelta | None, list[str]]:
+    """The file's rows (dates shifted with --shift-dates) and the ids given to id-less rows;
+    `notes` hears what is odd about the file (a totalRows that does not fit)."""
 
     try:
-        rows = read_rows(args.file)
+        rows = read_rows(args.file, notes)
     except InputError as exc:
         raise CliError(str(exc)) from None
     idless = [content_id(r) for r in rows if isinstance(r, dict) and r.get("id") in (None, "")]
@@ -132,8 +145,6 @@ def _sandbox_lines(sandbox: Any) -> list[str]:
 
 
 async def _survey_lines(router: Router, store: Any) -> list[str]:
-    from keyrouter.handlers.survey import normalize_choice
-
     lines = []
     seen: dict[str, list[str]] = {}
     for rule in router.rules.rules:
@@ -152,13 +163,16 @@ async def _survey_lines(router: Router, store: Any) -> list[str]:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from keyrouter.worker.sources import parse_rows
-
-    router = load_router(args, settings)
-    rows, offset, idless = _rows(args)
+    if args.shift_dates and not (args.sandbox or args.dry_run):
+        raise CliError("--shift-dates invents receive and consent dates: use it with --sandbox or "
+                       "--dry-run, never against the real provider and store")
+    router = load_router(args, settings, runnable=not args.dry_run)
+    notes: list[str] = []
+    rows, offset, idless = _rows(args, notes)
     messages = list(parse_rows(rows))
     if args.dry_run:
-        from keyrouter.cli.rules import route_json
+        for note in notes:
+            print(f"keyrouter: warning: {note}", file=sys.stderr)
 
         for m in messages:
             route = router.route(m.text, m.receiver)
@@ -166,8 +180,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     sandbox = iys_sandbox = None
     if args.sandbox:
-        from keyrouter.sandbox.provider import FakeIletiMerkezi
-
         sandbox = FakeIletiMerkezi().start()
         settings = settings.model_copy(update={
             "sender": settings.sender or SANDBOX_SENDER,
@@ -175,7 +187,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         })
         settings, iys_sandbox = _iys_sandbox(settings)
     try:
-        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox, idless)
+        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox, idless,
+                       notes)
     finally:
         if sandbox is not None:
             sandbox.stop()
@@ -185,9 +198,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
     """`replay --sandbox`: a local fake İYS for rules that use `iys`."""
-    from pydantic import SecretStr
-
-    from keyrouter.sandbox.iys import FakeIys
 
     fake = FakeIys().start()
     values = {**fake.settings(), "iys_password": SecretStr(fake.password)}
@@ -196,20 +206,14 @@ def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
 
 def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: list[Any],
             messages: list[Message], offset: timedelta | None, sandbox: Any,
-            iys_sandbox: Any = None, idless: Sequence[str] = ()) -> int:
-    from keyrouter.ops import terminal
-    from keyrouter.worker import shutdown
-    from keyrouter.worker.replay import replay
-    from keyrouter.worker.runtime import open_runtime
-
+            iys_sandbox: Any = None, idless: Sequence[str] = (), notes: Sequence[str] = ()) -> int:
     client = None
     if sandbox is not None:
-        from keyrouter.providers.iletimerkezi import IletiMerkezi
-
         client = IletiMerkezi(sandbox.key, sandbox.hash, base_url=sandbox.base_url)
     out: list[str] = []
     if offset is not None:
         out.append(f"{args.file}: dates shifted by {_offset_text(offset)} so the newest row is now")
+    out.extend(notes)
     skipped_rows = len(rows) - len(messages)
     explicit_level = os.environ.get("KEYROUTER_LOG_LEVEL", "").strip().upper() == "DEBUG"
 
@@ -219,9 +223,11 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
         stopping = asyncio.Event()
         shutdown.install(stopping)
         async with open_runtime(settings, router=router, stopping=stopping, client=client) as runtime:
-            # One round trip before anything runs: a store that cannot be reached now is exit 4
-            # (keyrouter.cli.errors), not a dispatcher backing off for ever on a one-shot command.
-            await runtime.store.unfinished([m.id for m in messages[:1]])
+            # What the store held before this run, in one round trip: a message counts as
+            # "finished before" only when the store said so now.  A store that cannot be reached
+            # is exit 4 here (keyrouter.cli.errors), not a dispatcher backing off for ever.
+            unique = list(dict.fromkeys(m.id for m in messages))
+            waiting = await _unfinished(runtime.store, unique)
             if runtime.dispatcher.conversations is not None:
                 runtime.dispatcher.conversations.on_route = taken.__setitem__
             if terminal.is_terminal() and len(messages) > BAR_FROM:
@@ -229,30 +235,21 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                     report, dead = await replay(runtime, messages, stopping, show)
             else:
                 report, dead = await replay(runtime, messages, stopping)
-            earlier = len(messages) - report.done - report.skipped - len(dead)
-            out.append(f"{len(messages)} messages: {report.done} done, {report.skipped} skipped, "
-                       f"{len(dead)} in dead letters"
-                       + (f", {earlier} finished before (this store had seen them)" if earlier > 0 else ""))
+            beyond = {m.id for m in messages if runtime.dispatcher.beyond_horizon(m)}
+            counted = [i for i in unique if i not in beyond]
+            dead_ids = set(dead)
+            earlier = sum(i not in waiting and i not in dead_ids for i in counted)
+            if stopping.is_set():
+                left = await _unfinished(runtime.store, counted)
+                out.append(_interrupted_line(counted, waiting, left, dead_ids, earlier,
+                                             report.retrying))
+                return EXIT_INTERRUPTED
+            out.append(_summary_line(len(messages), len(unique), report.done, report.skipped,
+                                     len(dead), earlier, len(beyond)))
             if messages:
                 out.append(f"  by rule: {_by_rule(router, messages, taken)}")
-            problems = _missing_fields(rows)
-            if problems:
-                shown = [f"{i} (no {', '.join(f)})" for i, f in problems]
-                out.append(f"  {len(problems)} malformed row(s), routed as they are: {_more(shown, 5)}")
-            if idless:
-                out.append(f"  {len(idless)} row(s) without an id, given one from their content "
-                           f"and routed as usual: {_more(idless, 3)}")
-            if skipped_rows:
-                out.append(f"  {skipped_rows} row(s) without a usable id, not processed (see the log)")
-            if dead:
-                out.append(f"dead letters: {len(dead)} ({_list_hint(args, settings)})")
-                out.extend(_dead_summary(await runtime.store.dead_letters(), dead))
-            out.extend(await _survey_lines(router, runtime.store))
-            for conv in router.rules.conversations:  # docs/conversations.md
-                records = await runtime.store.conversation_records(conv.id)
-                out.append(conversation_summary(records, conv, runtime.dispatcher.clock()))
-            if sandbox is not None:
-                out.extend(await _sandbox_reconcile(runtime, sandbox, link_click=not args.store))
+            out.extend(_row_lines(rows, idless, skipped_rows))
+            out.extend(await _store_lines(args, settings, runtime, dead, sandbox))
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
     try:
@@ -263,17 +260,84 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
         out.extend(_sandbox_lines(sandbox))
         if iys_sandbox is not None:
             out.append(f"sandbox İYS: {len(iys_sandbox.records)} consent records")
-        out.append(f"store: {settings.store}" + (" (the sandbox's own; --store to choose another)"
-                                                 if not args.store else ""))
+        out.append(f"store: {redact_store_url(settings.store)}"
+                   + (" (the sandbox's own; --store to choose another)" if not args.store else ""))
     sys.stderr.flush()
     print("\n".join(out))
     return code
 
 
+async def _store_lines(args: argparse.Namespace, settings: Settings, runtime: Runtime,
+                       dead: Sequence[str], sandbox: Any) -> list[str]:
+    """What the store holds after the run: dead letters, survey and conversation results, and in
+    the sandbox the reconciliation of its blacklist."""
+    lines = []
+    if dead:
+        lines.append(f"dead letters: {len(dead)} ({_list_hint(args, settings)})")
+        lines.extend(_dead_summary(await runtime.store.dead_letters(), dead))
+    lines.extend(await _survey_lines(runtime.router, runtime.store))
+    for conv in runtime.router.rules.conversations:  # docs/conversations.md
+        records = await runtime.store.conversation_records(conv.id)
+        lines.append(conversation_summary(records, conv, runtime.dispatcher.clock()))
+    if sandbox is not None:
+        lines.extend(await _sandbox_reconcile(runtime, sandbox, link_click=not args.store))
+    return lines
+
+
+def _summary_line(messages: int, unique: int, done: int, skipped: int, dead: int, earlier: int,
+                  beyond: int) -> str:
+    """The report's first line: what happened to the file's messages."""
+    return (f"{messages} messages: {done} done, {skipped} skipped, {dead} in dead letters"
+            + (f", {earlier} finished before (this store had seen them)" if earlier else "")
+            + (f", {beyond} older than KEYROUTER_HORIZON (ignored)" if beyond else "")
+            + (f", {messages - unique} repeated ids" if unique < messages else ""))
+
+
+def _row_lines(rows: list[Any], idless: Sequence[str], skipped_rows: int) -> list[str]:
+    """What the report says about rows that were not quite messages: malformed, id-less, unusable."""
+    lines = []
+    problems = _missing_fields(rows)
+    if problems:
+        shown = [f"{i} (no {', '.join(f)})" for i, f in problems]
+        lines.append(f"  {len(problems)} malformed row(s), routed as they are: {_more(shown, 5)}")
+    if idless:
+        lines.append(f"  {len(idless)} row(s) without an id, given one from their content "
+                     f"and routed as usual: {_more(idless, 3)}")
+    if skipped_rows:
+        lines.append(f"  {skipped_rows} row(s) without a usable id, not processed (see the log)")
+    return lines
+
+
+async def _unfinished(store: Any, ids: Sequence[str]) -> set[str]:
+    """The unfinished ones of `ids`, asked CHECK_BATCH ids at a time (as the dispatcher does)."""
+    left: set[str] = set()
+    for start in range(0, max(len(ids), 1), CHECK_BATCH):  # one call at least: the store probe
+        left.update(await store.unfinished(ids[start:start + CHECK_BATCH]))
+    return left
+
+
+def _interrupted_line(ids: Sequence[str], waiting: set[str], left: set[str], dead: set[str],
+                      earlier: int, retrying: int) -> str:
+    """The report of a replay stopped by SIGINT/SIGTERM, from what the store said before this
+    run (`waiting`: unfinished then) and says now (`left`: unfinished now)."""
+    finished_now = [i for i in ids if i in waiting and i not in left]
+    dead_now = sum(i in dead for i in finished_now)
+    todo = sum(i in left for i in ids)
+    started = min(retrying, todo)  # failed once, retry scheduled: unfinished, not untouched
+    parts = [f"interrupted: {len(finished_now) - dead_now:,} of {len(ids):,} done"]
+    if dead_now:
+        parts.append(f"{dead_now:,} in dead letters")
+    if earlier:
+        parts.append(f"{earlier:,} finished before (this store had seen them)")
+    parts.append(f"{todo - started:,} not started")
+    if started:
+        parts.append(f"{started:,} started and not finished")
+    return ", ".join(parts) + "; run the same command again to continue"
+
+
 async def _sandbox_reconcile(runtime: Any, sandbox: Any, link_click: bool) -> list[str]:
     """The sandbox's blacklist reconciled with the ledger (docs/reconciliation.md); with
     `link_click`, first a number that clicked the opt-out link (on the list, no inbox row)."""
-    from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 
     if link_click:
         sandbox.add_from_panel(LINK_CLICK, at=time.time() - 3600)
@@ -302,6 +366,8 @@ def _list_hint(args: argparse.Namespace, settings: Settings) -> str:
     (a Redis URL may hold a password: then only `--store URL`)."""
     if not args.store and not args.sandbox:
         return "keyrouter dead-letters list"
+    if args.sandbox and not args.store:
+        return "keyrouter dead-letters list --sandbox"
     shown = settings.store if settings.store.startswith(("sqlite:", "memory:")) else "URL"
     return f"keyrouter dead-letters list --store {shown}"
 
@@ -321,5 +387,6 @@ def add_parser(sub: Any) -> None:
                    f"({SANDBOX_STORE}, with a link-click opt-out to show) unless --store is given")
     p.add_argument("--shift-dates", action="store_true",
                    help="move every row's date by one offset so the newest row is now "
-                   "(an old export replays as if it had just arrived)")
+                   "(an old export replays as if it had just arrived); only with --sandbox or "
+                   "--dry-run")
     p.set_defaults(func=cmd_replay)

@@ -20,13 +20,13 @@ from keyrouter.cli.common import (
 from keyrouter.conversations.checks import check_all
 from keyrouter.conversations.cli import describe_sender, explain_json
 from keyrouter.message import to_e164
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route, Router
 from keyrouter.settings import Settings
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    router = load_router(args, settings)
+    router = load_router(args, settings, runnable=True)
     failures, count = check_all(router)
     for problem in failures:
         print(problem, file=sys.stderr)
@@ -72,6 +72,8 @@ def describe(text: str, route: Route, router: Router) -> str:
             lines.append(f"  {name + ':':36} {value!r}")
         previous = value
     lines.append(f"  {'normalized:':36} {route.normalized!r}")
+    if route.rule is not None and route.rule.normalize_from:
+        lines.append(f"  {'normalize settings from:':36} {route.rule.normalize_from}")
     m, rule = route.match, route.rule
     if m is None or rule is None:
         handlers = ", ".join(map(_entry_text, route.handlers)) or "none (no default configured)"

@@ -12,21 +12,28 @@ from typing import Any
 
 from keyrouter import timefmt
 from keyrouter.cli.common import (
+    DEFAULT_STORE,
     EXIT_BAD_INPUT,
     EXIT_OK,
     CliError,
     command,
-    store_flag,
+    read_store,
     with_store,
 )
 from keyrouter.compliance import reports
 from keyrouter.conversations.cli import declared_conversation, print_results
+from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_text
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.settings import Settings
+from keyrouter.store.choice import read_flags
 
 
 # ---------------------------------------------------------------------------- dead-letters
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    settings = read_store(args, settings, must_exist=args.action == "list")
+
     async def body(store: Any) -> int:
         letters = await store.dead_letters()
         if args.action == "list":
@@ -66,11 +73,9 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 def declared_surveys(args: argparse.Namespace, settings: Settings) -> dict[str, list[str]] | None:
     """Survey id -> the choices the rules declare (in the rules' order, [] when a rule declares
     none); None when the rules cannot be read (then only the store's counts are shown)."""
-    from keyrouter.handlers.survey import normalize_choice
-    from keyrouter.rules.loader import RulesError, load_rules
 
     try:
-        rules = load_rules(settings.rules, settings.rules_max_bytes)
+        rules = load_rules(settings.rules, settings.rules_max_bytes, handlers=False)
     except (RulesError, OSError) as exc:
         print(f"keyrouter: warning: the rules ({settings.rules}) cannot be read, so choices with no "
               f"votes are not shown: {str(exc).splitlines()[0]}", file=sys.stderr)
@@ -88,6 +93,7 @@ def declared_surveys(args: argparse.Namespace, settings: Settings) -> dict[str, 
 
 
 def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
+    settings = read_store(args, settings)
     declared = declared_surveys(args, settings)
     survey = str(args.id).strip()
     conversation = declared_conversation(settings, survey)
@@ -122,13 +128,13 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = command(actions, "list", "list the dead letters: id, time (Turkey), rule, attempts, error",
                 "keyrouter dead-letters list --json | head -3")
-    store_flag(q)
+    read_flags(q, DEFAULT_STORE)
     q.add_argument("--json", action="store_true", help="one JSON object a line")
     for name, summary in (("retry", "run these dead letters again at the next poll or replay"),
                           ("drop", "give up on these dead letters (they are marked done)")):
         q = command(actions, name, summary,
                     f"keyrouter dead-letters {name} 1012 1013\nkeyrouter dead-letters {name} --all")
-        store_flag(q)
+        read_flags(q, DEFAULT_STORE)
         q.add_argument("ids", nargs="*", metavar="ID")
         q.add_argument("--all", action="store_true", help="every dead letter (none is fine)")
     p.set_defaults(func=cmd_dead_letters)
@@ -139,7 +145,7 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = command(actions, "results", "votes per choice (every choice the rules declare), voters, "
                 "rejected votes, last vote", "keyrouter survey results spring-2026 --format csv")
-    store_flag(q)
+    read_flags(q, DEFAULT_STORE)
     q.add_argument("--rules", help="rules file or folder that declares the survey's choices "
                    "(env KEYROUTER_RULES, default ./rules)")
     q.add_argument("id", metavar="ID", help="the survey's id, as in the rules: survey: {id: ...}")

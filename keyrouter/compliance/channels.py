@@ -26,7 +26,7 @@ from functools import cache
 from typing import Any
 
 from keyrouter.message import Message
-from keyrouter.rules.loader import HandlerEntry, Location, Rule
+from keyrouter.rules.model import HandlerEntry, Location, Rule
 from keyrouter.rules.normalize import Normalizer
 from keyrouter.rules.router import Route
 

@@ -8,7 +8,7 @@ from keyrouter.conversations.engine import Conversations, is_opt_out
 from keyrouter.conversations.steps import Record, opt_out
 from keyrouter.rules.check import check_examples
 from keyrouter.rules.conversations import Conversation, Example
-from keyrouter.rules.loader import Problem
+from keyrouter.rules.model import Problem
 from keyrouter.rules.router import Router
 
 RESPONDENT = "+905000000000"

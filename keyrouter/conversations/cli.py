@@ -10,7 +10,8 @@ from keyrouter.conversations import results
 from keyrouter.conversations.steps import Record
 from keyrouter.masking import mask_number
 from keyrouter.rules.conversations import Conversation
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.settings import Settings
 
 

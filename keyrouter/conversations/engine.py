@@ -30,7 +30,7 @@ from keyrouter.providers.iletimerkezi import DUPLICATE_SMS, PermanentApiError
 from keyrouter.retries import PermanentError
 from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.emoji import has_emoji
-from keyrouter.rules.loader import HandlerEntry, Rule, RuleSet
+from keyrouter.rules.model import HandlerEntry, Rule, RuleSet
 from keyrouter.rules.router import Match, Route
 from keyrouter.store.base import Store
 

@@ -22,7 +22,7 @@ from keyrouter.masking import mask_number
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route
 from keyrouter.store.base import OptOut
 

@@ -51,7 +51,7 @@ from keyrouter.handlers.context import Context, idempotency_key
 from keyrouter.handlers.fencing import StaleClaim
 from keyrouter.masking import mask_number
 from keyrouter.message import Message
-from keyrouter.rules.loader import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route
 
 if TYPE_CHECKING:
@@ -80,6 +80,9 @@ async def run_message(d: Dispatcher, item: Item) -> None:
             and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
         d.finish_later(item, rule_name, skipped=True)
         return
+    if rule is None and not route.handlers:
+        logger.info("message %s matched no rule and there is no default: done, nothing run",
+                    message.id, extra={"message_id": message.id, "rule": "none"})
     succeeded = claim.succeeded
     remaining = [(i, e) for i, e in enumerate(route.handlers)
                  if not succeeded or (entry_key(rule_name, i, e) not in succeeded

@@ -30,7 +30,8 @@ from keyrouter.providers.iletimerkezi import (
     PermanentApiError,
     TransientApiError,
 )
-from keyrouter.rules.loader import RulesError, load_rules
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 
@@ -51,6 +52,8 @@ class Doctor:
     inbox: Inbox | None = None
     router: Router | None = None
     results: list[Check] = field(default_factory=list)
+    #: why the provider checks after `credentials` cannot run (set by check_credentials)
+    no_inbox: str = "the credentials did not work"
 
 
 class _DateRecorder(httpx.AsyncBaseTransport):
@@ -85,7 +88,8 @@ async def check_credentials(d: Doctor) -> Check:
         return Check("credentials", "fail", f"get-inbox refused: {exc}",
                      f"check ILETIMERKEZI_BASE_URL ({d.settings.base_url})")
     except TransientApiError as exc:
-        return Check("credentials", "fail", f"the provider did not answer: {exc}",
+        d.no_inbox = "the provider could not be reached"
+        return Check("credentials", "fail", f"the provider could not be reached: {exc}",
                      f"check the network path to {d.settings.base_url} and try again")
     total = "unknown" if d.inbox.total_rows is None else d.inbox.total_rows
     rows = len(d.inbox.rows)
@@ -107,7 +111,7 @@ async def _optional_call(d: Doctor, endpoint: str) -> tuple[dict[str, Any] | Non
 
 async def check_balance(d: Doctor) -> Check:
     if d.client is None or d.inbox is None:
-        return Check("balance", "skip", "not checked: the credentials did not work")
+        return Check("balance", "skip", f"not checked: {d.no_inbox}")
     try:
         answer, why = await _optional_call(d, "get-balance")
     except PermanentApiError:
@@ -142,7 +146,7 @@ async def check_sender(d: Doctor) -> Check:
         return Check("sender", "fail", "the rules use `reply` but ILETIMERKEZI_SENDER is not set",
                      "set ILETIMERKEZI_SENDER to your approved sender name")
     if d.client is None or d.inbox is None:
-        return Check("sender", "skip", "not checked: the credentials did not work")
+        return Check("sender", "skip", f"not checked: {d.no_inbox}")
     answer, why = await _optional_call(d, "get-sender")
     holder = answer.get("senders") if answer else None
     names = holder.get("sender") if isinstance(holder, dict) else None
@@ -178,7 +182,7 @@ async def check_clock(d: Doctor) -> Check:
 async def check_paging(d: Doctor) -> Check:
     """Page 2 with a small rowCount, compared with page 1: honoured, ignored or refused."""
     if d.client is None or d.inbox is None:
-        return Check("pagination", "skip", "not checked: the credentials did not work")
+        return Check("pagination", "skip", f"not checked: {d.no_inbox}")
     rows = len(d.inbox.rows)
     if rows < 2:
         return Check("pagination", "skip", f"not checked: the inbox holds {rows} rows; need at least 2")

@@ -3,7 +3,7 @@ adds the conversations' examples for `keyrouter check`)."""
 
 from __future__ import annotations
 
-from keyrouter.rules.loader import Problem, Rule
+from keyrouter.rules.model import Problem, Rule
 from keyrouter.rules.router import Router
 
 
@@ -25,12 +25,14 @@ def check_examples(router: Router) -> tuple[list[Problem], int]:
                 to = f"rule '{got.rule.name}'" if got.rule else "no rule (the default)"
                 problems.append(Problem(where, f"example {text!r} should match rule "
                                                f"'{rule.name}' but routes to {to} "
-                                               f"(normalized: {got.normalized!r})"))
+                                               f"(normalized: {rule.normalizer(text)!r}, with the "
+                                               f"settings of {rule.normalize_from})"))
         for text, where in rule.examples_no_match:
             count += 1
             got = router.route(text, receiver)
             if got.rule is rule:
                 problems.append(Problem(where, f"example {text!r} should not match rule "
                                                f"'{rule.name}' but does "
-                                               f"(normalized: {got.normalized!r})"))
+                                               f"(normalized: {got.normalized!r}, with the "
+                                               f"settings of {rule.normalize_from})"))
     return problems, count

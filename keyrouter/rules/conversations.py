@@ -237,14 +237,14 @@ def _question(cid: str, q: QuestionModel, qpath: tuple[Any, ...],
 
     for i, choice in enumerate(choices):
         add(choice, choice, (*qpath, "choices", i))
-    for choice, words in q.aliases.items():
-        if str(choice) not in choices:
-            error(at((*qpath, "aliases", choice)), f"{where}: aliases name '{choice}', which is "
+    for named, words in q.aliases.items():
+        if str(named) not in choices:
+            error(at((*qpath, "aliases", named)), f"{where}: aliases name '{named}', which is "
                                                    f"not one of the choices {list(choices)}")
             ok = False
             continue
         for i, word in enumerate(words):
-            add(str(word), str(choice), (*qpath, "aliases", choice, i))
+            add(str(word), str(named), (*qpath, "aliases", named, i))
     if not ok:
         return None
     return Question(id=q.id, ask=q.ask, choices=choices, text=q.text, retry=q.retry or None,

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keyrouter.rules.loader import HandlerEntry
+    from keyrouter.rules.model import HandlerEntry
 
 __all__ = ["LEGAL_HANDLERS", "entry_key", "identity_of", "legacy_entry_key", "with_identities"]
 

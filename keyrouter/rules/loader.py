@@ -1,28 +1,26 @@
-"""Rules files (YAML) -> validated, compiled `RuleSet`, with `file:line` problems.
+"""Rules files (YAML) -> validated, compiled `RuleSet` (rules/model.py), with `file:line` problems.
 
-pydantic checks the shape (rules_schema.py); everything else (regexes, keywords, handlers,
+pydantic checks the shape (rules/schema.py); everything else (regexes, keywords, handlers,
 shadowing) is checked here with the line of the offending node.  Problems are collected, not
 raised one by one, so `keyrouter check` shows every fault in one run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
-from keyrouter.durations import parse_duration
+from keyrouter.durations import parse_duration, parse_timeout
 from keyrouter.message import canonical_receiver
 from keyrouter.rules import conversations as conversation_model
-from keyrouter.rules import patterns, registry, yamlpos
+from keyrouter.rules import patterns, plugin_path, registry, yamlpos
 from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.emoji import EmojiNormalizer, has_emoji
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS, with_identities
-from keyrouter.rules.normalize import Normalizer, NormalizeSettings
+from keyrouter.rules.model import HandlerEntry, Keyword, Location, Problem, Rule, RulesError, RuleSet
+from keyrouter.rules.normalize import Normalizer, NormalizeSettings, settings_diff
 from keyrouter.rules.schema import ExamplesModel, FileModel, RuleModel, explain_validation
 from keyrouter.settings import DEFAULT_MAX_BYTES, rules_max_bytes
 
@@ -36,112 +34,6 @@ OPTIONAL_KEY = "optional"
 ENTRY_KEYS = (TIMEOUT_KEY, OPTIONAL_KEY)
 
 
-# ---------------------------------------------------------------- what the router consumes
-@dataclass(frozen=True, slots=True)
-class Location:
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    where: Location
-    message: str
-    severity: Literal["error", "warning"] = "error"
-
-    def __str__(self) -> str:
-        prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.where}: {prefix}{self.message}"
-
-
-class RulesError(ValueError):
-    """The rules cannot be used; `problems` lists every fault found."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerEntry:
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    #: Seconds this entry may run (its own `timeout:`, else its rule's); None: the worker's
-    #: KEYROUTER_HANDLER_TIMEOUT.
-    timeout: float | None = None
-    #: `optional: true`: a failure (permanent, or its last attempt) is recorded and the rule goes
-    #: on; a transient one is retried after the rest of the rule (docs/opt-out-duty.md).
-    optional: bool = False
-    #: What identifies the entry within its rule besides the rule's name: handler, params digest
-    #: and occurrence among identical entries (keyrouter.entry_keys); "" until computed.
-    identity: str = ""
-
-    def __str__(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True, slots=True)
-class Keyword:
-    written: str  # as in the file: what `match.keyword` reports
-    normalized: str
-    fuzzy: int  # 0 where the rule's fuzzy does not apply (keyword shorter than 4)
-    where: Location
-    #: Holds an emoji: `normalized` is the EmojiNormalizer form, matched as whole tokens.
-    emoji: bool = False
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    index: int  # file order across all files: lower wins
-    handlers: tuple[HandlerEntry, ...]
-    normalizer: Normalizer
-    where: Location
-    keywords: tuple[Keyword, ...] = ()
-    pattern: patterns.Regex | None = None  # RE2: fullmatch, groupindex, pattern
-    match: Literal["exact", "first_word"] = "exact"
-    receivers: frozenset[str] | None = None
-    max_age: timedelta | None = None
-    priority: Literal["high", "normal"] = "normal"
-    timeout: float | None = None  # seconds, for entries without their own
-    examples_match: tuple[tuple[str, Location], ...] = ()
-    examples_no_match: tuple[tuple[str, Location], ...] = ()
-
-    def accepts(self, receiver: str) -> bool:
-        """`receiver` in canonical form (see message.canonical_receiver)."""
-        return self.receivers is None or receiver in self.receivers
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    rules: tuple[Rule, ...]
-    default: tuple[HandlerEntry, ...] = ()
-    warnings: tuple[Problem, ...] = ()
-    normalizer: Normalizer = field(default_factory=Normalizer)  # the first file's, for misses
-    #: `conversations:` of every file; each has a start rule (`conversation:<id>`) after the
-    #: files' rules, holding its start keywords (docs/conversations.md)
-    conversations: tuple[Conversation, ...] = ()
-
-
-def parse_timeout(value: object) -> float:
-    """A handler time limit: a duration (`30s`, `2m`) or a number of seconds (`1.5`), above 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration: write e.g. 30s, 2m or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        try:
-            seconds = float(str(value).strip())
-        except ValueError:
-            seconds = parse_duration(str(value)).total_seconds()
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"'{value}' must be more than 0 seconds")
-    return seconds
-
-
 # ---------------------------------------------------------------- loading
 def rule_files(path: str | Path) -> list[Path]:
     p = Path(path)
@@ -150,19 +42,28 @@ def rule_files(path: str | Path) -> list[Path]:
     return [p]
 
 
-def load_rules(path: str | Path, max_bytes: int | None = None) -> RuleSet:
+def load_rules(path: str | Path, max_bytes: int | None = None, *,
+               handlers: bool = True) -> RuleSet:
     """Read a rules file or folder.  Raises RulesError listing every problem (warnings aside).
     `max_bytes` bounds all files together, so parsing time and memory are bounded too; None
-    reads KEYROUTER_RULES_MAX_BYTES (default 4 MiB), so every caller honours the setting."""
+    reads KEYROUTER_RULES_MAX_BYTES (default 4 MiB), so every caller honours the setting.
+    `handlers`: import the handlers the rules name (from the installed packages, the project
+    folder and KEYROUTER_PLUGIN_PATH: keyrouter.plugin_path); False for commands that only read
+    the store, which need rule names and survey choices, not the company's code."""
     if max_bytes is None:
         max_bytes = rules_max_bytes()
+    if handlers:
+        plugin_path.extend(path)
     builder = _Builder()
+    builder.load_handlers = handlers
     builder.budget = builder.max_bytes = max_bytes
     files = rule_files(path)
     if not files:
         builder.error(Location(str(path), 1), "no *.yaml or *.yml files in this folder")
     for file in files:
-        builder.add_file(file)
+        found = builder.read_file(file)
+        if found is not None:
+            builder.add_model(*found)
     return builder.finish()
 
 
@@ -174,8 +75,11 @@ class _Builder:
         self.default: tuple[HandlerEntry, ...] = ()
         self.default_where: Location | None = None
         self.first_normalizer: Normalizer | None = None
-        self.conversations: list[Conversation] = []
+        self.first_settings: NormalizeSettings | None = None
+        self.first_source = ""
         self.max_bytes = self.budget = DEFAULT_MAX_BYTES  # budget: what is left
+        self.load_handlers = True
+        self.conversations: list[Conversation] = []
 
     def error(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, message))
@@ -183,38 +87,58 @@ class _Builder:
     def warn(self, where: Location, message: str) -> None:
         self.problems.append(Problem(where, message, "warning"))
 
-    def add_file(self, file: Path) -> None:
+    def read_file(self, file: Path) -> tuple[FileModel, _Locator] | None:
+        """The file's validated model, or None after recording why it cannot be used."""
         name = str(file)
         try:
             text = yamlpos.read_limited(file, self.budget, self.max_bytes)
         except yamlpos.TooLarge as exc:
             self.error(Location(name, 1), str(exc))
-            return
+            return None
         except (OSError, UnicodeDecodeError) as exc:
             self.error(Location(name, 1), f"cannot read: {exc}")
-            return
+            return None
         self.budget -= len(text.encode("utf-8", "surrogatepass"))
         try:
             data, lines = yamlpos.load(text)
         except yamlpos.YamlProblem as exc:
             self.error(Location(name, exc.line), str(exc))
-            return
+            return None
         at = _Locator(name, lines)
         if not isinstance(data, dict):
             self.error(at(()), "a rules file is a mapping with `version: 1` and `rules:`")
-            return
+            return None
         try:
-            model = FileModel.model_validate(data)
+            return FileModel.model_validate(data), at
         except ValidationError as exc:
             found = [Problem(at(err["loc"]), explain_validation(err)) for err in exc.errors()]
             self.problems.extend(sorted(found, key=lambda p: p.where.line))
-            return
+            return None
+
+    def normalizer_of(self, model: FileModel, at: _Locator) -> tuple[Normalizer, str]:
+        """The file's own normalizer (docs/rules.md, Normalization) and where its settings come from.
+        Files of one folder whose settings differ get a warning naming both places: a file
+        without `normalize:` does not inherit another file's `strip_prefixes`."""
+        has_section = "normalize" in model.model_fields_set
         norm = model.normalize.model_dump()
         norm["strip_prefixes"] = tuple(norm["strip_prefixes"])
-        normalizer = Normalizer(NormalizeSettings(**norm))
+        settings = NormalizeSettings(**norm)
+        where = at(("normalize",)) if has_section else Location(at.file, 1)
+        source = str(where) if has_section else f"{at.file} (no normalize: the defaults)"
+        if self.first_settings is None:
+            self.first_settings, self.first_source = settings, source
+        elif settings != self.first_settings:
+            self.warn(where, f"normalize differs from {self.first_source}: "
+                             f"{settings_diff(settings, self.first_settings)}; this file's "
+                             "keywords and the texts its rules see use its own settings (copy "
+                             "the section to share it)")
+        return Normalizer(settings), source
+
+    def add_model(self, model: FileModel, at: _Locator) -> None:
+        normalizer, source = self.normalizer_of(model, at)
         self.first_normalizer = self.first_normalizer or normalizer
         for i, rule in enumerate(model.rules):
-            self.add_rule(rule, ("rules", i), at, normalizer)
+            self.add_rule(rule, ("rules", i), at, normalizer, source)
         if model.conversations is not None:
             for conv in conversation_model.build(model.conversations, at, normalizer, self.error,
                                                  parse_duration):
@@ -260,7 +184,7 @@ class _Builder:
                 if OPTIONAL_KEY in entry:
                     optional = self.optional(entry.pop(OPTIONAL_KEY), at((*path, i, OPTIONAL_KEY)))
             if isinstance(entry, str):
-                name, params = entry, {}
+                name, params = entry, dict[str, Any]()
             elif not isinstance(entry, dict) or len(entry) != 1:
                 got = f"keys {', '.join(map(str, entry))}" if isinstance(entry, dict) else repr(entry)
                 self.error(where, f"a handler entry is a name, or a map with ONE name -> params "
@@ -269,7 +193,7 @@ class _Builder:
             else:
                 name, raw = next(iter(entry.items()))
                 name, params = str(name), {} if raw is None else raw
-            why = registry.problem(name)
+            why = registry.problem(name, load=self.load_handlers)
             if why is None and not isinstance(params, dict):
                 why = f"{name}: params must be a map of names to values"
             if why is None:
@@ -290,7 +214,7 @@ class _Builder:
         return value
 
     def add_rule(self, model: RuleModel, path: tuple[Any, ...], at: _Locator,
-                 normalizer: Normalizer) -> None:
+                 normalizer: Normalizer, normalize_from: str = "") -> None:
         where = at(path)
         if model.name in self.names:
             self.error(at((*path, "name")),
@@ -311,39 +235,15 @@ class _Builder:
         receivers = None
         if model.receivers is not None:
             receivers = frozenset(canonical_receiver(r) for r in model.receivers)
-        pattern = None
-        keywords: list[Keyword] = []
+        pattern, keywords = None, []
         if model.pattern is not None:
-            for key in ("match", "fuzzy"):
-                if key in model.model_fields_set:
-                    self.error(at((*path, key)), f"`{key}` applies to keywords; a pattern always "
-                                                 "matches the whole normalized text")
-            try:
-                pattern = patterns.compile_pattern(model.pattern)
-            except patterns.PatternProblem as exc:
-                self.error(at((*path, "pattern")), str(exc))
-            if pattern is not None and patterns.nested_repetition(model.pattern):
-                self.warn(at((*path, "pattern")), patterns.NESTED_WARNING)
+            pattern = self.rule_pattern(model, model.pattern, path, at)
         else:
-            for i, written in enumerate(model.keywords or []):
-                kw_where = at((*path, "keywords", i))
-                if has_emoji(written):  # an emoji keyword: whole tokens, never fuzzy
-                    keywords.append(Keyword(written, EmojiNormalizer(normalizer)(written), 0,
-                                            kw_where, emoji=True))
-                    continue
-                normalized = normalizer(written)
-                if not normalized:
-                    self.error(kw_where, f"keyword '{written}' normalizes to nothing (only "
-                                         "punctuation, symbols or a strip_prefixes word)")
-                    continue
-                fuzzy = min(model.fuzzy, MAX_FUZZY)
-                if fuzzy and len(normalized) < MIN_FUZZY_LENGTH:
-                    self.warn(kw_where, f"fuzzy ignored for '{written}': keywords shorter than "
-                                        f"{MIN_FUZZY_LENGTH} characters match exactly only")
-                    fuzzy = 0
-                keywords.append(Keyword(written, normalized, fuzzy, kw_where))
-        captures = list(pattern.groupindex) if pattern is not None else (
-            ["rest"] if model.match == "first_word" else [])
+            keywords = self.rule_keywords(model, path, at, normalizer)
+        # a pattern that does not compile has unknown captures (None): its templates are not
+        # judged, so the pattern's own error is the only one
+        captures = list(pattern.groupindex) if pattern is not None else None if (
+            model.pattern is not None) else ["rest"] if model.match == "first_word" else []
         timeout = self.timeout(model.timeout, at((*path, "timeout")))
         handlers = self.handlers(model.handlers, (*path, "handlers"), at, captures, timeout)
         names = [h.name for h in handlers]
@@ -355,11 +255,51 @@ class _Builder:
             name=model.name, index=len(self.rules), handlers=handlers, normalizer=normalizer,
             where=where, keywords=tuple(keywords), pattern=pattern, match=model.match or "exact",
             receivers=receivers, max_age=max_age, priority=model.priority, timeout=timeout,
+            normalize_from=normalize_from,
             examples_match=tuple((t, at((*path, "examples", "match", i)))
                                  for i, t in enumerate(examples.match)),
             examples_no_match=tuple((t, at((*path, "examples", "no_match", i)))
                                     for i, t in enumerate(examples.no_match)),
         ))
+
+    def rule_pattern(self, model: RuleModel, source: str, path: tuple[Any, ...],
+                     at: _Locator) -> patterns.Regex | None:
+        """The rule's compiled pattern, or None when it does not compile (an error is recorded)."""
+        for key in ("match", "fuzzy"):
+            if key in model.model_fields_set:
+                self.error(at((*path, key)), f"`{key}` applies to keywords; a pattern always "
+                                             "matches the whole normalized text")
+        pattern = None
+        try:
+            pattern = patterns.compile_pattern(source)
+        except patterns.PatternProblem as exc:
+            self.error(at((*path, "pattern")), str(exc))
+        if pattern is not None and patterns.nested_repetition(source):
+            self.warn(at((*path, "pattern")), patterns.NESTED_WARNING)
+        return pattern
+
+    def rule_keywords(self, model: RuleModel, path: tuple[Any, ...], at: _Locator,
+                      normalizer: Normalizer) -> list[Keyword]:
+        """The rule's keywords, normalized with its file's settings; emoji ones as whole tokens."""
+        keywords: list[Keyword] = []
+        for i, written in enumerate(model.keywords or []):
+            kw_where = at((*path, "keywords", i))
+            if has_emoji(written):  # an emoji keyword: whole tokens, never fuzzy
+                keywords.append(Keyword(written, EmojiNormalizer(normalizer)(written), 0,
+                                        kw_where, emoji=True))
+                continue
+            normalized = normalizer(written)
+            if not normalized:
+                self.error(kw_where, f"keyword '{written}' normalizes to nothing (only "
+                                     "punctuation, symbols or a strip_prefixes word)")
+                continue
+            fuzzy = min(model.fuzzy, MAX_FUZZY)
+            if fuzzy and len(normalized) < MIN_FUZZY_LENGTH:
+                self.warn(kw_where, f"fuzzy ignored for '{written}': keywords shorter than "
+                                    f"{MIN_FUZZY_LENGTH} characters match exactly only")
+                fuzzy = 0
+            keywords.append(Keyword(written, normalized, fuzzy, kw_where))
+        return keywords
 
     def add_start_rules(self) -> None:
         """Each conversation's start keywords as a rule after the files' rules: a start keyword

@@ -169,3 +169,12 @@ class Normalizer:
         if final != text:
             out.append(("prefixes stripped" if self._prefixes else "normalized again", final))
         return out
+
+
+def settings_diff(mine: NormalizeSettings, theirs: NormalizeSettings) -> str:
+    """`strip_prefixes: [] here, [ACME] there` for each setting that differs."""
+    def shown(value: object) -> str:
+        return f"[{', '.join(value)}]" if isinstance(value, tuple) else str(value).lower()
+    return ", ".join(f"{name}: {shown(getattr(mine, name))} here, {shown(getattr(theirs, name))} there"
+                     for name in ("locale", "fold_accents", "strip_punctuation", "strip_prefixes")
+                     if getattr(mine, name) != getattr(theirs, name))

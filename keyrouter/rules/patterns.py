@@ -16,10 +16,10 @@ from typing import Any
 import re2
 
 try:  # Python's parser is private; without it nothing is inferred, which is always safe
-    from re import _constants as _c
-    from re import _parser
+    from re import _constants as _c  # type: ignore[attr-defined]  # private: not in typeshed
+    from re import _parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
-    _parser = None  # type: ignore[assignment]
+    _parser = None
 
 Regex = Any  # re2._Regexp: fullmatch, groupindex, pattern, like re.Pattern
 

@@ -10,8 +10,9 @@ import importlib
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
+from keyrouter.rules import plugin_path
 from keyrouter.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "keyrouter.handlers"
@@ -49,14 +50,17 @@ def _import(target: str) -> Handler:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise HandlerNotFound(f"cannot import module '{module_name}': {exc}") from None
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        # the module itself (or its package) is missing, not something it imports
+        fix = f" ({plugin_path.not_found_hint()})" if missing and module_name.startswith(missing) else ""
+        raise HandlerNotFound(f"cannot import module '{module_name}': {exc}{fix}") from None
     try:
         func = getattr(module, attr)
     except AttributeError:
         raise HandlerNotFound(f"module '{module_name}' has no attribute '{attr}'") from None
     if not callable(func):
         raise HandlerNotFound(f"'{target}' is not callable")
-    return func
+    return cast(Handler, func)
 
 
 def resolve(name: str) -> Handler:
@@ -79,7 +83,7 @@ def resolve(name: str) -> Handler:
         raise HandlerNotFound(f"entry point '{name}' ({ep.value}) failed to load: {exc}") from None
     if not callable(func):
         raise HandlerNotFound(f"entry point '{name}' ({ep.value}) is not callable")
-    return func
+    return cast(Handler, func)
 
 
 def params_problem(name: str, params: Any, captures: list[str] | None) -> str | None:
@@ -92,16 +96,24 @@ def params_problem(name: str, params: Any, captures: list[str] | None) -> str | 
     if check is None:
         return None
     if name in ("reply", "survey"):
-        return check(params, captures)
-    if name in ("blacklist", "unblacklist"):
-        return check(params, name)
-    return check(params)
+        found = check(params, captures)
+    elif name in ("blacklist", "unblacklist"):
+        found = check(params, name)
+    else:
+        found = check(params)
+    return None if found is None else str(found)
 
 
-def problem(name: str) -> str | None:
-    """Why `name` cannot be used as a handler, or None.  Built-ins are trusted by name."""
+def problem(name: str, *, load: bool = True) -> str | None:
+    """Why `name` cannot be used as a handler, or None.  Built-ins are trusted by name.
+    `load=False` (commands that only read the store): only the form of the name is checked, so
+    they work without the company's handler code."""
     if name in BUILTINS:
         return None
+    if not load:
+        module, colon, attr = name.partition(":")
+        return None if not colon or (module and attr) else (
+            f"'{name}' is not of the form package.module:function")
     try:
         resolve(name)
     except HandlerNotFound as exc:

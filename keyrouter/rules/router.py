@@ -19,7 +19,7 @@ import re2
 from keyrouter.message import canonical_receiver
 from keyrouter.rules.emoji import EmojiNormalizer
 from keyrouter.rules.fuzzy import DeletionIndex
-from keyrouter.rules.loader import HandlerEntry, Keyword, Rule, RuleSet
+from keyrouter.rules.model import HandlerEntry, Keyword, Rule, RuleSet
 from keyrouter.rules.normalize import Normalizer, NormalizeSettings
 from keyrouter.rules.patterns import OPTIONS, first_chars, rewrite_groups
 
@@ -246,7 +246,7 @@ class _PatternSet:
             self.single = list(patterns)
             return
         index = combined.groupindex
-        expected = len(folded) + sum(len(r.pattern.groupindex) for r in folded)  # type: ignore[union-attr]
+        expected = len(folded) + sum(len(r.pattern.groupindex) for r in folded if r.pattern is not None)
         if test.groups or combined.groups != expected:  # the rewrite misread a pattern
             self.single = list(patterns)
             return

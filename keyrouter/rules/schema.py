@@ -4,6 +4,7 @@ shape means, with lines, is keyrouter/rules.py."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,7 +63,8 @@ def _keys_beside(parents: list[str]) -> list[str]:
     """The keys allowed in the map at `parents` (`["rules"]`: a rule's keys), for suggestions."""
     model: Any = FileModel
     for key in parents:
-        field_info = model.model_fields.get(key) if isinstance(model, type) else None
+        field_info = (model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel)
+                      else None)
         inner = [t for t in _types_in(field_info.annotation) if isinstance(t, type)
                  and issubclass(t, BaseModel)] if field_info else []
         if not inner:
@@ -76,15 +78,25 @@ def _types_in(annotation: Any) -> list[Any]:
     return [annotation] if not args else [t for a in args for t in _types_in(a)]
 
 
+#: Union members show up as extra loc parts (`str`, `list[str]`, `dict[str,any]`); they mean
+#: nothing to users.  Only whole type names: a key such as `strip_prefix` is kept.
+_TYPE_PART = re.compile(r"(str|int|float|bool|none|(list|dict|tuple|set)\[.*\])", re.I)
+_WHERE = {"rules": "a rule", "normalize": "normalize", "examples": "examples",
+          "default": "default"}
+
+
 def explain_validation(err: Any) -> str:
     """pydantic's error -> one sentence a rules author can act on."""
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-    # Union members show up as extra loc parts (`str`, `dict[...]`); they mean nothing to users.
-    loc = [p for p in loc if not p.startswith(("str", "dict["))]
+    loc = [p for p in loc if not _TYPE_PART.fullmatch(p)]
     field_name = loc[-1] if loc else "file"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{field_name}'{did_you_mean(field_name, _keys_beside(loc[:-1]))}"
+        allowed = _keys_beside(loc[:-1])
+        where = f" in {_WHERE.get(loc[-2], loc[-2])}" if len(loc) > 1 else ""
+        hint = did_you_mean(field_name, allowed) or (
+            f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return f"unknown key '{field_name}'{where}{hint}"
     if kind == "missing":
         return f"missing required key '{field_name}'"
     if kind == "literal_error":

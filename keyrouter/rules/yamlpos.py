@@ -48,6 +48,28 @@ class YamlProblem(ValueError):
         self.line = line
 
 
+#: libyaml's words -> what to do about them, in plain language.
+_INDENT_HINT = ("; check the indentation on this line and the one before: the keys of one rule "
+                "start in the same column (under `name:`), each list item starts with `- ` in the "
+                "same column, and only spaces indent (no tabs)")
+_HINTS = (
+    ("unknown escape character", "; inside double quotes a backslash starts an escape: write a "
+     "regex in single quotes (pattern: 'rez (\\d+)')"),
+    ("cannot start any token", "; a character YAML does not allow here: often a tab (indent "
+     "with spaces only), or a value starting with @, ` or % (put it in quotes)"),
+    ("did not find expected '-' indicator", _INDENT_HINT),
+    ("did not find expected key", _INDENT_HINT),
+    ("expected <block end>", _INDENT_HINT),
+    ("mapping values are not allowed here", "; a `key: value` where YAML expects none: check "
+     "the indentation, or put a value holding ': ' in quotes"),
+)
+
+
+def syntax_hint(problem: str) -> str:
+    """A plain-language fix for a libyaml problem, or ""."""
+    return next((hint for words, hint in _HINTS if words in problem), "")
+
+
 def load(text: str) -> tuple[Any, dict[Path, int]]:
     """Parse one YAML document.  Raises YamlProblem for syntax errors, duplicate keys, aliases
     that expand too far, nesting deeper than MAX_DEPTH and tags other than plain values', each
@@ -59,7 +81,8 @@ def load(text: str) -> tuple[Any, dict[Path, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlProblem(line, f"YAML syntax: {exc.problem or exc}") from None
+        said = str(exc.problem or exc)
+        raise YamlProblem(line, f"YAML syntax: {said}{syntax_hint(said)}") from None
     except yaml.YAMLError as exc:  # e.g. a character YAML does not allow, without a mark
         raise YamlProblem(1, f"YAML syntax: {exc}") from None
     lines: dict[Path, int] = {}
@@ -94,11 +117,7 @@ def _compose(events: Any, helper: yaml.SafeLoader) -> yaml.Node | None:
             root = node if not stack else root
             continue
         if isinstance(event, yaml.AliasEvent):
-            target = anchors.get(event.anchor)
-            if target is None:
-                why = "inside its own anchor" if event.anchor in anchors else "with no anchor before it"
-                raise YamlProblem(line, f"YAML alias *{event.anchor} {why}")
-            node, size = target
+            node, size = _anchored(anchors, event.anchor, line)
             expanded += size
             if expanded > max(ALIAS_ALLOWANCE, written):
                 raise YamlProblem(line, f"YAML aliases expand this file past {expanded:,} values "
@@ -132,6 +151,17 @@ def _compose(events: Any, helper: yaml.SafeLoader) -> yaml.Node | None:
     return root
 
 
+def _anchored(anchors: dict[str, tuple[yaml.Node, int] | None], anchor: str,
+              line: int) -> tuple[yaml.Node, int]:
+    """The node (and its value count) an alias names; an alias to an anchor still open, or to
+    none, is a problem."""
+    target = anchors.get(anchor)
+    if target is None:
+        why = "inside its own anchor" if anchor in anchors else "with no anchor before it"
+        raise YamlProblem(line, f"YAML alias *{anchor} {why}")
+    return target
+
+
 def _attach(stack: list[tuple[yaml.Node, list[int]]], node: yaml.Node, size: int) -> None:
     """Add `node` (with `size` values under it) to the open collection, if any."""
     if not stack:
@@ -150,12 +180,12 @@ def _tag(event: Any, kind: type, value: str | None, implicit: Any, helper: yaml.
          line: int) -> str:
     tag = event.tag
     if tag is None or tag == "!":
-        return helper.resolve(kind, value, implicit)
+        return str(helper.resolve(kind, value, implicit))
     if tag not in ALLOWED_TAGS:
         shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
         raise YamlProblem(line, f"YAML tag {shown} is not allowed in a rules file (only plain "
                                 "values: text, numbers, true/false, lists and maps)")
-    return tag
+    return str(tag)
 
 
 def _convert(node: yaml.Node, path: Path, lines: dict[Path, int], loader: yaml.SafeLoader,

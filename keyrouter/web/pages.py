@@ -27,7 +27,8 @@ from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_number, mask_text, mask_value
 from keyrouter.message import TURKEY
 from keyrouter.rules.conversations import Conversation
-from keyrouter.rules.loader import RuleSet, load_rules, rule_files
+from keyrouter.rules.loader import load_rules, rule_files
+from keyrouter.rules.model import RuleSet
 from keyrouter.rules.router import Router
 from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
 from keyrouter.web.pending import Pending, effects_of, pending
@@ -74,7 +75,8 @@ class RulesInfo:
     @classmethod
     def load(cls, path: str, now: float) -> RulesInfo:
         """Raises RulesError, like every command that reads the rules."""
-        rules = load_rules(path)
+
+        rules = load_rules(path, handlers=False)  # the page needs names and choices, not code
         files, version = file_hashes(path)
         return cls(path, files, version, len(rules.rules), declared_surveys(rules), now,
                    effects_of(rules), tuple(r.name for r in rules.rules), Router(rules),

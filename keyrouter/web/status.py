@@ -10,6 +10,7 @@ from pathlib import Path
 from keyrouter import timefmt
 from keyrouter.message import RowError, parse_row
 from keyrouter.store import Store
+from keyrouter.store.choice import redact_store_url
 from keyrouter.web.pages import RulesInfo, file_hashes
 
 
@@ -56,8 +57,9 @@ def rules_on_disk_changed(info: RulesInfo) -> bool:
 
 
 def store_label(url: str) -> str:
-    """Scheme and place of the store URL, never a password."""
-    scheme, _, rest = url.partition("://")
+    """Scheme and place of the store URL, never a password (nor a user or query: the page is
+    shown to anyone who may read the dashboard)."""
+    scheme, _, rest = redact_store_url(url).partition("://")
     if scheme.startswith("redis"):
         host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
         return f"{scheme}://{host}"

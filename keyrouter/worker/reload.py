@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from keyrouter.conversations.checks import check_all
 from keyrouter.events import NO_EVENTS, Events
-from keyrouter.rules.loader import Problem, RulesError, load_rules, rule_files
+from keyrouter.rules.loader import load_rules, rule_files
+from keyrouter.rules.model import Problem, RulesError
 from keyrouter.rules.router import Router
 
 logger = logging.getLogger("keyrouter.reload")

@@ -21,14 +21,16 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
     """Stream `messages` through the dispatcher (all offered at once: a slot never waits for a
     chunk to end), each running as soon as a slot is free and its sender's earlier message is
     finished; retries run when due.  Returns the summed report and the ids of these messages in
-    the dead letters.  `progress(done, total)` is called at most every 100 ms and at the end."""
+    the dead letters.  `progress(done, total)` is called at most every 100 ms and at the end;
+    after a stop it is not called again (messages given back unstarted are not progress)."""
     dispatcher = runtime.dispatcher
     total = len(messages)
     last = [0.0]
 
     def settled(n: int) -> None:
         now = time.monotonic()
-        if progress is not None and (n >= total or now - last[0] >= PROGRESS_EVERY):
+        if progress is not None and not stopping.is_set() and (
+                n >= total or now - last[0] >= PROGRESS_EVERY):
             last[0] = now
             progress(n, total)
 
@@ -37,7 +39,8 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
     await asyncio.sleep(0)  # let the loop start, so process() below waits on it
     try:
         report = await dispatcher.process(messages, progress=settled)
-        if progress is not None and report.seen - report.ignored < total:  # duplicates, horizon
+        if progress is not None and not stopping.is_set() and report.seen - report.ignored < total:
+            # duplicates, horizon: they settle without running
             progress(total, total)
         ids = [m.id for m in messages if not dispatcher.beyond_horizon(m)]
         pause = min(1.0, runtime.settings.retry_base)

@@ -22,13 +22,14 @@ class InputError(ValueError):
 ROW_FIELDS = ("id", "date", "sender", "number", "text")
 
 
-def read_rows(path: str | Path) -> list[Any]:
+def read_rows(path: str | Path, notes: list[str] | None = None) -> list[Any]:
     """Rows from a saved get-inbox JSON answer (`{"response": {"orders": {"order": [...]}}}`),
     a JSON list of rows, or a JSON-lines file with one row (or one saved answer) per line.
 
     A UTF-8 byte order mark is fine.  An empty file, JSON that is not an inbox (no object with
     any of id, date, sender, number, text) and a saved error answer (status other than 200) are
-    InputErrors saying which: replaying them would silently do nothing."""
+    InputErrors saying which: replaying them would silently do nothing.  `notes` hears what is
+    odd but readable: a `totalRows` that is not a number or disagrees with the rows."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -41,7 +42,7 @@ def read_rows(path: str | Path) -> list[Any]:
     except json.JSONDecodeError:
         document = None
     if document is not None:
-        return _rows_of(document, f"{p}:1")
+        return _rows_of(document, f"{p}:1", notes)
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -50,7 +51,7 @@ def read_rows(path: str | Path) -> list[Any]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{p}:{number}: invalid JSON: {exc.msg}") from None
-        rows.extend(_rows_of(item, f"{p}:{number}"))
+        rows.extend(_rows_of(item, f"{p}:{number}", notes))
     return rows
 
 
@@ -64,7 +65,7 @@ def _is_row(item: Any) -> bool:
     return isinstance(item, Mapping) and any(f in item for f in ROW_FIELDS)
 
 
-def _rows_of(document: Any, where: str) -> list[Any]:
+def _rows_of(document: Any, where: str, notes: list[str] | None = None) -> list[Any]:
     if isinstance(document, list):
         if document and not any(_is_row(item) for item in document):
             raise _not_inbox(where)
@@ -83,12 +84,28 @@ def _rows_of(document: Any, where: str) -> list[Any]:
                              + (f" ({said})" if said else ""))
         orders = response.get("orders") or {}
         order = orders.get("order") if isinstance(orders, Mapping) else None
-        if order is None:
-            return []
-        return order if isinstance(order, list) else [order]
+        found = [] if order is None else order if isinstance(order, list) else [order]
+        if notes is not None and isinstance(orders, Mapping) and "totalRows" in orders:
+            note = total_rows_note(orders["totalRows"], len(found))
+            if note:
+                notes.append(f"{where}: {note}")
+        return found
     if not _is_row(document):
         raise _not_inbox(where)
     return [document]  # one row
+
+
+def total_rows_note(total: Any, rows: int) -> str | None:
+    """Why a saved answer's `totalRows` does not fit its rows (the provider's pagination may have
+    cut the answer short), or None."""
+    try:
+        count = int(str(total).strip())
+    except ValueError:
+        return f"totalRows {total!r} is not a number ({rows} rows in the answer)"
+    if count != rows:
+        more = "; the provider had more rows than this answer holds" if count > rows else ""
+        return f"totalRows is {count} but the answer holds {rows} rows{more}"
+    return None
 
 
 def shift_dates(rows: list[Any], now: datetime) -> tuple[list[Any], timedelta]:

@@ -20,6 +20,7 @@ from uuid import uuid4
 import pytest
 import redis
 from processes import wait_until
+from redis_dbs import E2E_URL
 
 from keyrouter.conversations.results import funnel
 from keyrouter.conversations.steps import Record
@@ -32,7 +33,7 @@ from .support import ASK1, ASK2, ASK3, DONE, write_rules
 
 pytestmark = pytest.mark.slow
 
-REDIS_URL = os.environ.get("KEYROUTER_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = E2E_URL
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
 

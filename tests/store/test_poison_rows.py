@@ -9,7 +9,6 @@ arbitrary JSON types in every field, on memory, SQLite, the real Redis and the R
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +19,14 @@ import pytest
 import recording
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_dbs import STORE_URL
 
 from keyrouter.message import FIRST_SEEN, RowError, parse_row
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis_connect import connect
 from keyrouter.testing import pipeline, process
 
-REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = STORE_URL
 
 RULES = """\
 version: 1

@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
+from redis_dbs import STORE_URL
 
 from keyrouter.compliance.channels import provider_id
 from keyrouter.compliance.reconcile import Reconciler, iys_params_of
@@ -28,7 +29,7 @@ rules:
     keywords: [BASLA]
     handlers: [unblacklist, {iys: {status: ONAY}}]
 """
-REDIS = "redis://127.0.0.1:6379/12"
+REDIS = STORE_URL
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "cluster"])

@@ -1,6 +1,6 @@
 """The contract on RedisStore twice: on fakeredis (Lua through lupa) and on the real Redis.
 
-The real server is redis://127.0.0.1:6379/13 unless KEYROUTER_TEST_REDIS_URL says otherwise; when
+The real server is KEYROUTER_TEST_REDIS_URL (default db 13: tests/redis_dbs.py); when
 it is unreachable these tests fail, they never skip.  Each test uses its own namespaces and deletes
 only their keys (SCAN), never FLUSHDB.
 """
@@ -8,7 +8,6 @@ only their keys (SCAN), never FLUSHDB.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -18,6 +17,7 @@ from uuid import uuid4
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from redis_dbs import STORE_URL
 
 from keyrouter.conversations.steps import Record
 from keyrouter.store import HORIZON_MARGIN, Store, open_store
@@ -26,7 +26,7 @@ from keyrouter.store.redis import RedisStore
 
 from .contract import LEASE, FakeClock, MakeStore, StoreContract, check_race, optout, race_votes
 
-REDIS_URL = os.environ.get("KEYROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = STORE_URL
 
 
 async def delete_namespace(client: aioredis.Redis, namespace: str) -> None:

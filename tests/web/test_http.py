@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from redis_dbs import WEB_URL
 from starlette.testclient import TestClient
 
 from keyrouter.store.memory import MemoryStore
@@ -372,7 +373,6 @@ def test_store_failure_is_a_503_with_headers(make_app: Callable[..., Any]) -> No
 def test_pages_over_a_real_redis(make_app: Callable[..., Any]) -> None:
     """The same pages over the real Redis (its own db and namespace, deleted afterwards): the
     store opens in the app's lifespan, on the server's event loop."""
-    import os
     import uuid
 
     import redis
@@ -382,7 +382,7 @@ def test_pages_over_a_real_redis(make_app: Callable[..., Any]) -> None:
 
     from .conftest import seed
 
-    url = os.environ.get("KEYROUTER_TEST_WEB_REDIS_URL", "redis://127.0.0.1:6379/12")
+    url = WEB_URL
     ns = f"web-{uuid.uuid4().hex}"
 
     async def fill() -> None:

@@ -1,4 +1,4 @@
-"""Adversarial review of the opt-out path: each test failed before its fix."""
+"""The opt-out path under adversarial inputs and timings: each test holds one way it once failed."""
 
 from __future__ import annotations
 

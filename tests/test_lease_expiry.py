@@ -1,6 +1,7 @@
-"""The review's lease cases on every backend (memory, SQLite, real Redis db 12, random
-namespaces): a worker whose lease ran out mid-entry (its renewals do not get through) never
-dead-letters a message another worker finished, and is never skipped by max_age half-done."""
+"""Lease expiry on every backend (memory, SQLite, the real Redis of the store
+tests, KEYROUTER_TEST_REDIS_URL: tests/redis_dbs.py; random namespaces, deleted after): a worker
+whose lease ran out mid-entry (its renewals do not get through) never dead-letters a message
+another worker finished, and is never skipped by max_age half-done."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from uuid import uuid4
 
 import pytest
 import recording
+from redis_dbs import STORE_URL, delete_namespace
 
 from keyrouter.dispatch import Dispatcher
 from keyrouter.message import TURKEY, Message, parse_row
@@ -35,10 +37,15 @@ def clean_recording():
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/review.sqlite3",
-           "redis": "redis://127.0.0.1:6379/12"}[request.param]
-    async with open_store(url, f"review-{uuid4().hex[:12]}") as opened:
-        yield opened
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/lease.sqlite3",
+           "redis": STORE_URL}[request.param]
+    namespace = f"lease-{uuid4().hex[:12]}"
+    try:
+        async with open_store(url, namespace) as opened:
+            yield opened
+    finally:
+        if request.param == "redis":
+            assert delete_namespace(url, namespace) == 0
 
 
 def stall_renewals(store: Store) -> Callable[[], None]:
