@@ -204,14 +204,7 @@ class Dispatcher(ServeLoop):
         worker, or a stop; without a `run()` loop also: retry not due, its sender's earlier
         message unfinished).  `progress(n)` hears how many have settled so far."""
         report = Report(seen=len(messages))
-        by_id: dict[str, Message] = {}
-        for m in messages:
-            if m.id in by_id:
-                note_duplicate(by_id[m.id], m, self.events, where="inbox")
-            if m.id in by_id or self.beyond_horizon(m):
-                report.ignored += 1
-                continue
-            by_id[m.id] = m
+        by_id = self._runnable(messages, report)
         if not by_id:
             return report
         if self._driver is not None and not self._open_waiters():
@@ -240,6 +233,19 @@ class Dispatcher(ServeLoop):
         if driver is not None and not self._open_waiters():
             await asyncio.shield(driver)
         return report
+
+    def _runnable(self, messages: Sequence[Message], report: Report) -> dict[str, Message]:
+        """The messages to offer, by id: a repeated id (logged when its content differs) and a
+        message beyond the horizon are counted as ignored."""
+        by_id: dict[str, Message] = {}
+        for m in messages:
+            if m.id in by_id:
+                note_duplicate(by_id[m.id], m, self.events, where="inbox")
+            if m.id in by_id or self.beyond_horizon(m):
+                report.ignored += 1
+                continue
+            by_id[m.id] = m
+        return by_id
 
     def _open_waiters(self) -> bool:
         return any(not w.settled.is_set() for w in self._waiters)

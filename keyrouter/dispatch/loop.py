@@ -144,24 +144,7 @@ class ServeLoop(MessageEnds):
         now = time.monotonic()
         unchecked = queue.take_unchecked(now)
         if unchecked:
-            batch, rest = unchecked[:CHECK_BATCH], unchecked[CHECK_BATCH:]
-            queue.recheck(rest)
-            left = set(await self.store.unfinished([i.id for i in batch]))
-            now = time.monotonic()
-            for item in batch:
-                if not item.queued:
-                    continue
-                if item.id in left:
-                    if item.route is None:
-                        self._route_item(item)
-                    queue.checked(item)
-                else:  # finished (here before, or by another worker)
-                    queue.drop(item)
-                    item.settle(None)
-            for item in batch:
-                if item.waiters and item.state == WAITING and item.queued \
-                        and self._blocked(item, now):
-                    self._defer_line(item, DEFERRED)
+            now = await self._check(unchecked)
         if self.stopped():
             return
         want = self._wants()
@@ -183,6 +166,30 @@ class ServeLoop(MessageEnds):
             tasks[claimed.id] = asyncio.create_task(self._run(claimed))
             started += 1
         self._count_start(started, time.monotonic())
+
+    async def _check(self, unchecked: list[Item]) -> float:
+        """Ask the store which new (or re-checked) messages are unfinished, a batch a tick: the
+        finished ones settle, the others are routed and wait their turn.  Returns the time after
+        the store answered."""
+        queue = self._queue
+        batch, rest = unchecked[:CHECK_BATCH], unchecked[CHECK_BATCH:]
+        queue.recheck(rest)
+        left = set(await self.store.unfinished([i.id for i in batch]))
+        now = time.monotonic()
+        for item in batch:
+            if not item.queued:
+                continue
+            if item.id in left:
+                if item.route is None:
+                    self._route_item(item)
+                queue.checked(item)
+            else:  # finished (here before, or by another worker)
+                queue.drop(item)
+                item.settle(None)
+        for item in batch:
+            if item.waiters and item.state == WAITING and item.queued and self._blocked(item, now):
+                self._defer_line(item, DEFERRED)
+        return now
 
     async def _claim(self, candidates: list[Item], want: int) -> None:
         ids = [i.id for i in candidates]

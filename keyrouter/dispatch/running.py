@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import fields
 from datetime import UTC, datetime
 from types import MemberDescriptorType
@@ -51,8 +52,9 @@ from keyrouter.handlers.context import Context, idempotency_key
 from keyrouter.handlers.fencing import StaleClaim
 from keyrouter.masking import mask_number
 from keyrouter.message import Message
-from keyrouter.rules.model import HandlerEntry
+from keyrouter.rules.model import HandlerEntry, Rule
 from keyrouter.rules.router import Route
+from keyrouter.store.base import Claimed
 
 if TYPE_CHECKING:
     from keyrouter.dispatch.core import Dispatcher
@@ -63,32 +65,18 @@ logger = logging.getLogger("keyrouter.dispatch")
 async def run_message(d: Dispatcher, item: Item) -> None:
     claim = item.claim
     assert claim is not None
-    route = item.route if item.route is not None and item.router is d.router else d.route(item.message)
-    item.route = route
-    if d.conversations is not None:  # decided now: the sender's earlier messages are finished
-        route = await d.conversations.route_for(item.message, route)
+    route = await _route_now(d, item)
     rule = route.rule
     rule_name = rule.name if rule else DEFAULT_RULE
     message = item.message
-    # max_age decides once, at the first attempt: a retry (or a dead letter retried by hand) of a
-    # message that was young enough is never skipped half-done.  A claim taken over from a worker
-    # that died (or stalled) is not a first attempt: its first entry may have had its effect; nor
-    # is one this worker started before its own lease ran out (the progress write was refused).
-    first_time = (claim.attempts == 0 and not claim.succeeded and not claim.taken_over
-                  and not item.started)
-    if first_time and rule is not None and rule.max_age is not None \
-            and datetime.fromtimestamp(d.clock(), UTC) - message.received_at > rule.max_age:
+    if _too_old(d, item, claim, rule):
         d.finish_later(item, rule_name, skipped=True)
         return
     if rule is None and not route.handlers:
         logger.info("message %s matched no rule and there is no default: done, nothing run",
                     message.id, extra={"message_id": message.id, "rule": "none"})
-    succeeded = claim.succeeded
-    remaining = [(i, e) for i, e in enumerate(route.handlers)
-                 if not succeeded or (entry_key(rule_name, i, e) not in succeeded
-                                      and legacy_entry_key(rule_name, i, e) not in succeeded)]
-    if message.normalized != route.normalized:
-        message = _with_normalized(message, route.normalized)
+    remaining = _remaining(route, rule_name, claim.succeeded)
+    message = _with_normalized(message, route.normalized)
     # optional entries that failed with attempts left: retried once the rest of the rule ran
     again: list[tuple[int, HandlerEntry, BaseException]] = []
     for n, (index, entry) in enumerate(remaining):
@@ -127,6 +115,38 @@ async def run_message(d: Dispatcher, item: Item) -> None:
     d.finish_later(item, rule_name)  # nothing (left) to run is a crash after the last entry
 
 
+async def _route_now(d: Dispatcher, item: Item) -> Route:
+    """The message's route: the one found when it was offered, unless the rules were reloaded
+    since; a conversation may take it over, decided now that the sender's earlier messages are
+    finished."""
+    route = item.route if item.route is not None and item.router is d.router else d.route(item.message)
+    item.route = route
+    if d.conversations is not None:
+        route = await d.conversations.route_for(item.message, route)
+    return route
+
+
+def _too_old(d: Dispatcher, item: Item, claim: Claimed, rule: Rule | None) -> bool:
+    """Skipped by its rule's max_age.  max_age decides once, at the first attempt: a retry (or a
+    dead letter retried by hand) of a message that was young enough is never skipped half-done.
+    A claim taken over from a worker that died (or stalled) is not a first attempt: its first
+    entry may have had its effect; nor is one this worker started before its own lease ran out
+    (the progress write was refused)."""
+    first_time = (claim.attempts == 0 and not claim.succeeded and not claim.taken_over
+                  and not item.started)
+    return (first_time and rule is not None and rule.max_age is not None
+            and datetime.fromtimestamp(d.clock(), UTC) - item.message.received_at > rule.max_age)
+
+
+def _remaining(route: Route, rule_name: str,
+               succeeded: Collection[str]) -> list[tuple[int, HandlerEntry]]:
+    """The entries of the route that have not succeeded yet (by their key, or by the position
+    key progress written before entry keys named what an entry is)."""
+    return [(i, e) for i, e in enumerate(route.handlers)
+            if not succeeded or (entry_key(rule_name, i, e) not in succeeded
+                                 and legacy_entry_key(rule_name, i, e) not in succeeded)]
+
+
 # the slot descriptors of Message's fields: set directly, past the frozen class's __setattr__
 _MESSAGE_SLOTS: tuple[MemberDescriptorType, ...] = tuple(
     getattr(Message, f.name) for f in fields(Message) if f.name != "normalized")
@@ -135,7 +155,9 @@ _NORMALIZED_SLOT: MemberDescriptorType = vars(Message)["normalized"]
 
 def _with_normalized(message: Message, normalized: str) -> Message:
     """`dataclasses.replace(message, normalized=...)` without its per-call introspection and
-    `__init__` (this runs for every message)."""
+    `__init__` (this runs for every message); the message itself when it already says so."""
+    if message.normalized == normalized:
+        return message
     copy = object.__new__(Message)
     for slot in _MESSAGE_SLOTS:
         slot.__set__(copy, slot.__get__(message))
