@@ -47,9 +47,9 @@ def _fail(message: str) -> int:
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     try:  # the web extra: imported only when the dashboard runs
-        import uvicorn
+        import uvicorn  # noqa: PLC0415
 
-        from keyrouter.web.app import create_app
+        from keyrouter.web.app import create_app  # noqa: PLC0415
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")

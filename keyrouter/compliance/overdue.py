@@ -23,6 +23,7 @@ it reaches that entry or the dead letters.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,8 +186,6 @@ async def pending_counts(store: Store, rules: Any = None,
                          now: float | None = None) -> dict[str, dict[str, int]]:
     """{effect: {"pending": n, "overdue": n}} for the metrics endpoint (keyrouter_optouts_pending,
     keyrouter_optouts_overdue).  `rules`: a Router (its shared rows are routed too) or a RuleSet."""
-    import time
-
     when = time.time() if now is None else now
     router = rules if callable(getattr(rules, "route", None)) else None
     ruleset = router.rules if router is not None else rules

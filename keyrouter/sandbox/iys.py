@@ -198,30 +198,40 @@ class FakeIys:
             fault = faults.popleft() if faults else None
         if handler.command != "POST":
             return _json(handler, 405, _errors("H405", "Yalnızca POST"))
-        if fault is not None and fault[0] == "hang":
-            if endpoint == "consents" and m is not None and self._authorized(auth):
+        if fault is not None:
+            return self._fault(handler, fault, endpoint, m is not None, auth, body)
+        return self._answer(handler, endpoint, m, auth, body)
+
+    def _fault(self, handler: _Handler, fault: tuple[Any, str | None], endpoint: str,
+               known_path: bool, auth: str | None, body: Any) -> None:
+        """A scripted failure instead of the answer (fail_next)."""
+        kind, retry_after = fault
+        if kind == "hang":  # the record is made, the answer never comes
+            if endpoint == "consents" and known_path and self._authorized(auth):
                 self._consent(body)
             self._stopping.wait(120)
             handler.close_connection = True
             return None
-        if fault is not None:
-            kind, retry_after = fault
-            if kind == "reset":
-                handler.close_connection = True
-                with contextlib.suppress(OSError):
-                    handler.connection.close()
-                return None
-            if kind == "expired":
-                self.expire_tokens()
-                return _json(handler, 401, {"error": "invalid_token", "message": "Token süresi doldu"})
-            if kind == 401:
-                return _json(handler, 401, {"error": "invalid_token", "message": "Yetkisiz"})
-            if kind == "no_record":
-                return _json(handler, 400, _errors(*_FIRST_RET))
-            if kind == "duplicate":
-                return _json(handler, 400, _errors(*_same_status("RET")))
-            headers = {"Retry-After": retry_after} if retry_after is not None else {}
-            return _json(handler, int(kind), _errors(f"H{kind}", "Geçici hata"), headers)
+        if kind == "reset":
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.close()
+            return None
+        if kind == "expired":
+            self.expire_tokens()
+            return _json(handler, 401, {"error": "invalid_token", "message": "Token süresi doldu"})
+        if kind == 401:
+            return _json(handler, 401, {"error": "invalid_token", "message": "Yetkisiz"})
+        if kind == "no_record":
+            return _json(handler, 400, _errors(*_FIRST_RET))
+        if kind == "duplicate":
+            return _json(handler, 400, _errors(*_same_status("RET")))
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        return _json(handler, int(kind), _errors(f"H{kind}", "Geçici hata"), headers)
+
+    def _answer(self, handler: _Handler, endpoint: str, m: re.Match[str] | None,
+                auth: str | None, body: Any) -> None:
+        """İYS's answer: a token, or a consent or status query under the right codes."""
         if endpoint == "token":
             return _json(handler, *self._token(body))
         if m is None:  # an unknown path: a web server's 404, without İYS's error body

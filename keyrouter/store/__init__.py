@@ -34,16 +34,16 @@ def open_store(url: str, namespace: str = "default", horizon: timedelta | None =
         raise ValueError("store URL needs a scheme: redis://, rediss://, redis+cluster://, sqlite:/// or memory://")
     if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         # each backend is imported for its own URL only (its modules import this package)
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError  # noqa: PLC0415
 
-        from keyrouter.store.redis import RedisStore
+        from keyrouter.store.redis import RedisStore  # noqa: PLC0415
 
         try:
             return RedisStore.from_url(url, namespace, horizon)
         except (ValueError, RedisError):
             raise ValueError(f"invalid {scheme}:// store URL (check host, port and db)") from None
     if scheme == "sqlite":
-        from keyrouter.store.sqlite import SqliteStore
+        from keyrouter.store.sqlite import SqliteStore  # noqa: PLC0415
 
         if rest == "":
             return SqliteStore(":memory:", namespace, horizon)
@@ -53,7 +53,7 @@ def open_store(url: str, namespace: str = "default", horizon: timedelta | None =
             )
         return SqliteStore(rest[1:], namespace, horizon)
     if scheme == "memory":
-        from keyrouter.store.memory import MemoryStore
+        from keyrouter.store.memory import MemoryStore  # noqa: PLC0415
 
         if rest:
             raise ValueError("memory store URL takes nothing after memory://")

@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from keyrouter.ops.metrics import Metrics
 from keyrouter.settings import Settings
 from keyrouter.store import open_store
@@ -26,15 +28,14 @@ from keyrouter.web.status import store_label
 def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Settings) -> MountedListener:
     """Raises ValueError (one line) without the web extra, without a token on a non-loopback
     address, or with rules that do not load."""
-    try:
-        import uvicorn  # noqa: F401
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import Response
-        from starlette.routing import Mount, Route
+    try:  # the web extra, imported only when the dashboard is mounted
+        import uvicorn  # noqa: F401, PLC0415
+        from starlette.applications import Starlette  # noqa: PLC0415
+        from starlette.requests import Request  # noqa: PLC0415
+        from starlette.responses import Response  # noqa: PLC0415
+        from starlette.routing import Mount, Route  # noqa: PLC0415
 
-        from keyrouter.web.app import create_app  # the web extra (starlette) behind it
+        from keyrouter.web.app import create_app  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(f"--dashboard needs the web extra ({exc.name} is missing): "
                          "pip install 'keyrouter[web]'") from None
@@ -77,7 +78,7 @@ class MountedListener:
     """The Listener interface (start, address, wanted, stop) over a uvicorn server in a thread."""
 
     def __init__(self, app: Any, host: str, port: int) -> None:
-        import uvicorn
+        import uvicorn  # noqa: PLC0415  # the web extra
 
         self.wanted = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._host, self._port = host, port
