@@ -108,55 +108,15 @@ class _Group:
         self._by_head: dict[str, _PatternSet] = {}
 
     def find(self, text: str, receiver: str, best: _Found | None) -> _Found | None:
-        limit = best.index if best else 1 << 62
-        for rule, kw in self.exact.get(text, ()):
-            if rule.index >= limit:
-                break
-            if rule.accepts(receiver):
-                best, limit = _Found(rule.index, rule, Match(rule.name, kw.written)), rule.index
-                break
-        if self.first:
-            head, _, _ = text.partition(" ")
-            candidates = self.first.get(head)
-            if candidates:
-                words = text.split(" ")
-                for rule, kw, kw_words in candidates:
-                    if rule.index >= limit:
-                        break
-                    n = len(kw_words)
-                    if tuple(words[:n]) == kw_words and rule.accepts(receiver):
-                        match = Match(rule.name, kw.written, {"rest": " ".join(words[n:])},
-                                      how="first_word")
-                        best, limit = _Found(rule.index, rule, match), rule.index
-                        break
+        best = _keyword_match(self.exact, self.first, text, receiver, best)
         if self.patterns and len(text) <= MAX_PATTERN_TEXT:
-            best = self._find_pattern(text, receiver, best, limit)
+            best = self._find_pattern(text, receiver, best, best.index if best else 1 << 62)
         return best
 
     def find_emoji(self, raw: str, receiver: str, best: _Found | None) -> _Found | None:
         """The emoji keywords, on the EmojiNormalizer form of the raw text."""
         assert self.emoji is not None
-        text = self.emoji(raw)
-        limit = best.index if best else 1 << 62
-        for rule, kw in self.emoji_exact.get(text, ()):
-            if rule.index >= limit:
-                break
-            if rule.accepts(receiver):
-                best, limit = _Found(rule.index, rule, Match(rule.name, kw.written)), rule.index
-                break
-        head, _, _ = text.partition(" ")
-        candidates = self.emoji_first.get(head)
-        if candidates:
-            words = text.split(" ")
-            for rule, kw, kw_words in candidates:
-                if rule.index >= limit:
-                    break
-                n = len(kw_words)
-                if tuple(words[:n]) == kw_words and rule.accepts(receiver):
-                    match = Match(rule.name, kw.written, {"rest": " ".join(words[n:])},
-                                  how="first_word")
-                    return _Found(rule.index, rule, match)
-        return best
+        return _keyword_match(self.emoji_exact, self.emoji_first, self.emoji(raw), receiver, best)
 
     def _patterns_for(self, head: str) -> _PatternSet:
         """The patterns that can match a text starting with `head`, compiled on first use (one
@@ -322,3 +282,28 @@ class Router:
             if group.normalizer.settings == rule.normalizer.settings:
                 return i
         return 0
+
+
+def _keyword_match(exact: dict[str, list[tuple[Rule, Keyword]]],
+                   first: dict[str, list[tuple[Rule, Keyword, tuple[str, ...]]]], text: str,
+                   receiver: str, best: _Found | None) -> _Found | None:
+    """The earliest rule (before `best`) whose keyword is the whole text (`exact`) or its first
+    word(s) (`first`, the rest captured)."""
+    limit = best.index if best else 1 << 62
+    for rule, kw in exact.get(text, ()):
+        if rule.index >= limit:
+            break
+        if rule.accepts(receiver):
+            best, limit = _Found(rule.index, rule, Match(rule.name, kw.written)), rule.index
+            break
+    candidates = first.get(text.partition(" ")[0]) if first else None
+    if candidates:
+        words = text.split(" ")
+        for rule, kw, kw_words in candidates:
+            if rule.index >= limit:
+                break
+            n = len(kw_words)
+            if tuple(words[:n]) == kw_words and rule.accepts(receiver):
+                match = Match(rule.name, kw.written, {"rest": " ".join(words[n:])}, how="first_word")
+                return _Found(rule.index, rule, match)
+    return best
