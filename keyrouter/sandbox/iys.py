@@ -24,15 +24,15 @@ import itertools
 import json
 import re
 import secrets
-import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 from keyrouter.message import TURKEY
+from keyrouter.sandbox.wire import LocalServer
 
 __all__ = ["ENDPOINTS", "FakeIys", "IysRequest"]
 
@@ -74,13 +74,14 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet."""
 
 
-class FakeIys:
+class FakeIys(LocalServer):
     """İYS on 127.0.0.1.  `records` (accepted consents, with transactionId), `requests` and
     `token_requests` are plain containers the server changes under `lock`."""
 
     def __init__(self, username: str = "iys-user", password: str = "iys-secret-pass", *,
                  iys_code: str = "700001", brand_code: str = "700001", token_ttl: float = 7200.0,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(_Server, _Handler)
         self.username, self.password = username, password
         self.iys_code, self.brand_code = iys_code, brand_code
         self.token_ttl = token_ttl
@@ -88,48 +89,10 @@ class FakeIys:
         self.records: list[dict[str, Any]] = []
         self.requests: list[IysRequest] = []
         self.token_requests: list[str] = []  # the grant type of each token request
-        self.lock = threading.RLock()
         self._tokens: dict[str, float] = {}  # access token -> expiry (clock)
         self._refresh: dict[str, float] = {}
         self._faults: defaultdict[str, deque[tuple[Any, ...]]] = defaultdict(deque)
         self._tx = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-
-    # -- life cycle ---------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeIys is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
-
-    def start(self) -> Self:
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.01}, daemon=True, name="FakeIys")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def settings(self) -> dict[str, str]:
         """Settings fields pointing keyrouter at this fake."""

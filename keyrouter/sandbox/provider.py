@@ -14,20 +14,16 @@ timed out meanwhile has "lost" a successful answer too.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
 import re
-import socket
-import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 from keyrouter.message import TURKEY, to_e164
 from keyrouter.sandbox.blacklist import blacklist_page
@@ -35,6 +31,7 @@ from keyrouter.sandbox.wire import (
     HTML_502,
     FakeHandler,
     FakeServer,
+    LocalServer,
     parse_fault,
     parse_json,
     reset,
@@ -112,7 +109,7 @@ def _document(code: int | str, **extra: Any) -> dict[str, Any]:
     return {"response": {"status": {"code": code, "message": message}, **extra}}
 
 
-class FakeIletiMerkezi:
+class FakeIletiMerkezi(LocalServer):
     """The provider on 127.0.0.1, with state tests can read and change while it serves.
 
     `inbox` (rows), `blacklist` (E.164 numbers), `sent` and `requests` are plain containers; the
@@ -132,6 +129,7 @@ class FakeIletiMerkezi:
         host: str = "127.0.0.1",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(FakeServer, FakeHandler, host)
         self.key = key
         self.hash = hash
         self.inbox: list[dict[str, Any]] = list(inbox)
@@ -158,69 +156,9 @@ class FakeIletiMerkezi:
         #: One of PAGING: what get-inbox does with `page` and `rowCount`.
         self.inbox_paging = "ignored"
         self.clock = clock
-        #: TCP connections accepted so far (connection reuse shows as fewer than requests).
-        self.connections = 0
-        self.lock = threading.RLock()
-        self._host = host
         self._faults: defaultdict[str, deque[tuple[Any, ...]]] = defaultdict(deque)
         self._ids = itertools.count(1)
         self._order_ids = itertools.count(100001)
-        self._open: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: FakeServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- life cycle ----------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeIletiMerkezi is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
-
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("FakeIletiMerkezi is already started")
-        self._stopping.clear()
-        self._server = FakeServer((self._host, 0), FakeHandler)
-        self._server.fake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.01},  # bounds how long stop() waits
-            name=f"FakeIletiMerkezi:{self._server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop promptly: slow answers are abandoned and kept-alive connections are cut."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self.lock:
-            open_now = list(self._open)
-        for sock in open_now:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- test controls -------------------------------------------------------------------
 
@@ -277,15 +215,6 @@ class FakeIletiMerkezi:
         return row
 
     # --- serving -------------------------------------------------------------------------
-
-    def _opened(self, sock: socket.socket) -> None:
-        with self.lock:
-            self.connections += 1
-            self._open.add(sock)
-
-    def _closed(self, sock: socket.socket) -> None:
-        with self.lock:
-            self._open.discard(sock)
 
     def _serve(self, handler: FakeHandler) -> None:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))

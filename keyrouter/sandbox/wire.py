@@ -10,9 +10,11 @@ import json
 import socket
 import struct
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from keyrouter.sandbox.provider import FakeIletiMerkezi  # only for types: it imports this module
@@ -21,6 +23,79 @@ HTML_502 = (
     b"<html><head><title>502 Bad Gateway</title></head>"
     b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
 )
+
+
+class LocalServer:
+    """What both fakes share: a threaded HTTP server on a free port of `host`, started in a
+    daemon thread, stopped promptly (slow answers abandoned, kept-alive connections cut), and
+    usable as a context manager.  Subclasses answer requests; their server class gives the
+    handler a `fake` to call."""
+
+    def __init__(self, server_class: type[ThreadingHTTPServer], handler_class: type[BaseHTTPRequestHandler],
+                 host: str = "127.0.0.1") -> None:
+        self._server_class, self._handler_class, self._host = server_class, handler_class, host
+        self.lock = threading.RLock()
+        #: TCP connections accepted so far (connection reuse shows as fewer than requests).
+        self.connections = 0
+        self._open: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
+
+    def start(self) -> Self:
+        if self._server is not None:
+            raise RuntimeError(f"{type(self).__name__} is already started")
+        self._stopping.clear()
+        self._server = self._server_class((self._host, 0), self._handler_class)
+        self._server.fake = self  # type: ignore[attr-defined]  # each server class declares it
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.01},  # bounds how long stop() waits
+            name=f"{type(self).__name__}:{self._server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop promptly: slow answers are abandoned and kept-alive connections are cut."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        with self.lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _opened(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            self._open.add(sock)
+
+    def _closed(self, sock: socket.socket) -> None:
+        with self.lock:
+            self._open.discard(sock)
 
 
 class FakeServer(ThreadingHTTPServer):
