@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from reconcile_support import OPT_OUT_AND_IN_RULES
 
 from keyrouter.cli import main
 from keyrouter.compliance.channels import channel_of, provider_id
@@ -24,16 +25,7 @@ from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio
 
-RULES = """
-version: 1
-rules:
-  - name: optout
-    keywords: [RET]
-    handlers: [blacklist, iys]
-  - name: optin
-    keywords: [BASLA]
-    handlers: [unblacklist, {iys: {status: ONAY}}]
-"""
+RULES = OPT_OUT_AND_IN_RULES
 LINK = "+905321110001"  # clicked the iim.to opt-out link: on the blacklist only
 HOUR = 3600.0
 

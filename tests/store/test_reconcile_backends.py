@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
+from reconcile_support import OPT_OUT_AND_IN_RULES
 from redis_dbs import STORE_URL
 
 from keyrouter.compliance.channels import provider_id
@@ -19,16 +20,7 @@ from keyrouter.testing import FakeIletiMerkezi, FakeIys, pipeline, process
 
 pytestmark = pytest.mark.anyio
 
-RULES = """
-version: 1
-rules:
-  - name: optout
-    keywords: [RET]
-    handlers: [blacklist, iys]
-  - name: optin
-    keywords: [BASLA]
-    handlers: [unblacklist, {iys: {status: ONAY}}]
-"""
+RULES = OPT_OUT_AND_IN_RULES
 REDIS = STORE_URL
 
 
