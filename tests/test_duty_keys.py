@@ -8,14 +8,13 @@ import signal
 import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import recording
 from duty_support import Backend, backend_fixture, row  # noqa: F401
 from processes import wait_until
-from test_e2e_worker import Harness, redis_client, redis_namespace  # noqa: F401
+from test_e2e_worker import Harness, h, redis_client, redis_namespace  # noqa: F401
 
 from keyrouter.dispatch import Dispatcher
 from keyrouter.message import parse_row
@@ -105,20 +104,9 @@ def fake() -> Iterator[FakeIletiMerkezi]:
         yield server
 
 
-@pytest.fixture
-def h(tmp_path: Path, fake: FakeIletiMerkezi, redis_namespace: str) -> Iterator[Harness]:  # noqa: F811
-    harness = Harness(tmp_path, fake, redis_namespace, tmp_path / "calls.log")
-    try:
-        yield harness
-    finally:
-        for w in harness.workers:
-            if w.proc.poll() is None:
-                w.proc.kill()
-                w.proc.wait(10)
-
 
 @pytest.mark.slow
-def test_reply_reload_kill_restart_sends_one_sms(h: Harness) -> None:
+def test_reply_reload_kill_restart_sends_one_sms(h: Harness) -> None:  # noqa: F811 (the fixture)
     """The reply went out and the worker is in the next entry; the rules are reloaded with a
     `log` entry inserted first (SIGHUP), the worker is killed (-9) and a new one takes the message
     over under the new rules: the reply is not sent again."""
