@@ -51,15 +51,23 @@ CREATE TABLE IF NOT EXISTS optouts_holder (
 """
 
 
-def judge(entry: OptOut, latest: OptOut | None, *, defer: bool) -> Decision | None:
-    """LATER or DECIDED from the number's latest ledger entry, or None (the holder decides)."""
+def judge(entry: OptOut, latest: OptOut | None, *, defer: bool, has_line: Callable[[str], bool],
+          holds: Callable[[str], bool]) -> Decision | None:
+    """LATER, DECIDED or BUSY from the number's latest ledger entry, or None (the holder
+    decides).  A deferring opt-out meets another message's opt-out: DECIDED when that message has
+    this effect's line too (`has_line(message)`), BUSY while it still holds the number
+    (`holds(message)`: it may write it yet), else None: it finished without this effect (dead,
+    or its rule has none), so the deferring one records it and no effect is lost."""
     if latest is None or latest.message_id == entry.message_id:
         return None
     mine = entry_position(entry.received_at, entry.dated, entry.message_id)
     if compare(entry_position(latest.received_at, latest.dated, latest.message_id), mine) > 0:
         return Decision(LATER, latest.message_id)
     if defer and entry.action in OPT_OUT_ACTIONS and latest.action in OPT_OUT_ACTIONS:
-        return Decision(DECIDED, latest.message_id)
+        if has_line(latest.message_id):
+            return Decision(DECIDED, latest.message_id)
+        if holds(latest.message_id):
+            return Decision(BUSY, latest.message_id)
     return None
 
 
@@ -72,13 +80,18 @@ class MemoryDecisions:
 
     async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
         s, now = self._s, self._clock()
-        verdict = judge(entry, s.latest.get(entry.number), defer=defer)
+        holder = s.holders.get(entry.number)
+
+        def holds(message_id: str) -> bool:
+            return holder is not None and holder[0] == message_id \
+                and now - holder[1] < DECISION_HOLD and not self._is_finished(message_id)
+
+        verdict = judge(entry, s.latest.get(entry.number), defer=defer, holds=holds,
+                        has_line=lambda m: (m, entry.action) in s.optouts)
         if verdict is not None:
             return verdict
-        holder = s.holders.get(entry.number)
-        if holder is not None and holder[0] != entry.message_id and now - holder[1] < DECISION_HOLD \
-                and any((holder[0], a) in s.pending for a in DECISIONS) \
-                and not self._is_finished(holder[0]):
+        if holder is not None and holder[0] != entry.message_id and holds(holder[0]) \
+                and any((holder[0], a) in s.pending for a in DECISIONS):
             return Decision(BUSY, holder[0])
         s.holders[entry.number] = (entry.message_id, now)
         key = (entry.message_id, entry.action)
@@ -91,6 +104,7 @@ class MemoryDecisions:
 _HOLDER = ("SELECT message_id, at FROM optouts_holder WHERE ns = :ns AND number = :number")
 _HOLDER_PENDING = ("SELECT 1 FROM optouts_pending WHERE ns = :ns AND message_id = :holder"
                    f" AND action IN ({', '.join(repr(a) for a in _ACTIONS)}) LIMIT 1")
+_LINE = ("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :other AND action = :action")
 _HOLDER_SET = """
 INSERT INTO optouts_holder VALUES (:ns, :number, :message_id, :t)
 ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id, at = excluded.at"""
@@ -103,17 +117,25 @@ class SqliteDecisions(SqlitePlumbing):
         p = self._p(**asdict(entry))
 
         def run(db: sqlite3.Connection) -> Decision:
+            holder = db.execute(_HOLDER, p).fetchone()
+
+            def holds(message_id: str) -> bool:
+                return holder is not None and holder[0] == message_id \
+                    and p["t"] - holder[1] < DECISION_HOLD \
+                    and bool(db.execute(stmt.UNFINISHED, self._p(ids=stmt.json_ids([message_id]))
+                                        ).fetchone())
+
+            def has_line(message_id: str) -> bool:
+                return bool(db.execute(_LINE, {**p, **self._p(other=message_id)}).fetchone())
+
             latest = db.execute(stmt.LATEST, p).fetchone()
-            verdict = judge(entry, None if latest is None else _entry(latest), defer=defer)
+            verdict = judge(entry, None if latest is None else _entry(latest), defer=defer,
+                            has_line=has_line, holds=holds)
             if verdict is not None:
                 return verdict
-            holder = db.execute(_HOLDER, p).fetchone()
-            if holder is not None and holder[0] != entry.message_id \
-                    and p["t"] - holder[1] < DECISION_HOLD:
-                q = {**p, **self._p(holder=holder[0], ids=stmt.json_ids([holder[0]]))}
-                if db.execute(_HOLDER_PENDING, q).fetchone() \
-                        and db.execute(stmt.UNFINISHED, q).fetchone():
-                    return Decision(BUSY, holder[0])
+            if holder is not None and holder[0] != entry.message_id and holds(holder[0]) \
+                    and db.execute(_HOLDER_PENDING, {**p, **self._p(holder=holder[0])}).fetchone():
+                return Decision(BUSY, holder[0])
             db.execute(_HOLDER_SET, p)
             if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
                           " AND action = :action", p).fetchone():
@@ -128,33 +150,40 @@ class SqliteDecisions(SqlitePlumbing):
 # KEYS: optouts HASH, optouts:latest HASH, optouts:pending HASH, optouts:holder HASH, dead HASH,
 # done keys...  ARGV: number, message id, member "message_id|action", entry JSON, defer ('1'/'0'),
 # opt-out action ('1'/'0'), now, DECISION_HOLD, then the members of the message's four DECISIONS
-# (kept in the holder, so a waiter finds its pending marks).  All keys are the namespace's, in one
-# hash slot (keys.py).  Returns {verdict, other id ('' for none), first ('1'/'0')}; the other id
-# is escaped (codec.py) as stored.
+# (kept in the holder, so a waiter finds its pending marks), then the action.  The same steps as
+# `judge` and the memory backend.  The latest entry's message id, as stored in members, is its
+# member without "|action" (escaping leaves "|" and the action's letters alone).  All keys are the
+# namespace's, in one hash slot (keys.py).  Returns {verdict, other id ('' for none), first
+# ('1'/'0')}; the other id is escaped (codec.py) as stored.
 DECIDE = PRELUDE + ORDER + """
 local OPT_OUTS = {blacklist = true, iys_ret = true}
+local now = tonumber(ARGV[7])
+local raw = redis.call('HGET', KEYS[4], ARGV[1])
+local h = raw and cjson.decode(raw)
+local function holds(id)
+  return h ~= nil and h['id'] == id and now - tonumber(h['at']) < tonumber(ARGV[8])
+    and #unfinished({id}, KEYS[5], 6) == 1
+end
 local member = redis.call('HGET', KEYS[2], ARGV[1])
 local latest = member and redis.call('HGET', KEYS[1], member)
 if latest then
   local ld, lid = place(latest)
   local ed, eid = place(ARGV[4])
+  local action = cjson.decode(latest)['action']
   if lid ~= eid then
     if compare(ld, lid, ed, eid) > 0 then return {'later', lid, '0'} end
-    if ARGV[5] == '1' and ARGV[6] == '1' and OPT_OUTS[cjson.decode(latest)['action']] then
-      return {'decided', lid, '0'}
+    if ARGV[5] == '1' and ARGV[6] == '1' and OPT_OUTS[action] then
+      local other = string.sub(member, 1, #member - #action - 1)
+      if redis.call('HEXISTS', KEYS[1], other .. '|' .. ARGV[13]) == 1 then
+        return {'decided', lid, '0'}
+      end
+      if holds(other) then return {'busy', other, '0'} end
     end
   end
 end
-local now = tonumber(ARGV[7])
-local raw = redis.call('HGET', KEYS[4], ARGV[1])
-if raw then
-  local h = cjson.decode(raw)
-  if h['id'] ~= ARGV[2] and now - tonumber(h['at']) < tonumber(ARGV[8]) then
-    local pending = false
-    for _, m in ipairs(h['members']) do
-      if redis.call('HEXISTS', KEYS[3], m) == 1 then pending = true; break end
-    end
-    if pending and #unfinished({h['id']}, KEYS[5], 6) == 1 then return {'busy', h['id'], '0'} end
+if h and h['id'] ~= ARGV[2] and holds(h['id']) then
+  for _, m in ipairs(h['members']) do
+    if redis.call('HEXISTS', KEYS[3], m) == 1 then return {'busy', h['id'], '0'} end
   end
 end
 redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({id = ARGV[2], at = now,
@@ -183,6 +212,7 @@ class RedisDecisions:
                   *self._done_keys()],
             args=[entry.number, id, f"{id}|{entry.action}", row_json(asdict(entry)),
                   "1" if defer else "0", "1" if entry.action in OPT_OUT_ACTIONS else "0",
-                  repr(self._clock()), repr(DECISION_HOLD), *[f"{id}|{a}" for a in _ACTIONS]],
+                  repr(self._clock()), repr(DECISION_HOLD), *[f"{id}|{a}" for a in _ACTIONS],
+                  entry.action],
         )
         return Decision(_text(verdict), _text(other) or None, _text(first) == "1")

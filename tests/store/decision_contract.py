@@ -55,6 +55,7 @@ class DecisionContract:
         ret = effect("100", 1000.0)
         assert (await store.claim_decision(ret)).granted
         await store.record_optout(ret)
+        await store.record_optout(effect("100", 1000.0, "iys_ret"))
         # An earlier message (a dead letter retried by hand) changes nothing: the latest wins.
         assert await store.claim_decision(effect("99", 999.0, "unblacklist")) == Decision(LATER, "100")
         # A provider opt-out yields to any recorded opt-out, even one dated before it...
@@ -82,6 +83,19 @@ class DecisionContract:
             Decision(LATER, first.message_id)
         assert await store.claim_decision(effect("100", 1000.0, "iys_ret")) == \
             Decision(LATER, first.message_id)
+
+    async def test_a_provider_opt_out_records_what_the_other_finished_without(
+            self, store: Store) -> None:
+        """The inbox RET wrote its blacklist line, not (yet) its İYS one: the provider opt-out's
+        İYS entry waits while the RET is under way, and records once it finished without."""
+        assert (await store.claim_decision(effect("100", 1000.0))).granted
+        await store.record_optout(effect("100", 1000.0))
+        assert await store.claim_decision(provider(2000.0), defer=True) == Decision(DECIDED, "100")
+        assert await store.claim_decision(provider(2000.0, "iys_ret"), defer=True) == \
+            Decision(BUSY, "100")
+        await store.dead_letter("100", "w", "İYS refused", rule="optout", row={}, now=time.time())
+        assert await store.claim_decision(provider(2000.0, "iys_ret"), defer=True) == \
+            Decision(GRANTED, first=True)
 
     async def test_a_dead_holder_frees_the_number(self, store: Store) -> None:
         """A holder that fails for good loses no opt-out: the waiter records it."""
