@@ -159,7 +159,8 @@ DECIDE = PRELUDE + ORDER + """
 local OPT_OUTS = {blacklist = true, iys_ret = true}
 local now = tonumber(ARGV[7])
 local raw = redis.call('HGET', KEYS[4], ARGV[1])
-local h = raw and cjson.decode(raw)
+local h = nil
+if raw then h = cjson.decode(raw) end
 local function holds(id)
   return h ~= nil and h['id'] == id and now - tonumber(h['at']) < tonumber(ARGV[8])
     and #unfinished({id}, KEYS[5], 6) == 1

@@ -97,6 +97,15 @@ class DecisionContract:
         assert await store.claim_decision(provider(2000.0, "iys_ret"), defer=True) == \
             Decision(GRANTED, first=True)
 
+    async def test_ledger_lines_without_a_holder(self, store: Store) -> None:
+        """Lines written before any claim (an older version's ledger): the order still decides,
+        and no holder keeps anyone waiting."""
+        await store.record_optout(effect("100", 1000.0))
+        assert await store.claim_decision(effect("99", 999.0)) == Decision(LATER, "100")
+        assert await store.claim_decision(provider(2000.0), defer=True) == Decision(DECIDED, "100")
+        assert await store.claim_decision(provider(2000.0, "iys_ret"), defer=True) == \
+            Decision(GRANTED, first=True)
+
     async def test_a_dead_holder_frees_the_number(self, store: Store) -> None:
         """A holder that fails for good loses no opt-out: the waiter records it."""
         assert (await store.claim_decision(effect("100", 1000.0))).granted
