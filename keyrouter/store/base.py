@@ -106,6 +106,35 @@ class DeadLetter:
 #: kept in the ledger for people, and never make an older opt-out or opt-in look superseded.
 DECISIONS = frozenset({"blacklist", "unblacklist", "iys_ret", "iys_onay"})
 
+#: The DECISIONS that are an opt-out (the others are opt-ins).
+OPT_OUT_ACTIONS = frozenset({"blacklist", "iys_ret"})
+
+#: Seconds a number's decision claim (`claim_decision`) keeps others waiting after its holder last
+#: claimed.  A live holder claims again at every attempt (retries are at most minutes apart), so
+#: only a holder that stopped without finishing (its row gone) is outlived: then a waiter records
+#: too, a duplicate rather than a lost opt-out.
+DECISION_HOLD = 86400.0
+
+#: The verdicts of `claim_decision`.
+GRANTED, LATER, DECIDED, BUSY = "granted", "later", "decided", "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What `claim_decision` answered: `verdict` is one of GRANTED, LATER, DECIDED, BUSY."""
+
+    verdict: str
+    #: LATER, DECIDED: the message of the number's latest ledger entry; BUSY: the holder.
+    other: str | None = None
+    #: GRANTED: the effect's pending mark is new.  False: the effect is being repeated (a retry, a
+    #: worker killed mid-call), or is already in the ledger.
+    first: bool = False
+
+    @property
+    def granted(self) -> bool:
+        return self.verdict == GRANTED
+
+
 #: Where a page of the ledger ended: (received_at, message_id, action) of its last entry.
 LedgerCursor = tuple[float, str, str]
 
@@ -294,6 +323,22 @@ class Store(ABC):
         letters.  True the first time; False when it was already marked (the effect is being
         repeated: a retry, or a worker killed mid-call) or is already in the ledger (then nothing
         is marked).  `record_optout` of the same (message_id, action) removes the mark."""
+
+    @abstractmethod
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        """Atomically decide whether message `entry.message_id` may apply the effect `entry` (a
+        DECISIONS action) to `entry.number`, so two workers never both apply one decision:
+        - LATER: the number's `latest_optout` belongs to another message that comes after this one
+          in keyrouter/ordering.py's order (the latest request wins);
+        - DECIDED, only with `defer` and an opt-out action: the latest entry is another message's
+          opt-out (a provider opt-out yields to any recorded one);
+        - BUSY: another message holds the number's claim: it claimed it less than DECISION_HOLD
+          seconds ago (store clock), has a pending mark not yet in the ledger and is unfinished.
+          Ask again later: once the holder recorded, LATER or DECIDED follow; once it is dead
+          (finished), the claim is free, so a permanent failure loses no opt-out;
+        - GRANTED: this message holds the number's claim now, and the effect is marked pending as
+          by `mark_optout_pending` (`first` is its answer).
+        Nothing changes unless GRANTED.  One round trip."""
 
     @abstractmethod
     async def pending_optouts(self) -> list[OptOut]:

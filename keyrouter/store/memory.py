@@ -27,6 +27,7 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import read_row, row_json
 from keyrouter.store.conversations import ConversationSpace, MemoryConversations
+from keyrouter.store.decisions import MemoryDecisions
 from keyrouter.store.keys import check_namespace, check_policy
 from keyrouter.store.reconciled import MemoryReconciled, Reconciled
 from keyrouter.store.retried import retried_row_json
@@ -61,6 +62,7 @@ class Space:
     optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
     latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
     pending: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # marks not yet recorded
+    holders: dict[str, tuple[str, float]] = field(default_factory=dict)  # claim_decision's
     surveys: dict[str, Survey] = field(default_factory=dict)
     fetch: tuple[str, float] | None = None  # (owner, until) of the fetch lease
     fetch_token: int = 0
@@ -71,7 +73,7 @@ class Space:
     reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
 
 
-class MemoryStore(MemoryActivity, MemoryConversations, MemoryReconciled, Store):
+class MemoryStore(MemoryActivity, MemoryConversations, MemoryDecisions, MemoryReconciled, Store):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 

@@ -36,6 +36,7 @@ from keyrouter.store.codec import MARK, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
 from keyrouter.store.conversations import SAVE as CONV_SAVE
 from keyrouter.store.conversations import RedisConversations
+from keyrouter.store.decisions import DECIDE, RedisDecisions
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
@@ -84,7 +85,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
+class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconciled, Store):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -137,6 +138,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
         self._conv_save = script(CONV_SAVE)
         self._save_rows = script(SAVE_ROWS)
+        self._decide = script(DECIDE)
 
     @classmethod
     def from_url(

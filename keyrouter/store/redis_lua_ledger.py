@@ -1,13 +1,9 @@
 """The Lua scripts of the Redis store for the opt-out ledger, survey votes and the dashboard's
 paged reads.  Scripts that need `unpack` define it themselves (Lua 5.1 and 5.4)."""
 
-# KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH, optouts:pending HASH.  ARGV: member
-# "message_id|action", received_at, JSON, number, "1" when the action decides (base.DECISIONS).
-# The first write of a member wins, body and score together; a new deciding member becomes its
-# number's latest when it comes at the same place or after the current one in
-# keyrouter/ordering.py's order (`compare` below is the same rule: both dated and different dates
-# by date, else numeric ids by number, else id text).  The member's pending mark goes.
-OPTOUT = """
+# A ledger entry's place in keyrouter/ordering.py's order (`place` of its JSON), and `compare`,
+# the same rule: both dated and different dates by date, else numeric ids by number, else id text.
+ORDER = """
 local function place(body)
   local doc = cjson.decode(body)
   local date = doc['received_at']
@@ -28,6 +24,14 @@ local function compare(ad, aid, bd, bid)
   if aid ~= bid then if aid < bid then return -1 else return 1 end end
   return 0
 end
+"""
+
+# KEYS: optouts HASH, optouts:at ZSET, optouts:latest HASH, optouts:pending HASH.  ARGV: member
+# "message_id|action", received_at, JSON, number, "1" when the action decides (base.DECISIONS).
+# The first write of a member wins, body and score together; a new deciding member becomes its
+# number's latest when it comes at the same place or after the current one in the order (ORDER).
+# The member's pending mark goes.
+OPTOUT = ORDER + """
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])

@@ -30,6 +30,8 @@ from keyrouter.store.base import (
 )
 from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.conversations import SqliteConversations
+from keyrouter.store.decisions import SCHEMA as DECISIONS_SCHEMA
+from keyrouter.store.decisions import SqliteDecisions
 from keyrouter.store.keys import check_namespace
 from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
 from keyrouter.store.reconciled import SqliteReconciled
@@ -56,7 +58,8 @@ def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(unescape(v) if type(v) is str else v for v in row)
 
 
-class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteReconciled, Store):
+class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecisions,
+                  SqliteReconciled, Store):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
     def __init__(
@@ -84,8 +87,8 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         self._db.row_factory = _decoded
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
-                             if sql.strip()])
+        schema = ";".join((stmt.SCHEMA, RECONCILE_SCHEMA, DECISIONS_SCHEMA))
+        self._tx(lambda db: [db.execute(sql) for sql in schema.split(";") if sql.strip()])
         self._tx(_add_ledger_columns)
 
     def __repr__(self) -> str:
