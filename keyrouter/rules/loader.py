@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from keyrouter.durations import parse_duration, parse_timeout
 from keyrouter.message import canonical_receiver
 from keyrouter.rules import conversations as conversation_model
@@ -21,7 +19,7 @@ from keyrouter.rules.emoji import EmojiNormalizer, has_emoji
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS, with_identities
 from keyrouter.rules.model import HandlerEntry, Keyword, Location, Problem, Rule, RulesError, RuleSet
 from keyrouter.rules.normalize import Normalizer, NormalizeSettings, settings_diff
-from keyrouter.rules.schema import ExamplesModel, FileModel, RuleModel, explain_validation
+from keyrouter.rules.schema import ExamplesModel, FileModel, RuleModel, explain_validation, validate_file
 from keyrouter.settings import DEFAULT_MAX_BYTES, rules_max_bytes
 
 MAX_FUZZY = 2
@@ -108,12 +106,12 @@ class _Builder:
         if not isinstance(data, dict):
             self.error(at(()), "a rules file is a mapping with `version: 1` and `rules:`")
             return None
-        try:
-            return FileModel.model_validate(data), at
-        except ValidationError as exc:
-            found = [Problem(at(err["loc"]), explain_validation(err)) for err in exc.errors()]
+        model, errors = validate_file(data)
+        if model is None:
+            found = [Problem(at(err["loc"]), explain_validation(err)) for err in errors]
             self.problems.extend(sorted(found, key=lambda p: p.where.line))
             return None
+        return model, at
 
     def normalizer_of(self, model: FileModel, at: _Locator) -> tuple[Normalizer, str]:
         """The file's own normalizer (docs/rules.md, Normalization) and where its settings come from.

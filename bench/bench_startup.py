@@ -1,0 +1,206 @@
+"""Start-up and hot reload with 10,000 keyword rules: from reading the files to a router that routes.
+
+    python bench/bench_startup.py [--runs 5] [--profile]
+
+The rules folder holds the shipped rules plus 10,000 generated keyword rules and 50 patterns (the
+generator of bench_router.py).  Each figure is the best and the median of `--runs` runs, and
+ends with a first routed text (a router compiles its pattern sets on first use):
+
+- naive: `yaml.load` with libyaml (no positions, no validation) and one Python regex per rule;
+  the least any loader that reads the YAML can cost
+- cold: `load_rules` (positions, validation, compiled keywords and patterns) and `Router`,
+  without the cache: what every start and every reload cost before the cache
+- cold + write: the same through `load_rules_cached` with an empty cache, which also writes it
+- warm: `load_rules_cached` with the cache written (a hit) and `Router`
+
+Then the reload: a ticker task on the event loop wakes every millisecond while the rules reload,
+and the longest gap between two wakes is how long routing of claimed messages could stall.  It is
+measured for the load on the loop itself (the baseline), for `Reloader.reload` without the cache
+(the build in a thread) and with it.  Last, a cached router and a freshly built one route the
+same stream, to show a cached router routes as fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import random
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from bench_router import build_rules, rate, stream
+
+from keyrouter.rules.cache import load_rules_cached
+from keyrouter.rules.loader import load_rules
+from keyrouter.rules.router import Router
+from keyrouter.worker.reload import Reloader
+
+TEXTS = ["ILT AHKTEST RET", "REZ 123456", "kod3 12345", "Merhaba bugün"]
+
+
+def first_routes(router: Router) -> None:
+    for text in TEXTS:
+        router.route(text)
+
+
+def naive(path: Path) -> None:
+    """libyaml straight to dicts, one Python regex per rule (no checks, no positions)."""
+    regexes = []
+    for file in sorted(path.glob("*.yaml")):
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+        for rule in data["rules"]:
+            if "pattern" in rule:
+                regexes.append(re.compile(rule["pattern"]))
+            else:
+                regexes.append(re.compile("|".join(re.escape(str(k).lower()) for k in rule["keywords"])))
+    for text in TEXTS:
+        any(r.fullmatch(text.lower()) for r in regexes)
+
+
+def cold(path: Path) -> None:
+    first_routes(Router(load_rules(path)))
+
+
+def timed(runs: int, setup: Callable[[], Any], work: Callable[[], Any]) -> tuple[float, float]:
+    """(best, median) seconds of `work`, each run after `setup` (untimed)."""
+    times = []
+    for _ in range(runs):
+        setup()
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+class _Holder:
+    """What a reload swaps the router of (the dispatcher, in a worker)."""
+
+    def __init__(self) -> None:
+        self.router: Router | None = None
+
+    def use_router(self, router: Router) -> None:
+        self.router = router
+
+
+async def _stall(reload: Callable[[], Any]) -> tuple[float, float]:
+    """(longest gap between two wakes of a 1 ms ticker, seconds the reload took)."""
+    done = asyncio.Event()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    gaps.clear()
+    start = time.perf_counter()
+    await reload()
+    took = time.perf_counter() - start
+    await asyncio.sleep(0.01)
+    done.set()
+    await task
+    return max(gaps), took
+
+
+def reload_stalls(path: Path, cache: Path, runs: int) -> list[tuple[str, float, float]]:
+    holder = _Holder()
+    reloader = Reloader(path, holder)
+
+    async def on_the_loop() -> None:
+        holder.use_router(Router(load_rules(path)))
+
+    async def in_thread() -> None:
+        assert await reloader.reload("bench")
+
+    rows = []
+    for name, cache_dir, reload in (("on the loop, no cache (baseline)", None, on_the_loop),
+                                    ("Reloader, no cache", None, in_thread),
+                                    ("Reloader, cache hit", cache, in_thread)):
+        reloader.cache_dir = cache_dir
+        results = [asyncio.run(_stall(reload)) for _ in range(runs)]
+        gaps = sorted(gap for gap, _ in results)
+        rows.append((name, statistics.median(gaps), max(gaps),
+                     statistics.median(took for _, took in results)))
+    return rows
+
+
+def profile(path: Path, top: int) -> str:
+    prof = cProfile.Profile()
+    prof.runcall(cold, path)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    lines = out.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("ncalls"))
+    return "\n".join(lines[start:start + top + 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rules", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top of the cold path")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "rules"
+        folder.mkdir()
+        built, words = build_rules(args.rules, Path(tmp), random.Random(2026))
+        built.rename(folder / "main.yaml")
+        cache = Path(tmp) / "cache"
+        size = (folder / "main.yaml").stat().st_size
+        n_rules = len(load_rules(folder).rules)
+        print(f"{n_rules:,} rules, {size / 1e6:.2f} MB of YAML; best / median of {args.runs} runs, "
+              "from reading the files to a first routed text")
+
+        def empty_cache() -> None:
+            shutil.rmtree(cache, ignore_errors=True)
+
+        def nothing() -> None:
+            pass
+
+        rows = [
+            ("naive (libyaml dicts, re per rule)", timed(args.runs, nothing, lambda: naive(folder))),
+            ("cold (load_rules + Router)", timed(args.runs, nothing, lambda: cold(folder))),
+            ("cold + writing the cache", timed(args.runs, empty_cache, lambda: first_routes(
+                Router(load_rules_cached(folder, cache_dir=cache))))),
+            ("warm (cache hit + Router)", timed(args.runs, nothing, lambda: first_routes(
+                Router(load_rules_cached(folder, cache_dir=cache))))),
+        ]
+        print(f"{'start-up':40} {'best s':>8} {'median s':>9}")
+        for name, (best, median) in rows:
+            print(f"{name:40} {best:>8.3f} {median:>9.3f}")
+        print()
+        print(f"{'reload of ' + format(n_rules, ',') + ' rules':40} {'max gap ms':>10} "
+              f"{'worst ms':>9} {'reload s':>9}")
+        for name, gap, worst, took in reload_stalls(folder, cache, args.runs):
+            print(f"{name:40} {gap * 1000:>10.1f} {worst * 1000:>9.1f} {took:>9.3f}")
+        print("(max gap: median over the runs of the longest ticker gap; worst: the longest of all)")
+        print()
+        texts = stream(random.Random(7), words, 50_000)
+        fresh = Router(load_rules(folder))
+        cached = Router(load_rules_cached(folder, cache_dir=cache))
+        for router in (fresh, cached):
+            rate(router.route, texts[:2000])
+        print(f"routing, fresh router:  {max(rate(fresh.route, texts) for _ in range(3)):>10,.0f}/s")
+        print(f"routing, cached router: {max(rate(cached.route, texts) for _ in range(3)):>10,.0f}/s")
+        if args.profile:
+            print("\ncold path, cProfile (top by own time):")
+            print(profile(folder, 15))
+
+
+if __name__ == "__main__":
+    main()
