@@ -65,6 +65,7 @@ def load_rules(path: str | Path, max_bytes: int | None = None, *,
         found = builder.read_file(file)
         if found is not None:
             builder.add_model(*found)
+            yamlpos.release(found[0].rules)  # compiled into builder.rules
     return builder.finish()
 
 
@@ -110,6 +111,8 @@ class _Builder:
             self.error(at(()), "a rules file is a mapping with `version: 1` and `rules:`")
             return None
         model, errors = validate_file(data)
+        if isinstance(data.get("rules"), list):
+            yamlpos.release(data["rules"])  # validated into `model`: the raw dicts go in steps
         if model is None:
             found = [Problem(at(err["loc"]), explain_validation(err)) for err in errors]
             self.problems.extend(sorted(found, key=lambda p: p.where.line))
