@@ -1,6 +1,6 @@
 """Start-up and hot reload with 10,000 keyword rules: from reading the files to a router that routes.
 
-    python bench/bench_startup.py [--runs 5] [--profile]
+    python bench/bench_startup.py [--runs 5] [--profile] [--against /path/to/other/checkout]
 
 The rules folder holds the shipped rules plus 10,000 generated keyword rules and 50 patterns (the
 generator of bench_router.py).  Each figure is the best and the median of `--runs` runs, and
@@ -19,8 +19,10 @@ Then the reload: a ticker task on the event loop wakes every millisecond while t
 and the longest gap between two wakes is how long routing of claimed messages could stall.  It is
 measured for the load on the loop itself (the baseline), for `Reloader.reload` without the cache
 (the build in a thread) and with it, and for a second with no reload (what the machine's load
-alone adds).  Last, a cached router and a freshly built one route the
-same stream, to show a cached router routes as fast.
+alone adds).  `--against` runs the same reload (bench/reload_stall.py) on another checkout of
+keyrouter, such as the main branch, as a baseline from the same machine and moment.  Last, a
+cached router and a freshly built one route the same stream, to show a cached router routes as
+fast.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import random
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bench_router import build_rules, rate, stream
+from bench_router import rate, stream
+from reload_stall import Holder, rules_folder, stall, summary
 
 from keyrouter.rules.loader import load_rules
 from keyrouter.rules.router import Router
@@ -91,43 +97,8 @@ def timed(runs: int, setup: Callable[[], Any], work: Callable[[], Any]) -> tuple
     return min(times), statistics.median(times)
 
 
-class _Holder:
-    """What a reload swaps the router of (the dispatcher, in a worker)."""
-
-    def __init__(self) -> None:
-        self.router: Router | None = None
-
-    def use_router(self, router: Router) -> None:
-        self.router = router
-
-
-async def _stall(reload: Callable[[], Any]) -> tuple[float, float]:
-    """(longest gap between two wakes of a 1 ms ticker, seconds the reload took)."""
-    done = asyncio.Event()
-    gaps: list[float] = []
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.05)
-    gaps.clear()
-    start = time.perf_counter()
-    await reload()
-    took = time.perf_counter() - start
-    await asyncio.sleep(0.01)
-    done.set()
-    await task
-    return max(gaps), took
-
-
 def reload_stalls(path: Path, cache: Path, runs: int) -> list[tuple[str, float, float]]:
-    holder = _Holder()
+    holder = Holder()
     reloader = Reloader(path, holder)
 
     async def on_the_loop() -> None:
@@ -145,10 +116,7 @@ def reload_stalls(path: Path, cache: Path, runs: int) -> list[tuple[str, float, 
                                     ("Reloader, no cache", None, in_thread),
                                     ("Reloader, cache hit", cache, in_thread)):
         reloader.cache_dir = cache_dir
-        results = [asyncio.run(_stall(reload)) for _ in range(runs)]
-        gaps = sorted(gap for gap, _ in results)
-        rows.append((name, statistics.median(gaps), max(gaps),
-                     statistics.median(took for _, took in results)))
+        rows.append((name, *summary([asyncio.run(stall(reload)) for _ in range(runs)])))
     return rows
 
 
@@ -167,12 +135,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rules", type=int, default=10_000)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top of the cold path")
+    parser.add_argument("--against", action="append", default=[], metavar="CHECKOUT",
+                        help="also measure the reload stall of another keyrouter checkout (a folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "rules"
-        folder.mkdir()
-        built, words = build_rules(args.rules, Path(tmp), random.Random(2026))
-        built.rename(folder / "main.yaml")
+        folder = rules_folder(Path(tmp), args.rules)
+        words = [k for r in load_rules(folder).rules if r.name.startswith("kw") for k in
+                 (kw.written for kw in r.keywords)]
         cache = Path(tmp) / "cache"
         size = (folder / "main.yaml").stat().st_size
         n_rules = len(load_rules(folder).rules)
@@ -203,6 +172,10 @@ def main() -> None:
               f"{'worst ms':>9} {'reload s':>9}")
         for name, gap, worst, took in reload_stalls(folder, cache, args.runs):
             print(f"{name:40} {gap * 1000:>10.1f} {worst * 1000:>9.1f} {took:>9.3f}")
+        for other in args.against:  # the same reload in another checkout, in its own process
+            subprocess.run([sys.executable, str(Path(__file__).with_name("reload_stall.py")),
+                            "--runs", str(args.runs), "--rules", str(args.rules)],
+                           env={**os.environ, "PYTHONPATH": str(Path(other).resolve())}, check=True)
         print("(max gap: median over the runs of the longest ticker gap; worst: the longest of all)")
         print()
         texts = stream(random.Random(7), words, 50_000)
