@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from keyrouter.rules import patterns, plugin_path, registry, yamlpos
+from keyrouter.rules.conversations import Conversation, Example, Question
 from keyrouter.rules.loader import load_rules, rule_files
-from keyrouter.rules.model import HandlerEntry, Keyword, Location, Problem, RuleSet
+from keyrouter.rules.model import HandlerEntry, Keyword, Location, Problem, Rule, RuleSet
 from keyrouter.rules.normalize import Normalizer
 from keyrouter.settings import rules_max_bytes
 
@@ -108,14 +109,19 @@ def rules_key(path: str | Path, max_bytes: int) -> str | None:
 
 # ---------------------------------------------------------------- pickling
 def _by_fields(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    """Slotted frozen dataclasses rebuilt through their constructor: pickle's own route for
-    them calls a Python `__setstate__` per object, twice the time for 10,000 rules."""
+    """Dataclasses rebuilt through their constructor.  Pickle's own route calls a Python
+    `__setstate__` per slotted object (twice the time for 10,000 rules), and fills other objects
+    through their `__dict__`, which leaves attribute lookups on the routing path slower than on
+    objects built by `__init__`."""
     names = [f.name for f in dataclasses.fields(cls)]
+    if not all(f.init for f in dataclasses.fields(cls)):  # its constructor cannot restore it
+        raise TypeError(f"{cls.__name__} has fields outside __init__: give it its own reducer")
     return lambda obj: (cls, tuple(getattr(obj, name) for name in names))
 
 
 _REDUCERS: dict[type, Callable[[Any], Any]] = {
-    **{cls: _by_fields(cls) for cls in (Location, Keyword, HandlerEntry, Problem)},
+    **{cls: _by_fields(cls) for cls in (Location, Keyword, HandlerEntry, Problem, Rule, RuleSet,
+                                        Conversation, Question, Example)},
     # RE2 programs and normalizer tables are rebuilt from their source, never stored
     type(patterns.compile_pattern("a")): lambda regex: (patterns.compile_pattern, (regex.pattern,)),
     Normalizer: lambda normalizer: (Normalizer, (normalizer.settings,)),
