@@ -156,14 +156,16 @@ def test_another_format_or_version_is_ignored(rules_dir: Path, tmp_path: Path,
     assert rules_key(rules_dir, DEFAULT_MAX_BYTES) != key  # another version: another key
 
 
-def test_a_pickle_naming_other_code_is_refused(rules_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("callable_", [os.getpid, load_rules], ids=["os", "keyrouter"])
+def test_a_pickle_naming_other_code_is_refused(rules_dir: Path, tmp_path: Path,
+                                               callable_: Any) -> None:
     file = cache_file(tmp_path, rules_dir)
     key = rules_key(rules_dir, DEFAULT_MAX_BYTES) or ""
     cache.write(file, key, load_rules(rules_dir))
-    payload = pickle.dumps(os.getpid)  # a valid header and digest around a foreign callable
+    payload = pickle.dumps(callable_)  # a valid header and digest around a callable
     digest = cache.hashlib.sha256(payload).hexdigest().encode()
     file.write_bytes(cache.MAGIC + f"{cache.FORMAT}\n{key}\n".encode() + digest + b"\n" + payload)
-    with pytest.raises(CacheMiss, match=r"names (posix|os)\.getpid"):
+    with pytest.raises(CacheMiss, match=r"names (posix|os|keyrouter\.rules\.loader)\.(getpid|load_rules)"):
         cache.read(file, key)
 
 

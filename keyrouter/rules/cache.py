@@ -37,9 +37,11 @@ from typing import Any
 
 from keyrouter.rules import patterns, plugin_path, registry, yamlpos
 from keyrouter.rules.conversations import Conversation, Example, Question
+from keyrouter.rules.emoji import EmojiNormalizer
+from keyrouter.rules.fuzzy import DeletionIndex
 from keyrouter.rules.loader import load_rules, rule_files
 from keyrouter.rules.model import HandlerEntry, Keyword, Location, Problem, Rule, RuleSet
-from keyrouter.rules.normalize import Normalizer
+from keyrouter.rules.normalize import Normalizer, NormalizeSettings
 from keyrouter.settings import rules_max_bytes
 
 logger = logging.getLogger("keyrouter.rules.cache")
@@ -48,7 +50,7 @@ logger = logging.getLogger("keyrouter.rules.cache")
 FORMAT = 1
 MAGIC = b"keyrouter-rules-cache\n"
 _PACKAGE = Path(__file__).resolve().parent.parent
-#: What a cache file may name besides keyrouter's own classes.
+#: Plain types a cache file may name (with the rules' own classes: `_ALLOWED`).
 _PLAIN = {("builtins", n) for n in ("frozenset", "set", "dict", "list", "tuple", "str", "int",
                                     "float", "bool", "bytes")} | {("datetime", "timedelta")}
 
@@ -128,6 +130,14 @@ _REDUCERS: dict[type, Callable[[Any], Any]] = {
 }
 
 
+#: Everything a cache file may name: the rule set's classes and the one function that rebuilds
+#: a pattern.  Any other name (a new field's type included) is refused, and the rules load in full.
+_NAMED: tuple[type | Callable[..., Any], ...] = (
+    *_REDUCERS, EmojiNormalizer, DeletionIndex, NormalizeSettings, patterns.compile_pattern)
+_ALLOWED = _PLAIN | {(obj.__module__, obj.__qualname__) for obj in _NAMED
+                     if obj.__module__.startswith("keyrouter.")}
+
+
 def dumps(rules: RuleSet) -> bytes:
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -137,10 +147,11 @@ def dumps(rules: RuleSet) -> bytes:
 
 
 class _Unpickler(pickle.Unpickler):
-    """Only keyrouter's classes and plain values: a file that names anything else is refused."""
+    """Only the rule set's classes and plain values: a file that names anything else (a
+    function of keyrouter's included) is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module == "keyrouter" or module.startswith("keyrouter.")) or (module, name) in _PLAIN:
+        if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise CacheMiss(f"names {module}.{name}")
 
