@@ -14,7 +14,7 @@ RE2 programs are compiled again from their source; normalizers are rebuilt from 
 
 Unpickling runs code the file names, so the file is the worker's own: written 0600 into a
 directory the worker owns and no one else may write (checked before reading and writing), and
-read only through an unpickler that accepts keyrouter's classes and a few plain types.
+read only through an unpickler that accepts the rule set's classes and a few plain types.
 """
 
 from __future__ import annotations
