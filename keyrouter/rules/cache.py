@@ -76,7 +76,7 @@ def version() -> str:
 
 @cache
 def code_digest() -> str:
-    """The bytes of keyrouter's source as this process loaded it: an edited checkout with an
+    """The bytes of keyrouter's source files, read once per process: an edited checkout with an
     unchanged version number misses too."""
     digest = hashlib.sha256()
     for file in sorted(_PACKAGE.rglob("*.py")):
