@@ -43,6 +43,10 @@ def _router_args(url: str, quick: bool) -> list[str]:
     return ["--texts", "5000", "--naive-texts", "200"] if quick else []
 
 
+def _startup_args(url: str, quick: bool) -> list[str]:
+    return ["--runs", "2"] if quick else ["--profile"]
+
+
 def _url_arg(url: str, quick: bool) -> list[str]:
     return [url]
 
@@ -58,6 +62,8 @@ def _scale_args(url: str, quick: bool) -> list[str]:
 BENCHMARKS = [
     Benchmark("router", "bench_router.py", "routing throughput against the number of rules",
               _router_args, quick=True),
+    Benchmark("startup", "bench_startup.py",
+              "start-up and reload with 10,000 rules: cold, cached, event-loop stall", _startup_args),
     Benchmark("store", "bench_store.py", "store round trips and bytes per remembered id", _url_arg),
     Benchmark("pipeline", "bench_pipeline.py", "the whole pipeline on real Redis, no-op handlers",
               _url_arg),

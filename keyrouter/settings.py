@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -92,6 +93,11 @@ class Settings(BaseModel):
     rules_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1, description=(
         "bytes all rules files may hold together; past it every command that reads rules (and a "
         "reload) refuses them, `check` with exit 2. Bounds the time and memory reading them takes"))
+    rules_cache: str = Field("auto", description=(
+        "folder for the compiled-rules cache, which lets a start or reload of unchanged rules "
+        "skip parsing them: `auto` (`$XDG_CACHE_HOME/keyrouter`, else `~/.cache/keyrouter`), a "
+        "path, or `off`. Keyed by the files' bytes and keyrouter's version; the folder must be "
+        "the worker user's alone (entries are written 0600)"))
     reconcile_interval: str = Field("1h", description=(
         "how often the fetching worker reconciles the provider's blacklist with the ledger "
         "(docs/reconciliation.md): seconds or a duration (`1h`, `30m`)"))
@@ -108,6 +114,10 @@ class Settings(BaseModel):
     def reconcile_seconds(self) -> float:
         """KEYROUTER_RECONCILE_INTERVAL in seconds."""
         return interval_seconds(self.reconcile_interval)
+
+    def rules_cache_dir(self) -> Path | None:
+        """KEYROUTER_RULES_CACHE as a folder, None when `off`."""
+        return cache_folder(self.rules_cache)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.max_attempts, base_delay=self.retry_base,
@@ -140,6 +150,23 @@ def rules_max_bytes(env: Mapping[str, str] | None = None) -> int:
         return DEFAULT_MAX_BYTES
 
 
+def cache_folder(value: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """`auto` -> the user's cache folder + keyrouter; `off` (or `none`, `0`) -> None."""
+    env = os.environ if env is None else env
+    if value.strip().lower() in ("off", "none", "0", "false", "no"):
+        return None
+    if value.strip().lower() in ("auto", ""):
+        base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "keyrouter"
+    return Path(value)
+
+
+def rules_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """KEYROUTER_RULES_CACHE alone, for the reloader (which has no Settings)."""
+    env = os.environ if env is None else env
+    return cache_folder(env.get(_ENV["rules_cache"]) or "auto", env)
+
+
 _ENV = {
     "rules": "KEYROUTER_RULES",
     "store": "KEYROUTER_STORE",
@@ -167,6 +194,7 @@ _ENV = {
     "dashboard_trusted_proxies": "KEYROUTER_DASHBOARD_TRUSTED_PROXIES",
     "dashboard_secure_cookie": "KEYROUTER_DASHBOARD_SECURE_COOKIE",
     "rules_max_bytes": "KEYROUTER_RULES_MAX_BYTES",
+    "rules_cache": "KEYROUTER_RULES_CACHE",
     "metrics_addr": "KEYROUTER_METRICS_ADDR",
     "log_level": "KEYROUTER_LOG_LEVEL",
     "log_format": "KEYROUTER_LOG_FORMAT",

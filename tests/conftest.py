@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,19 @@ from keyrouter.testing import FakeIletiMerkezi
 # A busy CI machine must not turn a slow example into a failure: properties, not timings.
 settings.register_profile("keyrouter", deadline=None)
 settings.load_profile("keyrouter")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rules_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The compiled-rules cache (`KEYROUTER_RULES_CACHE=auto`) of every test, and of the
+    processes tests start, under the session's temporary folder, not the user's cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture

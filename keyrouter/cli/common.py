@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from keyrouter.rules.loader import load_rules
 from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store import open_store
 from keyrouter.store.choice import StoreChoiceError, reading_store, require_existing
+from keyrouter.worker.reload import build_router
 
 #: Exit codes shared by every command (run's own are the same numbers: keyrouter.worker.loop).
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_INPUT, EXIT_AUTH, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
@@ -70,28 +70,32 @@ def rules_setting(args: argparse.Namespace) -> str:
     return "give --rules PATH or set KEYROUTER_RULES (the default is ./rules)"
 
 
-def load_router(args: argparse.Namespace, settings: Settings, *, runnable: bool = False) -> Router:
+def load_router(args: argparse.Namespace, settings: Settings, *, runnable: bool = False,
+                cached: bool = False) -> Router:
     """The rules as a Router; a missing path or invalid rules are a CliError after printing each
     problem (`file:line: problem`), warnings are printed and pass.  `runnable` (check, run,
     replay): rules with no rule and no default are an error too, as they would mark every
-    message done with nothing run."""
+    message done with nothing run.  `cached` (run): through the compiled-rules cache
+    (KEYROUTER_RULES_CACHE), which only ever holds rules that loaded without an error."""
     if not Path(settings.rules).exists():
         where = rules_setting(args)
         fix = where if where.startswith("give") else f"check {where}"
         raise CliError(f"rules: {settings.rules} does not exist: {fix} "
                        "(a YAML file, or a folder of them)")
     try:
-        rules = load_rules(settings.rules, settings.rules_max_bytes)
+        router = build_router(settings.rules, settings.rules_max_bytes,
+                              settings.rules_cache_dir() if cached else None)
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         raise CliError("", EXIT_BAD_INPUT) from None  # already said, one line a problem
+    rules = router.rules
     for warning in rules.warnings:
         print(warning, file=sys.stderr)
     if runnable and not rules.rules and not rules.default:
         raise CliError(f"rules: {settings.rules} has no rule and no `default:`: every message would "
                        "be marked done with nothing run; add a rule under `rules:` or a `default:`")
-    return Router(rules)
+    return router
 
 
 def read_store(args: argparse.Namespace, settings: Settings, *, must_exist: bool = True) -> Settings:

@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.api_key is None or settings.api_hash is None:
         raise CliError("`run` needs ILETIMERKEZI_API_KEY and ILETIMERKEZI_API_HASH (from the panel: "
                        "Settings → Security → API Access)")
-    router = load_router(args, settings, runnable=True)
+    router = load_router(args, settings, runnable=True, cached=True)
     refuse_bad_iys(settings, router)
     try:
         metrics, listener = service.make_metrics(args, settings, args.interval)

@@ -96,6 +96,22 @@ def load(text: str) -> tuple[Any, dict[Path, int]]:
         raise YamlProblem(mark.line + 1 if mark else 1, f"YAML: {exc.problem or exc}") from None
     finally:
         helper.dispose()
+        if isinstance(root, yaml.MappingNode):
+            for pair in root.value:
+                if len(pair) == 2 and isinstance(pair[1], yaml.SequenceNode):
+                    release(pair[1].value)
+
+
+#: Items freed per step by `release`.
+RELEASE_STEP = 500
+
+
+def release(items: list[Any]) -> None:
+    """Empty a large list RELEASE_STEP items at a time.  Freeing 10,000 rules' worth of nodes or
+    models in one go is one long C call with the GIL held (tens of milliseconds); in steps, a
+    reload in a thread lets the event loop run between them."""
+    while items:
+        del items[-RELEASE_STEP:]
 
 
 def _compose(events: Any, helper: yaml.SafeLoader) -> yaml.Node | None:

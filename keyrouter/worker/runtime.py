@@ -15,10 +15,10 @@ from keyrouter.dispatch import Dispatcher
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.providers.iys import close_shared as close_iys_clients
-from keyrouter.rules.loader import load_rules
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store import Store, open_store
+from keyrouter.worker.reload import build_router
 
 
 @dataclass
@@ -51,7 +51,8 @@ async def open_runtime(settings: Settings, *, router: Router | None = None,
                        client: IletiMerkezi | None = None,
                        events: Events = NO_EVENTS) -> AsyncIterator[Runtime]:
     """Raises RulesError for bad rules and ValueError for a bad store URL or horizon."""
-    router = router or Router(load_rules(settings.rules, settings.rules_max_bytes))
+    router = router or build_router(settings.rules, settings.rules_max_bytes,
+                                    settings.rules_cache_dir())
     horizon = settings.horizon_delta()
     store = open_store(settings.store, settings.namespace, horizon)
     client = client or make_client(settings)
