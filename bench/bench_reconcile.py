@@ -35,7 +35,7 @@ from typing import Any
 
 from keyrouter.compliance.reconcile import Reconciler
 from keyrouter.providers.blacklist import fetch_blacklist
-from keyrouter.store import sqlite_sql as stmt
+from keyrouter.store.sqlite import sql as stmt
 from keyrouter.testing import FakeIletiMerkezi, pipeline
 
 NUMBERS = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000

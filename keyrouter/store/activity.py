@@ -74,7 +74,7 @@ class MemoryActivity:
 
 class SqliteActivity(SqlitePlumbing):
     """Tables `polls` and `touches` (one row per namespace) and `routed` (ns, hour, rule, n), in
-    sqlite_sql."""
+    sqlite/sql.py."""
 
     _clock: Callable[[], float]
 

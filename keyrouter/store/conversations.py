@@ -110,7 +110,7 @@ class MemoryConversations:
 
 
 class SqliteConversations(SqlitePlumbing):
-    """Tables `conv_current` and `conv_runs` (sqlite_sql.py)."""
+    """Tables `conv_current` and `conv_runs` (sqlite/sql.py)."""
 
 
     async def conversation_of(self, respondent: str) -> Record | None:

@@ -1,5 +1,5 @@
 """What the SQLite store's mixins (activity, conversations, reconciled, the ledger) use of
-`SqliteStore` (sqlite.py), which they are mixed into: its connection plumbing, typed once here."""
+`SqliteStore` (sqlite/store.py), which they are mixed into: its connection plumbing, typed once here."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 
 from keyrouter.store import Store, open_store
 from keyrouter.store.sqlite import SqliteStore
-from keyrouter.store.sqlite_sql import LATEST
+from keyrouter.store.sqlite.sql import LATEST
 
 from .contract import MakeStore, StoreContract, check_race, race_votes
 

@@ -1,6 +1,6 @@
 """The SQLite store's opt-out ledger, dashboard page reads and survey votes (a mixin of
 `SqliteStore`, which brings the connection plumbing `_read`, `_write` and `_p`); processing state
-(claims, leases, dead letters, the shared inbox) stays in sqlite.py."""
+(claims, leases, dead letters, the shared inbox) stays in store.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from dataclasses import asdict
 from typing import Any
 
 from keyrouter.ordering import Position, compare, entry_position
-from keyrouter.store import sqlite_sql as stmt
 from keyrouter.store.base import (
     DECISIONS,
     DeadLetter,
@@ -23,7 +22,8 @@ from keyrouter.store.base import (
 from keyrouter.store.codec import escape, read_row, unescape
 from keyrouter.store.keys import check_policy
 from keyrouter.store.mixins import SqlitePlumbing
-from keyrouter.store.sqlite_sql import json_ids as _ids
+from keyrouter.store.sqlite import sql as stmt
+from keyrouter.store.sqlite.sql import json_ids as _ids
 
 
 class SqliteLedger(SqlitePlumbing):

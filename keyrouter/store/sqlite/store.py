@@ -20,7 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyrouter.store import sqlite_sql as stmt
 from keyrouter.store.activity import SqliteActivity
 from keyrouter.store.base import (
     HORIZON_MARGIN,
@@ -34,8 +33,9 @@ from keyrouter.store.keys import check_namespace
 from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
 from keyrouter.store.reconciled import SqliteReconciled
 from keyrouter.store.retried import retried_row_json
-from keyrouter.store.sqlite_ledger import SqliteLedger
-from keyrouter.store.sqlite_sql import json_ids as _ids
+from keyrouter.store.sqlite import sql as stmt
+from keyrouter.store.sqlite.ledger import SqliteLedger
+from keyrouter.store.sqlite.sql import json_ids as _ids
 
 T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")

@@ -5,7 +5,7 @@ Scripts build `claim:<id>` and `progress:<id>` names from prefixes passed as ARG
 namespace shares one hash tag (keys.py), so this holds on a Redis Cluster too, where each script
 declares at least one key for the client to route it by.  Done buckets are named from the store's
 clock on the client side and passed as KEYS, so tests can move time and no script depends on the
-server's clock.  Connecting, and moving keys written before the hash tag: `redis_connect.py`.
+server's clock.  Connecting, and moving keys written before the hash tag: `redis/connect.py`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from keyrouter.store import redis_lua as lua
-from keyrouter.store import redis_lua_ledger as ledger_lua
 from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
 from keyrouter.store.base import (
     DECISIONS,
@@ -38,7 +36,9 @@ from keyrouter.store.conversations import SAVE as CONV_SAVE
 from keyrouter.store.conversations import RedisConversations
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
-from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
+from keyrouter.store.redis import lua as lua
+from keyrouter.store.redis import lua_ledger as ledger_lua
+from keyrouter.store.redis.connect import connect, describe, move_legacy_keys
 from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
@@ -143,7 +143,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         cls, url: str, namespace: str = "default", horizon: timedelta | None = None, **kw: Any
     ) -> RedisStore:
         """`redis://`, `rediss://` (one server) or `redis+cluster://`, `rediss+cluster://` (any node
-        of a cluster); see redis_connect.connect."""
+        of a cluster); see redis/connect.py."""
         return cls(connect(url), namespace, horizon, owns_client=True, **kw)
 
     def __repr__(self) -> str:
