@@ -15,8 +15,8 @@ from keyrouter.store.codec import unescape
 from keyrouter.store.keys import Keys
 from keyrouter.store.mixins import SqlitePlumbing
 
-if TYPE_CHECKING:  # memory.py imports this module
-    from keyrouter.store.memory import Space
+if TYPE_CHECKING:  # memory_space.py imports this module
+    from keyrouter.store.memory_space import Space
 
 HOUR = 3600
 #: Seconds an hour's Redis counters live after their last write.

@@ -20,7 +20,7 @@ from keyrouter.store.mixins import SqlitePlumbing
 
 if TYPE_CHECKING:  # base.py (through keys.py) and memory.py import this module
     from keyrouter.store.keys import Keys
-    from keyrouter.store.memory import Space
+    from keyrouter.store.memory_space import Space
 
 
 class HasExpiry(Protocol):

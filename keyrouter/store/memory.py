@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from keyrouter.ordering import Position, compare, entry_position
-from keyrouter.store.activity import Activity, MemoryActivity
+from keyrouter.store.activity import MemoryActivity
 from keyrouter.store.base import (
     DECISIONS,
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
+    Description,
+    Health,
     LedgerCursor,
     OptOut,
     Store,
@@ -26,49 +27,12 @@ from keyrouter.store.base import (
     ledger_key,
 )
 from keyrouter.store.codec import read_row, row_json
-from keyrouter.store.conversations import ConversationSpace, MemoryConversations
+from keyrouter.store.conversations import MemoryConversations
 from keyrouter.store.keys import check_namespace, check_policy
-from keyrouter.store.reconciled import MemoryReconciled, Reconciled
+from keyrouter.store.memory_space import Space, Survey
+from keyrouter.store.probe import probe
+from keyrouter.store.reconciled import MemoryReconciled
 from keyrouter.store.retried import retried_row_json
-
-COUNTERS = ("done", "skipped", "dead", "failed")
-
-
-@dataclass
-class Survey:
-    """One survey's votes; `counts` never holds a zero, like the other backends."""
-
-    votes: dict[str, str] = field(default_factory=dict)  # voter -> counted choice
-    counts: dict[str, int] = field(default_factory=dict)  # choice -> voters
-    last_vote_at: float | None = None
-    rejected: int = 0
-    seen: set[str] = field(default_factory=set)  # vote ids applied (kept for the process' life)
-
-
-@dataclass
-class Space:
-    """One namespace's state.  `finished` maps id -> expiry of the markers that expire, kept in
-    marking order so expired ones can be swept from the front; `kept` holds the markers that never
-    expire (no horizon, or finished `forever`)."""
-
-    finished: dict[str, float] = field(default_factory=dict)
-    kept: set[str] = field(default_factory=set)
-    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
-    retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (attempts, at)
-    progress: dict[str, set[str]] = field(default_factory=dict)
-    dead: dict[str, DeadLetter] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
-    latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
-    pending: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # marks not yet recorded
-    surveys: dict[str, Survey] = field(default_factory=dict)
-    fetch: tuple[str, float] | None = None  # (owner, until) of the fetch lease
-    fetch_token: int = 0
-    published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
-    publish_seq: int = 0
-    activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
-    conversations: ConversationSpace = field(default_factory=ConversationSpace)
-    reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
 
 
 class MemoryStore(MemoryActivity, MemoryConversations, MemoryReconciled, Store):
@@ -91,6 +55,12 @@ class MemoryStore(MemoryActivity, MemoryConversations, MemoryReconciled, Store):
 
     def __repr__(self) -> str:
         return f"MemoryStore(memory://, namespace={self.namespace!r})"
+
+    async def health(self, timeout: float = 10.0) -> Health:
+        return await probe(self.counts, timeout)
+
+    def describe(self) -> Description:
+        return Description("memory", "memory://", self.namespace, persistent=False)
 
     def _sweep(self) -> None:
         now = self._clock()

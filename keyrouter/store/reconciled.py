@@ -16,8 +16,8 @@ from keyrouter.store.codec import escape, unescape
 from keyrouter.store.keys import Keys
 from keyrouter.store.mixins import SqlitePlumbing
 
-if TYPE_CHECKING:  # memory.py imports this module
-    from keyrouter.store.memory import Space
+if TYPE_CHECKING:  # memory_space.py imports this module
+    from keyrouter.store.memory_space import Space
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reconcile_state (

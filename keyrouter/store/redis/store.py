@@ -10,79 +10,46 @@ server's clock.  Connecting, and moving keys written before the hash tag: `redis
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError
 
 from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
 from keyrouter.store.base import (
     DECISIONS,
     Claimed,
     DeadLetter,
+    Description,
+    Health,
+    Kind,
     LedgerCursor,
     OptOut,
     Store,
     SurveyResults,
 )
-from keyrouter.store.codec import MARK, read_row, row_json, unescape
+from keyrouter.store.choice import redact_store_url
 from keyrouter.store.codec import escape as _escape
+from keyrouter.store.codec import row_json
 from keyrouter.store.conversations import SAVE as CONV_SAVE
 from keyrouter.store.conversations import RedisConversations
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
+from keyrouter.store.probe import probe
 from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.redis import lua as lua
 from keyrouter.store.redis import lua_ledger as ledger_lua
-from keyrouter.store.redis.connect import connect, describe, move_legacy_keys
+from keyrouter.store.redis.connect import connect, is_cluster, move_legacy_keys, server_facts
+from keyrouter.store.redis.connect import describe as where
+from keyrouter.store.redis.script import Script, escape, json_reply, millis, stored_body, unescaped
 from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
-
-def escape(value: str) -> str:
-    """codec.escape for Redis: NUL is fine in a Redis string (and earlier versions wrote it as is)."""
-    return _escape(value, nul=False)
-
-
-def _s(value: bytes | str) -> str:
-    """A string the store wrote through `escape` (codec.py), as it was given."""
-    return unescape(value.decode() if isinstance(value, bytes) else value)
-
-
-def _json(reply: bytes | str) -> list[Any]:
-    """A script's JSON list answer, its strings unescaped."""
-    return [unescape(x) if type(x) is str and x[:1] == MARK else x for x in json.loads(reply)]
-
-
-def _body(value: bytes | str) -> Any:
-    """A stored JSON body, written by row_json."""
-    return read_row(value)
-
-
-class _Script:
-    """A registered script whose string arguments go out through `escape` (codec.py), so any id,
-    NUL and lone surrogates included, reaches Redis and Lua as valid UTF-8 and comes back exactly.
-    Key names are built from escaped parts by the caller."""
-
-    def __init__(self, store: RedisStore, source: str) -> None:
-        self._store = store
-        self._script = store.client.register_script(source)
-
-    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
-        if not self._store.moved:
-            await self._store.move_legacy_keys()
-        # inline fast path (most ids are plain ASCII): this runs for every id of every batch
-        args = [escape(a) if type(a) is str and (a[:1] == MARK or not a.isascii()) else a for a in args]
-        return await self._script(keys=keys, args=args)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
 
 class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
@@ -107,8 +74,8 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         #: Keys written before the hash tag were looked for (once, before the first command).
         self.moved = False
 
-        def script(source: str) -> _Script:
-            return _Script(self, source)
+        def script(source: str) -> Script:
+            return Script(self, source)
 
         self._unfinished = script(lua.PRELUDE + lua.UNFINISHED)
         self._claim = script(lua.PRELUDE + lua.CLAIM)
@@ -148,7 +115,21 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
 
     def __repr__(self) -> str:
         """Scheme, host, port and db only: never the password."""
-        return f"RedisStore({describe(self.client)}, namespace={self.namespace!r})"
+        return f"RedisStore({where(self.client)}, namespace={self.namespace!r})"
+
+    async def health(self, timeout: float = 10.0) -> Health:
+        found = await probe(self.counts, timeout, (MovedError, AskError))
+        if not found.ok:
+            return found
+        try:
+            servers = await asyncio.wait_for(server_facts(self.client), timeout)
+        except Exception as exc:  # answered a read, then not INFO or CONFIG in time
+            return Health(False, found.latency_ms, type(exc).__name__)
+        return replace(found, servers=servers)
+
+    def describe(self) -> Description:
+        kind: Kind = "redis-cluster" if is_cluster(self.client) else "redis"
+        return Description(kind, redact_store_url(where(self.client)), self.namespace, persistent=True)
 
     async def move_legacy_keys(self) -> int:
         """Move this namespace's keys from their names before the hash tag (`keyrouter:ns:...`) to
@@ -169,7 +150,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         if not ids:
             return []
         found = await self._unfinished(keys=[self.keys.dead, *self._done_keys()], args=list(ids))
-        return _json(found)
+        return json_reply(found)
 
     async def claim(
         self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
@@ -178,9 +159,9 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
             return []
         k = self.keys
         limit = -1 if limit is None else limit
-        flat = _json(await self._claim(
+        flat = json_reply(await self._claim(
             keys=[k.dead, k.retry, k.holders, *self._done_keys()],
-            args=[k.claim_prefix, k.progress_prefix, owner, _ms(lease), repr(now), limit, *ids],
+            args=[k.claim_prefix, k.progress_prefix, owner, millis(lease), repr(now), limit, *ids],
         ))
         out: list[Claimed] = []
         i = 0
@@ -195,8 +176,8 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         if not ids:
             return []
         k = self.keys
-        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, _ms(lease), *ids])
-        return [_s(id) for id in kept]
+        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, millis(lease), *ids])
+        return [unescaped(id) for id in kept]
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
         if not entries:
@@ -204,7 +185,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         k = self.keys
         flat = [x for pair in entries for x in pair]
         lost = await self._record(keys=[k.holders], args=[k.claim_prefix, k.progress_prefix, owner, *flat])
-        return [_s(id) for id in lost]
+        return [unescaped(id) for id in lost]
 
     async def finish(
         self,
@@ -224,7 +205,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
                   *done_keys],
             args=[*args, *ids, *skipped, *forever],
         )
-        return [_s(id) for id in left]
+        return [unescaped(id) for id in left]
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         k = self.keys
@@ -244,7 +225,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     async def dead_letters(self) -> list[DeadLetter]:
         await self._ready()
         raw = await self.client.hgetall(self.keys.dead)
-        out = [_dead(_s(id), body) for id, body in raw.items()]
+        out = [_dead(unescaped(id), body) for id, body in raw.items()]
         return sorted(out, key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
@@ -265,7 +246,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     async def counts(self) -> dict[str, int]:
         await self._ready()
         raw = await self.client.hgetall(self.keys.stats)
-        return {**dict.fromkeys(COUNTERS, 0), **{_s(k): int(v) for k, v in raw.items()}}
+        return {**dict.fromkeys(COUNTERS, 0), **{unescaped(k): int(v) for k, v in raw.items()}}
 
     async def release(self, ids: Sequence[str], owner: str) -> None:
         if ids:
@@ -273,7 +254,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
 
     async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
         k = self.keys
-        token = int(await self._acquire(keys=[k.fetch, k.fetch_token], args=[owner, _ms(lease)]))
+        token = int(await self._acquire(keys=[k.fetch, k.fetch_token], args=[owner, millis(lease)]))
         return None if token < 0 else token
 
     async def release_fetch(self, owner: str) -> None:
@@ -288,7 +269,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
         k = self.keys
         keys = [k.published, k.published_order, k.published_seq]
-        cursor, *flat = _json(await self._published(keys=keys, args=[str(int(after))]))
+        cursor, *flat = json_reply(await self._published(keys=keys, args=[str(int(after))]))
         return int(cursor), list(zip(flat[::2], flat[1::2], strict=True))
 
     async def unpublish(self, ids: Sequence[str]) -> None:
@@ -308,13 +289,13 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     async def latest_optout(self, number: str) -> OptOut | None:
         k = self.keys
         body = await self._latest(keys=[k.optouts, k.optouts_latest], args=[number])
-        return None if body is None else OptOut(**_body(body))
+        return None if body is None else OptOut(**stored_body(body))
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         k = self.keys
         low = "-inf" if since is None else repr(since)
         bodies = await self._optouts(keys=[k.optouts, k.optouts_by_time], args=[low])
-        return [OptOut(**_body(body)) for body in bodies]
+        return [OptOut(**stored_body(body)) for body in bodies]
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         k = self.keys
@@ -325,7 +306,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
     async def pending_optouts(self) -> list[OptOut]:
         await self._ready()
         found = await self.client.hgetall(self.keys.optouts_pending)
-        entries = [(_s(m), OptOut(**_body(b))) for m, b in found.items()]
+        entries = [(unescaped(m), OptOut(**stored_body(b))) for m, b in found.items()]
         return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, escape(me[0]).encode()))]
 
     # -- paginated reads (the dashboard) --------------------------------------------------------
@@ -354,10 +335,10 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
             keys=[k.optouts, k.optouts_by_time],
             args=[start, exclusive, cscore, cmember, low, action or "", limit, max(0, scan or 0)],
         )
-        found = [OptOut(**_body(body)) for body in bodies if body is not None]
-        if _s(stopped) != "1":
+        found = [OptOut(**stored_body(body)) for body in bodies if body is not None]
+        if unescaped(stopped) != "1":
             return found, None
-        message_id, _, act = _s(last).rpartition("|")
+        message_id, _, act = unescaped(last).rpartition("|")
         return found, (float(score), message_id, act)
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
@@ -369,7 +350,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
                                      args=[max(0, offset), limit, int(oldest_first),
                                            # as the bodies hold them (row_json): bytes, not re-escaped
                                            *(_escape(r).encode() for r in rules or ())])
-        return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return [_dead(unescaped(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         if not keys:
@@ -405,7 +386,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
 
     async def survey_results(self, survey: str) -> SurveyResults:
         voters, last, rejected, *pairs = await self._results(keys=self.keys.survey(escape(survey))[:3])
-        votes = {_s(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        votes = {unescaped(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
         return SurveyResults(survey, votes, int(voters), float(last) if last else None, int(rejected))
 
     async def close(self) -> None:
@@ -414,5 +395,5 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
 
 
 def _dead(id: str, body: bytes | str) -> DeadLetter:
-    d = _body(body)
+    d = stored_body(body)
     return DeadLetter(id, d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"])

@@ -25,11 +25,14 @@ from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
+    Description,
+    Health,
     Store,
 )
 from keyrouter.store.codec import escape, read_row, row_json, unescape
 from keyrouter.store.conversations import SqliteConversations
 from keyrouter.store.keys import check_namespace
+from keyrouter.store.probe import probe
 from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
 from keyrouter.store.reconciled import SqliteReconciled
 from keyrouter.store.retried import retried_row_json
@@ -39,18 +42,6 @@ from keyrouter.store.sqlite.sql import json_ids as _ids
 
 T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
-
-def _add_ledger_columns(db: sqlite3.Connection) -> None:
-    """A ledger file from before the İYS columns gets them (NULL for old lines), and the `dated`
-    column (1: old lines all had a provider date or were taken as if they had)."""
-    have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
-    for column in ("outcome", "transaction_id"):
-        if column not in have:
-            db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
-    for table in ("optouts", "optouts_pending"):
-        if "dated" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN dated INTEGER NOT NULL DEFAULT 1")
-
 
 def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(unescape(v) if type(v) is str else v for v in row)
@@ -86,10 +77,18 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         self._db.execute("PRAGMA journal_mode = WAL")
         self._tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
                              if sql.strip()])
-        self._tx(_add_ledger_columns)
+        self._tx(stmt.add_ledger_columns)
 
     def __repr__(self) -> str:
         return f"SqliteStore(sqlite:///{self.path}, namespace={self.namespace!r})"
+
+    async def health(self, timeout: float = 10.0) -> Health:
+        return await probe(self.counts, timeout)
+
+    def describe(self) -> Description:
+        in_memory = self.path == ":memory:"
+        location = "sqlite://" if in_memory else f"sqlite:///{self.path}"
+        return Description("sqlite", location, self.namespace, persistent=not in_memory, file=self.path)
 
     # -- plumbing -------------------------------------------------------------------------------
 
