@@ -49,7 +49,7 @@ def number(i: int) -> str:
 
 
 async def fill_ledger(store: Any, numbers: list[str], at: float) -> None:
-    rows = [store._p(message_id=f"m{i}", action="blacklist", number=n, keyword="RET",
+    rows = [store._sql.params(message_id=f"m{i}", action="blacklist", number=n, keyword="RET",
                      received_at=at + i * 0.001, handled_at=at + i * 0.001 + 1, outcome=None,
                      transaction_id=None) for i, n in enumerate(numbers)]
 
@@ -59,7 +59,7 @@ async def fill_ledger(store: Any, numbers: list[str], at: float) -> None:
                        ":outcome, :transaction_id)", rows)
         db.executemany(stmt.LATEST_UPDATE, rows)
 
-    await store._write(run)
+    await store._sql.write(run)
 
 
 async def measure(name: str, fake: FakeIletiMerkezi, body: Callable[[], Awaitable[str]]) -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from keyrouter.ordering import Position, compare, entry_position
-from keyrouter.store.activity import MemoryActivity
+from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
     DECISIONS,
     HORIZON_MARGIN,
@@ -21,21 +21,24 @@ from keyrouter.store.base import (
     Health,
     LedgerCursor,
     OptOut,
-    Store,
     SurveyResults,
     ledger_cursor,
     ledger_key,
 )
 from keyrouter.store.codec import read_row, row_json
-from keyrouter.store.conversations import MemoryConversations
 from keyrouter.store.keys import check_namespace, check_policy
-from keyrouter.store.memory_space import Space, Survey
+from keyrouter.store.memory_parts import (
+    MemoryActivity,
+    MemoryConversations,
+    MemoryReconciled,
+    Space,
+    Survey,
+)
 from keyrouter.store.probe import probe
-from keyrouter.store.reconciled import MemoryReconciled
 from keyrouter.store.retried import retried_row_json
 
 
-class MemoryStore(MemoryActivity, MemoryConversations, MemoryReconciled, Store):
+class MemoryStore(Assembled):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
@@ -52,6 +55,8 @@ class MemoryStore(MemoryActivity, MemoryConversations, MemoryReconciled, Store):
         self._clock = clock
         self._spaces = {} if spaces is None else spaces
         self._s = self._spaces.setdefault(namespace, Space())
+        super().__init__(MemoryActivity(self._s, clock), MemoryConversations(self._s),
+                         MemoryReconciled(self._s))
 
     def __repr__(self) -> str:
         return f"MemoryStore(memory://, namespace={self.namespace!r})"

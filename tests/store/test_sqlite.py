@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -92,13 +94,11 @@ def test_two_processes_vote_with_exact_totals(tmp_path: Path) -> None:
 
 def test_latest_optout_reads_no_whole_table(tmp_path: Path) -> None:
     """latest_optout is two primary-key lookups, never a scan of the ledger."""
-    store = SqliteStore(tmp_path / "k.sqlite3")
-    try:
-        plan = store._db.execute(f"EXPLAIN QUERY PLAN {LATEST}", {"ns": "n", "number": "+9"})
+    asyncio.run(SqliteStore(tmp_path / "k.sqlite3").close())  # the schema, as the store makes it
+    with closing(sqlite3.connect(tmp_path / "k.sqlite3")) as db:
+        plan = db.execute(f"EXPLAIN QUERY PLAN {LATEST}", {"ns": "n", "number": "+9"})
         steps = [row[-1] for row in plan.fetchall()]
-        assert len(steps) == 2 and all(step.startswith("SEARCH") for step in steps), steps
-    finally:
-        asyncio.run(store.close())
+    assert len(steps) == 2 and all(step.startswith("SEARCH") for step in steps), steps
 
 
 def test_open_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, MovedError
 
-from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
+from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
     DECISIONS,
     Claimed,
@@ -31,27 +31,24 @@ from keyrouter.store.base import (
     Kind,
     LedgerCursor,
     OptOut,
-    Store,
     SurveyResults,
 )
 from keyrouter.store.choice import redact_store_url
 from keyrouter.store.codec import escape as _escape
 from keyrouter.store.codec import row_json
-from keyrouter.store.conversations import SAVE as CONV_SAVE
-from keyrouter.store.conversations import RedisConversations
 from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
 from keyrouter.store.probe import probe
-from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
 from keyrouter.store.redis import lua as lua
 from keyrouter.store.redis import lua_ledger as ledger_lua
 from keyrouter.store.redis.connect import connect, is_cluster, move_legacy_keys, server_facts
 from keyrouter.store.redis.connect import describe as where
+from keyrouter.store.redis.parts import RedisActivity, RedisConversations, RedisReconciled
 from keyrouter.store.redis.script import Script, escape, json_reply, millis, stored_body, unescaped
 from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
-class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
+class RedisStore(Assembled):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -101,9 +98,10 @@ class RedisStore(RedisActivity, RedisConversations, RedisReconciled, Store):
         self._vote_ids_ttl = vote_ids_ttl(horizon)
         self._optouts_page = script(ledger_lua.OPTOUTS_PAGE)
         self._dead_page = script(ledger_lua.DEAD_PAGE)
-        self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
-        self._conv_save = script(CONV_SAVE)
-        self._save_rows = script(SAVE_ROWS)
+        keys = self.keys
+        super().__init__(RedisActivity(client, keys, self._ready, script, clock),
+                         RedisConversations(client, keys, self._ready, script),
+                         RedisReconciled(client, keys, self._ready, script))
 
     @classmethod
     def from_url(

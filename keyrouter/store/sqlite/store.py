@@ -10,44 +10,44 @@ and every row read is decoded by the connection's row factory, so any id or text
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyrouter.store.activity import SqliteActivity
+from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
     Description,
     Health,
-    Store,
+    LedgerCursor,
+    OptOut,
+    SurveyResults,
 )
-from keyrouter.store.codec import escape, read_row, row_json, unescape
-from keyrouter.store.conversations import SqliteConversations
+from keyrouter.store.codec import escape, read_row, row_json
 from keyrouter.store.keys import check_namespace
 from keyrouter.store.probe import probe
-from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
-from keyrouter.store.reconciled import SqliteReconciled
 from keyrouter.store.retried import retried_row_json
 from keyrouter.store.sqlite import sql as stmt
+from keyrouter.store.sqlite.db import Db
 from keyrouter.store.sqlite.ledger import SqliteLedger
+from keyrouter.store.sqlite.parts import (
+    RECONCILE_SCHEMA,
+    SqliteActivity,
+    SqliteConversations,
+    SqliteReconciled,
+)
 from keyrouter.store.sqlite.sql import json_ids as _ids
 
 T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
 
-def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(unescape(v) if type(v) is str else v for v in row)
-
-
-class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteReconciled, Store):
+class SqliteStore(Assembled):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
     def __init__(
@@ -63,21 +63,18 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         self.horizon = horizon
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.Lock()
         if self.path != ":memory:" and not Path(self.path).parent.is_dir():
             # Never create folders: a typo in the path would start an empty store, and every
             # message would be dispatched again.  The file itself is created.
             raise ValueError(f"the SQLite store's folder {Path(self.path).parent} does not exist: "
                              "create it, or fix the store URL (KEYROUTER_STORE / --store)")
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._db.row_factory = _decoded
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
+        self._sql = Db(self.path, self.namespace, clock, busy_timeout)
+        super().__init__(SqliteActivity(self._sql), SqliteConversations(self._sql),
+                         SqliteReconciled(self._sql))
+        self._ledger = SqliteLedger(self._sql)
+        self._sql.tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
                              if sql.strip()])
-        self._tx(stmt.add_ledger_columns)
+        self._sql.tx(stmt.add_ledger_columns)
 
     def __repr__(self) -> str:
         return f"SqliteStore(sqlite:///{self.path}, namespace={self.namespace!r})"
@@ -92,40 +89,12 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one write transaction, holding the write lock from the start."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._tx, fn)
-
-    async def _read(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        def run() -> list[tuple[Any, ...]]:
-            with self._lock:
-                return self._db.execute(sql, params).fetchall()
-
-        return await asyncio.to_thread(run)
-
-    def _p(self, **params: Any) -> dict[str, Any]:
-        """Statement parameters; strings go in through `escape` (codec.py), so NUL and lone
-        surrogates are stored exactly, and every row read comes back through `unescape`."""
-        encoded = {k: escape(v) if isinstance(v, str) else v for k, v in params.items()}
-        return {"ns": self.namespace, "t": self._clock(), **encoded}
-
     def _bump(self, db: sqlite3.Connection, name: str, by: int = 1) -> None:
         if by:
             db.execute(
                 "INSERT INTO stats VALUES (:ns, :name, :by)"
                 " ON CONFLICT (ns, name) DO UPDATE SET value = value + :by",
-                self._p(name=name, by=by),
+                self._sql.params(name=name, by=by),
             )
 
     def _mark(
@@ -136,7 +105,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         if not ids:
             return 0
         window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
-        p = self._p(ids=_ids(ids), kind=kind)
+        p = self._sql.params(ids=_ids(ids), kind=kind)
         p["exp"] = None if window is None or forever else p["t"] + window
         db.execute(f"DELETE FROM dead WHERE {stmt.IN}", p)
         db.execute(f"DELETE FROM finished WHERE {stmt.IN} AND expires_at <= :t", p)
@@ -148,13 +117,13 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         return cur.rowcount
 
     def _taken(self, db: sqlite3.Connection, ids: Sequence[str], owner: str) -> set[str]:
-        p = self._p(ids=_ids(ids), owner=owner)
+        p = self._sql.params(ids=_ids(ids), owner=owner)
         return {r[0] for r in db.execute(stmt.TAKEN, p)}
 
     # -- contract -------------------------------------------------------------------------------
 
     async def unfinished(self, ids: Sequence[str]) -> list[str]:
-        rows = await self._read(stmt.UNFINISHED, self._p(ids=_ids(ids)))
+        rows = await self._sql.read(stmt.UNFINISHED, self._sql.params(ids=_ids(ids)))
         return [r[0] for r in rows]
 
     async def claim(
@@ -162,7 +131,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
     ) -> list[Claimed]:
         def run(db: sqlite3.Connection) -> list[Claimed]:
             unique = _ids(dict.fromkeys(ids))
-            p = self._p(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
+            p = self._sql.params(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
             found = {id: (n, over) for id, n, over in db.execute(stmt.CLAIMABLE, p)}
             if not found:
                 return []
@@ -178,11 +147,11 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
 
         if not ids or limit == 0:
             return []
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
-            p = self._p(ids=_ids(ids), owner=owner)
+            p = self._sql.params(ids=_ids(ids), owner=owner)
             p["until"] = p["t"] + lease
             rows = db.execute(
                 f"UPDATE work SET lease_until = :until WHERE {stmt.IN} AND owner = :owner"
@@ -192,11 +161,11 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
             kept = {r[0] for r in rows}
             return [id for id in dict.fromkeys(ids) if id in kept]
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
-            p = self._p(ids=_ids([id for id, _ in entries]), owner=owner)
+            p = self._sql.params(ids=_ids([id for id, _ in entries]), owner=owner)
             held = {
                 r[0]
                 for r in db.execute(
@@ -209,7 +178,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
             )
             return [id for id in dict.fromkeys(id for id, _ in entries) if id not in held]
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def finish(
         self,
@@ -222,20 +191,20 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         def run(db: sqlite3.Connection) -> list[str]:
             taken = self._taken(db, [*ids, *skipped], owner)
             keep = set(forever)
-            db.execute("DELETE FROM finished WHERE ns = :ns AND expires_at <= :t", self._p())
+            db.execute("DELETE FROM finished WHERE ns = :ns AND expires_at <= :t", self._sql.params())
             for kind, batch in (("done", ids), ("skipped", skipped)):
                 free = [id for id in batch if id not in taken]
                 marked = self._mark(db, [id for id in free if id not in keep], kind)
                 marked += self._mark(db, [id for id in free if id in keep], kind, forever=True)
                 self._bump(db, kind, marked)
-            p = self._p(ids=_ids([id for id in (*ids, *skipped) if id not in taken]))
+            p = self._sql.params(ids=_ids([id for id in (*ids, *skipped) if id not in taken]))
             for table in ("work", "progress", "published"):
                 db.execute(f"DELETE FROM {table} WHERE {stmt.IN}", p)
             return [id for id in dict.fromkeys((*ids, *skipped)) if id in taken]
 
         if not ids and not skipped:
             return []
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         def run(db: sqlite3.Connection) -> int:
@@ -246,12 +215,12 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
                 " ON CONFLICT (ns, id) DO UPDATE SET attempts = attempts + 1, retry_at = :at,"
                 " owner = NULL, lease_until = NULL"
                 " RETURNING attempts",
-                self._p(id=id, at=retry_at),
+                self._sql.params(id=id, at=retry_at),
             ).fetchone()
             self._bump(db, "failed")
             return int(attempts)
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def dead_letter(
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
@@ -259,7 +228,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
         def run(db: sqlite3.Connection) -> bool:
             if self._taken(db, [id], owner):
                 return False
-            p = self._p(id=id, error=error, rule=rule, row=row_json(dict(row)), now=now)
+            p = self._sql.params(id=id, error=error, rule=rule, row=row_json(dict(row)), now=now)
             got = db.execute("SELECT attempts FROM work WHERE ns = :ns AND id = :id", p).fetchone()
             p["attempts"] = (got[0] if got else 0) + 1
             db.execute(
@@ -272,19 +241,19 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
             self._bump(db, "failed")
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        rows = await self._read(
+        rows = await self._sql.read(
             "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns"
             " ORDER BY failed_at, id",
-            self._p(),
+            self._sql.params(),
         )
         return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 
     async def retry_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._p(id=id)
+            p = self._sql.params(id=id)
             got = db.execute("SELECT row FROM dead WHERE ns = :ns AND id = :id", p).fetchone()
             if got is None:
                 return False
@@ -292,14 +261,14 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
             db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
             # run again from its row, whatever the inbox holds (store/retried.py)
             db.execute("INSERT OR IGNORE INTO published (ns, id, row) VALUES (:ns, :id, :row)",
-                       self._p(id=id, row=retried_row_json(read_row(got[0]))))
+                       self._sql.params(id=id, row=retried_row_json(read_row(got[0]))))
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def drop_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._p(id=id)
+            p = self._sql.params(id=id)
             if not db.execute("SELECT 1 FROM dead WHERE ns = :ns AND id = :id", p).fetchone():
                 return False
             self._mark(db, [id], "done")
@@ -307,25 +276,25 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
                 db.execute(f"DELETE FROM {table} WHERE ns = :ns AND id = :id", p)
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def counts(self) -> dict[str, int]:
-        rows = await self._read("SELECT name, value FROM stats WHERE ns = :ns", self._p())
+        rows = await self._sql.read("SELECT name, value FROM stats WHERE ns = :ns", self._sql.params())
         return {**dict.fromkeys(COUNTERS, 0), **dict(rows)}
 
     async def release(self, ids: Sequence[str], owner: str) -> None:
         def run(db: sqlite3.Connection) -> None:
             db.execute(
                 f"UPDATE work SET owner = NULL, lease_until = NULL WHERE {stmt.IN} AND owner = :owner",
-                self._p(ids=_ids(ids), owner=owner),
+                self._sql.params(ids=_ids(ids), owner=owner),
             )
 
         if ids:
-            await self._write(run)
+            await self._sql.write(run)
 
     async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
         def run(db: sqlite3.Connection) -> int | None:
-            p = self._p(owner=owner)
+            p = self._sql.params(owner=owner)
             p["until"] = p["t"] + lease
             got = db.execute("SELECT owner, lease_until, token FROM fetch WHERE ns = :ns", p).fetchone()
             holder, until, token = got if got else (None, None, 0)
@@ -338,54 +307,88 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteRecon
             db.execute("INSERT OR REPLACE INTO fetch VALUES (:ns, :owner, :until, :token)", p)
             return int(p["token"])
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def release_fetch(self, owner: str) -> None:
-        await self._write(lambda db: db.execute(
+        await self._sql.write(lambda db: db.execute(
             "UPDATE fetch SET owner = NULL, lease_until = NULL WHERE ns = :ns AND owner = :owner",
-            self._p(owner=owner),
+            self._sql.params(owner=owner),
         ))
 
     async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
         def run(db: sqlite3.Connection) -> int:
-            got = db.execute("SELECT token FROM fetch WHERE ns = :ns", self._p()).fetchone()
+            got = db.execute("SELECT token FROM fetch WHERE ns = :ns", self._sql.params()).fetchone()
             if got is None or got[0] != token:
                 return -1
             if not rows:
                 return 0
             pairs = json.dumps([[escape(id), escape(row)] for id, row in rows])
-            return db.execute(stmt.PUBLISH, self._p(rows=pairs)).rowcount
+            return db.execute(stmt.PUBLISH, self._sql.params(rows=pairs)).rowcount
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
-        def run() -> tuple[int, list[tuple[str, str]]]:
-            with self._lock:
-                self._db.execute("BEGIN")  # one snapshot for the cursor and the rows
-                try:
-                    got = self._db.execute(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'published'"
-                    ).fetchone()
-                    last = got[0] if got else 0
-                    rows = self._db.execute(
-                        "SELECT id, row FROM published WHERE ns = :ns AND seq > :after ORDER BY seq",
-                        self._p(after=after if after <= last else 0),
-                    ).fetchall()
-                finally:
-                    self._db.execute("COMMIT")
+        def run(db: sqlite3.Connection) -> tuple[int, list[tuple[str, str]]]:
+            got = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'published'").fetchone()
+            last = got[0] if got else 0
+            rows = db.execute(
+                "SELECT id, row FROM published WHERE ns = :ns AND seq > :after ORDER BY seq",
+                self._sql.params(after=after if after <= last else 0),
+            ).fetchall()
             return last, [(id, row) for id, row in rows]
 
-        return await asyncio.to_thread(run)
+        return await self._sql.snapshot(run)  # one snapshot for the cursor and the rows
 
     async def unpublish(self, ids: Sequence[str]) -> None:
         if ids:
-            await self._write(lambda db: db.execute(
-                f"DELETE FROM published WHERE {stmt.IN}", self._p(ids=_ids(ids))
+            await self._sql.write(lambda db: db.execute(
+                f"DELETE FROM published WHERE {stmt.IN}", self._sql.params(ids=_ids(ids))
             ))
 
-    async def close(self) -> None:
-        def run() -> None:
-            with self._lock:
-                self._db.close()
+    # -- the ledger, its pages, dead-letter pages and votes: ledger.py ------------------------------
+    async def record_optout(self, entry: OptOut) -> None:
+        await self._ledger.record_optout(entry)
 
-        await asyncio.to_thread(run)
+    async def latest_optout(self, number: str) -> OptOut | None:
+        return await self._ledger.latest_optout(number)
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        return await self._ledger.optouts(since)
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        return await self._ledger.mark_optout_pending(entry)
+
+    async def pending_optouts(self) -> list[OptOut]:
+        return await self._ledger.pending_optouts()
+
+    async def optouts_scan(self, *, before: LedgerCursor | None = None, limit: int = 50,
+                           scan: int | None = None, since: float | None = None,
+                           until: float | None = None, action: str | None = None,
+                           ) -> tuple[list[OptOut], LedgerCursor | None]:
+        return await self._ledger.optouts_scan(before=before, limit=limit, scan=scan, since=since,
+                                               until=until, action=action)
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return await self._ledger.optouts_recorded(keys)
+
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        return await self._ledger.dead_letters_page(offset, limit, rules, oldest_first)
+
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        return await self._ledger.get_dead_letter(id)
+
+    async def dead_letter_count(self) -> int:
+        return await self._ledger.dead_letter_count()
+
+    async def vote(self, survey: str, voter: str, choice: str, *, policy: str, now: float,
+                   valid: bool = True, vote_id: str = "") -> bool:
+        return await self._ledger.vote(survey, voter, choice, policy=policy, now=now, valid=valid,
+                                       vote_id=vote_id)
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        return await self._ledger.survey_results(survey)
+
+    async def close(self) -> None:
+        await self._sql.close()
