@@ -61,6 +61,8 @@ BENCHMARKS = [
     Benchmark("store", "bench_store.py", "store round trips and bytes per remembered id", _url_arg),
     Benchmark("pipeline", "bench_pipeline.py", "the whole pipeline on real Redis, no-op handlers",
               _url_arg),
+    Benchmark("memory", "bench_memory.py", "memory per 100,000 queued messages, worker and Redis",
+              _url_arg),
     Benchmark("scale", "bench_scale.py", "real worker processes: scale-out, polls, head-of-line",
               _scale_args),
     Benchmark("dashboard", "bench_dashboard.py", "the dashboard's pages over real volumes", _url_arg),
