@@ -1,25 +1,38 @@
-"""`Assembled`: a `Store` whose activity figures, conversations and reconciliation state are
-separate parts, each given only what it needs (a namespace's state, a connection, keys), and
-forwarded here once so no backend repeats the forwarding."""
+"""`Assembled`: a `Store` whose activity figures, conversations, reconciliation state and ledger
+(with its pages and the survey votes) are separate parts, each given only what it needs (a
+namespace's state, a connection, keys), and forwarded here once so no backend repeats the
+forwarding."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from keyrouter.store.base import Store
+from keyrouter.store.base import LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.conversations import Record
-from keyrouter.store.roles import ActivityStore, ConversationStore, ReconcileStore
+from keyrouter.store.roles import (
+    ActivityStore,
+    ConversationStore,
+    LedgerStore,
+    ReconcileStore,
+    VoteStore,
+)
+
+
+class LedgerPart(LedgerStore, VoteStore, Protocol):
+    """The ledger and the votes: one part on every backend, as they share its scripts or tables."""
 
 
 class Assembled(Store):
-    """A backend builds its parts and passes them in; it implements the other roles itself."""
+    """A backend builds its parts and passes them in; it implements the other roles (claims, dead
+    letters, the feed, health and description) itself."""
 
     def __init__(self, activity: ActivityStore, conversations: ConversationStore,
-                 reconcile: ReconcileStore) -> None:
+                 reconcile: ReconcileStore, ledger: LedgerPart) -> None:
         self._activity = activity
         self._conversations = conversations
         self._reconcile = reconcile
+        self._ledger = ledger
 
     # -- activity -------------------------------------------------------------------------------
     async def record_poll(self, at: float, rows: int) -> None:
@@ -62,3 +75,38 @@ class Assembled(Store):
 
     async def drop_reconciled_rows(self, ids: Sequence[str]) -> None:
         await self._reconcile.drop_reconciled_rows(ids)
+
+    # -- the ledger and its pages ---------------------------------------------------------------
+    async def record_optout(self, entry: OptOut) -> None:
+        await self._ledger.record_optout(entry)
+
+    async def latest_optout(self, number: str) -> OptOut | None:
+        return await self._ledger.latest_optout(number)
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        return await self._ledger.optouts(since)
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        return await self._ledger.mark_optout_pending(entry)
+
+    async def pending_optouts(self) -> list[OptOut]:
+        return await self._ledger.pending_optouts()
+
+    async def optouts_scan(self, *, before: LedgerCursor | None = None, limit: int = 50,
+                           scan: int | None = None, since: float | None = None,
+                           until: float | None = None, action: str | None = None,
+                           ) -> tuple[list[OptOut], LedgerCursor | None]:
+        return await self._ledger.optouts_scan(before=before, limit=limit, scan=scan, since=since,
+                                               until=until, action=action)
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return await self._ledger.optouts_recorded(keys)
+
+    # -- survey votes ---------------------------------------------------------------------------
+    async def vote(self, survey: str, voter: str, choice: str, *, policy: str, now: float,
+                   valid: bool = True, vote_id: str = "") -> bool:
+        return await self._ledger.vote(survey, voter, choice, policy=policy, now=now, valid=valid,
+                                       vote_id=vote_id)
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        return await self._ledger.survey_results(survey)

@@ -1,5 +1,6 @@
 """The memory store's state for one namespace (`Space`), which several stores can share, and its
-parts for the activity figures, conversations and reconciliation state, each given the space."""
+parts for the activity figures, conversations, reconciliation state and the ledger, each given
+the space."""
 
 from __future__ import annotations
 
@@ -8,10 +9,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.activity import HOUR, hours
 from keyrouter.store.conversations import Record, decode, encode
+from keyrouter.store.keys import check_policy
 from keyrouter.store.reconciled import dump_state
-from keyrouter.store.values import ROUTED_HOURS, DeadLetter, OptOut
+from keyrouter.store.roles import (
+    ActivityStore,
+    ConversationStore,
+    LedgerStore,
+    ReconcileStore,
+    VoteStore,
+)
+from keyrouter.store.values import (
+    DECISIONS,
+    ROUTED_HOURS,
+    DeadLetter,
+    LedgerCursor,
+    OptOut,
+    SurveyResults,
+    ledger_cursor,
+    ledger_key,
+)
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
@@ -78,7 +97,7 @@ class Space:
     reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
 
 
-class MemoryActivity:
+class MemoryActivity(ActivityStore):
     """The activity figures, kept on the namespace's `Space` so stores sharing spaces share them."""
 
     def __init__(self, space: Space, clock: Callable[[], float]) -> None:
@@ -107,7 +126,7 @@ class MemoryActivity:
         return {h: dict(routed[h]) for h in hours(hour, self._clock()) if routed.get(h)}
 
 
-class MemoryConversations:
+class MemoryConversations(ConversationStore):
     """The conversation records, kept on the namespace's `Space`."""
 
     def __init__(self, space: Space) -> None:
@@ -131,7 +150,7 @@ class MemoryConversations:
         return [runs[r] for r in sorted(runs)]
 
 
-class MemoryReconciled:
+class MemoryReconciled(ReconcileStore):
     """The reconciliation state, kept on the namespace's `Space` so stores sharing spaces share it."""
 
     def __init__(self, space: Space) -> None:
@@ -157,3 +176,113 @@ class MemoryReconciled:
     async def drop_reconciled_rows(self, ids: Sequence[str]) -> None:
         for id in ids:
             self._rec.rows.pop(id, None)
+
+
+class MemoryLedger(LedgerStore, VoteStore):
+    """The opt-out ledger, its pages and the survey votes, kept on the namespace's `Space`; no
+    method awaits anything, so each runs atomically on the event loop.  The pages are plain
+    sorts: memory is for tests."""
+
+    def __init__(self, space: Space) -> None:
+        self._s = space
+
+    async def record_optout(self, entry: OptOut) -> None:
+        key = (entry.message_id, entry.action)
+        self._s.pending.pop(key, None)
+        if key in self._s.optouts:
+            return  # a repeat: the first write wins, and changes nothing else
+        self._s.optouts[key] = entry
+        latest = self._s.latest.get(entry.number)
+        newer = latest is None or compare(_position(entry), _position(latest)) >= 0
+        if entry.action in DECISIONS and newer:
+            self._s.latest[entry.number] = entry
+
+    async def latest_optout(self, number: str) -> OptOut | None:
+        return self._s.latest.get(number)
+
+    async def optouts(self, since: float | None = None) -> list[OptOut]:
+        found = [e for e in self._s.optouts.values() if since is None or e.received_at >= since]
+        return sorted(found, key=_ledger_order)
+
+    async def mark_optout_pending(self, entry: OptOut) -> bool:
+        key = (entry.message_id, entry.action)
+        if key in self._s.optouts or key in self._s.pending:
+            return False
+        self._s.pending[key] = entry
+        return True
+
+    async def pending_optouts(self) -> list[OptOut]:
+        return sorted(self._s.pending.values(), key=_ledger_order)
+
+    async def optouts_scan(
+        self,
+        *,
+        before: LedgerCursor | None = None,
+        limit: int = 50,
+        scan: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+    ) -> tuple[list[OptOut], LedgerCursor | None]:
+        if limit <= 0:
+            return [], None
+        after = None if before is None else (before[0], f"{before[1]}|{before[2]}")
+        window = sorted((
+            e for e in self._s.optouts.values()
+            if (since is None or e.received_at >= since) and (until is None or e.received_at < until)
+            and (after is None or ledger_key(e) < after)), key=ledger_key, reverse=True)
+        found: list[OptOut] = []
+        for examined, e in enumerate(window, 1):
+            if action is None or e.action == action:
+                found.append(e)
+            if len(found) >= limit or (scan is not None and scan > 0 and examined >= scan):
+                return found, ledger_cursor(e)
+        return found, None
+
+    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {tuple(k) for k in keys if tuple(k) in self._s.optouts}  # type: ignore[misc]
+
+    async def vote(
+        self,
+        survey: str,
+        voter: str,
+        choice: str,
+        *,
+        policy: str,
+        now: float,
+        valid: bool = True,
+        vote_id: str = "",
+    ) -> bool:
+        check_policy(policy)
+        s = self._s.surveys.setdefault(survey, Survey())
+        if vote_id:
+            if vote_id in s.seen:
+                return False
+            s.seen.add(vote_id)
+        if not valid:
+            s.rejected += 1
+            return False
+        s.last_vote_at = now if s.last_vote_at is None else max(s.last_vote_at, now)
+        old = s.votes.get(voter)
+        if old == choice or (old is not None and policy == "first"):
+            return False
+        if old is not None:
+            s.counts[old] -= 1
+            if not s.counts[old]:
+                del s.counts[old]
+        s.votes[voter] = choice
+        s.counts[choice] = s.counts.get(choice, 0) + 1
+        return True
+
+    async def survey_results(self, survey: str) -> SurveyResults:
+        s = self._s.surveys.get(survey, Survey())
+        return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
+
+
+def _position(entry: OptOut) -> Position:
+    return entry_position(entry.received_at, entry.dated, entry.message_id)
+
+
+def _ledger_order(entry: OptOut) -> tuple[float, str]:
+    """received_at, then the Redis member "message_id|action" (as Redis orders ties)."""
+    return entry.received_at, f"{entry.message_id}|{entry.action}"

@@ -14,6 +14,7 @@ from keyrouter.store.conversations import Record, decode, encode
 from keyrouter.store.keys import Keys
 from keyrouter.store.reconciled import dump_state
 from keyrouter.store.redis.script import Script
+from keyrouter.store.roles import ActivityStore, ConversationStore, ReconcileStore
 
 #: The store's one-time move of keys written before the hash tag, awaited before a plain command.
 Ready = Callable[[], Awaitable[None]]
@@ -69,7 +70,7 @@ def _field(value: str) -> str:
     return escape(value, nul=False) if value[:1] == MARK or not value.isascii() else value
 
 
-class RedisActivity:
+class RedisActivity(ActivityStore):
     """Keys `poll` ("at|rows"), `touch` and `routed:<hour>` HASHes (keys.py), all in the
     namespace's slot."""
 
@@ -116,7 +117,7 @@ class RedisActivity:
         return out
 
 
-class RedisConversations:
+class RedisConversations(ConversationStore):
     """Keys `conv:last`, `conv:current` and `conv:<id>:runs` (keys.py), in the namespace's slot."""
 
     def __init__(self, client: Any, keys: Keys, ready: Ready, script: Register) -> None:
@@ -143,7 +144,7 @@ class RedisConversations:
         return [decode(v) for _, v in rows]
 
 
-class RedisReconciled:
+class RedisReconciled(ReconcileStore):
     """Keys `reconcile` (a JSON STRING) and `reconcile:rows` (a HASH id -> row), keys.py, in the
     namespace's slot."""
 

@@ -1,6 +1,6 @@
-"""The SQLite store's part for the opt-out ledger, the dashboard's page reads and survey votes,
-given the store's connection (db.py); processing state (claims, leases, dead letters, the shared
-inbox) stays in store.py, which forwards these roles here."""
+"""The SQLite store's part for the opt-out ledger, its pages and survey votes, given the store's
+connection (db.py); processing state (claims, leases, dead letters, the shared inbox) stays in
+store.py."""
 
 from __future__ import annotations
 
@@ -13,21 +13,20 @@ from typing import Any
 from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.base import (
     DECISIONS,
-    DeadLetter,
     LedgerCursor,
     OptOut,
     SurveyResults,
     ledger_cursor,
 )
-from keyrouter.store.codec import escape, read_row, unescape
+from keyrouter.store.codec import escape, unescape
 from keyrouter.store.keys import check_policy
+from keyrouter.store.roles import LedgerStore, VoteStore
 from keyrouter.store.sqlite import sql as stmt
 from keyrouter.store.sqlite.db import Db
-from keyrouter.store.sqlite.sql import json_ids as _ids
 
 
-class SqliteLedger:
-    """Ledger, pages and votes over the store's connection."""
+class SqliteLedger(LedgerStore, VoteStore):
+    """The ledger, its pages and the votes over the store's connection."""
 
     def __init__(self, sql: Db) -> None:
         self._sql = sql
@@ -130,19 +129,6 @@ class SqliteLedger:
             return found, ledger_cursor(found[-1])
         return found, (edge[0][0], edge[0][1], edge[0][2]) if edge else None
 
-    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
-                                rules: Sequence[str] | None = None,
-                                oldest_first: bool = False) -> list[DeadLetter]:
-        only = "" if rules is None else " AND rule IN (SELECT value FROM json_each(:rules))"
-        way = "" if oldest_first else " DESC"
-        rows = await self._sql.read(
-            f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
-            f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
-            self._sql.params(limit=max(0, limit), offset=max(0, offset),
-                    rules=None if rules is None else _ids(rules)),
-        )
-        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
-
     async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         if not keys:
             return set()
@@ -152,20 +138,6 @@ class SqliteLedger:
             self._sql.params(keys=json.dumps([[escape(str(m)), escape(str(a))] for m, a in keys])),
         )
         return {(m, a) for m, a in rows}
-
-    async def get_dead_letter(self, id: str) -> DeadLetter | None:
-        rows = await self._sql.read(
-            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
-            self._sql.params(id=id),
-        )
-        if not rows:
-            return None
-        id_, error, attempts, failed_at, rule, row = rows[0]
-        return DeadLetter(id_, error, attempts, failed_at, rule, read_row(row))
-
-    async def dead_letter_count(self) -> int:
-        rows = await self._sql.read("SELECT count(*) FROM dead WHERE ns = :ns", self._sql.params())
-        return int(rows[0][0])
 
     async def vote(
         self, survey: str, voter: str, choice: str, *, policy: str, now: float,

@@ -12,6 +12,7 @@ from keyrouter.store.activity import HOUR, hours
 from keyrouter.store.codec import escape, unescape
 from keyrouter.store.conversations import Record, decode, encode
 from keyrouter.store.reconciled import dump_state
+from keyrouter.store.roles import ActivityStore, ConversationStore, ReconcileStore
 from keyrouter.store.sqlite.db import Db
 from keyrouter.store.values import ROUTED_HOURS
 
@@ -25,7 +26,7 @@ CREATE TABLE IF NOT EXISTS reconcile_rows (
 """
 
 
-class SqliteActivity:
+class SqliteActivity(ActivityStore):
     """Tables `polls` and `touches` (one row per namespace) and `routed` (ns, hour, rule, n), in
     sqlite/sql.py."""
 
@@ -72,7 +73,7 @@ class SqliteActivity:
         return out
 
 
-class SqliteConversations:
+class SqliteConversations(ConversationStore):
     """Tables `conv_current` and `conv_runs` (sqlite/sql.py)."""
 
     def __init__(self, sql: Db) -> None:
@@ -106,7 +107,7 @@ class SqliteConversations:
         return [decode(j) for _, j in sorted(rows)]
 
 
-class SqliteReconciled:
+class SqliteReconciled(ReconcileStore):
     """Tables `reconcile_state` and `reconcile_rows` (RECONCILE_SCHEMA, created at open)."""
 
     def __init__(self, sql: Db) -> None:

@@ -25,9 +25,6 @@ from keyrouter.store.base import (
     DeadLetter,
     Description,
     Health,
-    LedgerCursor,
-    OptOut,
-    SurveyResults,
 )
 from keyrouter.store.codec import escape, read_row, row_json
 from keyrouter.store.keys import check_namespace
@@ -70,8 +67,7 @@ class SqliteStore(Assembled):
                              "create it, or fix the store URL (KEYROUTER_STORE / --store)")
         self._sql = Db(self.path, self.namespace, clock, busy_timeout)
         super().__init__(SqliteActivity(self._sql), SqliteConversations(self._sql),
-                         SqliteReconciled(self._sql))
-        self._ledger = SqliteLedger(self._sql)
+                         SqliteReconciled(self._sql), SqliteLedger(self._sql))
         self._sql.tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
                              if sql.strip()])
         self._sql.tx(stmt.add_ledger_columns)
@@ -345,50 +341,33 @@ class SqliteStore(Assembled):
                 f"DELETE FROM published WHERE {stmt.IN}", self._sql.params(ids=_ids(ids))
             ))
 
-    # -- the ledger, its pages, dead-letter pages and votes: ledger.py ------------------------------
-    async def record_optout(self, entry: OptOut) -> None:
-        await self._ledger.record_optout(entry)
-
-    async def latest_optout(self, number: str) -> OptOut | None:
-        return await self._ledger.latest_optout(number)
-
-    async def optouts(self, since: float | None = None) -> list[OptOut]:
-        return await self._ledger.optouts(since)
-
-    async def mark_optout_pending(self, entry: OptOut) -> bool:
-        return await self._ledger.mark_optout_pending(entry)
-
-    async def pending_optouts(self) -> list[OptOut]:
-        return await self._ledger.pending_optouts()
-
-    async def optouts_scan(self, *, before: LedgerCursor | None = None, limit: int = 50,
-                           scan: int | None = None, since: float | None = None,
-                           until: float | None = None, action: str | None = None,
-                           ) -> tuple[list[OptOut], LedgerCursor | None]:
-        return await self._ledger.optouts_scan(before=before, limit=limit, scan=scan, since=since,
-                                               until=until, action=action)
-
-    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        return await self._ledger.optouts_recorded(keys)
-
+    # -- dead-letter pages (the dashboard) ------------------------------------------------------
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
                                 rules: Sequence[str] | None = None,
                                 oldest_first: bool = False) -> list[DeadLetter]:
-        return await self._ledger.dead_letters_page(offset, limit, rules, oldest_first)
+        only = "" if rules is None else " AND rule IN (SELECT value FROM json_each(:rules))"
+        way = "" if oldest_first else " DESC"
+        rows = await self._sql.read(
+            f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
+            f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
+            self._sql.params(limit=max(0, limit), offset=max(0, offset),
+                             rules=None if rules is None else _ids(rules)),
+        )
+        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
-        return await self._ledger.get_dead_letter(id)
+        rows = await self._sql.read(
+            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
+            self._sql.params(id=id),
+        )
+        if not rows:
+            return None
+        id_, error, attempts, failed_at, rule, row = rows[0]
+        return DeadLetter(id_, error, attempts, failed_at, rule, read_row(row))
 
     async def dead_letter_count(self) -> int:
-        return await self._ledger.dead_letter_count()
-
-    async def vote(self, survey: str, voter: str, choice: str, *, policy: str, now: float,
-                   valid: bool = True, vote_id: str = "") -> bool:
-        return await self._ledger.vote(survey, voter, choice, policy=policy, now=now, valid=valid,
-                                       vote_id=vote_id)
-
-    async def survey_results(self, survey: str) -> SurveyResults:
-        return await self._ledger.survey_results(survey)
+        rows = await self._sql.read("SELECT count(*) FROM dead WHERE ns = :ns", self._sql.params())
+        return int(rows[0][0])
 
     async def close(self) -> None:
         await self._sql.close()
