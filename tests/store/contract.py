@@ -1,4 +1,4 @@
-"""The store contract (keyrouter/store/base.py), as one suite every backend runs.
+"""The store contract (keyrouter/store/roles.py, `Store` in base.py), as one suite every backend runs.
 
 A backend's test module subclasses `StoreContract` and provides the `make_store` fixture: a factory
 of stores over ONE shared backend (same dicts, file or Redis), each call with a fresh namespace
