@@ -17,7 +17,7 @@ from uuid import uuid4
 
 import pytest
 
-from keyrouter.store import Store, open_store
+from keyrouter.store import Description, Store, open_store
 from keyrouter.store.sqlite import SqliteStore
 from keyrouter.store.sqlite.sql import LATEST
 
@@ -150,6 +150,17 @@ def _lead(path: str, owner: str, start: Any, results: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.anyio
+async def test_describe_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    async with open_store(f"sqlite:///{path}", "acct-1") as store:
+        assert store.describe() == Description("sqlite", f"sqlite:///{path}", "acct-1",
+                                               persistent=True, file=str(path))
+    async with open_store("sqlite://", "acct-1") as store:
+        assert store.describe() == Description("sqlite", "sqlite://", "acct-1", persistent=False,
+                                               file=":memory:")
+
+
 def test_processes_share_one_fetch_lease_and_its_rows(tmp_path: Path) -> None:
     """Three OS processes on one SQLite file: each fencing token belongs to one holder, tokens only
     grow, and every row a holder published is what every process reads, in publish order."""
