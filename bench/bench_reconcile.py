@@ -51,12 +51,11 @@ def number(i: int) -> str:
 async def fill_ledger(store: Any, numbers: list[str], at: float) -> None:
     rows = [store._sql.params(message_id=f"m{i}", action="blacklist", number=n, keyword="RET",
                      received_at=at + i * 0.001, handled_at=at + i * 0.001 + 1, outcome=None,
-                     transaction_id=None) for i, n in enumerate(numbers)]
+                     transaction_id=None, dated=1) for i, n in enumerate(numbers)]
 
     def run(db: Any) -> None:
-        db.executemany(f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES (:ns, "
-                       ":message_id, :action, :number, :keyword, :received_at, :handled_at, "
-                       ":outcome, :transaction_id)", rows)
+        db.executemany(f"INSERT OR IGNORE INTO optouts ({stmt.LEDGER_COLUMNS}) VALUES"
+                       f" ({stmt.LEDGER_VALUES})", rows)
         db.executemany(stmt.LATEST_UPDATE, rows)
 
     await store._sql.write(run)

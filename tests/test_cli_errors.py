@@ -286,11 +286,11 @@ def test_every_time_shown_is_turkey_time_with_its_offset(keyrouter: Run, tmp_pat
     survey = json.loads(keyrouter("survey", "results", "spring-2026", "--format", "json",
                                   "--store", store).stdout)
     assert survey["last_vote_at"].endswith("+03:00")
-    from keyrouter.compliance import reports
+    from keyrouter.compliance import exports
     from keyrouter.store.base import OptOut
 
     entry = OptOut("+905321112233", "blacklist", "m", "RET", 1_780_000_000, 1_780_000_001)
-    row = reports.ledger_rows([entry])
+    row = list(exports.ledger_rows([entry]))
     assert row[0]["received_at"] == "2026-05-28T23:26:40+03:00"
 
 

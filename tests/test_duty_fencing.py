@@ -26,7 +26,7 @@ from keyrouter.rules.loader import load_rules
 from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store import open_store
-from keyrouter.store.base import OptOut, Store
+from keyrouter.store.base import Decision, OptOut, Store
 from keyrouter.store.memory import MemoryStore
 from keyrouter.testing import FakeIletiMerkezi, FakeIys
 
@@ -49,23 +49,24 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
 
 
 def pause_owner(store: Store, owner: str) -> tuple[asyncio.Event, asyncio.Event]:
-    """`owner` stops inside its first opt-out entry (after the ledger check, before the call)
-    until `resume` is set; meanwhile its lease renewals do not reach the store."""
+    """`owner` stops inside its first opt-out entry (after its claim of the number, before the
+    call) until `resume` is set; meanwhile its lease renewals do not reach the store."""
     paused, resume = asyncio.Event(), asyncio.Event()
-    real_mark, real_renew = store.mark_optout_pending, store.renew
+    real_claim, real_renew = store.claim_decision, store.renew
 
-    async def mark(entry: OptOut) -> bool:
+    async def claim(entry: OptOut, *, defer: bool = False) -> Decision:
+        decision = await real_claim(entry, defer=defer)
         if not paused.is_set():
             paused.set()
             await resume.wait()
-        return await real_mark(entry)
+        return decision
 
     async def renew(ids: list[str], who: str, lease: float) -> list[str]:
         if who == owner and paused.is_set() and not resume.is_set():
             return list(ids)  # lost on the way: the lease runs out
         return await real_renew(ids, who, lease)
 
-    store.mark_optout_pending = mark  # type: ignore[method-assign]
+    store.claim_decision = claim  # type: ignore[method-assign]
     store.renew = renew  # type: ignore[method-assign]
     return paused, resume
 

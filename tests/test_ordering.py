@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_dbs import STORE_URL
 
-from keyrouter.compliance import reports
+from keyrouter.compliance import exports
 from keyrouter.handlers.iys import consent_date
 from keyrouter.message import FIRST_SEEN, parse_row
 from keyrouter.ordering import Position, compare, in_order, later, numeric_id, position
@@ -80,11 +80,11 @@ def test_first_seen_is_the_consent_date_and_the_ledger_says_no_date_was_given() 
     assert consent_date(m) == consent_date_of(m.row[FIRST_SEEN])
     assert consent_date(parse_row(dict(m.row))) == consent_date(m)  # kept, not read again
     line = OptOut(NUMBER, "blacklist", "5", "RET", m.received_at.timestamp(), 1.0, dated=False)
-    assert reports.ledger_rows([line])[0]["date_given"] == "no"
+    assert next(exports.ledger_rows([line]))["date_given"] == "no"
     assert "no date from the provider" in pages.received_text(line)
     assert pages.ledger_row(line, None, 2.0).received.endswith("no date from the provider)")
     dated = OptOut(NUMBER, "blacklist", "6", "RET", 1.0, 2.0)
-    assert reports.ledger_rows([dated])[0]["date_given"] == "yes"
+    assert next(exports.ledger_rows([dated]))["date_given"] == "yes"
     assert "first seen" not in pages.received_text(dated)
 
 

@@ -98,10 +98,6 @@ async def test_two_reconciles_after_a_worker_ret_record_one_entry_each(write_rul
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=False, reason=(
-    "a known race (docs/reconciliation.md, 'Limits'): an inbox RET whose blacklist entry starts "
-    "between a provider opt-out's check and its own pending mark records a second line; closing "
-    "it needs an atomic per-number decision in every store"))
 async def test_two_reconciles_and_a_worker_at_once_record_one_entry_each(write_rules: Any,
                                                                         tmp_path: Path) -> None:
     await _reconciles_beside_a_ret(write_rules, tmp_path, ret_first=False)

@@ -20,15 +20,6 @@ def entry(i: int, delay: float, action: str = "blacklist") -> OptOut:
                   received_at=1_780_000_000 + i, handled_at=1_780_000_000 + i + delay)
 
 
-def test_ledger_csv_and_jsonl() -> None:
-    entries = [entry(1, 5), entry(2, 7, "unblacklist")]
-    rows = list(csv.DictReader(io.StringIO(reports.ledger_csv(entries))))
-    assert [r["number"] for r in rows] == ["+905550000001", "+905550000002"]
-    assert rows[1]["action"] == "unblacklist" and rows[0]["received_at"].endswith("+03:00")
-    lines = [json.loads(x) for x in reports.ledger_jsonl(entries).splitlines()]
-    assert lines[0]["message_id"] == "1" and lines[0]["keyword"] == "RET"
-
-
 def test_ledger_stats_delays() -> None:
     entries = [entry(i, delay=i) for i in range(1, 101)]
     stats = reports.ledger_stats(entries)
@@ -45,8 +36,7 @@ def test_survey_table_percentages_and_bars() -> None:
     assert table[1].split()[:3] == ["a", "3", "75.0%"] and table[1].endswith("█" * 10)
     assert table[2].split()[:3] == ["b", "1", "25.0%"] and table[2].endswith("█" * 3)
     assert "voters: 4, rejected votes: 2" in table[3]
-    assert reports.survey_csv(results).splitlines() == ["choice,votes,percent", "a,3,75.0", "b,1,25.0"]
-    assert reports.survey_dict(results)["last_vote_at"].startswith("2026-05-28")
+    assert "last vote: 2026-05-28T" in table[3]
 
 
 def test_replay_then_ledger_and_survey_from_the_command_line(tmp_path) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 from keyrouter.cli import reconcile as reconcile_cli
 from keyrouter.cli.common import DEFAULT_STORE, command, read_store, with_store
+from keyrouter.compliance import exports, reports
 from keyrouter.compliance import overdue as compliance
-from keyrouter.compliance import reports
 from keyrouter.compliance.overdue import effects_of_rules
 from keyrouter.durations import parse_duration
 from keyrouter.masking import mask_number
@@ -138,13 +138,15 @@ def _with_store(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> in
 
 
 async def _export(store: Any, fmt: str, since: float | None, provider_source: str) -> int:
+    """Full numbers: the export is for the CRM, İYS and the regulator
+    (keyrouter.compliance.exports)."""
     entries = await store.optouts(since)
     if fmt == "iys":
-        sys.stdout.write(reports.iys_records(entries, provider_source=provider_source))
+        sys.stdout.writelines(exports.iys_records(entries, provider_source=provider_source))
     elif fmt == "csv":
-        sys.stdout.write(reports.ledger_csv(entries))
+        sys.stdout.write(exports.ledger_csv(entries, full_numbers=True))
     else:
-        sys.stdout.write(reports.ledger_jsonl(entries))
+        sys.stdout.writelines(exports.ledger_jsonl(entries, full_numbers=True))
     return EXIT_OK
 
 

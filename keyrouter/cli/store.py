@@ -20,7 +20,7 @@ from keyrouter.cli.common import (
     read_store,
     with_store,
 )
-from keyrouter.compliance import reports
+from keyrouter.compliance import exports, reports
 from keyrouter.conversations.cli import declared_conversation, print_results
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_text
@@ -111,9 +111,9 @@ def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
                            f"(surveys in {settings.rules}: {known})")
         choices = (declared or {}).get(survey, [])
         if args.format == "json":
-            print(json.dumps(reports.survey_dict(results, choices), ensure_ascii=False))
+            print(json.dumps(exports.survey_dict(results, choices), ensure_ascii=False))
         elif args.format == "csv":
-            sys.stdout.write(reports.survey_csv(results, choices))
+            sys.stdout.write(exports.survey_csv(results, choices))
         else:
             print(reports.survey_table(results, choices=choices))
         return EXIT_OK

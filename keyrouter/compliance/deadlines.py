@@ -23,7 +23,7 @@ working days, not a weekend's worth of calendar time.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 import holidays
 
@@ -34,6 +34,7 @@ __all__ = [
     "business_hours_left",
     "business_seconds",
     "deadline",
+    "deadline_epoch",
     "holiday_name",
     "is_business_day",
     "turkey_time",
@@ -80,6 +81,17 @@ def deadline(received: datetime | float, days: int = BUSINESS_DAYS) -> datetime:
         if is_business_day(day):
             counted += 1
     return datetime.combine(day + _DAY, time(0), TURKEY)
+
+
+@lru_cache(maxsize=4096)
+def _deadline_of_day(day: date) -> float:
+    return deadline(datetime.combine(day, time(12), TURKEY)).timestamp()
+
+
+def deadline_epoch(received_at: float) -> float:
+    """`deadline` in epoch seconds, computed once per Turkey-time day: it depends only on the day
+    received, and a ledger export asks for it once per line."""
+    return _deadline_of_day(turkey_time(received_at).date())
 
 
 def business_seconds(start: datetime | float, end: datetime | float) -> float:

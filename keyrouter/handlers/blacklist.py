@@ -7,10 +7,14 @@ examples looks as if the two were swapped, and blocking the wrong person is wors
 letter a human can look at (docs/handlers.md, "Sender and number").
 
 Order: the latest request wins, in the one order of a sender's messages (keyrouter/ordering.py:
-provider date, then numeric id; undated rows by id).  Before acting, the ledger's latest entry for
-the number is read (`Store.latest_optout`); when a message later in that order already blocked or
-unblocked it, this earlier message changes nothing (logged).  Per-sender ordering in the dispatcher keeps this
-rare; it matters when a dead letter is retried by hand after the person wrote again.
+provider date, then numeric id; undated rows by id).  Before acting, the entry claims the number
+(`Store.claim_decision`, keyrouter.handlers.deciding): one atomic step that reads the ledger's
+latest entry for the number and whether another message is deciding it right now (on any worker).
+When a message later in that order already blocked or unblocked it, this earlier message changes
+nothing (logged); while another message holds the number, this one waits, then decides again.
+Per-sender ordering in the dispatcher keeps the first rare; it matters when a dead letter is
+retried by hand after the person wrote again.  The second is an inbox RET beside a provider
+opt-out of the same number (docs/reconciliation.md).
 
 Provider answers: 466 (invalid number) is permanent; `delete-blacklist`'s 474 (not on the list)
 counts as success: the number is off the list, which is what was asked, and a retry after a
@@ -28,17 +32,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyrouter.handlers.context import Context
+from keyrouter.handlers.deciding import decide, skipped
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import require_client, unknown_params
 from keyrouter.masking import mask_number
 from keyrouter.message import Message
-from keyrouter.ordering import entry_position, later, position
 from keyrouter.providers.iletimerkezi import NOT_ON_BLACKLIST, PermanentApiError
 from keyrouter.retries import PermanentError
 from keyrouter.rules.router import Match
-from keyrouter.store.base import OptOut
+from keyrouter.store.base import DECIDED, LATER, OptOut
 
-__all__ = ["INVALID_NUMBER", "PARAMS", "blacklist", "params_problem", "unblacklist"]
+__all__ = ["INVALID_NUMBER", "PARAMS", "apply", "blacklist", "params_problem", "unblacklist"]
 
 INVALID_NUMBER = 466
 PARAMS: tuple[str, ...] = ()
@@ -51,15 +55,18 @@ def params_problem(params: Mapping[str, Any], handler: str = "blacklist") -> str
 
 async def blacklist(message: Message, match: Match | None, context: Context) -> None:
     """Add the sender to the provider's blacklist (opt-out)."""
-    await _apply("blacklist", message, match, context)
+    await apply("blacklist", message, match, context)
 
 
 async def unblacklist(message: Message, match: Match | None, context: Context) -> None:
     """Remove the sender from the provider's blacklist (opt back in)."""
-    await _apply("unblacklist", message, match, context)
+    await apply("unblacklist", message, match, context)
 
 
-async def _apply(action: str, message: Message, match: Match | None, context: Context) -> None:
+async def apply(action: str, message: Message, match: Match | None, context: Context, *,
+                defer: bool = False) -> None:
+    """`action` ("blacklist" or "unblacklist") for the sender; `defer`: a provider opt-out's
+    entry, which records nothing when another message's opt-out is in the ledger."""
     problem = params_problem(context.params, action)
     if problem:
         raise PermanentError(problem)
@@ -75,18 +82,13 @@ async def _apply(action: str, message: Message, match: Match | None, context: Co
     client = require_client(context, action)
     masked = mask_number(number)
     if context.store is not None:
-        newer = await context.store.latest_optout(number)
-        if newer is not None and newer.message_id != message.id and later(
-                entry_position(newer.received_at, newer.dated, newer.message_id), position(message)):
-            # An older RET or BASLA, e.g. a dead letter retried by hand, must not undo what the
-            # person asked for later: the latest request received wins.
-            context.logger.warning(
-                "%s: skipped for %s: a later message (%s, %s) already decided, message %s",
-                action, masked, newer.message_id, newer.action, message.id,
-            )
+        # Claimed and pending until the ledger line: `optouts stats/overdue` count it while it is
+        # retried, and no other message applies the number's decision meanwhile.
+        decision = await decide(context.store, _entry(action, message, match, number, 0.0),
+                                context, action, defer=defer)
+        if decision.verdict in (LATER, DECIDED):
+            skipped(context, action, decision, message.id, number)
             return
-        # Pending until the ledger line: `optouts stats/overdue` count it while it is retried.
-        await context.store.mark_optout_pending(_entry(action, message, match, number, 0.0))
     already = False
     await check_claim(context, action, "add-blacklist" if action == "blacklist" else "delete-blacklist")
     try:

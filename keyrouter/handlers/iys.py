@@ -19,8 +19,9 @@ nothing when İYS already holds the decision.  İYS refusing a record it already
 ("nothing_to_withdraw"); a wrong code or path never is (docs/ordering-and-masking.md).  The ledger
 line (action `iys_ret` / `iys_onay`) records the outcome and İYS's transactionId.  The latest
 request wins, as with `blacklist` (keyrouter/ordering.py): a message earlier in the order than the
-number's latest ledger line changes nothing.  Credentials come from IYS_USERNAME, IYS_PASSWORD,
-IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
+number's latest ledger line changes nothing, and the number is claimed atomically before the call
+(`Store.claim_decision`), so a message deciding it on another worker is waited for.  Credentials
+come from IYS_USERNAME, IYS_PASSWORD, IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
 """
 
 from __future__ import annotations
@@ -33,17 +34,17 @@ from typing import Any
 
 from keyrouter import timefmt
 from keyrouter.handlers.context import Context
+from keyrouter.handlers.deciding import decide, skipped
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.masking import mask_number
 from keyrouter.message import Message
-from keyrouter.ordering import entry_position, later, position
 from keyrouter.providers.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
 from keyrouter.rules.router import Match
-from keyrouter.store.base import OptOut
+from keyrouter.store.base import DECIDED, LATER, OptOut
 
-__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem",
+__all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem", "record",
            "record_for"]
 
 PARAMS = ("status", "recipient_type", "recipientType", "source")
@@ -96,6 +97,13 @@ def record_for(message: Message, params: Mapping[str, Any]) -> Consent | None:
 
 
 async def handle(message: Message, match: Match | None, context: Context) -> None:
+    await record(message, match, context)
+
+
+async def record(message: Message, match: Match | None, context: Context, *,
+                 defer: bool = False) -> None:
+    """The İYS record of `message`; `defer`: a provider opt-out's entry, which records nothing
+    when another message's opt-out is in the ledger."""
     problem = params_problem(context.params)
     if problem:
         raise PermanentError(problem)
@@ -122,15 +130,11 @@ async def handle(message: Message, match: Match | None, context: Context) -> Non
                    dated=message.date_known)
     repeat = False
     if store is not None:
-        newer = await store.latest_optout(consent.recipient)
-        if newer is not None and newer.message_id != message.id and later(
-                entry_position(newer.received_at, newer.dated, newer.message_id), position(message)):
-            context.logger.warning(
-                "iys: skipped for %s: a later message (%s, %s) already decided, message %s",
-                masked, newer.message_id, newer.action, message.id,
-            )
+        decision = await decide(store, entry, context, "iys", defer=defer)
+        if decision.verdict in (LATER, DECIDED):
+            skipped(context, "iys", decision, message.id, consent.recipient)
             return
-        repeat = not await store.mark_optout_pending(entry)
+        repeat = not decision.first
     await check_claim(context, "iys", "İYS consent record")
     result = await client.add_consent(consent, check_first=repeat)
     context.logger.info(

@@ -17,10 +17,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from keyrouter.rules.model import HandlerEntry
+from keyrouter.rules.model import HandlerEntry
 
 __all__ = ["LEGAL_HANDLERS", "entry_key", "identity_of", "legacy_entry_key", "with_identities"]
 

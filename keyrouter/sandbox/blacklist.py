@@ -3,20 +3,36 @@ time, and the provider's `count` (the account's total whatever the filter)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keyrouter.message import TURKEY
 
-if TYPE_CHECKING:
-    from keyrouter.sandbox.provider import FakeIletiMerkezi  # only for types: it imports this module
+
+class Listing:
+    """(added second, number) of the whole list, oldest first; cached while the list's size
+    and the additions through the API or `add_from_panel` (its `version`) stay the same.  A
+    number without a date counts as added at `started_at`."""
+
+    def __init__(self, started_at: float) -> None:
+        self._start = int(started_at)
+        self._key: tuple[int, int] | None = None
+        self._rows: list[tuple[int, str]] = []
+
+    def rows(self, numbers: Set[str], dates: Mapping[str, float], version: int) -> list[tuple[int, str]]:
+        key = (version, len(numbers))
+        if self._key != key:
+            self._key = key
+            self._rows = sorted((int(dates[n]) if n in dates else self._start, n) for n in numbers)
+        return self._rows
 
 
-def blacklist_page(fake: FakeIletiMerkezi, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def blacklist_page(listing: list[tuple[int, str]], request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Paged by `page` (1-based) and `rowCount` (at most 1000), oldest addition first; the
     `filter` dates (`YYYY-MM-DD HH:MM:SS`, Turkey time, both ends included, to the second)
-    keep the numbers added between them.  `count` is the account's total, whatever the
-    filter and the page, as the provider documents it."""
+    keep the numbers added between them.  `count` is the account's total (`listing` is the
+    whole list, `Listing.rows`), whatever the filter and the page, as the provider documents it."""
     options = request.get("blacklist")
     options = options if isinstance(options, dict) else {}
     page = max(1, _int(options.get("page"), 1))
@@ -27,23 +43,12 @@ def blacklist_page(fake: FakeIletiMerkezi, request: dict[str, Any]) -> tuple[int
     if any(b is False for b in bounds):
         return 422, {}
     low, high = bounds
-    with fake.lock:
-        listing = _sorted(fake)
+    total = len(listing)
     if low is not None or high is not None:
         listing = [(t, n) for t, n in listing
                    if (low is None or t >= low) and (high is None or t <= high)]
     chunk = [n for _, n in listing[(page - 1) * size : page * size]]
-    return 200, {"blacklist": {"count": len(fake.blacklist), "number": chunk}}
-
-def _sorted(fake: FakeIletiMerkezi) -> list[tuple[int, str]]:
-    """(added second, number) of the whole list, oldest first; cached while the list's size
-    and the additions through the API or `add_from_panel` stay the same."""
-    key = (fake._blacklist_version, len(fake.blacklist))
-    if fake._listing is None or fake._listing[0] != key:
-        dates, start = fake.blacklist_dates, int(fake._started_at)
-        fake._listing = (key, sorted((int(dates[n]) if n in dates else start, n)
-                                     for n in fake.blacklist))
-    return fake._listing[1]
+    return 200, {"blacklist": {"count": total, "number": chunk}}
 
 
 def _turkey_seconds(value: object) -> int | bool | None:

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from keyrouter.message import TURKEY, to_e164
-from keyrouter.sandbox.blacklist import blacklist_page
+from keyrouter.sandbox.blacklist import Listing, blacklist_page
 from keyrouter.sandbox.wire import (
     HTML_502,
     FakeHandler,
@@ -137,8 +137,7 @@ class FakeIletiMerkezi(LocalServer):
         #: When each number joined the blacklist (epoch seconds), for get-blacklist's date filter;
         #: a number without one (put in `blacklist` directly) counts as added at start-up.
         self.blacklist_dates: dict[str, float] = {}
-        self._started_at = clock()
-        self._listing: tuple[tuple[int, int], list[tuple[int, str]]] | None = None
+        self._listing = Listing(clock())
         self._blacklist_version = 0
         self.sent: list[SentSms] = []
         self.requests: list[RecordedRequest] = []
@@ -320,7 +319,9 @@ class FakeIletiMerkezi(LocalServer):
         return 200, {}
 
     def _get_blacklist(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return blacklist_page(self, request)
+        with self.lock:
+            listing = self._listing.rows(self.blacklist, self.blacklist_dates, self._blacklist_version)
+        return blacklist_page(listing, request)
 
     def _get_balance(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {"balance": dict(self.balance)}

@@ -14,10 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
-
-if TYPE_CHECKING:
-    from keyrouter.sandbox.provider import FakeIletiMerkezi  # only for types: it imports this module
+from typing import Any, Protocol, Self
 
 HTML_502 = (
     b"<html><head><title>502 Bad Gateway</title></head>"
@@ -98,10 +95,23 @@ class LocalServer:
             self._open.discard(sock)
 
 
+class Served(Protocol):
+    """What `FakeHandler` calls on the fake provider (keyrouter.sandbox.provider): a
+    `LocalServer` that answers requests and may skew its clock."""
+
+    date_skew: float
+
+    def _opened(self, sock: socket.socket) -> None: ...
+
+    def _closed(self, sock: socket.socket) -> None: ...
+
+    def _serve(self, handler: FakeHandler) -> None: ...
+
+
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for slow answers or idle keep-alive clients
-    fake: FakeIletiMerkezi
+    fake: Served
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up (timeouts, stop()) are normal here, not worth a traceback."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from keyrouter.store.base import LedgerCursor, OptOut, Store, SurveyResults
+from keyrouter.store.base import Decision, LedgerCursor, OptOut, Store, SurveyResults
 from keyrouter.store.conversations import Record
 from keyrouter.store.roles import (
     ActivityStore,
@@ -88,6 +88,9 @@ class Assembled(Store):
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         return await self._ledger.mark_optout_pending(entry)
+
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        return await self._ledger.claim_decision(entry, defer=defer)
 
     async def pending_optouts(self) -> list[OptOut]:
         return await self._ledger.pending_optouts()

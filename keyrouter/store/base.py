@@ -17,11 +17,18 @@ from keyrouter.store.roles import (
     VoteStore,
 )
 from keyrouter.store.values import (
+    BUSY,
+    DECIDED,
+    DECISION_HOLD,
     DECISIONS,
+    GRANTED,
     HORIZON_MARGIN,
+    LATER,
+    OPT_OUT_ACTIONS,
     ROUTED_HOURS,
     Claimed,
     DeadLetter,
+    Decision,
     Description,
     Health,
     Kind,
@@ -34,7 +41,8 @@ from keyrouter.store.values import (
 )
 
 __all__ = [
-    "DECISIONS", "HORIZON_MARGIN", "ROUTED_HOURS", "Claimed", "DeadLetter", "Description", "Health",
+    "BUSY", "DECIDED", "DECISIONS", "DECISION_HOLD", "GRANTED", "HORIZON_MARGIN", "LATER",
+    "OPT_OUT_ACTIONS", "ROUTED_HOURS", "Claimed", "DeadLetter", "Decision", "Description", "Health",
     "Kind", "LedgerCursor", "OptOut", "ServerFacts", "Store", "SurveyResults", "ledger_cursor",
     "ledger_key",
 ]

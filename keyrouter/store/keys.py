@@ -35,6 +35,9 @@ the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time m
 - `optouts:latest`    HASH number -> the member of its `latest_optout` entry;
 - `optouts:pending`   HASH "message_id|action" -> JSON entry of an effect started and not yet in
                       the ledger (`mark_optout_pending`); `record_optout` deletes the member;
+- `optouts:holder`    HASH number -> JSON {id, at, members} of the message holding the number's
+                      decision claim (`claim_decision`): its id, when it claimed (store clock) and
+                      its pending-mark members; one field per number that ever had a decision;
 - `reconcile`         STRING: the blacklist reconciliation's JSON document (last run, watermark);
 - `reconcile:rows`    HASH id -> row JSON of a synthetic provider opt-out, until it is finished;
 - `survey:<id>:votes` HASH voter -> counted choice;
@@ -200,6 +203,10 @@ class Keys:
     @property
     def optouts_pending(self) -> str:
         return f"{self.prefix}optouts:pending"
+
+    @property
+    def optouts_holder(self) -> str:
+        return f"{self.prefix}optouts:holder"
 
     @property
     def reconcile(self) -> str:

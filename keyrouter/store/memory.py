@@ -49,7 +49,7 @@ class MemoryStore(Assembled):
         self._spaces = {} if spaces is None else spaces
         self._s = self._spaces.setdefault(namespace, Space())
         super().__init__(MemoryActivity(self._s, clock), MemoryConversations(self._s),
-                         MemoryReconciled(self._s), MemoryLedger(self._s))
+                         MemoryReconciled(self._s), MemoryLedger(self._s, clock, self._is_finished))
 
     def __repr__(self) -> str:
         return f"MemoryStore(memory://, namespace={self.namespace!r})"

@@ -12,6 +12,7 @@ from typing import Any
 from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.activity import HOUR, hours
 from keyrouter.store.conversations import Record, decode, encode
+from keyrouter.store.decisions import judge
 from keyrouter.store.keys import check_policy
 from keyrouter.store.reconciled import dump_state
 from keyrouter.store.roles import (
@@ -22,9 +23,13 @@ from keyrouter.store.roles import (
     VoteStore,
 )
 from keyrouter.store.values import (
+    BUSY,
+    DECISION_HOLD,
     DECISIONS,
+    GRANTED,
     ROUTED_HOURS,
     DeadLetter,
+    Decision,
     LedgerCursor,
     OptOut,
     SurveyResults,
@@ -87,6 +92,7 @@ class Space:
     optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
     latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
     pending: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # marks not yet recorded
+    holders: dict[str, tuple[str, float]] = field(default_factory=dict)  # claim_decision's
     surveys: dict[str, Survey] = field(default_factory=dict)
     fetch: tuple[str, float] | None = None  # (owner, until) of the fetch lease
     fetch_token: int = 0
@@ -183,8 +189,9 @@ class MemoryLedger(LedgerStore, VoteStore):
     method awaits anything, so each runs atomically on the event loop.  The pages are plain
     sorts: memory is for tests."""
 
-    def __init__(self, space: Space) -> None:
-        self._s = space
+    def __init__(self, space: Space, clock: Callable[[], float],
+                 is_finished: Callable[[str], bool]) -> None:
+        self._s, self._clock, self._is_finished = space, clock, is_finished
 
     async def record_optout(self, entry: OptOut) -> None:
         key = (entry.message_id, entry.action)
@@ -210,6 +217,28 @@ class MemoryLedger(LedgerStore, VoteStore):
             return False
         self._s.pending[key] = entry
         return True
+
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        s, now = self._s, self._clock()
+        holder = s.holders.get(entry.number)
+
+        def holds(message_id: str) -> bool:
+            return holder is not None and holder[0] == message_id \
+                and now - holder[1] < DECISION_HOLD and not self._is_finished(message_id)
+
+        verdict = judge(entry, s.latest.get(entry.number), defer=defer, holds=holds,
+                        has_line=lambda m: (m, entry.action) in s.optouts)
+        if verdict is not None:
+            return verdict
+        if holder is not None and holder[0] != entry.message_id and holds(holder[0]) \
+                and any((holder[0], a) in s.pending for a in DECISIONS):
+            return Decision(BUSY, holder[0])
+        s.holders[entry.number] = (entry.message_id, now)
+        key = (entry.message_id, entry.action)
+        first = key not in s.optouts and key not in s.pending
+        if first:
+            s.pending[key] = entry
+        return Decision(GRANTED, first=first)
 
     async def pending_optouts(self) -> list[OptOut]:
         return sorted(self._s.pending.values(), key=_ledger_order)

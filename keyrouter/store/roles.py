@@ -38,6 +38,7 @@ from keyrouter.store.conversations import Record
 from keyrouter.store.values import (
     Claimed,
     DeadLetter,
+    Decision,
     Description,
     Health,
     LedgerCursor,
@@ -243,6 +244,22 @@ class LedgerStore(Protocol):
         letters.  True the first time; False when it was already marked (the effect is being
         repeated: a retry, or a worker killed mid-call) or is already in the ledger (then nothing
         is marked).  `record_optout` of the same (message_id, action) removes the mark."""
+
+    @abstractmethod
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        """Atomically decide whether message `entry.message_id` may apply the effect `entry` (a
+        DECISIONS action) to `entry.number`, so two workers never both apply one decision:
+        - LATER: the number's `latest_optout` belongs to another message that comes after this one
+          in keyrouter/ordering.py's order (the latest request wins);
+        - DECIDED, only with `defer` and an opt-out action: the latest entry is another message's
+          opt-out (a provider opt-out yields to any recorded one);
+        - BUSY: another message holds the number's claim: it claimed it less than DECISION_HOLD
+          seconds ago (store clock), has a pending mark not yet in the ledger and is unfinished.
+          Ask again later: once the holder recorded, LATER or DECIDED follow; once it is dead
+          (finished), the claim is free, so a permanent failure loses no opt-out;
+        - GRANTED: this message holds the number's claim now, and the effect is marked pending as
+          by `mark_optout_pending` (`first` is its answer).
+        Nothing changes unless GRANTED.  One round trip."""
 
     @abstractmethod
     async def pending_optouts(self) -> list[OptOut]:

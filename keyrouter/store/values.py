@@ -77,6 +77,35 @@ class DeadLetter:
 #: kept in the ledger for people, and never make an older opt-out or opt-in look superseded.
 DECISIONS = frozenset({"blacklist", "unblacklist", "iys_ret", "iys_onay"})
 
+#: The DECISIONS that are an opt-out (the others are opt-ins).
+OPT_OUT_ACTIONS = frozenset({"blacklist", "iys_ret"})
+
+#: Seconds a number's decision claim (`claim_decision`) keeps others waiting after its holder last
+#: claimed.  A live holder claims again at every attempt (retries are at most minutes apart), so
+#: only a holder that stopped without finishing (its row gone) is outlived: then a waiter records
+#: too, a duplicate rather than a lost opt-out.
+DECISION_HOLD = 86400.0
+
+#: The verdicts of `claim_decision`.
+GRANTED, LATER, DECIDED, BUSY = "granted", "later", "decided", "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What `claim_decision` answered: `verdict` is one of GRANTED, LATER, DECIDED, BUSY."""
+
+    verdict: str
+    #: LATER, DECIDED: the message of the number's latest ledger entry; BUSY: the holder.
+    other: str | None = None
+    #: GRANTED: the effect's pending mark is new.  False: the effect is being repeated (a retry, a
+    #: worker killed mid-call), or is already in the ledger.
+    first: bool = False
+
+    @property
+    def granted(self) -> bool:
+        return self.verdict == GRANTED
+
+
 #: Where a page of the ledger ended: (received_at, message_id, action) of its last entry.
 LedgerCursor = tuple[float, str, str]
 

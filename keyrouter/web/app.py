@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyrouter import timefmt
+from keyrouter.compliance import exports
 from keyrouter.store import Store
 from keyrouter.web import pages
 from keyrouter.web import status as status_info
@@ -172,8 +173,8 @@ class Dashboard:
         survey = request.path_params["survey"]
         if survey not in self.rules.surveys:
             return self.render(request, "error.html", 404, message="No such survey in the rules.")
-        view = pages.survey_view(await self.db.survey_results(survey), self.rules.surveys[survey])
-        return _csv(pages.survey_csv(view), f"survey-{survey}.csv")
+        results = await self.db.survey_results(survey)
+        return _csv(exports.survey_csv(results, self.rules.surveys[survey]), f"survey-{survey}.csv")
 
     async def optouts(self, request: Request) -> Response:
         f, problems = pages.LedgerFilter.parse(request.query_params)
@@ -202,7 +203,7 @@ class Dashboard:
         if problems:
             return Response("; ".join(problems) + "\n", 400, media_type="text/plain")
         full = self.auth.required  # full numbers only behind the token
-        body = pages.ledger_csv(self.db, f, full, self.deadline, self.rules)
+        body = pages.ledger_csv(self.db, f, full, self.rules)
         return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers={
             "content-disposition": 'attachment; filename="optouts.csv"'})
 

@@ -2,26 +2,22 @@
 
 Every read is a page (`optouts_page`, `dead_letters_page`) or a small fixed set of keys, so a page
 costs the same with 100 or 100,000 ledger entries.  Phone numbers are masked here (KVKK); only the
-CSV export with the token asks for them in full.
+CSV export with the token asks for them in full.  The CSV files are keyrouter.compliance.exports.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import csv
 import functools
 import hashlib
-import io
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TypeVar
 
 from keyrouter import timefmt
-from keyrouter.compliance import deadlines
+from keyrouter.compliance import deadlines, exports
 from keyrouter.compliance.channels import channel_of
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_number, mask_text, mask_value
@@ -42,25 +38,10 @@ from keyrouter.store import (
 from keyrouter.web.pending import Pending, effects_of, pending
 from keyrouter.worker.reload import rules_version
 
-T = TypeVar("T")
-
 PAGE_SIZE = 50
 #: The ledger actions the filter offers: the effects, and a confirmation that failed for good
 #: (an optional `reply`, docs/opt-out-duty.md).
 EFFECTS = ("blacklist", "unblacklist", "iys_ret", "iys_onay", "reply_failed")
-
-
-_E164 = re.compile(r"\+\d[\d*]{5,17}")  # a number, or one masked: no formula can hide in it
-
-
-def cell(value: T) -> T | str:
-    """A CSV cell a spreadsheet will not run: text that starts like a formula (=, +, -, @, tab,
-    CR) gets a leading apostrophe, except an E.164 number (masked or not).  Survey choices and
-    message ids come from SMS senders."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") \
-            and not _E164.fullmatch(value):
-        return "'" + value
-    return value
 
 
 # ---------------------------------------------------------------- rules: files, hash, surveys
@@ -138,41 +119,16 @@ def survey_view(results: SurveyResults, declared: tuple[str, ...]) -> SurveyView
                       timefmt.display(results.last_vote_at), sum(n for _, n, _ in bars))
 
 
-def survey_csv(view: SurveyView) -> str:
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["survey", "choice", "votes", "percent", "declared"])
-    for choice, n, declared in view.bars:
-        pct = round(100 * n / view.total, 1) if view.total else 0.0
-        w.writerow([cell(view.survey), cell(choice), n, pct, "yes" if declared else "no"])
-    w.writerow([])
-    w.writerow(["voters", view.voters])
-    w.writerow(["rejected", view.rejected])
-    w.writerow(["last_vote", view.last_vote])
-    return out.getvalue()
-
-
 # ---------------------------------------------------------------- opt-out ledger
 #: Effects a refusal has: the law's three business days apply to them (an opt-in has no deadline).
-REFUSALS = ("blacklist", "iys_ret")
+REFUSALS = exports.REFUSALS
 PENDING_SHOWN = 100
 Deadline = Callable[[float], float]
 
 
 def deadline_function() -> Deadline:
-    """The opt-out deadline (three Turkish business days, keyrouter.compliance.deadlines).  It
-    depends only on the Turkey-time day received (that day is not counted, whatever the hour), so
-    it is computed once per day, not once per line."""
-
-    @functools.lru_cache(maxsize=4096)
-    def for_day(day: date) -> float:
-        return deadlines.deadline(datetime.combine(day, datetime.min.time(), TURKEY)
-                                  + timedelta(hours=12)).timestamp()
-
-    def deadline(received_at: float) -> float:
-        return for_day(datetime.fromtimestamp(received_at, TURKEY).date())
-
-    return deadline
+    """The opt-out deadline (three Turkish business days), computed once per day received."""
+    return deadlines.deadline_epoch
 
 
 @functools.lru_cache(maxsize=4096)
@@ -313,11 +269,6 @@ async def ledger_page(store: LedgerStore, f: LedgerFilter, before: LedgerCursor 
     return LedgerPage(got, nxt, nxt is not None)
 
 
-LEDGER_CSV_FIELDS = ("status", "where", "received_at", "number", "effect", "keyword", "message_id",
-                     "handled_at", "iys_outcome", "iys_transaction_id", "deadline", "deadline_met",
-                     "date_given", "channel")
-
-
 def received_text(e: OptOut) -> str:
     """When the message was received; for a row the provider gave no date, the time keyrouter
     first saw it, said so (docs/ordering-and-masking.md)."""
@@ -325,46 +276,15 @@ def received_text(e: OptOut) -> str:
     return when if e.dated else f"{when} (first seen: no date from the provider)"
 
 
-def _csv_row(e: OptOut, full: bool, deadline: Deadline | None, pending: bool,
-             where: str = "ledger") -> list[str]:
-    due = deadline(e.received_at) if deadline and e.action in REFUSALS else None
-    if deadline is None:
-        shown, met = "not tracked", ""
-    elif due is None:
-        shown, met = "", ""
-    else:
-        shown = timefmt.display(due)
-        met = "pending" if pending else ("yes" if e.handled_at <= due else "no")
-    row = ["pending" if pending else "handled", where, timefmt.display(e.received_at),
-           e.number if full else mask_number(e.number), e.action, e.keyword or "", e.message_id,
-           "" if pending else timefmt.display(e.handled_at), e.outcome or "", e.transaction_id or "",
-           shown, met, "yes" if e.dated else "no",
-           channel_of(e.message_id)]
-    return [cell(v) for v in row]
-
-
-async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool, deadline: Deadline | None,
-                     rules: RulesInfo | None = None,
-                     chunk: int = 1000) -> AsyncIterator[str]:
-    """Pending effects first, then the filtered ledger newest first, read a chunk at a time
-    (never all at once)."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(LEDGER_CSV_FIELDS)
-    for p in (await pending_rows(store, f, rules))[0] if rules is not None else ():
-        w.writerow(_csv_row(p.entry, full_numbers, deadline, True, p.where))
-    before: LedgerCursor | None = None
-    while True:
-        got = await store.optouts_page(before=before, limit=chunk, since=f.since(),
-                                       until=f.until(), action=f.effect)
-        for e in got:
-            w.writerow(_csv_row(e, full_numbers, deadline, False))
-        yield out.getvalue()
-        out.seek(0)
-        out.truncate()
-        if len(got) < chunk:
-            return
-        before = ledger_cursor(got[-1])
+async def ledger_csv(store: Store, f: LedgerFilter, full_numbers: bool,
+                     rules: RulesInfo | None = None, chunk: int = 1000) -> AsyncIterator[str]:
+    """The CSV download (keyrouter.compliance.exports, as `keyrouter optouts export` writes it):
+    pending effects first, then the filtered ledger newest first, a chunk at a time."""
+    waiting = (await pending_rows(store, f, rules))[0] if rules is not None else []
+    async for text in exports.ledger_csv_stream(
+            store, full_numbers=full_numbers, since=f.since(), until=f.until(), action=f.effect,
+            pending=[(p.entry, p.where) for p in waiting], chunk=chunk):
+        yield text
 
 
 # ---------------------------------------------------------------- dead letters

@@ -25,6 +25,7 @@ from keyrouter.store import HORIZON_MARGIN, OptOut, Store, SurveyResults, ledger
 from keyrouter.store.retried import RETRIED_KEY, is_retried_row, retried_row_json
 
 from .conversation_contract import ConversationContract
+from .decision_contract import DecisionContract
 from .info_contract import InfoContract
 from .ledger_contract import LedgerContract
 from .reconcile_contract import ReconcileContract
@@ -71,7 +72,8 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract(ConversationContract, LedgerContract, ReconcileContract, InfoContract):
+class StoreContract(ConversationContract, DecisionContract, LedgerContract, ReconcileContract,
+                    InfoContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture

@@ -180,13 +180,13 @@ def test_optouts_csv_masked_without_token_full_with_it(open_client: TestClient,
     r = open_client.get("/optouts.csv", params={"effect": "blacklist"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert len(rows) == 109 and {row["effect"] for row in rows} == {"blacklist"}
+    assert len(rows) == 109 and {row["action"] for row in rows} == {"blacklist"}
     assert rows[0]["status"] == "pending" and rows[0]["message_id"] == "p-old"
-    assert rows[0]["deadline_met"] == "pending"
+    assert rows[0]["within_deadline"] == "pending"
     assert rows[1]["message_id"] == "m0119" and rows[1]["number"] == MASKED and NUMBER not in r.text
     assert rows[1]["received_at"].endswith("+03:00")
-    assert (rows[1]["deadline"], rows[1]["deadline_met"]) == ("2026-10-01 00:00:00 +03:00", "yes")
-    assert rows[-1]["message_id"] == "m0001" and rows[-1]["deadline_met"] == "no"
+    assert (rows[1]["deadline"], rows[1]["within_deadline"]) == ("2026-10-01T00:00:00+03:00", "yes")
+    assert rows[-1]["message_id"] == "m0001" and rows[-1]["within_deadline"] == "no"
     assert token_client.get("/optouts.csv").status_code == 401
     r = token_client.get("/optouts.csv", headers=BEARER, params={"from": "2026-09-22", "to": "2026-09-22"})
     rows = list(csv.DictReader(io.StringIO(r.text)))

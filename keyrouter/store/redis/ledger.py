@@ -3,26 +3,38 @@ call (lua_ledger.py), over the namespace's keys (keys.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from keyrouter.store.codec import row_json
+from keyrouter.store.decisions import DECISION_ACTIONS
 from keyrouter.store.keys import Keys, check_policy
 from keyrouter.store.redis import lua_ledger as ledger_lua
 from keyrouter.store.redis.parts import Ready, Register
 from keyrouter.store.redis.script import escape, stored_body, unescaped
 from keyrouter.store.roles import LedgerStore, VoteStore
-from keyrouter.store.values import DECISIONS, LedgerCursor, OptOut, SurveyResults
+from keyrouter.store.values import (
+    DECISION_HOLD,
+    DECISIONS,
+    OPT_OUT_ACTIONS,
+    Decision,
+    LedgerCursor,
+    OptOut,
+    SurveyResults,
+)
 
 
 class RedisLedger(LedgerStore, VoteStore):
-    """Keys `optouts`, `optouts:at`, `optouts:latest`, `optouts:pending` and `survey:<id>:*`."""
+    """Keys `optouts`, `optouts:at`, `optouts:latest`, `optouts:pending`, `optouts:holder` and
+    `survey:<id>:*` (keys.py)."""
 
-    def __init__(self, client: Any, keys: Keys, ready: Ready, script: Register,
-                 vote_ids_ttl: int) -> None:
+    def __init__(self, client: Any, keys: Keys, ready: Ready, script: Register, vote_ids_ttl: int,
+                 clock: Callable[[], float], done_keys: Callable[[], list[str]]) -> None:
         self.client, self.keys, self._ready = client, keys, ready
         self._vote_ids_ttl = vote_ids_ttl
+        self._clock, self._done_keys = clock, done_keys  # claim_decision: the store clock, done keys
+        self._decide = script(ledger_lua.DECIDE)
         self._optout = script(ledger_lua.OPTOUT)
         self._optouts = script(ledger_lua.OPTOUTS)
         self._pending = script(ledger_lua.PENDING)
@@ -121,3 +133,15 @@ class RedisLedger(LedgerStore, VoteStore):
         voters, last, rejected, *pairs = await self._results(keys=self.keys.survey(escape(survey))[:3])
         votes = {unescaped(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
         return SurveyResults(survey, votes, int(voters), float(last) if last else None, int(rejected))
+
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        k, id = self.keys, entry.message_id
+        verdict, other, first = await self._decide(
+            keys=[k.optouts, k.optouts_latest, k.optouts_pending, k.optouts_holder, k.dead,
+                  *self._done_keys()],
+            args=[entry.number, id, f"{id}|{entry.action}", row_json(asdict(entry)),
+                  "1" if defer else "0", "1" if entry.action in OPT_OUT_ACTIONS else "0",
+                  repr(self._clock()), repr(DECISION_HOLD), *[f"{id}|{a}" for a in DECISION_ACTIONS],
+                  entry.action],
+        )
+        return Decision(unescaped(verdict), unescaped(other) or None, unescaped(first) == "1")

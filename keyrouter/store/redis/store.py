@@ -91,7 +91,8 @@ class RedisStore(Assembled):
         super().__init__(RedisActivity(client, keys, self._ready, script, clock),
                          RedisConversations(client, keys, self._ready, script),
                          RedisReconciled(client, keys, self._ready, script),
-                         RedisLedger(client, keys, self._ready, script, vote_ids_ttl(horizon)))
+                         RedisLedger(client, keys, self._ready, script, vote_ids_ttl(horizon), clock,
+                                     self._done_keys))
 
     @classmethod
     def from_url(

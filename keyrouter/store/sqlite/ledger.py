@@ -12,13 +12,18 @@ from typing import Any
 
 from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.base import (
+    BUSY,
+    DECISION_HOLD,
     DECISIONS,
+    GRANTED,
+    Decision,
     LedgerCursor,
     OptOut,
     SurveyResults,
     ledger_cursor,
 )
 from keyrouter.store.codec import escape, unescape
+from keyrouter.store.decisions import judge
 from keyrouter.store.keys import check_policy
 from keyrouter.store.roles import LedgerStore, VoteStore
 from keyrouter.store.sqlite import sql as stmt
@@ -69,6 +74,39 @@ class SqliteLedger(LedgerStore, VoteStore):
             return bool(db.execute(
                 f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES"
                 f" ({stmt.LEDGER_VALUES})", p).rowcount)
+
+        return await self._sql.write(run)
+
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        q = self._sql.params
+        p = q(**asdict(entry))
+
+        def run(db: sqlite3.Connection) -> Decision:
+            holder = db.execute(stmt.HOLDER, p).fetchone()
+
+            def holds(message_id: str) -> bool:
+                return holder is not None and holder[0] == message_id \
+                    and p["t"] - holder[1] < DECISION_HOLD \
+                    and bool(db.execute(stmt.UNFINISHED, q(ids=stmt.json_ids([message_id]))).fetchone())
+
+            def has_line(message_id: str) -> bool:
+                return bool(db.execute(stmt.LINE, {**p, **q(other=message_id)}).fetchone())
+
+            latest = db.execute(stmt.LATEST, p).fetchone()
+            verdict = judge(entry, None if latest is None else _entry(latest), defer=defer,
+                            has_line=has_line, holds=holds)
+            if verdict is not None:
+                return verdict
+            if holder is not None and holder[0] != entry.message_id and holds(holder[0]) \
+                    and db.execute(stmt.HOLDER_PENDING, {**p, **q(holder=holder[0])}).fetchone():
+                return Decision(BUSY, holder[0])
+            db.execute(stmt.HOLDER_SET, p)
+            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
+                          " AND action = :action", p).fetchone():
+                return Decision(GRANTED)
+            first = db.execute(f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS})"
+                               f" VALUES ({stmt.LEDGER_VALUES})", p).rowcount
+            return Decision(GRANTED, first=bool(first))
 
         return await self._sql.write(run)
 

@@ -68,8 +68,8 @@ class SqliteStore(Assembled):
         self._sql = Db(self.path, self.namespace, clock, busy_timeout)
         super().__init__(SqliteActivity(self._sql), SqliteConversations(self._sql),
                          SqliteReconciled(self._sql), SqliteLedger(self._sql))
-        self._sql.tx(lambda db: [db.execute(sql) for sql in (stmt.SCHEMA + ";" + RECONCILE_SCHEMA).split(";")
-                             if sql.strip()])
+        schema = ";".join((stmt.SCHEMA, RECONCILE_SCHEMA, stmt.DECISIONS_SCHEMA))
+        self._sql.tx(lambda db: [db.execute(sql) for sql in schema.split(";") if sql.strip()])
         self._sql.tx(stmt.add_ledger_columns)
 
     def __repr__(self) -> str:
