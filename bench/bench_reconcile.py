@@ -35,7 +35,7 @@ from typing import Any
 
 from keyrouter.compliance.reconcile import Reconciler
 from keyrouter.providers.blacklist import fetch_blacklist
-from keyrouter.store import sqlite_sql as stmt
+from keyrouter.store.sqlite import sql as stmt
 from keyrouter.testing import FakeIletiMerkezi, pipeline
 
 NUMBERS = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
@@ -49,7 +49,7 @@ def number(i: int) -> str:
 
 
 async def fill_ledger(store: Any, numbers: list[str], at: float) -> None:
-    rows = [store._p(message_id=f"m{i}", action="blacklist", number=n, keyword="RET",
+    rows = [store._sql.params(message_id=f"m{i}", action="blacklist", number=n, keyword="RET",
                      received_at=at + i * 0.001, handled_at=at + i * 0.001 + 1, outcome=None,
                      transaction_id=None, dated=1) for i, n in enumerate(numbers)]
 
@@ -58,7 +58,7 @@ async def fill_ledger(store: Any, numbers: list[str], at: float) -> None:
                        f" ({stmt.LEDGER_VALUES})", rows)
         db.executemany(stmt.LATEST_UPDATE, rows)
 
-    await store._write(run)
+    await store._sql.write(run)
 
 
 async def measure(name: str, fake: FakeIletiMerkezi, body: Callable[[], Awaitable[str]]) -> None:

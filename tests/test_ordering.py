@@ -25,7 +25,7 @@ from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.store import open_store
 from keyrouter.store.base import OptOut
 from keyrouter.store.keys import Keys
-from keyrouter.store.redis_connect import connect
+from keyrouter.store.redis.connect import connect
 from keyrouter.testing import FakeIletiMerkezi, pipeline, process
 from keyrouter.timefmt import iys as consent_date_of
 from keyrouter.web import pages

@@ -28,7 +28,8 @@ from keyrouter import timefmt
 from keyrouter.compliance.channels import channel_of
 from keyrouter.compliance.deadlines import deadline_epoch
 from keyrouter.masking import mask_number
-from keyrouter.store.base import LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
+from keyrouter.store.base import LedgerCursor, OptOut, SurveyResults, ledger_cursor
+from keyrouter.store.roles import LedgerStore
 
 __all__ = [
     "LEDGER_FIELDS",
@@ -146,7 +147,7 @@ def ledger_jsonl(entries: Iterable[OptOut], *, full_numbers: bool = True) -> Ite
         yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
-async def ledger_csv_stream(store: Store, *, full_numbers: bool, since: float | None = None,
+async def ledger_csv_stream(store: LedgerStore, *, full_numbers: bool, since: float | None = None,
                             until: float | None = None, action: str | None = None,
                             pending: Iterable[tuple[OptOut, str]] = (),
                             chunk: int = 1000) -> AsyncIterator[str]:

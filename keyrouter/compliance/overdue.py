@@ -139,10 +139,9 @@ async def collect(store: Store, rule_effects: Mapping[str, Sequence[str]] | None
 
 async def _shared_effects(store: Store, router: Router | None) -> list[tuple[Message, str]]:
     """(message, effect) for the opt-outs among the rows workers share (unfinished messages)."""
-    published = getattr(store, "published", None)
-    if router is None or published is None:
+    if router is None:
         return []
-    _, rows = await published(0)
+    _, rows = await store.published(0)
     found = []
     for _, text in rows:
         try:

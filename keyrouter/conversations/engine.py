@@ -32,7 +32,7 @@ from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.emoji import has_emoji
 from keyrouter.rules.model import HandlerEntry, Rule, RuleSet
 from keyrouter.rules.router import Match, Route
-from keyrouter.store.base import Store
+from keyrouter.store.roles import ConversationStore
 
 logger = logging.getLogger("keyrouter.conversations")
 #: Tries of the compare-and-set before the entry fails (and is retried by the dispatcher).
@@ -52,7 +52,7 @@ def is_opt_out(rule: Rule) -> bool:
 class Conversations:
     """The conversations of one rule set, for one dispatcher (its store and clock)."""
 
-    def __init__(self, rules: RuleSet, store: Store | None,
+    def __init__(self, rules: RuleSet, store: ConversationStore | None,
                  clock: Callable[[], float] = time.time) -> None:
         self.by_id: dict[str, Conversation] = {c.id: c for c in rules.conversations}
         self.start_rules: dict[str, Rule] = {r.name: r for r in rules.rules
@@ -65,12 +65,12 @@ class Conversations:
                                          for w in conv.start)) for conv in self.by_id.values()]
 
     @property
-    def store(self) -> Store:
+    def store(self) -> ConversationStore:
         assert self._store is not None, "a conversation engine without a store (keyrouter check)"
         return self._store
 
     @classmethod
-    def for_rules(cls, rules: RuleSet, store: Store,
+    def for_rules(cls, rules: RuleSet, store: ConversationStore,
                   clock: Callable[[], float] = time.time) -> Conversations | None:
         return cls(rules, store, clock) if rules.conversations else None
 

@@ -11,13 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from keyrouter.message import TURKEY
 from keyrouter.settings import Settings
-from keyrouter.store import Store, open_store
+from keyrouter.store import LedgerStore, ReconcileStore, ServerFacts, open_store
 
 MIN_REDIS = (6, 2)
+
+
+class ReconcileLedger(ReconcileStore, LedgerStore, Protocol):
+    """What the reconcile check reads: the reconciliation document and the ledger's first page."""
 
 
 @dataclass
@@ -38,23 +42,20 @@ async def check_store(settings: Settings) -> list[Check]:
     except ValueError as exc:
         return [Check("store", "fail", str(exc), "fix KEYROUTER_STORE")]
     try:
-        started = time.perf_counter()
-        try:
-            await asyncio.wait_for(store.counts(), 10)
-        except Exception as exc:
-            if type(exc).__name__ in ("MovedError", "AskError"):
-                return [Check("store", "fail", f"{store!r} is a node of a Redis Cluster",
-                              "use a redis+cluster:// URL")]
-            return [Check("store", "fail", f"{store!r} unreachable ({type(exc).__name__})",
+        health = await store.health(timeout=10)
+        if health.cluster_node:
+            return [Check("store", "fail", f"{store!r} is a node of a Redis Cluster",
+                          "use a redis+cluster:// URL")]
+        if not health.ok:
+            return [Check("store", "fail", f"{store!r} unreachable ({health.error})",
                           "check KEYROUTER_STORE and that the server runs and accepts this host")]
-        rtt = (time.perf_counter() - started) * 1000
-        found = [Check("store", "ok", f"{store!r} answered in {rtt:.1f} ms")]
+        found = [Check("store", "ok", f"{store!r} answered in {health.latency_ms:.1f} ms")]
         found.append(await check_reconcile(store, settings))
-        client = getattr(store, "client", None)
-        if client is not None and hasattr(client, "info"):
-            found += await _redis_checks(client)
-        elif hasattr(store, "path"):
-            found += _sqlite_checks(str(store.path))
+        described = store.describe()
+        if health.servers:
+            found += _redis_checks(health.servers)
+        elif described.file is not None:
+            found += _sqlite_checks(described.file)
         else:
             found.append(Check("store kind", "warn", "memory:// keeps nothing between runs",
                                "use redis:// or sqlite:/// in production"))
@@ -63,7 +64,7 @@ async def check_store(settings: Settings) -> list[Check]:
         await store.close()
 
 
-async def check_reconcile(store: Store, settings: Settings, now: float | None = None) -> Check:
+async def check_reconcile(store: ReconcileLedger, settings: Settings, now: float | None = None) -> Check:
     """The last blacklist reconciliation (docs/reconciliation.md): when, and whether the ledger
     and the provider agreed."""
     state = await asyncio.wait_for(store.reconcile_state(), 10) or {}
@@ -91,24 +92,14 @@ async def check_reconcile(store: Store, settings: Settings, now: float | None = 
     return Check("reconcile", "ok", detail + "; the ledger and the provider agreed")
 
 
-async def _redis_checks(client: Any) -> list[Check]:
+def _redis_checks(servers: tuple[ServerFacts, ...]) -> list[Check]:
     """Policy, persistence and version of the server, or of every primary of a cluster (the
     worst one is reported, with its address)."""
-    primaries = client.get_primaries() if hasattr(client, "get_primaries") else []
-    targets: list[tuple[str, dict[str, Any]]] = []
-    for node in primaries or [None]:
-        extra = {"target_nodes": node} if node is not None else {}
-        info = await client.info(**extra)
-        try:
-            save = (await client.config_get("save", **extra)).get("save", "")
-        except Exception:  # CONFIG is often disabled on managed Redis
-            save = None
-        info["_save"] = save
-        targets.append((f" on {node.name}" if node is not None else "", info))
+    targets = [(f" on {s.name}" if s.name else "", s) for s in servers]
     return [_worst(targets, _policy), _worst(targets, _persistence), _worst(targets, _version)]
 
 
-def _worst(targets: list[tuple[str, dict[str, Any]]], check: Callable[[dict[str, Any]], Check]) -> Check:
+def _worst(targets: list[tuple[str, ServerFacts]], check: Callable[[ServerFacts], Check]) -> Check:
     order = {"fail": 0, "warn": 1, "ok": 2, "skip": 3}
     results = []
     for where, info in targets:
@@ -119,8 +110,8 @@ def _worst(targets: list[tuple[str, dict[str, Any]]], check: Callable[[dict[str,
     return min(results, key=lambda c: order[c.status])
 
 
-def _policy(info: dict[str, Any]) -> Check:
-    policy = str(info.get("maxmemory_policy", "unknown"))
+def _policy(info: ServerFacts) -> Check:
+    policy = info.policy
     if policy != "noeviction":
         return Check("redis maxmemory-policy", "fail",
                      f"{policy}: Redis may evict done markers and repeat handler effects",
@@ -128,16 +119,16 @@ def _policy(info: dict[str, Any]) -> Check:
     return Check("redis maxmemory-policy", "ok", "noeviction")
 
 
-def _persistence(info: dict[str, Any]) -> Check:
-    if int(info.get("aof_enabled", 0)) == 1:
+def _persistence(info: ServerFacts) -> Check:
+    if info.aof:
         return Check("redis persistence", "ok", "AOF on")
-    what = "persistence off" if info.get("_save") == "" else "AOF off (snapshots only)"
+    what = "persistence off" if info.save == "" else "AOF off (snapshots only)"
     return Check("redis persistence", "warn", f"{what}: a restart loses recent done markers",
                  "appendonly yes (and appendfsync everysec)")
 
 
-def _version(info: dict[str, Any]) -> Check:
-    version = str(info.get("redis_version", "unknown"))
+def _version(info: ServerFacts) -> Check:
+    version = info.version
     try:
         parts = tuple(int(x) for x in version.split(".")[:2])
     except ValueError:

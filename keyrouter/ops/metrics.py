@@ -212,12 +212,8 @@ class Metrics(Events):
     # ------------------------------------------------------------------ store reads (event loop)
     async def refresh(self, store: Store, timeout: float = 5.0) -> None:
         """One store read: dead letters held, and whether the store answers."""
-        count = getattr(store, "dead_letter_count", None)  # one cheap read where the store has it
         try:
-            if count is not None:
-                held = int(await asyncio.wait_for(count(), timeout))
-            else:
-                held = len(await asyncio.wait_for(store.dead_letters(), timeout))
+            held = int(await asyncio.wait_for(store.dead_letter_count(), timeout))
         except Exception as exc:  # any failure means "unreachable" for readiness
             self.store_error = type(exc).__name__
             return

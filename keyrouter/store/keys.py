@@ -4,7 +4,7 @@ Layout for namespace `ns`: every key starts `keyrouter:{ns}:` with literal brace
 hash tag, so all keys of a namespace live in one hash slot and every script runs on a cluster (the
 scripts build per-id names from prefixes; that is allowed within the slot of their declared keys).
 Names below are relative to that prefix; `<id>` is an id through `codec.escape`.  Versions before
-the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time move (redis.py).
+the hash tag used `keyrouter:ns:`; `legacy_prefix` names them for the one-time move (redis/store.py).
 
 - `done`              SET of finished (done or skipped) ids, when there is no horizon; with a
                       horizon, the ids finished `forever` (their markers never expire);

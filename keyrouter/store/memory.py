@@ -7,73 +7,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from keyrouter.ordering import Position, compare, entry_position
-from keyrouter.store.activity import Activity, MemoryActivity
+from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
-    DECISIONS,
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
-    LedgerCursor,
-    OptOut,
-    Store,
-    SurveyResults,
-    ledger_cursor,
-    ledger_key,
+    Description,
+    Health,
 )
 from keyrouter.store.codec import read_row, row_json
-from keyrouter.store.conversations import ConversationSpace, MemoryConversations
-from keyrouter.store.decisions import MemoryDecisions
-from keyrouter.store.keys import check_namespace, check_policy
-from keyrouter.store.reconciled import MemoryReconciled, Reconciled
+from keyrouter.store.keys import check_namespace
+from keyrouter.store.memory_parts import (
+    MemoryActivity,
+    MemoryConversations,
+    MemoryLedger,
+    MemoryReconciled,
+    Space,
+)
+from keyrouter.store.probe import probe
 from keyrouter.store.retried import retried_row_json
 
-COUNTERS = ("done", "skipped", "dead", "failed")
 
-
-@dataclass
-class Survey:
-    """One survey's votes; `counts` never holds a zero, like the other backends."""
-
-    votes: dict[str, str] = field(default_factory=dict)  # voter -> counted choice
-    counts: dict[str, int] = field(default_factory=dict)  # choice -> voters
-    last_vote_at: float | None = None
-    rejected: int = 0
-    seen: set[str] = field(default_factory=set)  # vote ids applied (kept for the process' life)
-
-
-@dataclass
-class Space:
-    """One namespace's state.  `finished` maps id -> expiry of the markers that expire, kept in
-    marking order so expired ones can be swept from the front; `kept` holds the markers that never
-    expire (no horizon, or finished `forever`)."""
-
-    finished: dict[str, float] = field(default_factory=dict)
-    kept: set[str] = field(default_factory=set)
-    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (owner, until)
-    retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> (attempts, at)
-    progress: dict[str, set[str]] = field(default_factory=dict)
-    dead: dict[str, DeadLetter] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    optouts: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # (message_id, action)
-    latest: dict[str, OptOut] = field(default_factory=dict)  # number -> latest_optout
-    pending: dict[tuple[str, str], OptOut] = field(default_factory=dict)  # marks not yet recorded
-    holders: dict[str, tuple[str, float]] = field(default_factory=dict)  # claim_decision's
-    surveys: dict[str, Survey] = field(default_factory=dict)
-    fetch: tuple[str, float] | None = None  # (owner, until) of the fetch lease
-    fetch_token: int = 0
-    published: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (seq, row)
-    publish_seq: int = 0
-    activity: Activity = field(default_factory=Activity)  # last poll, per-rule hours
-    conversations: ConversationSpace = field(default_factory=ConversationSpace)
-    reconciled: Reconciled = field(default_factory=Reconciled)  # reconcile state and rows
-
-
-class MemoryStore(MemoryActivity, MemoryConversations, MemoryDecisions, MemoryReconciled, Store):
+class MemoryStore(Assembled):
     """`spaces` lets several stores (namespaces) share one backend, as they would share a Redis;
     `clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
@@ -90,9 +48,17 @@ class MemoryStore(MemoryActivity, MemoryConversations, MemoryDecisions, MemoryRe
         self._clock = clock
         self._spaces = {} if spaces is None else spaces
         self._s = self._spaces.setdefault(namespace, Space())
+        super().__init__(MemoryActivity(self._s, clock), MemoryConversations(self._s),
+                         MemoryReconciled(self._s), MemoryLedger(self._s, clock, self._is_finished))
 
     def __repr__(self) -> str:
         return f"MemoryStore(memory://, namespace={self.namespace!r})"
+
+    async def health(self, timeout: float = 10.0) -> Health:
+        return await probe(self.counts, timeout)
+
+    def describe(self) -> Description:
+        return Description("memory", "memory://", self.namespace, persistent=False)
 
     def _sweep(self) -> None:
         now = self._clock()
@@ -294,60 +260,7 @@ class MemoryStore(MemoryActivity, MemoryConversations, MemoryDecisions, MemoryRe
         for id in ids:
             self._s.published.pop(id, None)
 
-    async def record_optout(self, entry: OptOut) -> None:
-        key = (entry.message_id, entry.action)
-        self._s.pending.pop(key, None)
-        if key in self._s.optouts:
-            return  # a repeat: the first write wins, and changes nothing else
-        self._s.optouts[key] = entry
-        latest = self._s.latest.get(entry.number)
-        newer = latest is None or compare(_position(entry), _position(latest)) >= 0
-        if entry.action in DECISIONS and newer:
-            self._s.latest[entry.number] = entry
-
-    async def latest_optout(self, number: str) -> OptOut | None:
-        return self._s.latest.get(number)
-
-    async def optouts(self, since: float | None = None) -> list[OptOut]:
-        found = [e for e in self._s.optouts.values() if since is None or e.received_at >= since]
-        return sorted(found, key=_ledger_order)
-
-    async def mark_optout_pending(self, entry: OptOut) -> bool:
-        key = (entry.message_id, entry.action)
-        if key in self._s.optouts or key in self._s.pending:
-            return False
-        self._s.pending[key] = entry
-        return True
-
-    async def pending_optouts(self) -> list[OptOut]:
-        return sorted(self._s.pending.values(), key=_ledger_order)
-
-    # -- paginated reads (the dashboard); memory is for tests, so plain sorts are fine ----------
-
-    async def optouts_scan(
-        self,
-        *,
-        before: LedgerCursor | None = None,
-        limit: int = 50,
-        scan: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        action: str | None = None,
-    ) -> tuple[list[OptOut], LedgerCursor | None]:
-        if limit <= 0:
-            return [], None
-        after = None if before is None else (before[0], f"{before[1]}|{before[2]}")
-        window = sorted((
-            e for e in self._s.optouts.values()
-            if (since is None or e.received_at >= since) and (until is None or e.received_at < until)
-            and (after is None or ledger_key(e) < after)), key=ledger_key, reverse=True)
-        found: list[OptOut] = []
-        for examined, e in enumerate(window, 1):
-            if action is None or e.action == action:
-                found.append(e)
-            if len(found) >= limit or (scan is not None and scan > 0 and examined >= scan):
-                return found, ledger_cursor(e)
-        return found, None
+    # -- dead-letter pages (the dashboard); memory is for tests, so plain sorts are fine --------
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
                                 rules: Sequence[str] | None = None,
@@ -356,57 +269,8 @@ class MemoryStore(MemoryActivity, MemoryConversations, MemoryDecisions, MemoryRe
         ordered = sorted(found, key=lambda d: (d.failed_at, d.id), reverse=not oldest_first)
         return ordered[max(0, offset) : max(0, offset) + max(0, limit)]
 
-    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        return {tuple(k) for k in keys if tuple(k) in self._s.optouts}  # type: ignore[misc]
-
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
         return self._s.dead.get(id)
 
     async def dead_letter_count(self) -> int:
         return len(self._s.dead)
-
-    async def vote(
-        self,
-        survey: str,
-        voter: str,
-        choice: str,
-        *,
-        policy: str,
-        now: float,
-        valid: bool = True,
-        vote_id: str = "",
-    ) -> bool:
-        check_policy(policy)
-        s = self._s.surveys.setdefault(survey, Survey())
-        if vote_id:
-            if vote_id in s.seen:
-                return False
-            s.seen.add(vote_id)
-        if not valid:
-            s.rejected += 1
-            return False
-        s.last_vote_at = now if s.last_vote_at is None else max(s.last_vote_at, now)
-        old = s.votes.get(voter)
-        if old == choice or (old is not None and policy == "first"):
-            return False
-        if old is not None:
-            s.counts[old] -= 1
-            if not s.counts[old]:
-                del s.counts[old]
-        s.votes[voter] = choice
-        s.counts[choice] = s.counts.get(choice, 0) + 1
-        return True
-
-    async def survey_results(self, survey: str) -> SurveyResults:
-        s = self._s.surveys.get(survey, Survey())
-        return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
-
-
-
-def _position(entry: OptOut) -> Position:
-    return entry_position(entry.received_at, entry.dated, entry.message_id)
-
-
-def _ledger_order(entry: OptOut) -> tuple[float, str]:
-    """received_at, then the Redis member "message_id|action" (as Redis orders ties)."""
-    return entry.received_at, f"{entry.message_id}|{entry.action}"

@@ -9,7 +9,7 @@ from markupsafe import Markup
 
 from keyrouter.conversations.results import funnel, question_counts
 from keyrouter.rules.conversations import Conversation
-from keyrouter.store import Store
+from keyrouter.store import ConversationStore
 from keyrouter.web.charts import bar_chart
 
 
@@ -22,7 +22,7 @@ class ConversationView:
     counts: dict[str, int]
 
 
-async def conversation_views(store: Store, conversations: tuple[Conversation, ...],
+async def conversation_views(store: ConversationStore, conversations: tuple[Conversation, ...],
                              now: float) -> list[ConversationView]:
     views = []
     for conv in conversations:

@@ -26,7 +26,15 @@ from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.loader import load_rules, rule_files
 from keyrouter.rules.model import RuleSet
 from keyrouter.rules.router import Router
-from keyrouter.store import DeadLetter, LedgerCursor, OptOut, Store, SurveyResults, ledger_cursor
+from keyrouter.store import (
+    DeadLetter,
+    LedgerCursor,
+    LedgerStore,
+    OptOut,
+    Store,
+    SurveyResults,
+    ledger_cursor,
+)
 from keyrouter.web.pending import Pending, effects_of, pending
 from keyrouter.worker.reload import rules_version
 
@@ -251,7 +259,7 @@ class LedgerPage:
     searched: bool = False  # the page is short because LEDGER_SCAN lines were examined
 
 
-async def ledger_page(store: Store, f: LedgerFilter, before: LedgerCursor | None,
+async def ledger_page(store: LedgerStore, f: LedgerFilter, before: LedgerCursor | None,
                       limit: int = PAGE_SIZE) -> LedgerPage:
     got, nxt = await store.optouts_scan(before=before, limit=limit + 1, since=f.since(),
                                         until=f.until(), action=f.effect,

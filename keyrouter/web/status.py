@@ -9,7 +9,7 @@ from pathlib import Path
 
 from keyrouter import timefmt
 from keyrouter.message import RowError, parse_row
-from keyrouter.store import Store
+from keyrouter.store import ActivityStore, FeedStore
 from keyrouter.store.choice import redact_store_url
 from keyrouter.web.pages import RulesInfo, file_hashes
 
@@ -21,7 +21,7 @@ class Inbox:
     lag: str  # its age: the inbox lag
 
 
-async def inbox(store: Store, now: float) -> Inbox:
+async def inbox(store: FeedStore, now: float) -> Inbox:
     """The rows the workers share (`Store.published`: fetched, unfinished), one read bounded by
     the inbox: how many wait and the age of the oldest, i.e. the inbox lag."""
     _, rows = await store.published(0)
@@ -82,7 +82,7 @@ class Routed:
     window: int  # hours
 
 
-async def last_poll(store: Store, now: float) -> Poll:
+async def last_poll(store: ActivityStore, now: float) -> Poll:
     """The fetch leader's latest get-inbox poll (`Store.last_poll`), one small read."""
     poll = await store.last_poll()
     if poll is None:
@@ -90,7 +90,7 @@ async def last_poll(store: Store, now: float) -> Poll:
     return Poll(timefmt.display(poll[0]), age(now - poll[0]), poll[1])
 
 
-async def routed(store: Store, now: float, window: int = 24) -> Routed:
+async def routed(store: ActivityStore, now: float, window: int = 24) -> Routed:
     """Messages finished per rule in the last `window` hours (`Store.routed_since`): one read of at
     most `window` small counters, whatever the traffic."""
     current = int(now // 3600)

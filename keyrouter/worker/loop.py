@@ -17,11 +17,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable
-
-import redis
 
 from keyrouter.dispatch import Report
 from keyrouter.events import NO_EVENTS, Events
@@ -32,14 +29,15 @@ from keyrouter.providers.iletimerkezi import (
     PermanentApiError,
     TransientApiError,
 )
+from keyrouter.store.errors import STORE_ERRORS
 from keyrouter.worker.intake import Intake
 from keyrouter.worker.reconcile import ReconcileTicker
 from keyrouter.worker.runtime import Runtime
 
 logger = logging.getLogger("keyrouter.worker")
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_CONFIG, EXIT_AUTH, EXIT_POLL_FAILED = 0, 1, 2, 3, 4
-#: Store failures worth a one-line log (anything else is logged with its traceback, once per kind).
-STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+#: Store failures (store/errors.py) are worth a one-line log; anything else is logged with its
+#: traceback, once per kind.
 TRANSIENT = (TransientApiError, *STORE_ERRORS)  # kept for callers of the first round
 #: Too many handler threads stuck past their time limits (KEYROUTER_MAX_ABANDONED): the
 #: dispatcher stopped the worker cleanly so that its supervisor restarts it.

@@ -1,4 +1,4 @@
-"""The store contract (keyrouter/store/base.py), as one suite every backend runs.
+"""The store contract (keyrouter/store/roles.py, `Store` in base.py), as one suite every backend runs.
 
 A backend's test module subclasses `StoreContract` and provides the `make_store` fixture: a factory
 of stores over ONE shared backend (same dicts, file or Redis), each call with a fresh namespace
@@ -26,6 +26,7 @@ from keyrouter.store.retried import RETRIED_KEY, is_retried_row, retried_row_jso
 
 from .conversation_contract import ConversationContract
 from .decision_contract import DecisionContract
+from .info_contract import InfoContract
 from .ledger_contract import LedgerContract
 from .reconcile_contract import ReconcileContract
 
@@ -71,7 +72,8 @@ def optout(message_id: str, received_at: float, action: str = "blacklist", **kw:
     return OptOut(**{**fields, **kw}, action=action, message_id=message_id, received_at=received_at)
 
 
-class StoreContract(ConversationContract, DecisionContract, LedgerContract, ReconcileContract):
+class StoreContract(ConversationContract, DecisionContract, LedgerContract, ReconcileContract,
+                    InfoContract):
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture

@@ -1,4 +1,4 @@
-"""The conversation records of the store contract (keyrouter/store/base.py, Conversations):
+"""The conversation records of the store contract (keyrouter/store/roles.py, ConversationStore):
 every backend keeps each respondent's latest record, saves only over the record it expects (one
 message applied once, whatever races), and lists each conversation's runs."""
 

@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from keyrouter.store import Store, open_store
+from keyrouter.store import Description, Store, open_store
 from keyrouter.store.memory import MemoryStore, Space
 
 from .contract import MakeStore, StoreContract
@@ -55,3 +55,8 @@ def test_open_unknown_scheme_names_it_without_secrets(url: str) -> None:
 def test_namespaces_that_could_alias_keys_are_refused(namespace: str) -> None:
     with pytest.raises(ValueError, match="namespace"):
         open_store("memory://", namespace)
+
+
+def test_describe_says_memory_keeps_nothing() -> None:
+    described = open_store("memory://", "acct-1").describe()
+    assert described == Description("memory", "memory://", "acct-1", persistent=False)

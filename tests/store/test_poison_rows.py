@@ -23,7 +23,7 @@ from redis_dbs import STORE_URL
 
 from keyrouter.message import FIRST_SEEN, RowError, parse_row
 from keyrouter.store.keys import Keys
-from keyrouter.store.redis_connect import connect
+from keyrouter.store.redis.connect import connect
 from keyrouter.testing import pipeline, process
 
 REDIS_URL = STORE_URL

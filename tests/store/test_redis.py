@@ -18,6 +18,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 from redis_dbs import STORE_URL
+from redis_server import free_port
 
 from keyrouter.conversations.steps import Record
 from keyrouter.store import HORIZON_MARGIN, Store, open_store
@@ -217,6 +218,31 @@ class TestRealRedisStore(RedisContract):
         await client.ping()  # unreachable: the test errors, it does not skip
         yield client
         await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_health_and_describe_on_a_real_server_without_its_password() -> None:
+    url = REDIS_URL.replace("redis://", "redis://:s3cret@", 1)
+    store = open_store(url, f"t-{uuid4().hex}")
+    try:
+        described = store.describe()
+        assert (described.kind, described.persistent, described.file) == ("redis", True, None)
+        assert described.location.startswith("redis://127.0.0.1:") and "s3cret" not in described.location
+    finally:
+        await store.close()
+    async with open_store(REDIS_URL, f"t-{uuid4().hex}") as store:
+        health = await store.health()
+        (server,) = health.servers
+        assert health.ok and server.name == "" and server.version.count(".") >= 1, health
+        assert server.info_error == "" and server.policy != "unknown", health
+
+
+@pytest.mark.anyio
+async def test_health_of_an_unreachable_redis_says_so_without_raising() -> None:
+    port = free_port()
+    async with open_store(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=1", "t") as store:
+        health = await store.health(timeout=5)
+    assert not health.ok and health.error and not health.cluster_node and health.servers == ()
 
 
 class CountingConnection(aioredis.Connection):

@@ -85,6 +85,26 @@ async def test_open_store_takes_a_cluster_url(redis_cluster_url: str) -> None:
         await store.close()
 
 
+@pytest.mark.anyio
+async def test_health_and_describe_on_the_cluster(redis_cluster_url: str) -> None:
+    async with open_store(redis_cluster_url, f"t-{uuid4().hex}") as store:
+        health, described = await store.health(), store.describe()
+    assert health.ok and len(health.servers) == 3, health
+    assert all(s.name.startswith("127.0.0.1:") and s.version != "unknown" for s in health.servers)
+    assert (described.kind, described.location) == ("redis-cluster", redis_cluster_url)
+
+
+@pytest.mark.anyio
+async def test_a_single_server_url_to_a_cluster_node_is_told_apart(redis_cluster_url: str) -> None:
+    """A key of another master's slot answers MOVED: `doctor` says to use redis+cluster://."""
+    plain = redis_cluster_url.replace("redis+cluster://", "redis://", 1)
+    found = []
+    for n in range(12):  # 12 namespaces all in the first node's slots: (1/3)**12
+        async with open_store(plain, f"t-{n}-{uuid4().hex}") as store:
+            found.append(await store.health())
+    assert any(h.cluster_node and not h.ok and h.error == "MovedError" for h in found), found
+
+
 # -- the move of keys written before the hash tag ------------------------------------------------
 
 

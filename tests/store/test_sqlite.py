@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,9 @@ from uuid import uuid4
 
 import pytest
 
-from keyrouter.store import Store, open_store
+from keyrouter.store import Description, Store, open_store
 from keyrouter.store.sqlite import SqliteStore
-from keyrouter.store.sqlite_sql import LATEST
+from keyrouter.store.sqlite.sql import LATEST
 
 from .contract import MakeStore, StoreContract, check_race, race_votes
 
@@ -92,13 +94,11 @@ def test_two_processes_vote_with_exact_totals(tmp_path: Path) -> None:
 
 def test_latest_optout_reads_no_whole_table(tmp_path: Path) -> None:
     """latest_optout is two primary-key lookups, never a scan of the ledger."""
-    store = SqliteStore(tmp_path / "k.sqlite3")
-    try:
-        plan = store._db.execute(f"EXPLAIN QUERY PLAN {LATEST}", {"ns": "n", "number": "+9"})
+    asyncio.run(SqliteStore(tmp_path / "k.sqlite3").close())  # the schema, as the store makes it
+    with closing(sqlite3.connect(tmp_path / "k.sqlite3")) as db:
+        plan = db.execute(f"EXPLAIN QUERY PLAN {LATEST}", {"ns": "n", "number": "+9"})
         steps = [row[-1] for row in plan.fetchall()]
-        assert len(steps) == 2 and all(step.startswith("SEARCH") for step in steps), steps
-    finally:
-        asyncio.run(store.close())
+    assert len(steps) == 2 and all(step.startswith("SEARCH") for step in steps), steps
 
 
 def test_open_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,6 +150,17 @@ def _lead(path: str, owner: str, start: Any, results: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.anyio
+async def test_describe_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    async with open_store(f"sqlite:///{path}", "acct-1") as store:
+        assert store.describe() == Description("sqlite", f"sqlite:///{path}", "acct-1",
+                                               persistent=True, file=str(path))
+    async with open_store("sqlite://", "acct-1") as store:
+        assert store.describe() == Description("sqlite", "sqlite://", "acct-1", persistent=False,
+                                               file=":memory:")
+
+
 def test_processes_share_one_fetch_lease_and_its_rows(tmp_path: Path) -> None:
     """Three OS processes on one SQLite file: each fencing token belongs to one holder, tokens only
     grow, and every row a holder published is what every process reads, in publish order."""

@@ -10,56 +10,41 @@ and every row read is decoded by the connection's row factory, so any id or text
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keyrouter.store import sqlite_sql as stmt
-from keyrouter.store.activity import SqliteActivity
+from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
     HORIZON_MARGIN,
     Claimed,
     DeadLetter,
-    Store,
+    Description,
+    Health,
 )
-from keyrouter.store.codec import escape, read_row, row_json, unescape
-from keyrouter.store.conversations import SqliteConversations
-from keyrouter.store.decisions import SCHEMA as DECISIONS_SCHEMA
-from keyrouter.store.decisions import SqliteDecisions
+from keyrouter.store.codec import escape, read_row, row_json
 from keyrouter.store.keys import check_namespace
-from keyrouter.store.reconciled import SCHEMA as RECONCILE_SCHEMA
-from keyrouter.store.reconciled import SqliteReconciled
+from keyrouter.store.probe import probe
 from keyrouter.store.retried import retried_row_json
-from keyrouter.store.sqlite_ledger import SqliteLedger
-from keyrouter.store.sqlite_sql import json_ids as _ids
+from keyrouter.store.sqlite import sql as stmt
+from keyrouter.store.sqlite.db import Db
+from keyrouter.store.sqlite.ledger import SqliteLedger
+from keyrouter.store.sqlite.parts import (
+    RECONCILE_SCHEMA,
+    SqliteActivity,
+    SqliteConversations,
+    SqliteReconciled,
+)
+from keyrouter.store.sqlite.sql import json_ids as _ids
 
 T = TypeVar("T")
 COUNTERS = ("done", "skipped", "dead", "failed")
 
-def _add_ledger_columns(db: sqlite3.Connection) -> None:
-    """A ledger file from before the İYS columns gets them (NULL for old lines), and the `dated`
-    column (1: old lines all had a provider date or were taken as if they had)."""
-    have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
-    for column in ("outcome", "transaction_id"):
-        if column not in have:
-            db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
-    for table in ("optouts", "optouts_pending"):
-        if "dated" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN dated INTEGER NOT NULL DEFAULT 1")
-
-
-def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(unescape(v) if type(v) is str else v for v in row)
-
-
-class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecisions,
-                  SqliteReconciled, Store):
+class SqliteStore(Assembled):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
 
     def __init__(
@@ -75,61 +60,37 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
         self.horizon = horizon
         self.path = str(path)
         self._clock = clock
-        self._lock = threading.Lock()
         if self.path != ":memory:" and not Path(self.path).parent.is_dir():
             # Never create folders: a typo in the path would start an empty store, and every
             # message would be dispatched again.  The file itself is created.
             raise ValueError(f"the SQLite store's folder {Path(self.path).parent} does not exist: "
                              "create it, or fix the store URL (KEYROUTER_STORE / --store)")
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._db.row_factory = _decoded
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        schema = ";".join((stmt.SCHEMA, RECONCILE_SCHEMA, DECISIONS_SCHEMA))
-        self._tx(lambda db: [db.execute(sql) for sql in schema.split(";") if sql.strip()])
-        self._tx(_add_ledger_columns)
+        self._sql = Db(self.path, self.namespace, clock, busy_timeout)
+        super().__init__(SqliteActivity(self._sql), SqliteConversations(self._sql),
+                         SqliteReconciled(self._sql), SqliteLedger(self._sql))
+        schema = ";".join((stmt.SCHEMA, RECONCILE_SCHEMA, stmt.DECISIONS_SCHEMA))
+        self._sql.tx(lambda db: [db.execute(sql) for sql in schema.split(";") if sql.strip()])
+        self._sql.tx(stmt.add_ledger_columns)
 
     def __repr__(self) -> str:
         return f"SqliteStore(sqlite:///{self.path}, namespace={self.namespace!r})"
 
+    async def health(self, timeout: float = 10.0) -> Health:
+        return await probe(self.counts, timeout)
+
+    def describe(self) -> Description:
+        in_memory = self.path == ":memory:"
+        location = "sqlite://" if in_memory else f"sqlite:///{self.path}"
+        return Description("sqlite", location, self.namespace, persistent=not in_memory, file=self.path)
+
     # -- plumbing -------------------------------------------------------------------------------
-
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one write transaction, holding the write lock from the start."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._tx, fn)
-
-    async def _read(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        def run() -> list[tuple[Any, ...]]:
-            with self._lock:
-                return self._db.execute(sql, params).fetchall()
-
-        return await asyncio.to_thread(run)
-
-    def _p(self, **params: Any) -> dict[str, Any]:
-        """Statement parameters; strings go in through `escape` (codec.py), so NUL and lone
-        surrogates are stored exactly, and every row read comes back through `unescape`."""
-        encoded = {k: escape(v) if isinstance(v, str) else v for k, v in params.items()}
-        return {"ns": self.namespace, "t": self._clock(), **encoded}
 
     def _bump(self, db: sqlite3.Connection, name: str, by: int = 1) -> None:
         if by:
             db.execute(
                 "INSERT INTO stats VALUES (:ns, :name, :by)"
                 " ON CONFLICT (ns, name) DO UPDATE SET value = value + :by",
-                self._p(name=name, by=by),
+                self._sql.params(name=name, by=by),
             )
 
     def _mark(
@@ -140,7 +101,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
         if not ids:
             return 0
         window = None if self.horizon is None else (self.horizon + HORIZON_MARGIN).total_seconds()
-        p = self._p(ids=_ids(ids), kind=kind)
+        p = self._sql.params(ids=_ids(ids), kind=kind)
         p["exp"] = None if window is None or forever else p["t"] + window
         db.execute(f"DELETE FROM dead WHERE {stmt.IN}", p)
         db.execute(f"DELETE FROM finished WHERE {stmt.IN} AND expires_at <= :t", p)
@@ -152,13 +113,13 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
         return cur.rowcount
 
     def _taken(self, db: sqlite3.Connection, ids: Sequence[str], owner: str) -> set[str]:
-        p = self._p(ids=_ids(ids), owner=owner)
+        p = self._sql.params(ids=_ids(ids), owner=owner)
         return {r[0] for r in db.execute(stmt.TAKEN, p)}
 
     # -- contract -------------------------------------------------------------------------------
 
     async def unfinished(self, ids: Sequence[str]) -> list[str]:
-        rows = await self._read(stmt.UNFINISHED, self._p(ids=_ids(ids)))
+        rows = await self._sql.read(stmt.UNFINISHED, self._sql.params(ids=_ids(ids)))
         return [r[0] for r in rows]
 
     async def claim(
@@ -166,7 +127,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
     ) -> list[Claimed]:
         def run(db: sqlite3.Connection) -> list[Claimed]:
             unique = _ids(dict.fromkeys(ids))
-            p = self._p(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
+            p = self._sql.params(ids=unique, owner=owner, now=now, limit=-1 if limit is None else limit)
             found = {id: (n, over) for id, n, over in db.execute(stmt.CLAIMABLE, p)}
             if not found:
                 return []
@@ -182,11 +143,11 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
 
         if not ids or limit == 0:
             return []
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
-            p = self._p(ids=_ids(ids), owner=owner)
+            p = self._sql.params(ids=_ids(ids), owner=owner)
             p["until"] = p["t"] + lease
             rows = db.execute(
                 f"UPDATE work SET lease_until = :until WHERE {stmt.IN} AND owner = :owner"
@@ -196,11 +157,11 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
             kept = {r[0] for r in rows}
             return [id for id in dict.fromkeys(ids) if id in kept]
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
         def run(db: sqlite3.Connection) -> list[str]:
-            p = self._p(ids=_ids([id for id, _ in entries]), owner=owner)
+            p = self._sql.params(ids=_ids([id for id, _ in entries]), owner=owner)
             held = {
                 r[0]
                 for r in db.execute(
@@ -213,7 +174,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
             )
             return [id for id in dict.fromkeys(id for id, _ in entries) if id not in held]
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def finish(
         self,
@@ -226,20 +187,20 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
         def run(db: sqlite3.Connection) -> list[str]:
             taken = self._taken(db, [*ids, *skipped], owner)
             keep = set(forever)
-            db.execute("DELETE FROM finished WHERE ns = :ns AND expires_at <= :t", self._p())
+            db.execute("DELETE FROM finished WHERE ns = :ns AND expires_at <= :t", self._sql.params())
             for kind, batch in (("done", ids), ("skipped", skipped)):
                 free = [id for id in batch if id not in taken]
                 marked = self._mark(db, [id for id in free if id not in keep], kind)
                 marked += self._mark(db, [id for id in free if id in keep], kind, forever=True)
                 self._bump(db, kind, marked)
-            p = self._p(ids=_ids([id for id in (*ids, *skipped) if id not in taken]))
+            p = self._sql.params(ids=_ids([id for id in (*ids, *skipped) if id not in taken]))
             for table in ("work", "progress", "published"):
                 db.execute(f"DELETE FROM {table} WHERE {stmt.IN}", p)
             return [id for id in dict.fromkeys((*ids, *skipped)) if id in taken]
 
         if not ids and not skipped:
             return []
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         def run(db: sqlite3.Connection) -> int:
@@ -250,12 +211,12 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
                 " ON CONFLICT (ns, id) DO UPDATE SET attempts = attempts + 1, retry_at = :at,"
                 " owner = NULL, lease_until = NULL"
                 " RETURNING attempts",
-                self._p(id=id, at=retry_at),
+                self._sql.params(id=id, at=retry_at),
             ).fetchone()
             self._bump(db, "failed")
             return int(attempts)
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def dead_letter(
         self, id: str, owner: str, error: str, *, rule: str | None, row: Mapping[str, Any], now: float
@@ -263,7 +224,7 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
         def run(db: sqlite3.Connection) -> bool:
             if self._taken(db, [id], owner):
                 return False
-            p = self._p(id=id, error=error, rule=rule, row=row_json(dict(row)), now=now)
+            p = self._sql.params(id=id, error=error, rule=rule, row=row_json(dict(row)), now=now)
             got = db.execute("SELECT attempts FROM work WHERE ns = :ns AND id = :id", p).fetchone()
             p["attempts"] = (got[0] if got else 0) + 1
             db.execute(
@@ -276,19 +237,19 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
             self._bump(db, "failed")
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        rows = await self._read(
+        rows = await self._sql.read(
             "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns"
             " ORDER BY failed_at, id",
-            self._p(),
+            self._sql.params(),
         )
         return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 
     async def retry_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._p(id=id)
+            p = self._sql.params(id=id)
             got = db.execute("SELECT row FROM dead WHERE ns = :ns AND id = :id", p).fetchone()
             if got is None:
                 return False
@@ -296,14 +257,14 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
             db.execute("DELETE FROM work WHERE ns = :ns AND id = :id", p)
             # run again from its row, whatever the inbox holds (store/retried.py)
             db.execute("INSERT OR IGNORE INTO published (ns, id, row) VALUES (:ns, :id, :row)",
-                       self._p(id=id, row=retried_row_json(read_row(got[0]))))
+                       self._sql.params(id=id, row=retried_row_json(read_row(got[0]))))
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def drop_dead(self, id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._p(id=id)
+            p = self._sql.params(id=id)
             if not db.execute("SELECT 1 FROM dead WHERE ns = :ns AND id = :id", p).fetchone():
                 return False
             self._mark(db, [id], "done")
@@ -311,25 +272,25 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
                 db.execute(f"DELETE FROM {table} WHERE ns = :ns AND id = :id", p)
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def counts(self) -> dict[str, int]:
-        rows = await self._read("SELECT name, value FROM stats WHERE ns = :ns", self._p())
+        rows = await self._sql.read("SELECT name, value FROM stats WHERE ns = :ns", self._sql.params())
         return {**dict.fromkeys(COUNTERS, 0), **dict(rows)}
 
     async def release(self, ids: Sequence[str], owner: str) -> None:
         def run(db: sqlite3.Connection) -> None:
             db.execute(
                 f"UPDATE work SET owner = NULL, lease_until = NULL WHERE {stmt.IN} AND owner = :owner",
-                self._p(ids=_ids(ids), owner=owner),
+                self._sql.params(ids=_ids(ids), owner=owner),
             )
 
         if ids:
-            await self._write(run)
+            await self._sql.write(run)
 
     async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
         def run(db: sqlite3.Connection) -> int | None:
-            p = self._p(owner=owner)
+            p = self._sql.params(owner=owner)
             p["until"] = p["t"] + lease
             got = db.execute("SELECT owner, lease_until, token FROM fetch WHERE ns = :ns", p).fetchone()
             holder, until, token = got if got else (None, None, 0)
@@ -342,54 +303,71 @@ class SqliteStore(SqliteActivity, SqliteConversations, SqliteLedger, SqliteDecis
             db.execute("INSERT OR REPLACE INTO fetch VALUES (:ns, :owner, :until, :token)", p)
             return int(p["token"])
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def release_fetch(self, owner: str) -> None:
-        await self._write(lambda db: db.execute(
+        await self._sql.write(lambda db: db.execute(
             "UPDATE fetch SET owner = NULL, lease_until = NULL WHERE ns = :ns AND owner = :owner",
-            self._p(owner=owner),
+            self._sql.params(owner=owner),
         ))
 
     async def publish(self, rows: Sequence[tuple[str, str]], token: int) -> int:
         def run(db: sqlite3.Connection) -> int:
-            got = db.execute("SELECT token FROM fetch WHERE ns = :ns", self._p()).fetchone()
+            got = db.execute("SELECT token FROM fetch WHERE ns = :ns", self._sql.params()).fetchone()
             if got is None or got[0] != token:
                 return -1
             if not rows:
                 return 0
             pairs = json.dumps([[escape(id), escape(row)] for id, row in rows])
-            return db.execute(stmt.PUBLISH, self._p(rows=pairs)).rowcount
+            return db.execute(stmt.PUBLISH, self._sql.params(rows=pairs)).rowcount
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
-        def run() -> tuple[int, list[tuple[str, str]]]:
-            with self._lock:
-                self._db.execute("BEGIN")  # one snapshot for the cursor and the rows
-                try:
-                    got = self._db.execute(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'published'"
-                    ).fetchone()
-                    last = got[0] if got else 0
-                    rows = self._db.execute(
-                        "SELECT id, row FROM published WHERE ns = :ns AND seq > :after ORDER BY seq",
-                        self._p(after=after if after <= last else 0),
-                    ).fetchall()
-                finally:
-                    self._db.execute("COMMIT")
+        def run(db: sqlite3.Connection) -> tuple[int, list[tuple[str, str]]]:
+            got = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'published'").fetchone()
+            last = got[0] if got else 0
+            rows = db.execute(
+                "SELECT id, row FROM published WHERE ns = :ns AND seq > :after ORDER BY seq",
+                self._sql.params(after=after if after <= last else 0),
+            ).fetchall()
             return last, [(id, row) for id, row in rows]
 
-        return await asyncio.to_thread(run)
+        return await self._sql.snapshot(run)  # one snapshot for the cursor and the rows
 
     async def unpublish(self, ids: Sequence[str]) -> None:
         if ids:
-            await self._write(lambda db: db.execute(
-                f"DELETE FROM published WHERE {stmt.IN}", self._p(ids=_ids(ids))
+            await self._sql.write(lambda db: db.execute(
+                f"DELETE FROM published WHERE {stmt.IN}", self._sql.params(ids=_ids(ids))
             ))
 
-    async def close(self) -> None:
-        def run() -> None:
-            with self._lock:
-                self._db.close()
+    # -- dead-letter pages (the dashboard) ------------------------------------------------------
+    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
+                                rules: Sequence[str] | None = None,
+                                oldest_first: bool = False) -> list[DeadLetter]:
+        only = "" if rules is None else " AND rule IN (SELECT value FROM json_each(:rules))"
+        way = "" if oldest_first else " DESC"
+        rows = await self._sql.read(
+            f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
+            f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
+            self._sql.params(limit=max(0, limit), offset=max(0, offset),
+                             rules=None if rules is None else _ids(rules)),
+        )
+        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
 
-        await asyncio.to_thread(run)
+    async def get_dead_letter(self, id: str) -> DeadLetter | None:
+        rows = await self._sql.read(
+            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
+            self._sql.params(id=id),
+        )
+        if not rows:
+            return None
+        id_, error, attempts, failed_at, rule, row = rows[0]
+        return DeadLetter(id_, error, attempts, failed_at, rule, read_row(row))
+
+    async def dead_letter_count(self) -> int:
+        rows = await self._sql.read("SELECT count(*) FROM dead WHERE ns = :ns", self._sql.params())
+        return int(rows[0][0])
+
+    async def close(self) -> None:
+        await self._sql.close()

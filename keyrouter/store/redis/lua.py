@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis store that process messages: unfinished, claim, progress, finish,
 failures, dead letters, the fetch lease and the shared rows.  Each runs atomically in one round
-trip; KEYS and ARGV are listed above each.  The store (redis.py) registers and calls them."""
+trip; KEYS and ARGV are listed above each.  The store (store.py) registers and calls them."""
 
 # unfinished(ids, dead, first): the ids (input order) in no done SET KEYS[first..] and not in the
 # dead HASH.  SMISMEMBER checks a chunk of ids per call; unpack() is capped by Lua's C stack.

@@ -1,5 +1,6 @@
 """Connecting the Redis store: a single server or a Cluster from one URL, a repr without secrets,
-and the one-time move of keys written before the namespace hash tag.
+what each server says about persistence, and the one-time move of keys written before the
+namespace hash tag.
 
 URLs: `redis://` and `rediss://` name one server (db from the path); `redis+cluster://` and
 `rediss+cluster://` name any node of a Redis Cluster (db 0 only; the client discovers the others).
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from keyrouter.store.keys import Keys
+from keyrouter.store.values import ServerFacts
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 #: Connections per node of a cluster: the cluster client raises, rather than waits, past its cap.
@@ -104,3 +106,26 @@ async def move_legacy_keys(client: Any, keys: Keys) -> int:
         counters = "1" if new == keys.stats.encode() else "0"
         moved += bool(await move(keys=[name, new], args=[counters]))
     return moved
+
+
+async def server_facts(client: Any) -> tuple[ServerFacts, ...]:
+    """What the server, or every primary of a cluster, says about persistence and eviction."""
+    primaries = client.get_primaries() if is_cluster(client) else []
+    return tuple([await _facts(client, node) for node in primaries or [None]])
+
+
+async def _facts(client: Any, node: Any) -> ServerFacts:
+    extra = {"target_nodes": node} if node is not None else {}
+    name = node.name if node is not None else ""
+    try:
+        save = (await client.config_get("save", **extra)).get("save", "")
+        config_error = ""
+    except Exception as exc:  # CONFIG is often disabled on managed Redis
+        save, config_error = None, type(exc).__name__
+    try:
+        info = await client.info(**extra)
+    except Exception as exc:  # INFO refused (renamed away): say so, never raise
+        return ServerFacts(name, f"{type(exc).__name__}: {exc}", config_error=config_error, save=save)
+    return ServerFacts(name, "", str(info.get("redis_version", "unknown")),
+                       str(info.get("aof_enabled", 0)) in ("1", "True"),
+                       str(info.get("maxmemory_policy", "unknown")), config_error, save)

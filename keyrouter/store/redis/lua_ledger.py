@@ -1,5 +1,8 @@
 """The Lua scripts of the Redis store for the opt-out ledger, survey votes and the dashboard's
-paged reads.  Scripts that need `unpack` define it themselves (Lua 5.1 and 5.4)."""
+paged reads, and `claim_decision`'s compare-and-set.  Scripts that need `unpack` define it
+themselves (Lua 5.1 and 5.4)."""
+
+from keyrouter.store.redis.lua import PRELUDE
 
 # A ledger entry's place in keyrouter/ordering.py's order (`place` of its JSON), and `compare`,
 # the same rule: both dated and different dates by date, else numeric ids by number, else id text.
@@ -198,4 +201,51 @@ while #out < 2 * limit do
   end
 end
 return out
+"""
+
+
+# KEYS: optouts HASH, optouts:latest HASH, optouts:pending HASH, optouts:holder HASH, dead HASH,
+# done keys...  ARGV: number, message id, member "message_id|action", entry JSON, defer ('1'/'0'),
+# opt-out action ('1'/'0'), now, DECISION_HOLD, then the members of the message's four DECISIONS
+# (kept in the holder, so a waiter finds its pending marks), then the action.  The same steps as
+# `judge` and the memory backend.  The latest entry's message id, as stored in members, is its
+# member without "|action" (escaping leaves "|" and the action's letters alone).  All keys are the
+# namespace's, in one hash slot (keys.py).  Returns {verdict, other id ('' for none), first
+# ('1'/'0')}; the other id is escaped (codec.py) as stored.
+DECIDE = PRELUDE + ORDER + """
+local OPT_OUTS = {blacklist = true, iys_ret = true}
+local now = tonumber(ARGV[7])
+local raw = redis.call('HGET', KEYS[4], ARGV[1])
+local h = nil
+if raw then h = cjson.decode(raw) end
+local function holds(id)
+  return h ~= nil and h['id'] == id and now - tonumber(h['at']) < tonumber(ARGV[8])
+    and #unfinished({id}, KEYS[5], 6) == 1
+end
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+local latest = member and redis.call('HGET', KEYS[1], member)
+if latest then
+  local ld, lid = place(latest)
+  local ed, eid = place(ARGV[4])
+  local action = cjson.decode(latest)['action']
+  if lid ~= eid then
+    if compare(ld, lid, ed, eid) > 0 then return {'later', lid, '0'} end
+    if ARGV[5] == '1' and ARGV[6] == '1' and OPT_OUTS[action] then
+      local other = string.sub(member, 1, #member - #action - 1)
+      if redis.call('HEXISTS', KEYS[1], other .. '|' .. ARGV[13]) == 1 then
+        return {'decided', lid, '0'}
+      end
+      if holds(other) then return {'busy', other, '0'} end
+    end
+  end
+end
+if h and h['id'] ~= ARGV[2] and holds(h['id']) then
+  for _, m in ipairs(h['members']) do
+    if redis.call('HEXISTS', KEYS[3], m) == 1 then return {'busy', h['id'], '0'} end
+  end
+end
+redis.call('HSET', KEYS[4], ARGV[1], cjson.encode({id = ARGV[2], at = now,
+  members = {ARGV[9], ARGV[10], ARGV[11], ARGV[12]}}))
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {'granted', '', '0'} end
+return {'granted', '', tostring(redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[4]))}
 """

@@ -1,6 +1,6 @@
-"""The SQLite store's opt-out ledger, dashboard page reads and survey votes (a mixin of
-`SqliteStore`, which brings the connection plumbing `_read`, `_write` and `_p`); processing state
-(claims, leases, dead letters, the shared inbox) stays in sqlite.py."""
+"""The SQLite store's part for the opt-out ledger, its pages and survey votes, given the store's
+connection (db.py); processing state (claims, leases, dead letters, the shared inbox) stays in
+store.py."""
 
 from __future__ import annotations
 
@@ -11,28 +11,35 @@ from dataclasses import asdict
 from typing import Any
 
 from keyrouter.ordering import Position, compare, entry_position
-from keyrouter.store import sqlite_sql as stmt
 from keyrouter.store.base import (
+    BUSY,
+    DECISION_HOLD,
     DECISIONS,
-    DeadLetter,
+    GRANTED,
+    Decision,
     LedgerCursor,
     OptOut,
     SurveyResults,
     ledger_cursor,
 )
-from keyrouter.store.codec import escape, read_row, unescape
+from keyrouter.store.codec import escape, unescape
+from keyrouter.store.decisions import judge
 from keyrouter.store.keys import check_policy
-from keyrouter.store.mixins import SqlitePlumbing
-from keyrouter.store.sqlite_sql import json_ids as _ids
+from keyrouter.store.roles import LedgerStore, VoteStore
+from keyrouter.store.sqlite import sql as stmt
+from keyrouter.store.sqlite.db import Db
 
 
-class SqliteLedger(SqlitePlumbing):
-    """Ledger, pages and votes over SqliteStore's connection."""
+class SqliteLedger(LedgerStore, VoteStore):
+    """The ledger, its pages and the votes over the store's connection."""
+
+    def __init__(self, sql: Db) -> None:
+        self._sql = sql
 
 
     async def record_optout(self, entry: OptOut) -> None:
         def run(db: sqlite3.Connection) -> None:
-            p = self._p(**asdict(entry))
+            p = self._sql.params(**asdict(entry))
             db.execute("DELETE FROM optouts_pending WHERE ns = :ns AND message_id = :message_id"
                        " AND action = :action", p)
             if db.execute(
@@ -43,24 +50,24 @@ class SqliteLedger(SqlitePlumbing):
                 if current is None or compare(_position(entry), _position(_entry(current))) >= 0:
                     db.execute(stmt.LATEST_UPDATE, p)
 
-        await self._write(run)
+        await self._sql.write(run)
 
     async def latest_optout(self, number: str) -> OptOut | None:
-        rows = await self._read(stmt.LATEST, self._p(number=number))
+        rows = await self._sql.read(stmt.LATEST, self._sql.params(number=number))
         return _entry(rows[0]) if rows else None
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         after = "" if since is None else " AND received_at >= :since"  # an OR would skip the index
-        rows = await self._read(
+        rows = await self._sql.read(
             f"SELECT {stmt.ENTRY} FROM optouts"
             f" WHERE ns = :ns{after} ORDER BY received_at, message_id || '|' || action",
-            self._p(since=since),  # ties in the order Redis gives them (by member bytes)
+            self._sql.params(since=since),  # ties in the order Redis gives them (by member bytes)
         )
         return [_entry(row) for row in rows]
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._p(**asdict(entry))
+            p = self._sql.params(**asdict(entry))
             if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
                           " AND action = :action", p).fetchone():
                 return False
@@ -68,12 +75,45 @@ class SqliteLedger(SqlitePlumbing):
                 f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES"
                 f" ({stmt.LEDGER_VALUES})", p).rowcount)
 
-        return await self._write(run)
+        return await self._sql.write(run)
+
+    async def claim_decision(self, entry: OptOut, *, defer: bool = False) -> Decision:
+        q = self._sql.params
+        p = q(**asdict(entry))
+
+        def run(db: sqlite3.Connection) -> Decision:
+            holder = db.execute(stmt.HOLDER, p).fetchone()
+
+            def holds(message_id: str) -> bool:
+                return holder is not None and holder[0] == message_id \
+                    and p["t"] - holder[1] < DECISION_HOLD \
+                    and bool(db.execute(stmt.UNFINISHED, q(ids=stmt.json_ids([message_id]))).fetchone())
+
+            def has_line(message_id: str) -> bool:
+                return bool(db.execute(stmt.LINE, {**p, **q(other=message_id)}).fetchone())
+
+            latest = db.execute(stmt.LATEST, p).fetchone()
+            verdict = judge(entry, None if latest is None else _entry(latest), defer=defer,
+                            has_line=has_line, holds=holds)
+            if verdict is not None:
+                return verdict
+            if holder is not None and holder[0] != entry.message_id and holds(holder[0]) \
+                    and db.execute(stmt.HOLDER_PENDING, {**p, **q(holder=holder[0])}).fetchone():
+                return Decision(BUSY, holder[0])
+            db.execute(stmt.HOLDER_SET, p)
+            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
+                          " AND action = :action", p).fetchone():
+                return Decision(GRANTED)
+            first = db.execute(f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS})"
+                               f" VALUES ({stmt.LEDGER_VALUES})", p).rowcount
+            return Decision(GRANTED, first=bool(first))
+
+        return await self._sql.write(run)
 
     async def pending_optouts(self) -> list[OptOut]:
-        rows = await self._read(
+        rows = await self._sql.read(
             f"SELECT {stmt.ENTRY} FROM optouts_pending WHERE ns = :ns"
-            " ORDER BY received_at, message_id || '|' || action", self._p())
+            " ORDER BY received_at, message_id || '|' || action", self._sql.params())
         return [_entry(row) for row in rows]
 
     # -- paginated reads (the dashboard): index range scans, LIMIT rows read ---------------------
@@ -99,7 +139,7 @@ class SqliteLedger(SqlitePlumbing):
             where.append("(received_at, message_id || '|' || action) < (:bt, :bm)")
         bounded = scan is not None and scan > 0
         order = " ORDER BY received_at DESC, message_id || '|' || action DESC"
-        p = self._p(since=since, until=until, action=action, limit=limit, scan=scan,
+        p = self._sql.params(since=since, until=until, action=action, limit=limit, scan=scan,
                     bt=before[0] if before else None,
                     bm=f"{before[1]}|{before[2]}" if before else None)
         if action is None or not bounded:  # a plain index range read of one page
@@ -107,19 +147,19 @@ class SqliteLedger(SqlitePlumbing):
                 where.append("action = :action")
             if bounded:
                 p["limit"] = min(limit, scan)  # type: ignore[type-var]
-            rows = await self._read(
+            rows = await self._sql.read(
                 f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join(where)}{order} LIMIT :limit", p)
             found = [_entry(row) for row in rows]
             return found, ledger_cursor(found[-1]) if len(found) >= p["limit"] else None
         # bounded, with an action: the scan-th entry examined bounds the matching read (both are
         # index walks), and is the next cursor when the page stays short
-        edge = await self._read(
+        edge = await self._sql.read(
             f"SELECT received_at, message_id, action FROM optouts WHERE {' AND '.join(where)}{order}"
             " LIMIT 1 OFFSET :scan - 1", p)
         if edge:
             where.append("(received_at, message_id || '|' || action) >= (:et, :em)")
             p.update(et=edge[0][0], em=escape(f"{edge[0][1]}|{edge[0][2]}"))  # as _p would
-        rows = await self._read(
+        rows = await self._sql.read(
             f"SELECT {stmt.ENTRY} FROM optouts WHERE {' AND '.join([*where, 'action = :action'])}{order}"
             " LIMIT :limit", p)
         found = [_entry(row) for row in rows]
@@ -127,42 +167,15 @@ class SqliteLedger(SqlitePlumbing):
             return found, ledger_cursor(found[-1])
         return found, (edge[0][0], edge[0][1], edge[0][2]) if edge else None
 
-    async def dead_letters_page(self, offset: int = 0, limit: int = 50,
-                                rules: Sequence[str] | None = None,
-                                oldest_first: bool = False) -> list[DeadLetter]:
-        only = "" if rules is None else " AND rule IN (SELECT value FROM json_each(:rules))"
-        way = "" if oldest_first else " DESC"
-        rows = await self._read(
-            f"SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns{only}"
-            f" ORDER BY failed_at{way}, id{way} LIMIT :limit OFFSET :offset",
-            self._p(limit=max(0, limit), offset=max(0, offset),
-                    rules=None if rules is None else _ids(rules)),
-        )
-        return [DeadLetter(i, e, a, f, r, read_row(row)) for i, e, a, f, r, row in rows]
-
     async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         if not keys:
             return set()
-        rows = await self._read(
+        rows = await self._sql.read(
             "SELECT o.message_id, o.action FROM json_each(:keys) j JOIN optouts o ON o.ns = :ns"
             " AND o.message_id = json_extract(j.value, '$[0]') AND o.action = json_extract(j.value, '$[1]')",
-            self._p(keys=json.dumps([[escape(str(m)), escape(str(a))] for m, a in keys])),
+            self._sql.params(keys=json.dumps([[escape(str(m)), escape(str(a))] for m, a in keys])),
         )
         return {(m, a) for m, a in rows}
-
-    async def get_dead_letter(self, id: str) -> DeadLetter | None:
-        rows = await self._read(
-            "SELECT id, error, attempts, failed_at, rule, row FROM dead WHERE ns = :ns AND id = :id",
-            self._p(id=id),
-        )
-        if not rows:
-            return None
-        id_, error, attempts, failed_at, rule, row = rows[0]
-        return DeadLetter(id_, error, attempts, failed_at, rule, read_row(row))
-
-    async def dead_letter_count(self) -> int:
-        rows = await self._read("SELECT count(*) FROM dead WHERE ns = :ns", self._p())
-        return int(rows[0][0])
 
     async def vote(
         self, survey: str, voter: str, choice: str, *, policy: str, now: float,
@@ -171,7 +184,7 @@ class SqliteLedger(SqlitePlumbing):
         check_policy(policy)
 
         def run(db: sqlite3.Connection) -> bool:
-            p = self._p(survey=survey, voter=voter, choice=choice, now=now, vote_id=vote_id)
+            p = self._sql.params(survey=survey, voter=voter, choice=choice, now=now, vote_id=vote_id)
             if vote_id and not db.execute(
                 "INSERT OR IGNORE INTO vote_ids VALUES (:ns, :survey, :vote_id)", p
             ).rowcount:
@@ -192,10 +205,11 @@ class SqliteLedger(SqlitePlumbing):
             db.execute("INSERT OR REPLACE INTO votes VALUES (:ns, :survey, :voter, :choice)", p)
             return True
 
-        return await self._write(run)
+        return await self._sql.write(run)
 
     async def survey_results(self, survey: str) -> SurveyResults:
-        row = await self._read(stmt.RESULTS, self._p(survey=survey))  # one statement: one snapshot
+        # one statement: one snapshot
+        row = await self._sql.read(stmt.RESULTS, self._sql.params(survey=survey))
         last, rejected, votes = row[0]
         counts: dict[str, int] = {unescape(k): n for k, n in json.loads(votes).items()}
         return SurveyResults(survey, counts, sum(counts.values()), last, rejected or 0)

@@ -5,87 +5,47 @@ Scripts build `claim:<id>` and `progress:<id>` names from prefixes passed as ARG
 namespace shares one hash tag (keys.py), so this holds on a Redis Cluster too, where each script
 declares at least one key for the client to route it by.  Done buckets are named from the store's
 clock on the client side and passed as KEYS, so tests can move time and no script depends on the
-server's clock.  Connecting, and moving keys written before the hash tag: `redis_connect.py`.
+server's clock.  Connecting, and moving keys written before the hash tag: `redis/connect.py`.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError
 
-from keyrouter.store import redis_lua as lua
-from keyrouter.store import redis_lua_ledger as ledger_lua
-from keyrouter.store.activity import ROUTED_ADD, ROUTED_READ, RedisActivity
+from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
-    DECISIONS,
     Claimed,
     DeadLetter,
-    LedgerCursor,
-    OptOut,
-    Store,
-    SurveyResults,
+    Description,
+    Health,
+    Kind,
 )
-from keyrouter.store.codec import MARK, read_row, row_json, unescape
+from keyrouter.store.choice import redact_store_url
 from keyrouter.store.codec import escape as _escape
-from keyrouter.store.conversations import SAVE as CONV_SAVE
-from keyrouter.store.conversations import RedisConversations
-from keyrouter.store.decisions import DECIDE, RedisDecisions
-from keyrouter.store.keys import Keys, bucket_ttl, check_policy, vote_ids_ttl
-from keyrouter.store.reconciled import SAVE_ROWS, RedisReconciled
-from keyrouter.store.redis_connect import connect, describe, move_legacy_keys
+from keyrouter.store.codec import row_json
+from keyrouter.store.keys import Keys, bucket_ttl, vote_ids_ttl
+from keyrouter.store.probe import probe
+from keyrouter.store.redis import lua as lua
+from keyrouter.store.redis import lua_ledger as ledger_lua
+from keyrouter.store.redis.connect import connect, is_cluster, move_legacy_keys, server_facts
+from keyrouter.store.redis.connect import describe as where
+from keyrouter.store.redis.ledger import RedisLedger
+from keyrouter.store.redis.parts import RedisActivity, RedisConversations, RedisReconciled
+from keyrouter.store.redis.script import Script, escape, json_reply, millis, stored_body, unescaped
 from keyrouter.store.retried import retried_row_json
 
 COUNTERS = ("done", "skipped", "dead", "failed")
 
-def escape(value: str) -> str:
-    """codec.escape for Redis: NUL is fine in a Redis string (and earlier versions wrote it as is)."""
-    return _escape(value, nul=False)
-
-
-def _s(value: bytes | str) -> str:
-    """A string the store wrote through `escape` (codec.py), as it was given."""
-    return unescape(value.decode() if isinstance(value, bytes) else value)
-
-
-def _json(reply: bytes | str) -> list[Any]:
-    """A script's JSON list answer, its strings unescaped."""
-    return [unescape(x) if type(x) is str and x[:1] == MARK else x for x in json.loads(reply)]
-
-
-def _body(value: bytes | str) -> Any:
-    """A stored JSON body, written by row_json."""
-    return read_row(value)
-
-
-class _Script:
-    """A registered script whose string arguments go out through `escape` (codec.py), so any id,
-    NUL and lone surrogates included, reaches Redis and Lua as valid UTF-8 and comes back exactly.
-    Key names are built from escaped parts by the caller."""
-
-    def __init__(self, store: RedisStore, source: str) -> None:
-        self._store = store
-        self._script = store.client.register_script(source)
-
-    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
-        if not self._store.moved:
-            await self._store.move_legacy_keys()
-        # inline fast path (most ids are plain ASCII): this runs for every id of every batch
-        args = [escape(a) if type(a) is str and (a[:1] == MARK or not a.isascii()) else a for a in args]
-        return await self._script(keys=keys, args=args)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconciled, Store):
+class RedisStore(Assembled):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it
     built it (`from_url`).  `clock` (epoch seconds) names the done buckets, so tests move time."""
 
@@ -108,8 +68,8 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
         #: Keys written before the hash tag were looked for (once, before the first command).
         self.moved = False
 
-        def script(source: str) -> _Script:
-            return _Script(self, source)
+        def script(source: str) -> Script:
+            return Script(self, source)
 
         self._unfinished = script(lua.PRELUDE + lua.UNFINISHED)
         self._claim = script(lua.PRELUDE + lua.CLAIM)
@@ -121,36 +81,44 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
         self._retry_dead = script(lua.RETRY_DEAD)
         self._drop_dead = script(lua.DROP_DEAD)
         self._release = script(lua.RELEASE)
-        self._optout = script(ledger_lua.OPTOUT)
-        self._optouts = script(ledger_lua.OPTOUTS)
-        self._pending = script(ledger_lua.PENDING)
-        self._latest = script(ledger_lua.LATEST)
-        self._vote = script(ledger_lua.VOTE)
-        self._results = script(ledger_lua.RESULTS)
         self._acquire = script(lua.ACQUIRE)
         self._release_fetch = script(lua.RELEASE_FETCH)
         self._publish = script(lua.PRELUDE + lua.PUBLISH)
         self._published = script(lua.PRELUDE + lua.PUBLISHED)
         self._unpublish = script(lua.PRELUDE + lua.UNPUBLISH)
-        self._vote_ids_ttl = vote_ids_ttl(horizon)
-        self._optouts_page = script(ledger_lua.OPTOUTS_PAGE)
         self._dead_page = script(ledger_lua.DEAD_PAGE)
-        self._routed_add, self._routed_read = script(ROUTED_ADD), script(ROUTED_READ)
-        self._conv_save = script(CONV_SAVE)
-        self._save_rows = script(SAVE_ROWS)
-        self._decide = script(DECIDE)
+        keys = self.keys
+        super().__init__(RedisActivity(client, keys, self._ready, script, clock),
+                         RedisConversations(client, keys, self._ready, script),
+                         RedisReconciled(client, keys, self._ready, script),
+                         RedisLedger(client, keys, self._ready, script, vote_ids_ttl(horizon), clock,
+                                     self._done_keys))
 
     @classmethod
     def from_url(
         cls, url: str, namespace: str = "default", horizon: timedelta | None = None, **kw: Any
     ) -> RedisStore:
         """`redis://`, `rediss://` (one server) or `redis+cluster://`, `rediss+cluster://` (any node
-        of a cluster); see redis_connect.connect."""
+        of a cluster); see redis/connect.py."""
         return cls(connect(url), namespace, horizon, owns_client=True, **kw)
 
     def __repr__(self) -> str:
         """Scheme, host, port and db only: never the password."""
-        return f"RedisStore({describe(self.client)}, namespace={self.namespace!r})"
+        return f"RedisStore({where(self.client)}, namespace={self.namespace!r})"
+
+    async def health(self, timeout: float = 10.0) -> Health:
+        found = await probe(self.counts, timeout, (MovedError, AskError))
+        if not found.ok:
+            return found
+        try:
+            servers = await asyncio.wait_for(server_facts(self.client), timeout)
+        except Exception as exc:  # answered a read, then not INFO or CONFIG in time
+            return Health(False, found.latency_ms, type(exc).__name__)
+        return replace(found, servers=servers)
+
+    def describe(self) -> Description:
+        kind: Kind = "redis-cluster" if is_cluster(self.client) else "redis"
+        return Description(kind, redact_store_url(where(self.client)), self.namespace, persistent=True)
 
     async def move_legacy_keys(self) -> int:
         """Move this namespace's keys from their names before the hash tag (`keyrouter:ns:...`) to
@@ -171,7 +139,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
         if not ids:
             return []
         found = await self._unfinished(keys=[self.keys.dead, *self._done_keys()], args=list(ids))
-        return _json(found)
+        return json_reply(found)
 
     async def claim(
         self, ids: Sequence[str], owner: str, lease: float, now: float, *, limit: int | None = None
@@ -180,9 +148,9 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
             return []
         k = self.keys
         limit = -1 if limit is None else limit
-        flat = _json(await self._claim(
+        flat = json_reply(await self._claim(
             keys=[k.dead, k.retry, k.holders, *self._done_keys()],
-            args=[k.claim_prefix, k.progress_prefix, owner, _ms(lease), repr(now), limit, *ids],
+            args=[k.claim_prefix, k.progress_prefix, owner, millis(lease), repr(now), limit, *ids],
         ))
         out: list[Claimed] = []
         i = 0
@@ -197,8 +165,8 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
         if not ids:
             return []
         k = self.keys
-        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, _ms(lease), *ids])
-        return [_s(id) for id in kept]
+        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, millis(lease), *ids])
+        return [unescaped(id) for id in kept]
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
         if not entries:
@@ -206,7 +174,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
         k = self.keys
         flat = [x for pair in entries for x in pair]
         lost = await self._record(keys=[k.holders], args=[k.claim_prefix, k.progress_prefix, owner, *flat])
-        return [_s(id) for id in lost]
+        return [unescaped(id) for id in lost]
 
     async def finish(
         self,
@@ -226,7 +194,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
                   *done_keys],
             args=[*args, *ids, *skipped, *forever],
         )
-        return [_s(id) for id in left]
+        return [unescaped(id) for id in left]
 
     async def fail(self, id: str, owner: str, error: str, retry_at: float) -> int:
         k = self.keys
@@ -246,7 +214,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
     async def dead_letters(self) -> list[DeadLetter]:
         await self._ready()
         raw = await self.client.hgetall(self.keys.dead)
-        out = [_dead(_s(id), body) for id, body in raw.items()]
+        out = [_dead(unescaped(id), body) for id, body in raw.items()]
         return sorted(out, key=lambda d: (d.failed_at, d.id))
 
     async def retry_dead(self, id: str) -> bool:
@@ -267,7 +235,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
     async def counts(self) -> dict[str, int]:
         await self._ready()
         raw = await self.client.hgetall(self.keys.stats)
-        return {**dict.fromkeys(COUNTERS, 0), **{_s(k): int(v) for k, v in raw.items()}}
+        return {**dict.fromkeys(COUNTERS, 0), **{unescaped(k): int(v) for k, v in raw.items()}}
 
     async def release(self, ids: Sequence[str], owner: str) -> None:
         if ids:
@@ -275,7 +243,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
 
     async def acquire_fetch(self, owner: str, lease: float, now: float) -> int | None:
         k = self.keys
-        token = int(await self._acquire(keys=[k.fetch, k.fetch_token], args=[owner, _ms(lease)]))
+        token = int(await self._acquire(keys=[k.fetch, k.fetch_token], args=[owner, millis(lease)]))
         return None if token < 0 else token
 
     async def release_fetch(self, owner: str) -> None:
@@ -290,77 +258,14 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
     async def published(self, after: int) -> tuple[int, list[tuple[str, str]]]:
         k = self.keys
         keys = [k.published, k.published_order, k.published_seq]
-        cursor, *flat = _json(await self._published(keys=keys, args=[str(int(after))]))
+        cursor, *flat = json_reply(await self._published(keys=keys, args=[str(int(after))]))
         return int(cursor), list(zip(flat[::2], flat[1::2], strict=True))
 
     async def unpublish(self, ids: Sequence[str]) -> None:
         if ids:
             await self._unpublish(keys=[self.keys.published, self.keys.published_order], args=ids)
 
-    async def record_optout(self, entry: OptOut) -> None:
-        k = self.keys
-        body = row_json(asdict(entry))
-        member = f"{entry.message_id}|{entry.action}"
-        await self._optout(
-            keys=[k.optouts, k.optouts_by_time, k.optouts_latest, k.optouts_pending],
-            args=[member, repr(entry.received_at), body, entry.number,
-                  "1" if entry.action in DECISIONS else "0"],
-        )
-
-    async def latest_optout(self, number: str) -> OptOut | None:
-        k = self.keys
-        body = await self._latest(keys=[k.optouts, k.optouts_latest], args=[number])
-        return None if body is None else OptOut(**_body(body))
-
-    async def optouts(self, since: float | None = None) -> list[OptOut]:
-        k = self.keys
-        low = "-inf" if since is None else repr(since)
-        bodies = await self._optouts(keys=[k.optouts, k.optouts_by_time], args=[low])
-        return [OptOut(**_body(body)) for body in bodies]
-
-    async def mark_optout_pending(self, entry: OptOut) -> bool:
-        k = self.keys
-        body = row_json(asdict(entry))
-        member = f"{entry.message_id}|{entry.action}"
-        return bool(await self._pending(keys=[k.optouts, k.optouts_pending], args=[member, body]))
-
-    async def pending_optouts(self) -> list[OptOut]:
-        await self._ready()
-        found = await self.client.hgetall(self.keys.optouts_pending)
-        entries = [(_s(m), OptOut(**_body(b))) for m, b in found.items()]
-        return [e for _, e in sorted(entries, key=lambda me: (me[1].received_at, escape(me[0]).encode()))]
-
-    # -- paginated reads (the dashboard) --------------------------------------------------------
-
-    async def optouts_scan(
-        self,
-        *,
-        before: LedgerCursor | None = None,
-        limit: int = 50,
-        scan: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        action: str | None = None,
-    ) -> tuple[list[OptOut], LedgerCursor | None]:
-        if limit <= 0:
-            return [], None
-        start, exclusive, cscore, cmember = "+inf", "0", "", ""
-        if until is not None:
-            start, exclusive = repr(until), "1"
-        if before is not None and (until is None or before[0] < until):
-            start, exclusive = repr(before[0]), "0"
-            cscore, cmember = repr(before[0]), f"{before[1]}|{before[2]}"
-        low = "-inf" if since is None else repr(since)
-        k = self.keys
-        stopped, last, score, *bodies = await self._optouts_page(
-            keys=[k.optouts, k.optouts_by_time],
-            args=[start, exclusive, cscore, cmember, low, action or "", limit, max(0, scan or 0)],
-        )
-        found = [OptOut(**_body(body)) for body in bodies if body is not None]
-        if _s(stopped) != "1":
-            return found, None
-        message_id, _, act = _s(last).rpartition("|")
-        return found, (float(score), message_id, act)
+    # -- dead-letter pages (the dashboard) ------------------------------------------------------
 
     async def dead_letters_page(self, offset: int = 0, limit: int = 50,
                                 rules: Sequence[str] | None = None,
@@ -371,15 +276,7 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
                                      args=[max(0, offset), limit, int(oldest_first),
                                            # as the bodies hold them (row_json): bytes, not re-escaped
                                            *(_escape(r).encode() for r in rules or ())])
-        return [_dead(_s(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
-
-    async def optouts_recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        if not keys:
-            return set()
-        pairs = [(str(m), str(a)) for m, a in keys]
-        await self._ready()
-        got = await self.client.hmget(self.keys.optouts, [escape(f"{m}|{a}") for m, a in pairs])
-        return {pair for pair, body in zip(pairs, got, strict=True) if body is not None}
+        return [_dead(unescaped(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def get_dead_letter(self, id: str) -> DeadLetter | None:
         await self._ready()
@@ -390,31 +287,11 @@ class RedisStore(RedisActivity, RedisConversations, RedisDecisions, RedisReconci
         await self._ready()
         return int(await self.client.hlen(self.keys.dead))
 
-    async def vote(
-        self,
-        survey: str,
-        voter: str,
-        choice: str,
-        *,
-        policy: str,
-        now: float,
-        valid: bool = True,
-        vote_id: str = "",
-    ) -> bool:
-        check_policy(policy)
-        args = [voter, choice, policy, repr(now), int(valid), vote_id, self._vote_ids_ttl]
-        return bool(await self._vote(keys=self.keys.survey(escape(survey)), args=args))
-
-    async def survey_results(self, survey: str) -> SurveyResults:
-        voters, last, rejected, *pairs = await self._results(keys=self.keys.survey(escape(survey))[:3])
-        votes = {_s(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
-        return SurveyResults(survey, votes, int(voters), float(last) if last else None, int(rejected))
-
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
 
 
 def _dead(id: str, body: bytes | str) -> DeadLetter:
-    d = _body(body)
+    d = stored_body(body)
     return DeadLetter(id, d["error"], d["attempts"], d["failed_at"], d["rule"], d["row"])

@@ -3,9 +3,11 @@ parameters: `:ns` the namespace, `:t` the store clock, `:ids` a JSON list of esc
 (`json_ids`)."""
 
 import json
+import sqlite3
 from collections.abc import Iterable
 
 from keyrouter.store.codec import escape
+from keyrouter.store.decisions import DECISION_ACTIONS
 
 
 def json_ids(ids: Iterable[str]) -> str:
@@ -142,3 +144,31 @@ SELECT o.number, o.action, o.message_id, o.keyword, o.received_at, o.handled_at,
 FROM optouts_latest l JOIN optouts o
     ON o.ns = l.ns AND o.message_id = l.message_id AND o.action = l.action
 WHERE l.ns = :ns AND l.number = :number"""
+
+
+def add_ledger_columns(db: sqlite3.Connection) -> None:
+    """A ledger file from before the İYS columns gets them (NULL for old lines), and the `dated`
+    column (1: old lines all had a provider date or were taken as if they had)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(optouts)")}
+    for column in ("outcome", "transaction_id"):
+        if column not in have:
+            db.execute(f"ALTER TABLE optouts ADD COLUMN {column} TEXT")
+    for table in ("optouts", "optouts_pending"):
+        if "dated" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN dated INTEGER NOT NULL DEFAULT 1")
+
+
+#: `claim_decision`'s holder of each number (store/decisions.py).
+DECISIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS optouts_holder (
+    ns TEXT NOT NULL, number TEXT NOT NULL, message_id TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (ns, number)) WITHOUT ROWID
+"""
+
+HOLDER = ("SELECT message_id, at FROM optouts_holder WHERE ns = :ns AND number = :number")
+HOLDER_PENDING = ("SELECT 1 FROM optouts_pending WHERE ns = :ns AND message_id = :holder"
+                  f" AND action IN ({', '.join(repr(a) for a in DECISION_ACTIONS)}) LIMIT 1")
+LINE = ("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :other AND action = :action")
+HOLDER_SET = """
+INSERT INTO optouts_holder VALUES (:ns, :number, :message_id, :t)
+ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id, at = excluded.at"""
