@@ -10,7 +10,6 @@ server's clock.  Connecting, and moving keys written before the hash tag: `redis
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -32,7 +31,7 @@ from keyrouter.store.base import (
     Store,
     SurveyResults,
 )
-from keyrouter.store.codec import MARK, read_row, row_json, unescape
+from keyrouter.store.codec import MARK, loads, read_row, row_json, unescape
 from keyrouter.store.codec import escape as _escape
 from keyrouter.store.conversations import SAVE as CONV_SAVE
 from keyrouter.store.conversations import RedisConversations
@@ -55,7 +54,7 @@ def _s(value: bytes | str) -> str:
 
 def _json(reply: bytes | str) -> list[Any]:
     """A script's JSON list answer, its strings unescaped."""
-    return [unescape(x) if type(x) is str and x[:1] == MARK else x for x in json.loads(reply)]
+    return [unescape(x) if type(x) is str and x[:1] == MARK else x for x in loads(reply)]
 
 
 def _body(value: bytes | str) -> Any:
