@@ -31,6 +31,8 @@ _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED = re.compile("[\\\\\x00\x01\ud800-\udfff]")  # backslash, NUL, the marker, surrogates
 _CODE = re.compile(r"\\u([0-9a-f]{4})")
+# 20 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float
+_LONG_DIGITS, _LONG_DIGITS_BYTES = re.compile(r"\d{20}"), re.compile(rb"\d{20}")
 
 
 def escape(value: str, *, nul: bool = True) -> str:
@@ -65,11 +67,15 @@ def read_row(text: str | bytes) -> Any:
 def dumps(value: Any) -> str:
     """`json.dumps(value, ensure_ascii=False)` through orjson (several times faster; this runs
     for rows and answers on the per-message path); the standard library for what orjson refuses
-    (lone surrogates, integers beyond 64 bits, NaN), so the text is the same JSON either way."""
+    (lone surrogates, integers beyond 64 bits) or writes as null (NaN, infinities), so the text
+    reads back the same either way."""
     try:
-        return orjson.dumps(value).decode()
-    except (orjson.JSONEncodeError, UnicodeDecodeError):
-        return json.dumps(value, ensure_ascii=False)
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        encoded = b"null"
+    if b"null" not in encoded:  # orjson writes NaN and infinities as null: those go the long way
+        return encoded.decode()
+    return json.dumps(value, ensure_ascii=False)
 
 
 def dumps_ascii(value: Any) -> str:
@@ -78,20 +84,24 @@ def dumps_ascii(value: Any) -> str:
     included)."""
     try:
         encoded = orjson.dumps(value, default=str)
-    except (orjson.JSONEncodeError, TypeError):
-        encoded = b""
-    if encoded and encoded.isascii():
+    except orjson.JSONEncodeError:
+        encoded = b"null"
+    if encoded.isascii() and b"null" not in encoded:  # NaN and infinities: see `dumps`
         return encoded.decode()
     return json.dumps(value, ensure_ascii=True, default=str)
 
 
 def loads(text: str | bytes) -> Any:
     """`json.loads` through orjson; the standard library for what orjson refuses (an escaped lone
-    surrogate, NaN), which it reads as before."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    surrogate, NaN) and for a text with 20 digits in a row (orjson reads an integer beyond 64
+    bits as a float), which it reads as before."""
+    long = (_LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES).search(text)  # type: ignore[arg-type]
+    if long is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def _walk(value: Any, fix: Callable[[str], str], depth: int) -> Any:
