@@ -30,7 +30,7 @@ from keyrouter.cli.common import (
 from keyrouter.cli.rules import route_json
 from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.conversations.results import summary as conversation_summary
-from keyrouter.dispatch.loop import CHECK_BATCH
+from keyrouter.dispatch.claims import CHECK_BATCH
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_number
 from keyrouter.message import TURKEY, Message, content_id
