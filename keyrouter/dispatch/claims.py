@@ -13,7 +13,8 @@ from keyrouter.dispatch.scheduling import CLAIMED, WAITING, Item, Queue
 from keyrouter.events import Events
 from keyrouter.store.base import Claimed, Store
 
-CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick
+CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick, at most...
+CHECK_FIRST = 1_000  # ...and in the first call of a burst: its first messages start sooner
 
 
 class Claims:
@@ -24,13 +25,17 @@ class Claims:
         #: a `run()` loop serves: it runs each message when its time comes (else only what
         #: `process()` calls wait for, in this pass)
         self.continuous = False
+        self._batch = CHECK_FIRST
 
     async def check(self, unchecked: list[Item]) -> float:
         """Ask the store which new (or re-checked) messages are unfinished, a batch a tick: the
-        finished ones settle, the others are routed and wait their turn.  Returns the time after
-        the store answered."""
+        finished ones settle, the others are routed and wait their turn.  A burst is asked
+        CHECK_FIRST first, then CHECK_BATCH at a time: slots start on the first ones while the
+        rest are checked and routed.  Returns the time after the store answered."""
         queue = self.queue
-        batch, rest = unchecked[:CHECK_BATCH], unchecked[CHECK_BATCH:]
+        size = self._batch
+        batch, rest = unchecked[:size], unchecked[size:]
+        self._batch = CHECK_BATCH if rest else CHECK_FIRST
         queue.recheck(rest)
         left = set(await self.store.unfinished([i.id for i in batch]))
         now = time.monotonic()
