@@ -94,7 +94,7 @@ class Dispatcher:
         shared = Shared(self.namespace, self.client, self.store, self.settings, self.events,
                         self.handlers.logger, self._holds)
         runner = Runner(routing=self.routing, limits=self.limits, writer=self.writer, ends=ends,
-                        store=self.store, owner=self.owner, lease=self.lease, policy=self.policy,
+                        store=self.store, owner=self.owner, policy=self.policy,
                         clock=self.clock, handler_timeout=self.handler_timeout, shared=shared,
                         stopped=self._stops)
         self._claims = Claims(store=self.store, queue=queue, routing=self.routing, ends=ends,

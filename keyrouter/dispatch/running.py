@@ -61,11 +61,11 @@ class Runner:
     progress and done markers, the endings' bookkeeping, and the store for failures."""
 
     def __init__(self, *, routing: Routing, limits: Limits, writer: Writer, ends: Ends,
-                 store: Store, owner: str, lease: float, policy: RetryPolicy,
+                 store: Store, owner: str, policy: RetryPolicy,
                  clock: Callable[[], float], handler_timeout: float, shared: Shared,
                  stopped: Callable[[], bool]) -> None:
         self.routing, self.limits, self.writer, self.ends = routing, limits, writer, ends
-        self.store, self.owner, self.lease, self.policy = store, owner, lease, policy
+        self.store, self.owner, self.policy = store, owner, policy
         self.clock, self.handler_timeout, self.shared = clock, handler_timeout, shared
         self.stopped = stopped
         self.events = shared.events
