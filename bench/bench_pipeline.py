@@ -1,6 +1,8 @@
 """The whole pipeline against a real Redis on loopback, with a no-op handler (not a test).
 
     .venv/bin/python bench/bench_pipeline.py [REDIS_URL]     # default redis://127.0.0.1:6379/11
+    .venv/bin/python bench/bench_pipeline.py --loop uvloop   # on uvloop (keyrouter[fast])
+    .venv/bin/python bench/bench_pipeline.py --only b,e      # some of the figures only
 
 (a) store round trips and time of a poll over 10,000 already-done messages;
 (b) new messages per second through `Dispatcher.process` (claim, route, handler, done), with an
@@ -9,15 +11,18 @@
 (c) Redis bytes per remembered id;
 (d) one process, `async def` handlers awaiting 50 ms, concurrency 100 (ideal 2,000/s);
 (e) `replay` (the streaming path) of 10 ms handlers at concurrency 100 (ideal 10,000/s).
+(b), (d) and (e) also print the CPU time of this process per message (`time.process_time`), a
+figure that other load on the machine disturbs much less than the rates.
 Uses its own namespaces and deletes only their keys.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,6 @@ from keyrouter.store.redis import RedisStore
 from keyrouter.worker.replay import replay
 from keyrouter.worker.runtime import open_runtime
 
-URL = sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379/11"
 ROUNDS = 5
 RULES = """
 version: 1
@@ -108,8 +112,13 @@ async def naive(client: aioredis.Redis, batch: list[Message], router: Router, ns
         await client.delete(f"naive:{ns}:claim:{m.id}")
 
 
-async def main() -> None:
-    pool = aioredis.ConnectionPool.from_url(URL, connection_class=CountingConnection)
+def cpu_us(cpu: list[float], n: int) -> str:
+    """The median CPU time of this process per message, in microseconds."""
+    return f"{sorted(cpu)[len(cpu) // 2] / n * 1e6:.1f} µs CPU a message"
+
+
+async def main(url: str, only: set[str]) -> None:
+    pool = aioredis.ConnectionPool.from_url(url, connection_class=CountingConnection)
     client = aioredis.Redis(connection_pool=pool)
     namespaces: list[str] = []
 
@@ -118,91 +127,119 @@ async def main() -> None:
         return RedisStore(client, namespaces[-1], None)
 
     try:
-        # (a) a poll over 10,000 done messages
-        s = store()
-        done = messages(10_000, "d")
-        dispatcher = Dispatcher(router_for("anoop"), s, namespace=s.namespace)
-        await dispatcher.process(done)
-        CountingConnection.sent = 0
-        start = time.perf_counter()
-        report = await dispatcher.process(done)
-        took = time.perf_counter() - start
-        assert report.done == 0
-        print(f"(a) poll over 10,000 done messages: {CountingConnection.sent} round trips, "
-              f"{took * 1000:.1f} ms")
-
-        # (b) new messages per second: best of ROUNDS runs, each on a fresh namespace (this VM's
-        # figures swing by a third from run to run; the best is the least disturbed)
-        n = 20_000
-        for handler in ("anoop", "noop"):
-            rates = []
-            for round_ in range(ROUNDS):
+        if "a" in only:  # a poll over 10,000 done messages
+            s = store()
+            done = messages(10_000, "d")
+            dispatcher = Dispatcher(router_for("anoop"), s, namespace=s.namespace)
+            await dispatcher.process(done)
+            CountingConnection.sent = 0
+            start = time.perf_counter()
+            report = await dispatcher.process(done)
+            took = time.perf_counter() - start
+            assert report.done == 0
+            print(f"(a) poll over 10,000 done messages: {CountingConnection.sent} round trips, "
+                  f"{took * 1000:.1f} ms")
+        if "b" in only:
+            await new_messages(client, store)
+        if "d" in only:  # I/O-bound handlers: slots are refilled as soon as one frees (no waves)
+            n = 3_000
+            rates, cpu = [], []
+            for round_ in range(3):
                 s = store()
-                dispatcher = Dispatcher(router_for(handler), s, namespace=s.namespace)
-                batch = messages(n, f"{handler}{round_}-")
-                CountingConnection.sent = 0
-                start = time.perf_counter()
+                dispatcher = Dispatcher(router_for("sleep50"), s, namespace=s.namespace,
+                                        concurrency=100)
+                batch = messages(n, f"s50-{round_}-")
+                start, started_cpu = time.perf_counter(), time.process_time()
                 report = await dispatcher.process(batch)
                 rates.append(n / (time.perf_counter() - start))
+                cpu.append(time.process_time() - started_cpu)
                 assert report.done == n, report
-                await dispatcher.aclose()
                 await cleanup(client, s.namespace)
-            kind = "async def" if handler == "anoop" else "plain def"
-            print(f"(b) {kind} no-op: best {max(rates):,.0f} messages/s, median "
-                  f"{sorted(rates)[len(rates) // 2]:,.0f} ({ROUNDS} runs of {n:,} messages, "
-                  f"{CountingConnection.sent} round trips each)")
-        naive_n = 3_000
-        naive_rates = []
-        for round_ in range(ROUNDS):
-            ns = f"bench-{uuid4().hex[:12]}"
-            start = time.perf_counter()
-            await naive(client, messages(naive_n, f"n{round_}-"), router_for("anoop"), ns)
-            naive_rates.append(naive_n / (time.perf_counter() - start))
-            await client.delete(f"naive:{ns}:done")
-        print(f"(b) naive baseline (3 round trips a message): best {max(naive_rates):,.0f} messages/s, "
-              f"median {sorted(naive_rates)[len(naive_rates) // 2]:,.0f}")
-
-        # (d) I/O-bound handlers: slots are refilled as soon as one frees (no waves)
-        n = 3_000
-        rates = []
-        for round_ in range(3):
+            print(f"(d) async handlers awaiting 50 ms, concurrency 100: best {max(rates):,.0f} "
+                  f"messages/s, median {sorted(rates)[1]:,.0f} (3 runs of {n:,}; ideal 2,000/s; "
+                  f"{cpu_us(cpu, n)})")
+        if "e" in only:  # replay streams a whole file: no chunk waits for its slowest message
+            n = 10_000
+            rates, cpu = [], []
+            for round_ in range(3):
+                namespaces.append(f"bench-{uuid4().hex[:12]}")
+                settings = Settings(rules=str(rules_file("sleep10")), store=url,
+                                    namespace=namespaces[-1], concurrency=100)
+                async with open_runtime(settings) as runtime:
+                    start, started_cpu = time.perf_counter(), time.process_time()
+                    # the rows are parsed inside the measured time, as replay reads a file
+                    batch = messages(n, f"r10-{round_}-")
+                    report, dead = await replay(runtime, batch, asyncio.Event())
+                    rates.append(n / (time.perf_counter() - start))
+                    cpu.append(time.process_time() - started_cpu)
+                assert report.done == n and not dead, report
+                await cleanup(client, namespaces[-1])
+            print(f"(e) replay, 10 ms handlers, concurrency 100: best {max(rates):,.0f} messages/s, "
+                  f"median {sorted(rates)[1]:,.0f} (3 runs of {n:,}; ideal 10,000/s; "
+                  f"{cpu_us(cpu, n)})")
+        if "c" in only:  # bytes per remembered id
             s = store()
-            dispatcher = Dispatcher(router_for("sleep50"), s, namespace=s.namespace, concurrency=100)
-            start = time.perf_counter()
-            report = await dispatcher.process(messages(n, f"s50-{round_}-"))
-            rates.append(n / (time.perf_counter() - start))
-            assert report.done == n, report
-            await cleanup(client, s.namespace)
-        print(f"(d) async handlers awaiting 50 ms, concurrency 100: best {max(rates):,.0f} messages/s, "
-              f"median {sorted(rates)[1]:,.0f} (3 runs of {n:,}; ideal 2,000/s)")
-
-        # (e) replay streams a whole file: no chunk waits for its slowest message
-        n = 10_000
-        rates = []
-        for round_ in range(3):
-            namespaces.append(f"bench-{uuid4().hex[:12]}")
-            settings = Settings(rules=str(rules_file("sleep10")), store=URL, namespace=namespaces[-1],
-                                concurrency=100)
-            async with open_runtime(settings) as runtime:
-                start = time.perf_counter()
-                report, dead = await replay(runtime, messages(n, f"r10-{round_}-"), asyncio.Event())
-                rates.append(n / (time.perf_counter() - start))
-            assert report.done == n and not dead, report
-            await cleanup(client, namespaces[-1])
-        print(f"(e) replay, 10 ms handlers, concurrency 100: best {max(rates):,.0f} messages/s, "
-              f"median {sorted(rates)[1]:,.0f} (3 runs of {n:,}; ideal 10,000/s)")
-
-        # (c) bytes per remembered id
-        s = store()
-        ids = [f"{8_000_000_000 + i}" for i in range(100_000)]
-        await s.finish(ids, "w")
-        used = await client.memory_usage(Keys(s.namespace).done)
-        print(f"(c) Redis bytes per remembered id (100,000 ids of 10 characters): {used / len(ids):.1f}")
+            ids = [f"{8_000_000_000 + i}" for i in range(100_000)]
+            await s.finish(ids, "w")
+            used = await client.memory_usage(Keys(s.namespace).done)
+            print(f"(c) Redis bytes per remembered id (100,000 ids of 10 characters): "
+                  f"{used / len(ids):.1f}")
     finally:
         for namespace in namespaces:
             await cleanup(client, namespace)
         await client.aclose()
 
 
+async def new_messages(client: aioredis.Redis, store: Callable[[], RedisStore]) -> None:
+    """(b) new messages per second: best and median of ROUNDS runs, each on a fresh namespace
+    (this VM's figures swing by a third from run to run), then the naive baseline."""
+    n = 20_000
+    for handler in ("anoop", "noop"):
+        rates, cpu = [], []
+        for round_ in range(ROUNDS):
+            s = store()
+            dispatcher = Dispatcher(router_for(handler), s, namespace=s.namespace)
+            batch = messages(n, f"{handler}{round_}-")
+            CountingConnection.sent = 0
+            start, started_cpu = time.perf_counter(), time.process_time()
+            report = await dispatcher.process(batch)
+            rates.append(n / (time.perf_counter() - start))
+            cpu.append(time.process_time() - started_cpu)
+            assert report.done == n, report
+            await dispatcher.aclose()
+            await cleanup(client, s.namespace)
+        kind = "async def" if handler == "anoop" else "plain def"
+        print(f"(b) {kind} no-op: best {max(rates):,.0f} messages/s, median "
+              f"{sorted(rates)[len(rates) // 2]:,.0f} ({ROUNDS} runs of {n:,} messages, "
+              f"{CountingConnection.sent} round trips each; {cpu_us(cpu, n)})")
+    naive_n = 3_000
+    naive_rates = []
+    for round_ in range(ROUNDS):
+        ns = f"bench-{uuid4().hex[:12]}"
+        start = time.perf_counter()
+        await naive(client, messages(naive_n, f"n{round_}-"), router_for("anoop"), ns)
+        naive_rates.append(naive_n / (time.perf_counter() - start))
+        await client.delete(f"naive:{ns}:done")
+    print(f"(b) naive baseline (3 round trips a message): best {max(naive_rates):,.0f} messages/s, "
+          f"median {sorted(naive_rates)[len(naive_rates) // 2]:,.0f}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("url", nargs="?", default="redis://127.0.0.1:6379/11")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the event loop (uvloop: keyrouter[fast])")
+    parser.add_argument("--only", default="a,b,c,d,e", help="the figures to measure, e.g. b,e")
+    args = parser.parse_args()
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    print(f"event loop: {args.loop}")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main(args.url, set(args.only.split(","))))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    cli()

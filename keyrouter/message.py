@@ -19,6 +19,8 @@ from keyrouter.masking import mask_number
 
 TURKEY = timezone(timedelta(hours=3), "+03:00")
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+# "%Y-%m-%d %H:%M:%S" with two-digit fields, as the provider writes it (strptime's \d, too)
+_PROVIDER_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
 _NON_DIGITS = re.compile(r"[\s\-()]")
 _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
 #: The key a row without a provider date carries its first-seen time in (epoch seconds), added
@@ -81,6 +83,13 @@ def parse_date(value: object) -> datetime | None:
         except (ValueError, OverflowError, OSError):  # nan, 1e20, 20260301120000: not a time
             return None
     text = str(value).strip()
+    fixed = _PROVIDER_DATE.fullmatch(text)
+    if fixed is not None:  # the provider's own form: what the first format reads, without strptime
+        try:
+            year, month, day, hour, minute, second = map(int, fixed.groups())
+            return datetime(year, month, day, hour, minute, second, tzinfo=TURKEY)
+        except ValueError:  # month 13 and the like: the formats below decide, as always
+            pass
     for fmt in _DATE_FORMATS:
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=TURKEY)

@@ -33,8 +33,8 @@ from keyrouter.events import NO_EVENTS, Events
 from keyrouter.ops.doctor_iys import check_iys, uses_iys
 from keyrouter.ops.logs import LogConfigError, setup_logging
 from keyrouter.settings import Settings
+from keyrouter.worker import eventloop, shutdown
 from keyrouter.worker import loop as worker
-from keyrouter.worker import shutdown
 from keyrouter.worker.runtime import open_runtime
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_DEAD_LETTERS", "EXIT_OK", "build_parser", "main"]
@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             return await worker.run(runtime, stopping, once=args.once, interval=args.interval)
 
     try:
-        return asyncio.run(main())
+        return eventloop.run(main())
     except ValueError as exc:  # the store URL, a missing SQLite folder
         raise CliError(str(exc)) from None
 

@@ -30,7 +30,7 @@ from keyrouter.cli.common import (
 from keyrouter.cli.rules import route_json
 from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.conversations.results import summary as conversation_summary
-from keyrouter.dispatch.loop import CHECK_BATCH
+from keyrouter.dispatch.claims import CHECK_BATCH
 from keyrouter.handlers.survey import normalize_choice
 from keyrouter.masking import mask_number
 from keyrouter.message import TURKEY, Message, content_id
@@ -41,7 +41,7 @@ from keyrouter.sandbox.iys import FakeIys
 from keyrouter.sandbox.provider import FakeIletiMerkezi
 from keyrouter.settings import Settings
 from keyrouter.store.choice import SANDBOX_STORE, redact_store_url
-from keyrouter.worker import shutdown
+from keyrouter.worker import eventloop, shutdown
 from keyrouter.worker.replay import replay
 from keyrouter.worker.runtime import Runtime, open_runtime
 from keyrouter.worker.shutdown import EXIT_AT_ONCE as EXIT_INTERRUPTED
@@ -253,7 +253,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
     try:
-        code = asyncio.run(main())
+        code = eventloop.run(main())
     except ValueError as exc:  # the store URL, a missing SQLite folder
         raise CliError(str(exc)) from None
     if sandbox is not None:

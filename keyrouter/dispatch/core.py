@@ -8,6 +8,10 @@ a sender's messages start one after another in received order (`scheduling.py`).
 renewed in one round trip for everything held; progress and done markers are written in batches
 (`writes.py`); time limits hold for every handler kind (`limits.py`).
 
+The Dispatcher is wired here from explicit parts, each given only what it needs: the rules
+(`Routing`), the queue, the store's side of scheduling (`Claims`), the `Runner` of one message,
+the `Writer`, the `Limits`, the endings' bookkeeping (`Ends`) and the `Loop` that drives them.
+
 `process(messages)` is `offer` plus waiting until each of those messages ran once or cannot run
 this time (tests, replay, `keyrouter.testing`); without a `run()` loop it drives the loop itself.
 A crash at any point repeats at most the entries that were running, with the same idempotency key.
@@ -16,8 +20,6 @@ A crash at any point repeats at most the entries that were running, with the sam
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,39 +27,34 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from keyrouter.compliance.channels import is_provider_row, provider_route
 from keyrouter.conversations.engine import Conversations
+from keyrouter.dispatch.claims import Claims
 from keyrouter.dispatch.duplicates import note_duplicate
-from keyrouter.dispatch.limits import NOT_STARTED, Threads, Watchdog
-from keyrouter.dispatch.loop import ServeLoop
+from keyrouter.dispatch.ends import Ends
+from keyrouter.dispatch.entry_context import Shared
+from keyrouter.dispatch.limits import Limits, Watchdog
+from keyrouter.dispatch.loop import Loop, Stops
 from keyrouter.dispatch.outcomes import DEFERRED, Report
-from keyrouter.dispatch.running import run_message as run_claimed
-from keyrouter.dispatch.scheduling import (
-    HIGH,
-    NORMAL,
-    PRIORITY_NAMES,
-    WAITING,
-    Item,
-    Queue,
-    Waiter,
-)
+from keyrouter.dispatch.routing import Handlers, Routing
+from keyrouter.dispatch.running import Runner
+from keyrouter.dispatch.scheduling import PRIORITY_NAMES, WAITING, Queue, Waiter
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.message import Message
 from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.retries import RetryPolicy
-from keyrouter.rules import registry
 from keyrouter.rules.router import Route, Router
 from keyrouter.settings import Settings
 from keyrouter.store.base import Store
 from keyrouter.store.retried import is_retried_row
 
-logger = logging.getLogger("keyrouter.dispatch")
+#: settings a caller may change after construction: handed on to the parts that hold them
+_PASSED_ON = frozenset({"clock", "events", "policy", "handler_timeout", "client", "settings"})
 
 
 @dataclass
-class Dispatcher(ServeLoop):
+class Dispatcher:
     router: Router
     store: Store
     namespace: str = "default"
@@ -77,73 +74,73 @@ class Dispatcher(ServeLoop):
     events: Events = NO_EVENTS
     shutdown_grace: float = 30.0  # KEYROUTER_SHUTDOWN_GRACE
     max_abandoned: int = 8  # KEYROUTER_MAX_ABANDONED
-    #: claimed beyond free slots, at least (more at a fast pace: see loop.ServeLoop._wants);
+    #: claimed beyond free slots, at least (more at a fast pace: see loop.Loop._wants);
     #: None: a quarter of concurrency, at most 32
     prefetch: int | None = None
 
     def __post_init__(self) -> None:
-        self._handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
-        self._loggers: dict[str, logging.Logger] = {}
-        self._check_handlers(self.router)  # fail at start-up, not at the first message
+        """The one place the parts are wired."""
         if self.prefetch is None:
             self.prefetch = max(1, min(32, self.concurrency // 4))
-        self.restart_needed = False  # too many stuck threads: the worker exits for a restart
-        self._pool: Threads | None = None
-        self.watchdog = Watchdog()  # time limits of running entries
-        self._pace, self._started, self._pace_since = 0.0, 0, time.monotonic()
-        self._queue = Queue()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._waiters: set[Waiter] = set()
-        self._to_release: list[str] = []
-        self._stop_events: list[asyncio.Event] = []
-        self._serving = self._continuous = False
-        self._driver: asyncio.Task[None] | None = None
+        self.handlers = Handlers()
+        self.routing = Routing(self.router, self.store, self.clock, self.handlers)
+        self._stops = Stops(self.stopping)
         self._wake = asyncio.Event()
-        self._writer: Writer | None = None
+        self._queue = queue = Queue()
         self.tally = Tally(self.store)  # finished messages per rule and hour, for the dashboard
-        #: the rules' conversations, consulted when each message starts (running.run_message)
-        self.conversations = Conversations.for_rules(self.router.rules, self.store, self.clock)
+        self._ends = ends = Ends(queue, self.tally, self.events, self._wake)
+        self.writer = Writer(self.store, self.owner, self.flush_interval, ends.finished)
+        self.limits = Limits(self.threads, self.max_abandoned, self.events, self._stops.stop_all)
+        shared = Shared(self.namespace, self.client, self.store, self.settings, self.events,
+                        self.handlers.logger, self._holds)
+        runner = Runner(routing=self.routing, limits=self.limits, writer=self.writer, ends=ends,
+                        store=self.store, owner=self.owner, policy=self.policy,
+                        clock=self.clock, handler_timeout=self.handler_timeout, shared=shared,
+                        stopped=self._stops)
+        self._claims = Claims(store=self.store, queue=queue, routing=self.routing, ends=ends,
+                              owner=self.owner, lease=self.lease, clock=self.clock,
+                              events=self.events)
+        self._loop = Loop(queue=queue, claims=self._claims, runner=runner, ends=ends,
+                          writer=self.writer, limits=self.limits, tally=self.tally,
+                          store=self.store, owner=self.owner, lease=self.lease,
+                          concurrency=self.concurrency, prefetch=self.prefetch,
+                          shutdown_grace=self.shutdown_grace, stops=self._stops, wake=self._wake)
+        self._waiters: set[Waiter] = set()
+        self._driver: asyncio.Task[None] | None = None
 
-    # ------------------------------------------------------------------ handlers and rules
-    def _check_handlers(self, router: Router) -> None:
-        for rule in router.rules.rules:
-            for entry in rule.handlers:
-                self.resolve(entry.name)
-        for entry in router.rules.default:
-            self.resolve(entry.name)
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A setting changed after wiring (tests move the clock, swap the events) reaches the
+        parts that hold it."""
+        object.__setattr__(self, name, value)
+        if name in _PASSED_ON and "_loop" in self.__dict__:
+            self._pass_on()
 
-    def resolve(self, name: str) -> tuple[Callable[..., Any], bool]:
-        found = self._handlers.get(name)
-        if found is None:
-            func = registry.resolve(name)
-            found = self._handlers[name] = (func, inspect.iscoroutinefunction(func))
-        return found
+    def _pass_on(self) -> None:
+        runner, shared = self._loop.runner, self._loop.runner.shared
+        runner.clock = self.routing.clock = self._claims.clock = self.clock
+        runner.events = shared.events = self._ends.events = self._claims.events = self.events
+        self.limits.events = self.events
+        runner.policy, runner.handler_timeout = self.policy, self.handler_timeout
+        shared.client, shared.settings = self.client, self.settings
 
-    def handler_logger(self, handler: str) -> logging.Logger:
-        found = self._loggers.get(handler)
-        if found is None:
-            found = self._loggers[handler] = logging.getLogger(f"keyrouter.handler.{handler}")
-        return found
+    async def _holds(self, id: str) -> bool:
+        """Fencing (keyrouter.handlers.fencing): this worker still holds the claim; renews it."""
+        return bool(await self.store.renew([id], self.owner, self.lease))
+
+    # ------------------------------------------------------------------ rules
+    @property
+    def conversations(self) -> Conversations | None:
+        """The rules' conversations, consulted when each message starts."""
+        return self.routing.conversations
 
     def use_router(self, router: Router) -> None:
         """Hot reload: messages not started yet run under the new rules, started ones finish
         under theirs.  Raises (and keeps the old rules) when a handler cannot be resolved."""
-        self._check_handlers(router)
+        self.routing.use(router)
         self.router = router
-        self.conversations = Conversations.for_rules(router.rules, self.store, self.clock)
 
     def route(self, message: Message) -> Route:
-        if is_provider_row(message):  # an opt-out found on the provider's blacklist only
-            return provider_route(message)
-        return self.router.route(message.text, message.receiver)
-
-    async def run_message(self, item: Item) -> None:
-        await run_claimed(self, item)
-
-    def _route_item(self, item: Item) -> None:
-        item.route, item.router = self.route(item.message), self.router
-        rule = item.route.rule
-        item.priority = HIGH if rule is not None and rule.priority == "high" else NORMAL
+        return self.routing.route(message)
 
     def beyond_horizon(self, message: Message) -> bool:
         """Older than the horizon: ignored before it reaches the store.  A message without a
@@ -153,17 +150,20 @@ class Dispatcher(ServeLoop):
                 and not is_retried_row(message.row)
                 and message.received_at.timestamp() < self.clock() - self.horizon.total_seconds())
 
-    @property
-    def threads_pool(self) -> Threads:
-        if self._pool is None:
-            self._pool = Threads(self.threads)
-        return self._pool
-
     # ------------------------------------------------------------------ what others read
+    @property
+    def watchdog(self) -> Watchdog:
+        return self.limits.watchdog
+
+    @property
+    def restart_needed(self) -> bool:
+        """Too many stuck handler threads: the worker exits for a restart."""
+        return self.limits.restart_needed
+
     @property
     def inflight(self) -> int:
         """Messages running now."""
-        return len(self._tasks)
+        return len(self._loop.tasks)
 
     def queued(self) -> dict[str, int]:
         """Messages waiting to start (claimed or not), by priority."""
@@ -181,7 +181,10 @@ class Dispatcher(ServeLoop):
     @property
     def abandoned_threads(self) -> int:
         """Plain `def` handler threads abandoned past their limit and still running."""
-        return self._pool.stuck() if self._pool is not None else 0
+        return self.limits.stuck()
+
+    def stopped(self) -> bool:
+        return self._stops()
 
     # ------------------------------------------------------------------ offering and waiting
     def offer(self, messages: Iterable[Message]) -> int:
@@ -189,8 +192,9 @@ class Dispatcher(ServeLoop):
         new = 0
         now = time.monotonic()
         queue = self._queue
+        items = queue.items
         for m in messages:
-            if m.id in queue.items or self.beyond_horizon(m):
+            if m.id in items or self.beyond_horizon(m):
                 continue
             queue.add(m, now)
             new += 1
@@ -217,13 +221,13 @@ class Dispatcher(ServeLoop):
         now = time.monotonic()
         for item in items:
             if item.state == WAITING and item.checked:
-                if self._blocked(item, now):
-                    self._defer_line(item, DEFERRED)
+                if self._claims.blocked(item, now):
+                    self._ends.defer_line(item, DEFERRED)
                 else:
                     self._queue.make_ready(item)
         self._waiters.add(waiter)
         self._wake.set()
-        if not self._serving and self._driver is None:
+        if not self._loop.serving and self._driver is None:
             self._driver = asyncio.create_task(self._drive())
         driver = self._driver
         await waiter.settled.wait()
@@ -252,9 +256,8 @@ class Dispatcher(ServeLoop):
 
     async def _drive(self) -> None:
         """The loop for `process()` calls without `run()`: until every waiter has its answer."""
-        self._continuous = False
         try:
-            await self._serve(lambda: not self._open_waiters())
+            await self._loop.serve(lambda: not self._open_waiters(), continuous=False)
         except Exception as exc:
             for waiter in self._waiters:
                 waiter.fail(exc)
@@ -268,47 +271,13 @@ class Dispatcher(ServeLoop):
         for running entries and leave the rest to lease expiry."""
         if self._driver is not None:
             await self._driver
-        self._continuous = True
-        self._stop_events = [stopping]
+        self._stops.serving = [stopping]
         self._queue.recheck_all()
         try:
-            await self._serve(lambda: False)
+            await self._loop.serve(lambda: False, continuous=True)
         finally:
-            self._continuous = False
-            self._stop_events = []
-
-    def stopped(self) -> bool:
-        return (self.stopping is not None and self.stopping.is_set()) or any(
-            e.is_set() for e in self._stop_events)
-
-    # ------------------------------------------------------------------ handler threads
-    def call_unless_stopped(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Runs in a handler thread: a call still queued when a stop arrives never starts."""
-        return NOT_STARTED if self.stopped() else func(*args)
-
-    @property
-    def writer(self) -> Writer:
-        assert self._writer is not None
-        return self._writer
-
-    def abandoned(self, handler: str) -> None:
-        """A plain `def` handler's thread passed its limit and was left running."""
-        self.events.handler_abandoned(handler)
-        stuck = self.threads_pool.stuck()
-        logger.error("handler %s passed its time limit; its thread is abandoned (%d stuck)", handler, stuck)
-        if stuck > self.max_abandoned and not self.restart_needed:
-            self.restart_needed = True
-            logger.error("%d handler threads are stuck past their time limits (KEYROUTER_MAX_ABANDONED="
-                         "%d): stopping so the supervisor restarts the worker", stuck, self.max_abandoned)
-            for event in (self.stopping, *self._stop_events):
-                if event is not None:
-                    event.set()
-            if self.stopping is None and not self._stop_events:
-                self.stopping = asyncio.Event()
-                self.stopping.set()
+            self._stops.serving = []
 
     async def aclose(self) -> None:
         """Let idle handler threads end; a stuck one is a daemon and never holds up the exit."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self.limits.close()

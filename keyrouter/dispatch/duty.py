@@ -15,19 +15,17 @@ when an optional entry (a confirmation SMS) fails (docs/opt-out-duty.md).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from keyrouter.compliance.deadlines import BUSINESS_DAYS, deadline
+from keyrouter.events import Events
 from keyrouter.masking import mask_number
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules.entry_keys import LEGAL_HANDLERS
 from keyrouter.rules.model import HandlerEntry
 from keyrouter.rules.router import Route
-from keyrouter.store.base import OptOut
-
-if TYPE_CHECKING:
-    from keyrouter.dispatch.core import Dispatcher
+from keyrouter.store.base import OptOut, Store
 
 __all__ = [
     "FAILED_SUFFIX",
@@ -73,9 +71,10 @@ def failed_action(handler: str) -> str:
     return f"{handler}{FAILED_SUFFIX}"
 
 
-async def optional_failed(d: Dispatcher, message: Message, route: Route, rule_name: str,
-                          index: int, entry: HandlerEntry, error: str, failures: int,
-                          gave_up: bool) -> None:
+async def optional_failed(store: Store, events: Events, policy: RetryPolicy,
+                          clock: Callable[[], float], message: Message, route: Route,
+                          rule_name: str, index: int, entry: HandlerEntry, error: str,
+                          failures: int, gave_up: bool) -> None:
     """Record an optional entry's failure (`error`: dispatch.describe_error's text); the caller
     goes on with the rule."""
     where = (f"message {message.id} from {mask_number(message.sender)}, rule {rule_name}, "
@@ -86,18 +85,18 @@ async def optional_failed(d: Dispatcher, message: Message, route: Route, rule_na
         logger.error("optional entry given up, the rule goes on: %s: %s", where, error, extra=fields)
     else:
         logger.warning("optional entry failed, the rule goes on and it is retried after: %s "
-                       "(attempt %d of %d): %s", where, failures, d.policy.max_attempts, error,
+                       "(attempt %d of %d): %s", where, failures, policy.max_attempts, error,
                        extra=fields)
-    d.events.optional_failed(rule_name, entry.name, gave_up)
+    events.optional_failed(rule_name, entry.name, gave_up)
     number = message.sender_e164
     if not gave_up or number is None or not any(is_legal(e) for e in route.handlers):
         return
     line = OptOut(number=number, action=failed_action(entry.name), message_id=message.id,
                   keyword=route.match.keyword if route.match else None,
-                  received_at=message.received_at.timestamp(), handled_at=d.clock(),
+                  received_at=message.received_at.timestamp(), handled_at=clock(),
                   outcome=error[:_ERROR_IN_LEDGER])
     try:
-        await d.store.record_optout(line)
+        await store.record_optout(line)
     except Exception as store_error:  # the log line and the metric above still tell it
         logger.error("%s: the failure could not be written to the ledger: %s: %s", where,
                      type(store_error).__name__, store_error, extra=fields)

@@ -13,11 +13,16 @@ it, not while it waits for a free thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
+
+from keyrouter.events import Events
+
+logger = logging.getLogger("keyrouter.dispatch")
 
 NOT_STARTED = object()  # a queued call that a stop kept from starting
 
@@ -118,86 +123,184 @@ class Threads:
             self._calls.put(None)
 
 
-class _Watched:
-    __slots__ = ("call", "fired", "limit", "started", "task")
+def first_step(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Run an async handler's coroutine up to its first wait, in the caller: (True, its result)
+    when it finished without waiting (a handler that only decides something: no watch, no
+    timer), else (False, what it waits for), to hand to `Limits.resume`.  Its exception is
+    raised as the handler's."""
+    try:
+        return False, coro.send(None)
+    except StopIteration as done:
+        return True, done.value
 
-    def __init__(self, task: asyncio.Task[Any], limit: float, call: _Call | None) -> None:
-        self.task, self.limit, self.call = task, limit, call
-        self.started = time.monotonic()
-        self.fired = False
 
-    def deadline(self) -> float:
-        if self.call is None:
-            return self.started + self.limit
-        started = self.call.started_at  # a thread call's clock starts when a thread takes it
-        return float("inf") if started is None else started + self.limit
+class _Resumed:
+    """Awaiting it goes on with a coroutine whose first step ran by hand (`first_step`): what
+    `yield from` would do after that step, each wait and each exception passed through."""
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self._coro, self._pending = coro, pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self._coro, self._pending
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation, or what the task throws in
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class Watchdog:
     """One periodic check for every running entry, cheaper on the hot path than a timer per
-    call: an entry past its deadline has its task cancelled (and knows it was the limit)."""
+    call: an entry past its deadline has its task cancelled (and knows it was the limit).  A
+    watch is one dict entry (task -> deadline), nothing built per call."""
 
     def __init__(self, every: float = 0.05) -> None:
         self.every = every
-        self._watched: set[_Watched] = set()
+        self._deadlines: dict[asyncio.Task[Any], float] = {}  # monotonic
+        self._calls: dict[asyncio.Task[Any], tuple[_Call, float]] = {}  # thread calls, their limit
+        self._fired: set[asyncio.Task[Any]] = set()
 
-    def watch(self, limit: float, call: _Call | None = None) -> _Watched:
-        task = asyncio.current_task()
-        assert task is not None
-        watched = _Watched(task, limit, call)
-        self._watched.add(watched)
-        return watched
+    def watch(self, task: asyncio.Task[Any], limit: float) -> None:
+        self._deadlines[task] = time.monotonic() + limit
 
-    def forget(self, watched: _Watched) -> None:
-        self._watched.discard(watched)
+    def watch_call(self, task: asyncio.Task[Any], limit: float, call: _Call) -> None:
+        """A thread call's clock starts when a thread takes it."""
+        self._calls[task] = (call, limit)
+
+    def forget(self, task: asyncio.Task[Any]) -> None:
+        self._deadlines.pop(task, None)
+        self._calls.pop(task, None)
+
+    def fired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the task's cancellation was its limit (not a stop's): if so, swallow it."""
+        if task not in self._fired:
+            return False
+        self._fired.discard(task)
+        task.uncancel()
+        return True
+
+    def expired(self, now: float) -> list[asyncio.Task[Any]]:
+        late = [t for t, deadline in self._deadlines.items() if deadline <= now]
+        late += [t for t, (call, limit) in self._calls.items()
+                 if call.started_at is not None and call.started_at + limit <= now]
+        return [t for t in late if t not in self._fired]
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.every)
-            if not self._watched:
+            if not self._deadlines and not self._calls:
                 continue
-            now = time.monotonic()
-            for watched in list(self._watched):
-                if not watched.fired and watched.deadline() <= now:
-                    watched.fired = True
-                    watched.task.cancel()
+            for task in self.expired(time.monotonic()):
+                self._fired.add(task)
+                task.cancel()
 
 
-def _limit_reached(watched: _Watched) -> bool:
-    """Our own cancellation (not a stop's): swallow it."""
-    if not watched.fired:
-        return False
-    watched.task.uncancel()
-    return True
+class Limits:
+    """Time limits of running entries, and the thread pool of plain `def` handlers: the
+    dispatcher's runner calls handlers through it.  Past `max_abandoned` stuck threads it asks
+    for a restart (`restart()`, the dispatcher's stop)."""
 
+    def __init__(self, threads: int, max_abandoned: int, events: Events,
+                 restart: Callable[[], None]) -> None:
+        self.size, self.max_abandoned, self.events = threads, max_abandoned, events
+        self._restart = restart
+        self.watchdog = Watchdog()
+        self._pool: Threads | None = None
+        self.restart_needed = False  # too many stuck threads: the worker exits for a restart
 
-async def call_in_thread(threads: Threads, watchdog: Watchdog, limit: float,
-                         on_abandon: Callable[[], None], func: Callable[..., Any], *args: Any) -> Any:
-    """Run `func(*args)` in the pool; HandlerTimeout once it has run `limit` seconds (its thread
-    is then abandoned)."""
-    call = threads.submit(func, *args)
-    watched = watchdog.watch(limit, call)
-    try:
-        return await asyncio.shield(call.future)
-    except asyncio.CancelledError:
-        if not _limit_reached(watched):
-            raise
-        threads.abandon(call)
-        on_abandon()
-        raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (its thread was "
-                             "abandoned)") from None
-    finally:
-        watchdog.forget(watched)
+    @property
+    def pool(self) -> Threads:
+        if self._pool is None:
+            self._pool = Threads(self.size)
+        return self._pool
 
+    def stuck(self) -> int:
+        """Plain `def` handler threads abandoned past their limit and still running."""
+        return self._pool.stuck() if self._pool is not None else 0
 
-async def await_with_limit(awaitable: Awaitable[Any], watchdog: Watchdog, limit: float) -> Any:
-    """An async handler's coroutine, cancelled at the limit."""
-    watched = watchdog.watch(limit)
-    try:
-        return await awaitable
-    except asyncio.CancelledError:
-        if not _limit_reached(watched):
-            raise
-        raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (cancelled)") from None
-    finally:
-        watchdog.forget(watched)
+    async def resume(self, coro: Coroutine[Any, Any, Any], pending: Any, started: float,
+                     limit: float) -> Any:
+        """Go on with an async handler's coroutine that its first step (run by the caller, see
+        `first_step`) left waiting for `pending`; cancelled `limit` seconds after `started`
+        (time.monotonic())."""
+        task = asyncio.current_task()
+        assert task is not None
+        watchdog = self.watchdog
+        watchdog.watch(task, limit - (time.monotonic() - started))
+        try:
+            return await _Resumed(coro, pending)
+        except asyncio.CancelledError:
+            if not watchdog.fired(task):
+                raise
+            raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (cancelled)") from None
+        finally:
+            watchdog.forget(task)
+
+    async def run_async(self, awaitable: Awaitable[Any], limit: float) -> Any:
+        """An async handler's coroutine, cancelled at the limit."""
+        task = asyncio.current_task()
+        assert task is not None
+        watchdog = self.watchdog
+        watchdog.watch(task, limit)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not watchdog.fired(task):
+                raise
+            raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (cancelled)") from None
+        finally:
+            watchdog.forget(task)
+
+    async def run_in_thread(self, limit: float, handler: str, func: Callable[..., Any],
+                            *args: Any) -> Any:
+        """`func(*args)` in the pool; HandlerTimeout once it has run `limit` seconds (its thread
+        is then abandoned)."""
+        task = asyncio.current_task()
+        assert task is not None
+        pool, watchdog = self.pool, self.watchdog
+        call = pool.submit(func, *args)
+        watchdog.watch_call(task, limit, call)
+        try:
+            return await asyncio.shield(call.future)
+        except asyncio.CancelledError:
+            if not watchdog.fired(task):
+                raise
+            pool.abandon(call)
+            self._abandoned(handler)
+            raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (its thread was "
+                                 "abandoned)") from None
+        finally:
+            watchdog.forget(task)
+
+    def _abandoned(self, handler: str) -> None:
+        """A plain `def` handler's thread passed its limit and was left running."""
+        self.events.handler_abandoned(handler)
+        stuck = self.pool.stuck()
+        logger.error("handler %s passed its time limit; its thread is abandoned (%d stuck)",
+                     handler, stuck)
+        if stuck > self.max_abandoned and not self.restart_needed:
+            self.restart_needed = True
+            logger.error("%d handler threads are stuck past their time limits "
+                         "(KEYROUTER_MAX_ABANDONED=%d): stopping so the supervisor restarts the "
+                         "worker", stuck, self.max_abandoned)
+            self._restart()
+
+    def close(self) -> None:
+        """Let idle handler threads end; a stuck one is a daemon and never holds up the exit."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

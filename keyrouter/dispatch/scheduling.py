@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
-from keyrouter.ordering import Position, insertion_index, position
+from keyrouter.ordering import Position, insertion_index
 from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Claimed
 
@@ -67,8 +67,9 @@ class Item:
     def __init__(self, message: Message, sender: str, seq: int, offered_at: float) -> None:
         self.message, self.sender, self.seq, self.offered_at = message, sender, seq, offered_at
         self.id = message.id
-        self.order: Position = position(message)
-        self.received = message.received_at.timestamp()  # epoch seconds
+        self.received = received = message.received_at.timestamp()  # epoch seconds
+        # ordering.position(message), without asking the datetime twice
+        self.order = Position(received if message.date_known else None, message.id)
         # routed once the store says it is unfinished (an inbox of done messages costs no
         # routing); `router` is the rules it was routed with: re-routed at start after a reload
         self.route: Route | None = None

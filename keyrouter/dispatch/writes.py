@@ -62,8 +62,13 @@ class Writer:
             self._hurry = True
             self._wake.set()
 
+    def start(self) -> asyncio.Task[None]:
+        """The writer task of one serving loop, until its `close()`."""
+        self._closing = False
+        return asyncio.create_task(self.run())
+
     async def run(self) -> None:
-        """The one writer task; returns after `close()` once everything is written."""
+        """The one writer task (`start`); returns after `close()` once everything is written."""
         failures = 0
         while True:
             if not self._progress and not self._finishes:

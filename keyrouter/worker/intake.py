@@ -18,7 +18,6 @@ are parsed by `keyrouter.message.parse_row` on arrival, exactly as a direct poll
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from keyrouter.masking import mask_number
 from keyrouter.message import Message, parse_row
 from keyrouter.providers.iletimerkezi import IletiMerkezi
 from keyrouter.store.base import Store
+from keyrouter.store.codec import dumps_ascii, loads
 from keyrouter.worker.sources import parse_rows
 
 logger = logging.getLogger("keyrouter.intake")
@@ -190,12 +190,12 @@ class Intake:
 def _row_json(message: Message) -> str:
     """The provider's row as JSON: ASCII only (a lone surrogate becomes \\udXXX), any value that
     JSON cannot hold becomes its text."""
-    return json.dumps(dict(message.row), ensure_ascii=True, default=str)
+    return dumps_ascii(dict(message.row))
 
 
 def _parse(msg_id: str, text: str) -> Message | None:
     try:
-        row = json.loads(text)
+        row = loads(text)
         message = parse_row(row)
     except Exception as exc:  # a shared row nobody can read must not stop the rest
         logger.warning("dropping a shared row that cannot be read (%s: %s)", type(exc).__name__,

@@ -44,7 +44,9 @@ async def replay(runtime: Runtime, messages: Sequence[Message], stopping: asynci
             progress(total, total)
         ids = [m.id for m in messages if not dispatcher.beyond_horizon(m)]
         pause = min(1.0, runtime.settings.retry_base)
-        while not stopping.is_set():
+        # every one done, skipped or dead in the first pass: no need to ask the store again
+        ended = report.done + report.skipped + report.dead == len(set(ids))
+        while not stopping.is_set() and not ended:
             left = set(await runtime.store.unfinished(ids))
             if not left:
                 break
