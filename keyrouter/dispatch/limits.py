@@ -237,25 +237,19 @@ class Limits:
         """Go on with an async handler's coroutine that its first step (run by the caller, see
         `first_step`) left waiting for `pending`; cancelled `limit` seconds after `started`
         (time.monotonic())."""
-        task = asyncio.current_task()
-        assert task is not None
-        watchdog = self.watchdog
-        watchdog.watch(task, limit - (time.monotonic() - started))
-        try:
-            return await _Resumed(coro, pending)
-        except asyncio.CancelledError:
-            if not watchdog.fired(task):
-                raise
-            raise HandlerTimeout(f"ran longer than its {limit:g}s time limit (cancelled)") from None
-        finally:
-            watchdog.forget(task)
+        return await self._watched(_Resumed(coro, pending), limit - (time.monotonic() - started),
+                                   limit)
 
     async def run_async(self, awaitable: Awaitable[Any], limit: float) -> Any:
         """An async handler's coroutine, cancelled at the limit."""
+        return await self._watched(awaitable, limit, limit)
+
+    async def _watched(self, awaitable: Awaitable[Any], remaining: float, limit: float) -> Any:
+        """`awaitable`, cancelled after `remaining` seconds; the error names the whole `limit`."""
         task = asyncio.current_task()
         assert task is not None
         watchdog = self.watchdog
-        watchdog.watch(task, limit)
+        watchdog.watch(task, remaining)
         try:
             return await awaitable
         except asyncio.CancelledError:
