@@ -1,28 +1,28 @@
-"""`keyrouter run` and `replay` run on uvloop when the `fast` extra is installed, else on
-asyncio's own loop, with the same results."""
+"""`keyrouter run` and `replay` run on uvloop when the `fast` extra is installed (the test extra
+installs it), else on asyncio's own loop, with the same results."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import sys
+
+import pytest
+import uvloop
 
 from keyrouter.worker import eventloop
 
 
-def test_the_loop_is_uvloop_exactly_when_it_is_installed() -> None:
-    factory = eventloop.loop_factory()
-    if importlib.util.find_spec("uvloop") is None:
-        assert factory is None
-    else:
-        import uvloop
-
-        assert factory is uvloop.new_event_loop
+async def _loop_module() -> str:
+    await asyncio.sleep(0)
+    return type(asyncio.get_running_loop()).__module__
 
 
-def test_run_returns_the_coroutine_result_on_that_loop() -> None:
-    async def main() -> str:
-        await asyncio.sleep(0)
-        return type(asyncio.get_running_loop()).__module__
+def test_uvloop_is_the_loop_when_installed() -> None:
+    assert eventloop.loop_factory() is uvloop.new_event_loop
+    assert eventloop.run(_loop_module()).startswith("uvloop")
 
-    module = eventloop.run(main())
-    assert module.startswith("uvloop") == (eventloop.loop_factory() is not None)
+
+def test_asyncio_is_the_loop_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    assert eventloop.loop_factory() is None
+    assert eventloop.run(_loop_module()) == "asyncio.unix_events"
