@@ -1,4 +1,4 @@
-"""Issue 9, the first hour: every command answers an expected failure in one line with its own
+"""Every command answers an expected failure in one line with its own
 exit code, never a traceback.  Each test runs the installed `keyrouter` console script (the real
 entry point: logging set-up, the error layer, the interpreter's own exit), asserts the exit code
 and the first line of what it printed."""

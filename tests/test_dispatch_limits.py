@@ -1,4 +1,4 @@
-"""Time limits that hold (issue 12, finding 1): handlers that never return, abandoned threads and
+"""Time limits that hold: handlers that never return, abandoned threads and
 their bound, the shutdown grace period."""
 
 from __future__ import annotations

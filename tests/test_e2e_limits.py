@@ -1,5 +1,5 @@
 """End to end (real worker processes, real Redis, the fake provider): the shutdown grace period
-and the stop for a restart past the bound of abandoned threads (issue 12, finding 1)."""
+and the stop for a restart past the bound of abandoned threads."""
 
 from __future__ import annotations
 

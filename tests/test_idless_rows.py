@@ -1,4 +1,4 @@
-"""Rows without an id (issue 9, item 5): never dropped, given a stable id from their content, so a
+"""Rows without an id: never dropped, given a stable id from their content, so a
 row seen twice, in one poll or in two, is dispatched once."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Patterns run on RE2: linear time, clear `check` errors for what RE2 lacks (issue 12, item 2)."""
+"""Patterns run on RE2: linear time, clear `check` errors for what RE2 lacks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bounded rules parsing (issue 12, item 3): a bad rules file is one line and exit 2 from
+"""Bounded rules parsing: a bad rules file is one line and exit 2 from
 `keyrouter check`, in bounded time and memory, never a traceback."""
 
 from __future__ import annotations

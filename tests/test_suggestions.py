@@ -1,4 +1,4 @@
-""""Did you mean" for keys, handler names and built-in params; "neither ... nor" (issue 9, item 11)."""
+""""Did you mean" for keys, handler names and built-in params; "neither ... nor"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`Store`: the union of the role protocols (roles.py) that every backend implements, and the
-values the contract takes and returns (values.py), importable from here as before."""
+values the contract takes and returns (values.py), also importable from here."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def without_collections(build: Callable[[], T]) -> T:
     permanent generation (gc.freeze).  A full collection walks every object with the GIL held:
     with 10,000 rules alive that is 0.2-0.5 s in which the event loop cannot run, whichever
     thread builds.  The rules hold no reference cycles, and frozen objects are still freed when
-    their last reference goes, so an old rule set disappears after a reload as before."""
+    their last reference goes, so the replaced rule set is freed once nothing refers to it."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -1,4 +1,4 @@
-"""Poison rows (issue 12, item 4): whatever the provider sends, the good rows are done exactly once
+"""Poison rows: whatever the provider sends, the good rows are done exactly once
 on every store, and a row that cannot be handled goes to the dead letters alone, intact.
 
 A hypothesis property drives the real pipeline (keyrouter.testing.pipeline/process: router,

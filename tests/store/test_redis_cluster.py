@@ -1,4 +1,4 @@
-"""Redis Cluster (issue 7, item 5): the whole contract on a real local 3-master cluster, one hash
+"""Redis Cluster: the whole contract on a real local 3-master cluster, one hash
 slot per namespace, `redis+cluster://` URLs, and the move of keys written before the hash tag."""
 
 from __future__ import annotations
