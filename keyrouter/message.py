@@ -26,6 +26,8 @@ _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
 #: The key a row without a provider date carries its first-seen time in (epoch seconds), added
 #: the first time it is parsed and kept with the row in the store (published rows, dead letters).
 FIRST_SEEN = "keyrouter_first_seen"
+#: The row fields that make a message what it is (the id aside).
+CONTENT_FIELDS = ("date", "sender", "number", "text")
 
 
 class RowError(ValueError):
@@ -156,9 +158,14 @@ def content_id(row: Mapping[str, Any]) -> str:
     """The id of a row that came without one: `h-` and 32 hex digits of the SHA-256 of its date,
     sender, number and text (as text, in canonical JSON).  The same row polled again gets the
     same id, so it is dispatched once; two rows that differ in any of these get different ids."""
-    fields = [_text(row.get(key)) for key in ("date", "sender", "number", "text")]
+    return "h-" + content_hash([_text(row.get(key)) for key in CONTENT_FIELDS])[:32]
+
+
+def content_hash(fields: list[str]) -> str:
+    """The SHA-256 (hex) of the content fields as canonical JSON: one spelling, so a row hashes
+    the same wherever it is compared."""
     canonical = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
-    return "h-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def canonical_receiver(number: object) -> str:
