@@ -34,7 +34,7 @@ from typing import Any
 
 from keyrouter import timefmt
 from keyrouter.handlers.context import Context
-from keyrouter.handlers.deciding import decide, skipped
+from keyrouter.handlers.deciding import decide
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.masking import mask_number
@@ -42,7 +42,7 @@ from keyrouter.message import Message
 from keyrouter.providers.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
 from keyrouter.rules.router import Match
-from keyrouter.store.base import DECIDED, LATER, OptOut
+from keyrouter.store.base import OptOut
 
 __all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem", "record",
            "record_for"]
@@ -131,8 +131,7 @@ async def record(message: Message, match: Match | None, context: Context, *,
     repeat = False
     if store is not None:
         decision = await decide(store, entry, context, "iys", defer=defer)
-        if decision.verdict in (LATER, DECIDED):
-            skipped(context, "iys", decision, message.id, consent.recipient)
+        if decision is None:
             return
         repeat = not decision.first
     await check_claim(context, "iys", "İYS consent record")
