@@ -23,6 +23,7 @@ from typing import Any
 
 from keyrouter.dispatch.duty import (
     LEGAL_MAX_DELAY,
+    failure_where,
     give_up_at,
     is_legal,
     legal_delay,
@@ -44,7 +45,6 @@ from keyrouter.dispatch.routing import Routing
 from keyrouter.dispatch.scheduling import FINISHING, Item
 from keyrouter.dispatch.writes import Writer
 from keyrouter.handlers.fencing import StaleClaim
-from keyrouter.masking import mask_number
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules.model import HandlerEntry
@@ -197,11 +197,7 @@ class Runner:
         message, policy, store = item.message, self.policy, self.store
         failures = claim.attempts + 1
         error = describe_error(exc)
-        where = f"message {message.id} from {mask_number(message.sender)}, rule {rule_name}, " \
-                f"handler #{index} {entry.name}"
-        # structured log fields (JSON logs): never the number or the text
-        fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name,
-                  "attempt": failures}
+        where, fields = failure_where(message, rule_name, index, entry, failures)
         legal = is_legal(entry)
         received = message.received_at.timestamp()
         if is_permanent(exc) or (legal_exhausted(policy, failures, received, self.clock()) if legal
