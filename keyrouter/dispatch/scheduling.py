@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
-from keyrouter.ordering import Position, insertion_index
+from keyrouter.ordering import Position, entry_position, insertion_index
 from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Claimed
 
@@ -69,7 +69,7 @@ class Item:
         self.id = message.id
         self.received = received = message.received_at.timestamp()  # epoch seconds
         # ordering.position(message), without asking the datetime twice
-        self.order = Position(received if message.date_known else None, message.id)
+        self.order = entry_position(received, message.date_known, message.id)
         # routed once the store says it is unfinished (an inbox of done messages costs no
         # routing); `router` is the rules it was routed with: re-routed at start after a reload
         self.route: Route | None = None
