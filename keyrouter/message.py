@@ -19,8 +19,9 @@ from keyrouter.masking import mask_number
 
 TURKEY = timezone(timedelta(hours=3), "+03:00")
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
-# "%Y-%m-%d %H:%M:%S" with two-digit fields, as the provider writes it (strptime's \d, too)
-_PROVIDER_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
+#: "%Y-%m-%d %H:%M:%S" with two-digit fields, as the provider writes it (strptime's \d, too);
+#: İYS's consentDate has the same form.
+PROVIDER_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
 _NON_DIGITS = re.compile(r"[\s\-()]")
 _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
 #: The key a row without a provider date carries its first-seen time in (epoch seconds), added
@@ -85,7 +86,7 @@ def parse_date(value: object) -> datetime | None:
         except (ValueError, OverflowError, OSError):  # nan, 1e20, 20260301120000: not a time
             return None
     text = str(value).strip()
-    fixed = _PROVIDER_DATE.fullmatch(text)
+    fixed = PROVIDER_DATE.fullmatch(text)
     if fixed is not None:  # the provider's own form: what the first format reads, without strptime
         try:
             year, month, day, hour, minute, second = map(int, fixed.groups())

@@ -26,7 +26,6 @@ come from IYS_USERNAME, IYS_PASSWORD, IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -38,7 +37,7 @@ from keyrouter.handlers.deciding import decide
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.masking import mask_number
-from keyrouter.message import Message
+from keyrouter.message import PROVIDER_DATE, Message
 from keyrouter.providers.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
 from keyrouter.rules.router import Match
@@ -48,7 +47,6 @@ __all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem", "
            "record_for"]
 
 PARAMS = ("status", "recipient_type", "recipientType", "source")
-_IYS_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
 def params_problem(params: Mapping[str, Any]) -> str | None:
@@ -78,7 +76,7 @@ def consent_date(message: Message) -> str:
     """İYS's consentDate: the provider's date string when it is already in İYS's format (both
     are Turkey time), else the received moment in Turkey time."""
     raw = message.row.get("date") if message.date_known else None
-    if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
+    if isinstance(raw, str) and PROVIDER_DATE.fullmatch(raw.strip()):
         return raw.strip()
     return timefmt.iys(message.received_at)
 
