@@ -118,7 +118,7 @@ class Dispatcher:
     def _pass_on(self) -> None:
         runner, shared = self._loop.runner, self._loop.runner.shared
         runner.clock = self.routing.clock = self._claims.clock = self.clock
-        runner.events = shared.events = self._ends.events = self._claims.events = self.events
+        shared.events = self._ends.events = self._claims.events = self.events
         self.limits.events = self.events
         runner.policy, runner.handler_timeout = self.policy, self.handler_timeout
         shared.client, shared.settings = self.client, self.settings

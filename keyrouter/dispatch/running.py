@@ -68,7 +68,6 @@ class Runner:
         self.store, self.owner, self.policy = store, owner, policy
         self.clock, self.handler_timeout, self.shared = clock, handler_timeout, shared
         self.stopped = stopped
-        self.events = shared.events
 
     async def run_message(self, item: Item) -> None:
         claim = item.claim
@@ -131,7 +130,7 @@ class Runner:
         assert claim is not None
         failures = claim.attempts + 1
         gave_up = is_permanent(error) or self.policy.exhausted(failures)
-        await optional_failed(self.store, self.events, self.policy, self.clock, message, route,
+        await optional_failed(self.store, self.shared.events, self.policy, self.clock, message, route,
                               rule_name, index, entry, describe_error(error), failures, gave_up)
         if gave_up:
             return _GAVE_UP
@@ -181,9 +180,9 @@ class Runner:
                 if inspect.isawaitable(result):
                     await limits.run_async(result, limit)
         except Exception as exc:
-            self.events.handler_finished(entry.name, time.perf_counter() - started, False)
+            self.shared.events.handler_finished(entry.name, time.perf_counter() - started, False)
             return exc
-        self.events.handler_finished(entry.name, time.perf_counter() - started, True)
+        self.shared.events.handler_finished(entry.name, time.perf_counter() - started, True)
         return None
 
     def _unless_stopped(self, func: Callable[..., Any], *args: Any) -> Any:
