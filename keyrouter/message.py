@@ -19,13 +19,16 @@ from keyrouter.masking import mask_number
 
 TURKEY = timezone(timedelta(hours=3), "+03:00")
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
-# "%Y-%m-%d %H:%M:%S" with two-digit fields, as the provider writes it (strptime's \d, too)
-_PROVIDER_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
+#: "%Y-%m-%d %H:%M:%S" with two-digit fields, as the provider writes it (strptime's \d, too);
+#: İYS's consentDate has the same form.
+PROVIDER_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
 _NON_DIGITS = re.compile(r"[\s\-()]")
 _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
 #: The key a row without a provider date carries its first-seen time in (epoch seconds), added
 #: the first time it is parsed and kept with the row in the store (published rows, dead letters).
 FIRST_SEEN = "keyrouter_first_seen"
+#: The row fields that make a message what it is (the id aside).
+CONTENT_FIELDS = ("date", "sender", "number", "text")
 
 
 class RowError(ValueError):
@@ -83,7 +86,7 @@ def parse_date(value: object) -> datetime | None:
         except (ValueError, OverflowError, OSError):  # nan, 1e20, 20260301120000: not a time
             return None
     text = str(value).strip()
-    fixed = _PROVIDER_DATE.fullmatch(text)
+    fixed = PROVIDER_DATE.fullmatch(text)
     if fixed is not None:  # the provider's own form: what the first format reads, without strptime
         try:
             year, month, day, hour, minute, second = map(int, fixed.groups())
@@ -156,9 +159,14 @@ def content_id(row: Mapping[str, Any]) -> str:
     """The id of a row that came without one: `h-` and 32 hex digits of the SHA-256 of its date,
     sender, number and text (as text, in canonical JSON).  The same row polled again gets the
     same id, so it is dispatched once; two rows that differ in any of these get different ids."""
-    fields = [_text(row.get(key)) for key in ("date", "sender", "number", "text")]
+    return "h-" + content_hash([_text(row.get(key)) for key in CONTENT_FIELDS])[:32]
+
+
+def content_hash(fields: list[str]) -> str:
+    """The SHA-256 (hex) of the content fields as canonical JSON: one spelling, so a row hashes
+    the same wherever it is compared."""
     canonical = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
-    return "h-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def canonical_receiver(number: object) -> str:

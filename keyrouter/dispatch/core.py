@@ -32,7 +32,7 @@ from keyrouter.dispatch.claims import Claims
 from keyrouter.dispatch.duplicates import note_duplicate
 from keyrouter.dispatch.ends import Ends
 from keyrouter.dispatch.entry_context import Shared
-from keyrouter.dispatch.limits import Limits, Watchdog
+from keyrouter.dispatch.limits import Limits
 from keyrouter.dispatch.loop import Loop, Stops
 from keyrouter.dispatch.outcomes import DEFERRED, Report
 from keyrouter.dispatch.routing import Handlers, Routing
@@ -118,7 +118,7 @@ class Dispatcher:
     def _pass_on(self) -> None:
         runner, shared = self._loop.runner, self._loop.runner.shared
         runner.clock = self.routing.clock = self._claims.clock = self.clock
-        runner.events = shared.events = self._ends.events = self._claims.events = self.events
+        shared.events = self._ends.events = self._claims.events = self.events
         self.limits.events = self.events
         runner.policy, runner.handler_timeout = self.policy, self.handler_timeout
         shared.client, shared.settings = self.client, self.settings
@@ -152,10 +152,6 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ what others read
     @property
-    def watchdog(self) -> Watchdog:
-        return self.limits.watchdog
-
-    @property
     def restart_needed(self) -> bool:
         """Too many stuck handler threads: the worker exits for a restart."""
         return self.limits.restart_needed
@@ -182,9 +178,6 @@ class Dispatcher:
     def abandoned_threads(self) -> int:
         """Plain `def` handler threads abandoned past their limit and still running."""
         return self.limits.stuck()
-
-    def stopped(self) -> bool:
-        return self._stops()
 
     # ------------------------------------------------------------------ offering and waiting
     def offer(self, messages: Iterable[Message]) -> int:

@@ -9,20 +9,15 @@ so an operator can look; identical repeats stay silent (docs/ordering-and-maskin
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from keyrouter.events import NO_EVENTS, Events
 from keyrouter.masking import mask_number, mask_text
-from keyrouter.message import Message
+from keyrouter.message import CONTENT_FIELDS, Message, content_hash
 
 __all__ = ["CONTENT_FIELDS", "content_digest", "note_duplicate"]
-
-#: The row fields that make a message what it is (the id aside).
-CONTENT_FIELDS = ("date", "sender", "number", "text")
 
 log = logging.getLogger("keyrouter.intake")
 
@@ -30,8 +25,7 @@ log = logging.getLogger("keyrouter.intake")
 def content_digest(row: Mapping[str, Any]) -> str:
     """A short digest of the row's content fields (as text), for comparing two rows of one id."""
     fields = ["" if row.get(k) is None else str(row.get(k)) for k in CONTENT_FIELDS]
-    canonical = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
+    return content_hash(fields)[:16]
 
 
 def note_duplicate(first: Message | str, second: Message, events: Events = NO_EVENTS,

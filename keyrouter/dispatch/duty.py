@@ -31,6 +31,7 @@ __all__ = [
     "FAILED_SUFFIX",
     "LEGAL_MAX_DELAY",
     "failed_action",
+    "failure_where",
     "give_up_at",
     "is_legal",
     "legal_delay",
@@ -71,16 +72,24 @@ def failed_action(handler: str) -> str:
     return f"{handler}{FAILED_SUFFIX}"
 
 
+def failure_where(message: Message, rule_name: str, index: int, entry: HandlerEntry,
+                  failures: int) -> tuple[str, dict[str, object]]:
+    """Where an entry failed, for the log line (sender masked), and the structured log fields
+    (JSON logs), which never hold the number or the text."""
+    where = (f"message {message.id} from {mask_number(message.sender)}, rule {rule_name}, "
+             f"handler #{index} {entry.name}")
+    fields: dict[str, object] = {"message_id": message.id, "rule": rule_name,
+                                 "handler": entry.name, "attempt": failures}
+    return where, fields
+
+
 async def optional_failed(store: Store, events: Events, policy: RetryPolicy,
                           clock: Callable[[], float], message: Message, route: Route,
                           rule_name: str, index: int, entry: HandlerEntry, error: str,
                           failures: int, gave_up: bool) -> None:
     """Record an optional entry's failure (`error`: dispatch.describe_error's text); the caller
     goes on with the rule."""
-    where = (f"message {message.id} from {mask_number(message.sender)}, rule {rule_name}, "
-             f"handler #{index} {entry.name}")
-    fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name,
-              "attempt": failures}
+    where, fields = failure_where(message, rule_name, index, entry, failures)
     if gave_up:
         logger.error("optional entry given up, the rule goes on: %s: %s", where, error, extra=fields)
     else:

@@ -60,7 +60,6 @@ class Threads:
         self._abandoned: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._count = 0
-        self.abandoned_total = 0
         self.closed = False
 
     def submit(self, func: Callable[..., Any], *args: Any) -> _Call:
@@ -106,7 +105,6 @@ class Threads:
         with self._lock:
             self._abandoned.add(thread)
             self._threads.discard(thread)
-            self.abandoned_total += 1
         if not self.closed and len(self._threads) < self.size:
             self._start_thread()
 

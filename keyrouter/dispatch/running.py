@@ -23,6 +23,7 @@ from typing import Any
 
 from keyrouter.dispatch.duty import (
     LEGAL_MAX_DELAY,
+    failure_where,
     give_up_at,
     is_legal,
     legal_delay,
@@ -44,7 +45,6 @@ from keyrouter.dispatch.routing import Routing
 from keyrouter.dispatch.scheduling import FINISHING, Item
 from keyrouter.dispatch.writes import Writer
 from keyrouter.handlers.fencing import StaleClaim
-from keyrouter.masking import mask_number
 from keyrouter.message import Message
 from keyrouter.retries import RetryPolicy
 from keyrouter.rules.model import HandlerEntry
@@ -68,7 +68,6 @@ class Runner:
         self.store, self.owner, self.policy = store, owner, policy
         self.clock, self.handler_timeout, self.shared = clock, handler_timeout, shared
         self.stopped = stopped
-        self.events = shared.events
 
     async def run_message(self, item: Item) -> None:
         claim = item.claim
@@ -131,7 +130,7 @@ class Runner:
         assert claim is not None
         failures = claim.attempts + 1
         gave_up = is_permanent(error) or self.policy.exhausted(failures)
-        await optional_failed(self.store, self.events, self.policy, self.clock, message, route,
+        await optional_failed(self.store, self.shared.events, self.policy, self.clock, message, route,
                               rule_name, index, entry, describe_error(error), failures, gave_up)
         if gave_up:
             return _GAVE_UP
@@ -181,9 +180,9 @@ class Runner:
                 if inspect.isawaitable(result):
                     await limits.run_async(result, limit)
         except Exception as exc:
-            self.events.handler_finished(entry.name, time.perf_counter() - started, False)
+            self.shared.events.handler_finished(entry.name, time.perf_counter() - started, False)
             return exc
-        self.events.handler_finished(entry.name, time.perf_counter() - started, True)
+        self.shared.events.handler_finished(entry.name, time.perf_counter() - started, True)
         return None
 
     def _unless_stopped(self, func: Callable[..., Any], *args: Any) -> Any:
@@ -197,11 +196,7 @@ class Runner:
         message, policy, store = item.message, self.policy, self.store
         failures = claim.attempts + 1
         error = describe_error(exc)
-        where = f"message {message.id} from {mask_number(message.sender)}, rule {rule_name}, " \
-                f"handler #{index} {entry.name}"
-        # structured log fields (JSON logs): never the number or the text
-        fields = {"message_id": message.id, "rule": rule_name, "handler": entry.name,
-                  "attempt": failures}
+        where, fields = failure_where(message, rule_name, index, entry, failures)
         legal = is_legal(entry)
         received = message.received_at.timestamp()
         if is_permanent(exc) or (legal_exhausted(policy, failures, received, self.clock()) if legal

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
-from keyrouter.ordering import Position, insertion_index
+from keyrouter.ordering import Position, entry_position, insertion_index
 from keyrouter.rules.router import Route, Router
 from keyrouter.store.base import Claimed
 
@@ -69,7 +69,7 @@ class Item:
         self.id = message.id
         self.received = received = message.received_at.timestamp()  # epoch seconds
         # ordering.position(message), without asking the datetime twice
-        self.order = Position(received if message.date_known else None, message.id)
+        self.order = entry_position(received, message.date_known, message.id)
         # routed once the store says it is unfinished (an inbox of done messages costs no
         # routing); `router` is the rules it was routed with: re-routed at start after a reload
         self.route: Route | None = None
@@ -213,14 +213,6 @@ class Queue:
         item.checked = False
         heapq.heappush(self._timers, (item.not_before, item.seq, item))
 
-    def blocked(self, item: Item, now: float) -> bool:
-        """The item's line waits for a head that is deferred (retry or recheck not due)."""
-        line = self.lines.get(item.sender)
-        if not line:
-            return False
-        head = line[0]
-        return head.state == WAITING and head.not_before > now
-
     # ------------------------------------------------------------------ what the loop asks
     def take_unchecked(self, now: float) -> list[Item]:
         """Items to ask the store about: new ones and deferred heads whose recheck time came."""
@@ -268,10 +260,6 @@ class Queue:
                 continue
             out.append(item)
         return out
-
-    def put_back(self, items: list[Item]) -> None:
-        for item in items:
-            self.make_ready(item)
 
     def waiting(self) -> Iterator[Item]:
         return (i for i in self.items.values() if i.state in (WAITING, CLAIMED))

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keyrouter.handlers.context import Context
-from keyrouter.handlers.deciding import decide, skipped
+from keyrouter.handlers.deciding import decide
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import require_client, unknown_params
 from keyrouter.masking import mask_number
@@ -40,7 +40,7 @@ from keyrouter.message import Message
 from keyrouter.providers.iletimerkezi import NOT_ON_BLACKLIST, PermanentApiError
 from keyrouter.retries import PermanentError
 from keyrouter.rules.router import Match
-from keyrouter.store.base import DECIDED, LATER, OptOut
+from keyrouter.store.base import OptOut
 
 __all__ = ["INVALID_NUMBER", "PARAMS", "apply", "blacklist", "params_problem", "unblacklist"]
 
@@ -86,8 +86,7 @@ async def apply(action: str, message: Message, match: Match | None, context: Con
         # retried, and no other message applies the number's decision meanwhile.
         decision = await decide(context.store, _entry(action, message, match, number, 0.0),
                                 context, action, defer=defer)
-        if decision.verdict in (LATER, DECIDED):
-            skipped(context, action, decision, message.id, number)
+        if decision is None:
             return
     already = False
     await check_claim(context, action, "add-blacklist" if action == "blacklist" else "delete-blacklist")

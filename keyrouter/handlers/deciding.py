@@ -15,7 +15,7 @@ import asyncio
 from keyrouter.handlers.context import Context
 from keyrouter.masking import mask_number
 from keyrouter.retries import RetryLater
-from keyrouter.store.base import BUSY, LATER, Decision, OptOut, Store
+from keyrouter.store.base import BUSY, DECIDED, LATER, Decision, OptOut, Store
 
 __all__ = ["BUSY_RETRY", "BUSY_WAIT", "decide", "skipped"]
 
@@ -27,12 +27,16 @@ _FIRST_PAUSE, _MAX_PAUSE = 0.02, 0.5
 
 
 async def decide(store: Store, entry: OptOut, context: Context, what: str, *,
-                 defer: bool = False) -> Decision:
+                 defer: bool = False) -> Decision | None:
     """`store.claim_decision(entry)`, waiting up to BUSY_WAIT seconds while another message holds
-    the number; raises RetryLater when it still does."""
+    the number; raises RetryLater when it still does.  None (logged by `skipped`) when the entry
+    changes nothing (LATER or DECIDED), so the caller has nothing to do."""
     pause, waited = _FIRST_PAUSE, 0.0
     while True:
         decision = await store.claim_decision(entry, defer=defer)
+        if decision.verdict in (LATER, DECIDED):
+            skipped(context, what, decision, entry.message_id, entry.number)
+            return None
         if decision.verdict != BUSY:
             return decision
         if waited >= BUSY_WAIT:

@@ -26,7 +26,6 @@ come from IYS_USERNAME, IYS_PASSWORD, IYS_CODE, IYS_BRAND_CODE, IYS_BASE_URL.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -34,21 +33,20 @@ from typing import Any
 
 from keyrouter import timefmt
 from keyrouter.handlers.context import Context
-from keyrouter.handlers.deciding import decide, skipped
+from keyrouter.handlers.deciding import decide
 from keyrouter.handlers.fencing import check_claim
 from keyrouter.handlers.templating import unknown_params
 from keyrouter.masking import mask_number
-from keyrouter.message import Message
+from keyrouter.message import PROVIDER_DATE, Message
 from keyrouter.providers.iys import RECIPIENT_TYPES, SOURCES, STATUSES, Consent, shared_client
 from keyrouter.retries import PermanentError
 from keyrouter.rules.router import Match
-from keyrouter.store.base import DECIDED, LATER, OptOut
+from keyrouter.store.base import OptOut
 
 __all__ = ["PARAMS", "action_for", "consent_date", "handle", "params_problem", "record",
            "record_for"]
 
 PARAMS = ("status", "recipient_type", "recipientType", "source")
-_IYS_DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
 def params_problem(params: Mapping[str, Any]) -> str | None:
@@ -78,7 +76,7 @@ def consent_date(message: Message) -> str:
     """İYS's consentDate: the provider's date string when it is already in İYS's format (both
     are Turkey time), else the received moment in Turkey time."""
     raw = message.row.get("date") if message.date_known else None
-    if isinstance(raw, str) and _IYS_DATE.fullmatch(raw.strip()):
+    if isinstance(raw, str) and PROVIDER_DATE.fullmatch(raw.strip()):
         return raw.strip()
     return timefmt.iys(message.received_at)
 
@@ -131,8 +129,7 @@ async def record(message: Message, match: Match | None, context: Context, *,
     repeat = False
     if store is not None:
         decision = await decide(store, entry, context, "iys", defer=defer)
-        if decision.verdict in (LATER, DECIDED):
-            skipped(context, "iys", decision, message.id, consent.recipient)
+        if decision is None:
             return
         repeat = not decision.first
     await check_claim(context, "iys", "İYS consent record")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keyrouter.dispatch.duplicates import content_digest, note_duplicate
@@ -181,10 +181,6 @@ class Intake:
         if drop:
             await self.store.unpublish(drop)
         return messages
-
-    def forget(self, ids: Sequence[str]) -> None:
-        for i in ids:
-            self._known.pop(i, None)
 
 
 def _row_json(message: Message) -> str:

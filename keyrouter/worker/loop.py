@@ -27,7 +27,6 @@ from keyrouter.providers.iletimerkezi import (
     ApiError,
     AuthenticationRefused,
     PermanentApiError,
-    TransientApiError,
 )
 from keyrouter.store.errors import STORE_ERRORS
 from keyrouter.worker.intake import Intake
@@ -36,9 +35,6 @@ from keyrouter.worker.runtime import Runtime
 
 logger = logging.getLogger("keyrouter.worker")
 EXIT_OK, EXIT_DEAD_LETTERS, EXIT_BAD_CONFIG, EXIT_AUTH, EXIT_POLL_FAILED = 0, 1, 2, 3, 4
-#: Store failures (store/errors.py) are worth a one-line log; anything else is logged with its
-#: traceback, once per kind.
-TRANSIENT = (TransientApiError, *STORE_ERRORS)  # kept for callers of the first round
 #: Too many handler threads stuck past their time limits (KEYROUTER_MAX_ABANDONED): the
 #: dispatcher stopped the worker cleanly so that its supervisor restarts it.
 EXIT_RESTART = 5

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from keyrouter.compliance.reconcile import Reconciler, iys_params_of
 from keyrouter.events import Events
 from keyrouter.message import Message
 from keyrouter.providers.iys import SOURCES, shared_client
+from keyrouter.store.codec import dumps_ascii
 from keyrouter.worker.runtime import Runtime
 
 __all__ = ["ReconcileTicker"]
@@ -84,7 +84,7 @@ class ReconcileTicker:
         store = self.runtime.store
 
         async def share(messages: list[Message]) -> None:
-            rows = [(m.id, json.dumps(dict(m.row), ensure_ascii=True)) for m in messages]
+            rows = [(m.id, dumps_ascii(dict(m.row))) for m in messages]
             if await store.publish(rows, token) == -1:
                 logger.info("reconcile: another worker fetches now; its next poll shares the "
                             "kept provider opt-outs")

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from keyrouter import timefmt
 from keyrouter.masking import mask_number
-from keyrouter.message import TURKEY, Message, RowError, content_id, parse_date, parse_row
+from keyrouter.message import Message, RowError, content_id, parse_date, parse_row
 
 logger = logging.getLogger("keyrouter.sources")
 
@@ -126,7 +127,7 @@ def shift_dates(rows: list[Any], now: datetime) -> tuple[list[Any], timedelta]:
                 # an id-less row keeps the id of its content as saved, not of the shifted date,
                 # so replaying the same file again (shifted again) finds it done
                 row = {**row, "id": content_id(row)}
-            row = {**row, "date": (when + offset).astimezone(TURKEY).strftime("%Y-%m-%d %H:%M:%S")}
+            row = {**row, "date": timefmt.iys(when + offset)}
         shifted.append(row)
     return shifted, offset
 
