@@ -212,6 +212,10 @@ class MemoryLedger(LedgerStore, VoteStore):
         return sorted(found, key=_ledger_order)
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
+        return self._mark_pending(entry)
+
+    def _mark_pending(self, entry: OptOut) -> bool:
+        """Adds the entry's pending mark; False when it is in the ledger or already marked."""
         key = (entry.message_id, entry.action)
         if key in self._s.optouts or key in self._s.pending:
             return False
@@ -234,11 +238,7 @@ class MemoryLedger(LedgerStore, VoteStore):
                 and any((holder[0], a) in s.pending for a in DECISIONS):
             return Decision(BUSY, holder[0])
         s.holders[entry.number] = (entry.message_id, now)
-        key = (entry.message_id, entry.action)
-        first = key not in s.optouts and key not in s.pending
-        if first:
-            s.pending[key] = entry
-        return Decision(GRANTED, first=first)
+        return Decision(GRANTED, first=self._mark_pending(entry))
 
     async def pending_optouts(self) -> list[OptOut]:
         return sorted(self._s.pending.values(), key=_ledger_order)

@@ -67,13 +67,7 @@ class SqliteLedger(LedgerStore, VoteStore):
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._sql.params(**asdict(entry))
-            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
-                          " AND action = :action", p).fetchone():
-                return False
-            return bool(db.execute(
-                f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES"
-                f" ({stmt.LEDGER_VALUES})", p).rowcount)
+            return _mark_pending(db, self._sql.params(**asdict(entry)))
 
         return await self._sql.write(run)
 
@@ -101,12 +95,7 @@ class SqliteLedger(LedgerStore, VoteStore):
                     and db.execute(stmt.HOLDER_PENDING, {**p, **q(holder=holder[0])}).fetchone():
                 return Decision(BUSY, holder[0])
             db.execute(stmt.HOLDER_SET, p)
-            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
-                          " AND action = :action", p).fetchone():
-                return Decision(GRANTED)
-            first = db.execute(f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS})"
-                               f" VALUES ({stmt.LEDGER_VALUES})", p).rowcount
-            return Decision(GRANTED, first=bool(first))
+            return Decision(GRANTED, first=_mark_pending(db, p))
 
         return await self._sql.write(run)
 
@@ -220,6 +209,14 @@ def _entry(row: Sequence[Any]) -> OptOut:
     number, action, message_id, keyword, received_at, handled_at, outcome, transaction_id, dated = row
     return OptOut(number, action, message_id, keyword, received_at, handled_at, outcome,
                   transaction_id, dated=bool(dated))
+
+
+def _mark_pending(db: sqlite3.Connection, p: dict[str, Any]) -> bool:
+    """Adds the entry's pending mark (params `p`); False when it is in the ledger or already
+    marked."""
+    if db.execute(stmt.RECORDED, p).fetchone():
+        return False
+    return bool(db.execute(stmt.PENDING_ADD, p).rowcount)
 
 
 def _position(entry: OptOut) -> Position:
