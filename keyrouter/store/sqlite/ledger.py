@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from keyrouter.ordering import Position, compare, entry_position
+from keyrouter.ordering import compare
 from keyrouter.store.base import (
     BUSY,
     DECISION_HOLD,
@@ -23,7 +23,7 @@ from keyrouter.store.base import (
     ledger_cursor,
 )
 from keyrouter.store.codec import escape, unescape
-from keyrouter.store.decisions import judge
+from keyrouter.store.decisions import judge, position
 from keyrouter.store.keys import check_policy
 from keyrouter.store.roles import LedgerStore, VoteStore
 from keyrouter.store.sqlite import sql as stmt
@@ -47,7 +47,7 @@ class SqliteLedger(LedgerStore, VoteStore):
                 p,
             ).rowcount and entry.action in DECISIONS:
                 current = db.execute(stmt.LATEST, p).fetchone()
-                if current is None or compare(_position(entry), _position(_entry(current))) >= 0:
+                if current is None or compare(position(entry), position(_entry(current))) >= 0:
                     db.execute(stmt.LATEST_UPDATE, p)
 
         await self._sql.write(run)
@@ -217,7 +217,3 @@ def _mark_pending(db: sqlite3.Connection, p: dict[str, Any]) -> bool:
     if db.execute(stmt.RECORDED, p).fetchone():
         return False
     return bool(db.execute(stmt.PENDING_ADD, p).rowcount)
-
-
-def _position(entry: OptOut) -> Position:
-    return entry_position(entry.received_at, entry.dated, entry.message_id)
