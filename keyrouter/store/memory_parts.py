@@ -199,9 +199,10 @@ class MemoryLedger(LedgerStore, VoteStore):
         if key in self._s.optouts:
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
+        if entry.action not in DECISIONS:
+            return
         latest = self._s.latest.get(entry.number)
-        newer = latest is None or compare(position(entry), position(latest)) >= 0
-        if entry.action in DECISIONS and newer:
+        if latest is None or compare(position(entry), position(latest)) >= 0:
             self._s.latest[entry.number] = entry
 
     async def latest_optout(self, number: str) -> OptOut | None:
