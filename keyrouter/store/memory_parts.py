@@ -24,6 +24,7 @@ from keyrouter.store.roles import (
 )
 from keyrouter.store.values import (
     BUSY,
+    COUNTERS,
     DECISION_HOLD,
     DECISIONS,
     GRANTED,
@@ -36,8 +37,6 @@ from keyrouter.store.values import (
     ledger_cursor,
     ledger_key,
 )
-
-COUNTERS = ("done", "skipped", "dead", "failed")
 
 
 @dataclass

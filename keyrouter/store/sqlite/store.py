@@ -40,9 +40,9 @@ from keyrouter.store.sqlite.parts import (
     SqliteReconciled,
 )
 from keyrouter.store.sqlite.sql import json_ids as _ids
+from keyrouter.store.values import COUNTERS
 
 T = TypeVar("T")
-COUNTERS = ("done", "skipped", "dead", "failed")
 
 class SqliteStore(Assembled):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
