@@ -77,11 +77,16 @@ class SqliteLedger(LedgerStore, VoteStore):
 
         def run(db: sqlite3.Connection) -> Decision:
             holder = db.execute(stmt.HOLDER, p).fetchone()
+            unfinished: dict[str, bool] = {}  # judge and the BUSY check may both ask
 
             def holds(message_id: str) -> bool:
-                return holder is not None and holder[0] == message_id \
-                    and p["t"] - holder[1] < DECISION_HOLD \
-                    and bool(db.execute(stmt.UNFINISHED, q(ids=stmt.json_ids([message_id]))).fetchone())
+                if holder is None or holder[0] != message_id \
+                        or not p["t"] - holder[1] < DECISION_HOLD:
+                    return False
+                if message_id not in unfinished:
+                    unfinished[message_id] = bool(db.execute(
+                        stmt.UNFINISHED, q(ids=stmt.json_ids([message_id]))).fetchone())
+                return unfinished[message_id]
 
             def has_line(message_id: str) -> bool:
                 return bool(db.execute(stmt.LINE, {**p, **q(other=message_id)}).fetchone())
