@@ -89,7 +89,7 @@ class SqliteLedger(LedgerStore, VoteStore):
                 return unfinished[message_id]
 
             def has_line(message_id: str) -> bool:
-                return bool(db.execute(stmt.LINE, {**p, **q(other=message_id)}).fetchone())
+                return bool(db.execute(stmt.LINE, {**p, "other": escape(message_id)}).fetchone())
 
             latest = db.execute(stmt.LATEST, p).fetchone()
             verdict = judge(entry, None if latest is None else _entry(latest), defer=defer,
