@@ -41,9 +41,6 @@ class Record:
     repeats: int = 0  # times `base` was sent within the provider's duplicate window
     base: str | None = None  # the last SMS before any variation
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
-
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from keyrouter.ordering import compare, entry_position
+from keyrouter.ordering import Position, compare, entry_position
 from keyrouter.store.values import (
     BUSY,
     DECIDED,
@@ -31,6 +31,11 @@ from keyrouter.store.values import (
 DECISION_ACTIONS = sorted(DECISIONS)
 
 
+def position(entry: OptOut) -> Position:
+    """Where `entry` stands in keyrouter/ordering.py's order of a number's entries."""
+    return entry_position(entry.received_at, entry.dated, entry.message_id)
+
+
 def judge(entry: OptOut, latest: OptOut | None, *, defer: bool, has_line: Callable[[str], bool],
           holds: Callable[[str], bool]) -> Decision | None:
     """LATER, DECIDED or BUSY from the number's latest ledger entry, or None (the holder
@@ -40,8 +45,7 @@ def judge(entry: OptOut, latest: OptOut | None, *, defer: bool, has_line: Callab
     or its rule has none), so the deferring one records it and no effect is lost."""
     if latest is None or latest.message_id == entry.message_id:
         return None
-    mine = entry_position(entry.received_at, entry.dated, entry.message_id)
-    if compare(entry_position(latest.received_at, latest.dated, latest.message_id), mine) > 0:
+    if compare(position(latest), position(entry)) > 0:
         return Decision(LATER, latest.message_id)
     if defer and entry.action in OPT_OUT_ACTIONS and latest.action in OPT_OUT_ACTIONS:
         if has_line(latest.message_id):

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyrouter.ordering import Position, compare, entry_position
+from keyrouter.ordering import compare
 from keyrouter.store.activity import HOUR, hours
 from keyrouter.store.conversations import Record, decode, encode
-from keyrouter.store.decisions import judge
+from keyrouter.store.decisions import judge, position
 from keyrouter.store.keys import check_policy
 from keyrouter.store.reconciled import dump_state
 from keyrouter.store.roles import (
@@ -24,6 +24,7 @@ from keyrouter.store.roles import (
 )
 from keyrouter.store.values import (
     BUSY,
+    COUNTERS,
     DECISION_HOLD,
     DECISIONS,
     GRANTED,
@@ -36,8 +37,6 @@ from keyrouter.store.values import (
     ledger_cursor,
     ledger_key,
 )
-
-COUNTERS = ("done", "skipped", "dead", "failed")
 
 
 @dataclass
@@ -199,9 +198,10 @@ class MemoryLedger(LedgerStore, VoteStore):
         if key in self._s.optouts:
             return  # a repeat: the first write wins, and changes nothing else
         self._s.optouts[key] = entry
+        if entry.action not in DECISIONS:
+            return
         latest = self._s.latest.get(entry.number)
-        newer = latest is None or compare(_position(entry), _position(latest)) >= 0
-        if entry.action in DECISIONS and newer:
+        if latest is None or compare(position(entry), position(latest)) >= 0:
             self._s.latest[entry.number] = entry
 
     async def latest_optout(self, number: str) -> OptOut | None:
@@ -209,9 +209,13 @@ class MemoryLedger(LedgerStore, VoteStore):
 
     async def optouts(self, since: float | None = None) -> list[OptOut]:
         found = [e for e in self._s.optouts.values() if since is None or e.received_at >= since]
-        return sorted(found, key=_ledger_order)
+        return sorted(found, key=ledger_key)
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
+        return self._mark_pending(entry)
+
+    def _mark_pending(self, entry: OptOut) -> bool:
+        """Adds the entry's pending mark; False when it is in the ledger or already marked."""
         key = (entry.message_id, entry.action)
         if key in self._s.optouts or key in self._s.pending:
             return False
@@ -234,14 +238,10 @@ class MemoryLedger(LedgerStore, VoteStore):
                 and any((holder[0], a) in s.pending for a in DECISIONS):
             return Decision(BUSY, holder[0])
         s.holders[entry.number] = (entry.message_id, now)
-        key = (entry.message_id, entry.action)
-        first = key not in s.optouts and key not in s.pending
-        if first:
-            s.pending[key] = entry
-        return Decision(GRANTED, first=first)
+        return Decision(GRANTED, first=self._mark_pending(entry))
 
     async def pending_optouts(self) -> list[OptOut]:
-        return sorted(self._s.pending.values(), key=_ledger_order)
+        return sorted(self._s.pending.values(), key=ledger_key)
 
     async def optouts_scan(
         self,
@@ -306,12 +306,3 @@ class MemoryLedger(LedgerStore, VoteStore):
     async def survey_results(self, survey: str) -> SurveyResults:
         s = self._s.surveys.get(survey, Survey())
         return SurveyResults(survey, dict(s.counts), len(s.votes), s.last_vote_at, s.rejected)
-
-
-def _position(entry: OptOut) -> Position:
-    return entry_position(entry.received_at, entry.dated, entry.message_id)
-
-
-def _ledger_order(entry: OptOut) -> tuple[float, str]:
-    """received_at, then the Redis member "message_id|action" (as Redis orders ties)."""
-    return entry.received_at, f"{entry.message_id}|{entry.action}"

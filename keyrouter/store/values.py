@@ -86,6 +86,9 @@ OPT_OUT_ACTIONS = frozenset({"blacklist", "iys_ret"})
 #: too, a duplicate rather than a lost opt-out.
 DECISION_HOLD = 86400.0
 
+#: The processing counters every backend's `stats` reports, 0 until first counted.
+COUNTERS = ("done", "skipped", "dead", "failed")
+
 #: The verdicts of `claim_decision`.
 GRANTED, LATER, DECIDED, BUSY = "granted", "later", "decided", "busy"
 

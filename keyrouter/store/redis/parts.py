@@ -9,11 +9,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from keyrouter.store.activity import ROUTED_TTL, hours
-from keyrouter.store.codec import MARK, escape, unescape
 from keyrouter.store.conversations import Record, decode, encode
 from keyrouter.store.keys import Keys
 from keyrouter.store.reconciled import dump_state
-from keyrouter.store.redis.script import Script
+from keyrouter.store.redis.script import Script, escape, unescaped
 from keyrouter.store.roles import ActivityStore, ConversationStore, ReconcileStore
 
 #: The store's one-time move of keys written before the hash tag, awaited before a plain command.
@@ -61,15 +60,6 @@ return added
 """
 
 
-def _text(value: bytes | str) -> str:
-    return unescape(value.decode() if isinstance(value, bytes) else value)
-
-
-def _field(value: str) -> str:
-    """A hash field as the store's scripts write it (`escape` for the unusual strings)."""
-    return escape(value, nul=False) if value[:1] == MARK or not value.isascii() else value
-
-
 class RedisActivity(ActivityStore):
     """Keys `poll` ("at|rows"), `touch` and `routed:<hour>` HASHes (keys.py), all in the
     namespace's slot."""
@@ -111,7 +101,7 @@ class RedisActivity(ActivityStore):
         replies = await self._routed_read(keys=[self.keys.routed(h) for h in span])
         out: dict[int, dict[str, int]] = {}
         for h, flat in zip(span, replies, strict=True):
-            counts = {_text(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+            counts = {unescaped(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
             if any(counts.values()):
                 out[h] = {k: v for k, v in counts.items() if v}
         return out
@@ -126,21 +116,20 @@ class RedisConversations(ConversationStore):
 
     async def conversation_of(self, respondent: str) -> Record | None:
         await self._ready()
-        raw = await self.client.hget(self.keys.conversation_current, _field(respondent))
+        raw = await self.client.hget(self.keys.conversation_current, escape(respondent))
         return None if raw is None else decode(raw)
 
     async def save_conversation(self, record: Record, expect: str | None) -> bool:
         keys = [self.keys.conversation_last, self.keys.conversation_current,
-                self.keys.conversation_runs(escape(record.conversation, nul=False))]
+                self.keys.conversation_runs(escape(record.conversation))]
         args = [record.respondent, "0" if expect is None else "1", expect or "",
                 record.message_id, encode(record)]
         return bool(await self._conv_save(keys=keys, args=args))
 
     async def conversation_records(self, conversation: str) -> list[Record]:
         await self._ready()
-        found = await self.client.hgetall(self.keys.conversation_runs(escape(conversation, nul=False)))
-        rows = sorted((unescape(k.decode() if isinstance(k, bytes) else k), v)
-                      for k, v in found.items())
+        found = await self.client.hgetall(self.keys.conversation_runs(escape(conversation)))
+        rows = sorted((unescaped(k), v) for k, v in found.items())
         return [decode(v) for _, v in rows]
 
 
@@ -172,9 +161,9 @@ class RedisReconciled(ReconcileStore):
     async def reconciled_rows(self) -> list[tuple[str, str]]:
         await self._ready()
         found = await self.client.hgetall(self.keys.reconcile_rows)
-        return sorted((_text(k), _text(v)) for k, v in found.items())
+        return sorted((unescaped(k), unescaped(v)) for k, v in found.items())
 
     async def drop_reconciled_rows(self, ids: Sequence[str]) -> None:
         if ids:
             await self._ready()
-            await self.client.hdel(self.keys.reconcile_rows, *[escape(i, nul=False) for i in ids])
+            await self.client.hdel(self.keys.reconcile_rows, *[escape(i) for i in ids])

@@ -42,8 +42,8 @@ from keyrouter.store.redis.ledger import RedisLedger
 from keyrouter.store.redis.parts import RedisActivity, RedisConversations, RedisReconciled
 from keyrouter.store.redis.script import Script, escape, json_reply, millis, stored_body, unescaped
 from keyrouter.store.retried import retried_row_json
+from keyrouter.store.values import COUNTERS
 
-COUNTERS = ("done", "skipped", "dead", "failed")
 
 class RedisStore(Assembled):
     """Wraps an existing `redis.asyncio.Redis` (or fakeredis) client; closes it only when it

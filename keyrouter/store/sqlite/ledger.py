@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from keyrouter.ordering import Position, compare, entry_position
+from keyrouter.ordering import compare
 from keyrouter.store.base import (
     BUSY,
     DECISION_HOLD,
@@ -23,7 +23,7 @@ from keyrouter.store.base import (
     ledger_cursor,
 )
 from keyrouter.store.codec import escape, unescape
-from keyrouter.store.decisions import judge
+from keyrouter.store.decisions import judge, position
 from keyrouter.store.keys import check_policy
 from keyrouter.store.roles import LedgerStore, VoteStore
 from keyrouter.store.sqlite import sql as stmt
@@ -47,7 +47,7 @@ class SqliteLedger(LedgerStore, VoteStore):
                 p,
             ).rowcount and entry.action in DECISIONS:
                 current = db.execute(stmt.LATEST, p).fetchone()
-                if current is None or compare(_position(entry), _position(_entry(current))) >= 0:
+                if current is None or compare(position(entry), position(_entry(current))) >= 0:
                     db.execute(stmt.LATEST_UPDATE, p)
 
         await self._sql.write(run)
@@ -67,13 +67,7 @@ class SqliteLedger(LedgerStore, VoteStore):
 
     async def mark_optout_pending(self, entry: OptOut) -> bool:
         def run(db: sqlite3.Connection) -> bool:
-            p = self._sql.params(**asdict(entry))
-            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
-                          " AND action = :action", p).fetchone():
-                return False
-            return bool(db.execute(
-                f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS}) VALUES"
-                f" ({stmt.LEDGER_VALUES})", p).rowcount)
+            return _mark_pending(db, self._sql.params(**asdict(entry)))
 
         return await self._sql.write(run)
 
@@ -83,14 +77,19 @@ class SqliteLedger(LedgerStore, VoteStore):
 
         def run(db: sqlite3.Connection) -> Decision:
             holder = db.execute(stmt.HOLDER, p).fetchone()
+            unfinished: dict[str, bool] = {}  # judge and the BUSY check may both ask
 
             def holds(message_id: str) -> bool:
-                return holder is not None and holder[0] == message_id \
-                    and p["t"] - holder[1] < DECISION_HOLD \
-                    and bool(db.execute(stmt.UNFINISHED, q(ids=stmt.json_ids([message_id]))).fetchone())
+                if holder is None or holder[0] != message_id \
+                        or not p["t"] - holder[1] < DECISION_HOLD:
+                    return False
+                if message_id not in unfinished:
+                    unfinished[message_id] = bool(db.execute(
+                        stmt.UNFINISHED, q(ids=stmt.json_ids([message_id]))).fetchone())
+                return unfinished[message_id]
 
             def has_line(message_id: str) -> bool:
-                return bool(db.execute(stmt.LINE, {**p, **q(other=message_id)}).fetchone())
+                return bool(db.execute(stmt.LINE, {**p, "other": escape(message_id)}).fetchone())
 
             latest = db.execute(stmt.LATEST, p).fetchone()
             verdict = judge(entry, None if latest is None else _entry(latest), defer=defer,
@@ -101,12 +100,7 @@ class SqliteLedger(LedgerStore, VoteStore):
                     and db.execute(stmt.HOLDER_PENDING, {**p, **q(holder=holder[0])}).fetchone():
                 return Decision(BUSY, holder[0])
             db.execute(stmt.HOLDER_SET, p)
-            if db.execute("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
-                          " AND action = :action", p).fetchone():
-                return Decision(GRANTED)
-            first = db.execute(f"INSERT OR IGNORE INTO optouts_pending ({stmt.LEDGER_COLUMNS})"
-                               f" VALUES ({stmt.LEDGER_VALUES})", p).rowcount
-            return Decision(GRANTED, first=bool(first))
+            return Decision(GRANTED, first=_mark_pending(db, p))
 
         return await self._sql.write(run)
 
@@ -222,5 +216,9 @@ def _entry(row: Sequence[Any]) -> OptOut:
                   transaction_id, dated=bool(dated))
 
 
-def _position(entry: OptOut) -> Position:
-    return entry_position(entry.received_at, entry.dated, entry.message_id)
+def _mark_pending(db: sqlite3.Connection, p: dict[str, Any]) -> bool:
+    """Adds the entry's pending mark (params `p`); False when it is in the ledger or already
+    marked."""
+    if db.execute(stmt.RECORDED, p).fetchone():
+        return False
+    return bool(db.execute(stmt.PENDING_ADD, p).rowcount)

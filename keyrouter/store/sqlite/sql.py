@@ -169,6 +169,9 @@ HOLDER = ("SELECT message_id, at FROM optouts_holder WHERE ns = :ns AND number =
 HOLDER_PENDING = ("SELECT 1 FROM optouts_pending WHERE ns = :ns AND message_id = :holder"
                   f" AND action IN ({', '.join(repr(a) for a in DECISION_ACTIONS)}) LIMIT 1")
 LINE = ("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :other AND action = :action")
+RECORDED = ("SELECT 1 FROM optouts WHERE ns = :ns AND message_id = :message_id"
+            " AND action = :action")
+PENDING_ADD = f"INSERT OR IGNORE INTO optouts_pending ({LEDGER_COLUMNS}) VALUES ({LEDGER_VALUES})"
 HOLDER_SET = """
 INSERT INTO optouts_holder VALUES (:ns, :number, :message_id, :t)
 ON CONFLICT (ns, number) DO UPDATE SET message_id = excluded.message_id, at = excluded.at"""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from keyrouter.store.assembled import Assembled
 from keyrouter.store.base import (
@@ -40,9 +40,8 @@ from keyrouter.store.sqlite.parts import (
     SqliteReconciled,
 )
 from keyrouter.store.sqlite.sql import json_ids as _ids
+from keyrouter.store.values import COUNTERS
 
-T = TypeVar("T")
-COUNTERS = ("done", "skipped", "dead", "failed")
 
 class SqliteStore(Assembled):
     """`clock` (epoch seconds) drives lease and horizon expiry, so tests can move time."""
@@ -59,7 +58,6 @@ class SqliteStore(Assembled):
         self.namespace = check_namespace(namespace)
         self.horizon = horizon
         self.path = str(path)
-        self._clock = clock
         if self.path != ":memory:" and not Path(self.path).parent.is_dir():
             # Never create folders: a typo in the path would start an empty store, and every
             # message would be dispatched again.  The file itself is created.
