@@ -19,12 +19,11 @@ from datetime import date, datetime, timedelta
 from keyrouter import timefmt
 from keyrouter.compliance import deadlines, exports
 from keyrouter.compliance.channels import channel_of
-from keyrouter.handlers.survey import normalize_choice
+from keyrouter.handlers.survey import declared_surveys
 from keyrouter.masking import mask_number, mask_text, mask_value
 from keyrouter.message import TURKEY
 from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.loader import load_rules, rule_files
-from keyrouter.rules.model import RuleSet
 from keyrouter.rules.router import Router
 from keyrouter.store import (
     DeadLetter,
@@ -84,19 +83,6 @@ def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
             data = b""
         files.append((str(f), hashlib.sha256(data).hexdigest()[:12]))
     return tuple(files), rules_version(path)
-
-
-def declared_surveys(rules: RuleSet) -> dict[str, tuple[str, ...]]:
-    """survey id -> its declared choices (normalized as votes are), from every `survey` entry."""
-    out: dict[str, dict[str, None]] = {}
-    entries = [e for r in rules.rules for e in r.handlers] + list(rules.default)
-    for entry in entries:
-        if entry.name != "survey" or "id" not in entry.params:
-            continue
-        choices = out.setdefault(str(entry.params["id"]).strip(), {})
-        for c in entry.params.get("choices") or ():
-            choices.setdefault(normalize_choice(c), None)
-    return {k: tuple(v) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------- surveys
