@@ -49,8 +49,7 @@ def declared_surveys(rules: RuleSet) -> dict[str, tuple[str, ...]]:
     """survey id -> its declared choices (normalized as votes are, in the rules' order), from
     every `survey` entry, so the dashboard and `survey results` show the same choices."""
     out: dict[str, dict[str, None]] = {}
-    entries = [e for r in rules.rules for e in r.handlers] + list(rules.default)
-    for entry in entries:
+    for entry in rules.entries():
         if entry.name != "survey" or "id" not in entry.params:
             continue
         choices = out.setdefault(str(entry.params["id"]).strip(), {})
