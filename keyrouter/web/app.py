@@ -29,10 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyrouter import timefmt
 from keyrouter.compliance import exports
-from keyrouter.store import Store
+from keyrouter.settings import Settings
+from keyrouter.store import Store, open_store
 from keyrouter.web import pages
 from keyrouter.web import status as status_info
-from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
+from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name, loopback_hosts
 from keyrouter.web.charts import bar_chart
 from keyrouter.web.conversations import conversation_views
 from keyrouter.web.pending import SCAN
@@ -326,6 +327,20 @@ def _local(target: str) -> str:
 def _csv(text: str, filename: str) -> Response:
     return Response(text, media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
+def dashboard_app(settings: Settings, host: str, rules: pages.RulesInfo,
+                  token: str | None) -> Starlette:
+    """The dashboard over `settings`' store and namespace, served on `host` (Host header checked
+    when it is a loopback address); the same for `keyrouter dashboard` and `run --dashboard`.
+    A reverse-proxy setting that cannot be read is a ValueError."""
+    horizon = settings.horizon_delta()
+    return create_app(lambda: open_store(settings.store, settings.namespace, horizon), rules,
+                      token=token, allowed_hosts=loopback_hosts(host),
+                      store_label=status_info.store_label(settings.store),
+                      namespace=settings.namespace,
+                      trusted_proxies=settings.dashboard_trusted_proxies,
+                      secure_cookie=settings.dashboard_secure_cookie)
 
 
 def create_app(open_store: Callable[[], Store], rules: pages.RulesInfo, *, token: str | None = None,
