@@ -109,9 +109,7 @@ class Dashboard:
         first page is as fast as the rest."""
         for name in self.env.list_templates():
             self.env.get_template(name)
-        if self.deadline is not None:
-            due = self.deadline(time.time())
-            pages.business_hours_left(due, time.time())
+        pages.business_hours_left(self.deadline(time.time()), time.time())
 
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session: Session | None = request.scope.get("keyrouter.session")
@@ -194,7 +192,7 @@ class Dashboard:
                            pending=pending, pending_total=len(waiting), more_pending=more_pending,
                            scan=SCAN, searched=page.searched, ledger_scan=pages.LEDGER_SCAN,
                            searched_to=timefmt.display(page.next[0]) if page.next else "",
-                           tracked=self.deadline is not None, older=older, first=before is None,
+                           older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),
                            full=self.auth.required)

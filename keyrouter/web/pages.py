@@ -113,7 +113,8 @@ Deadline = Callable[[float], float]
 
 
 def deadline_function() -> Deadline:
-    """The opt-out deadline (three Turkish business days), computed once per day received."""
+    """The opt-out deadline (three Turkish business days) the dashboard's rows use: always
+    deadlines.deadline_epoch, computed once per day received."""
     return deadlines.deadline_epoch
 
 
@@ -196,8 +197,8 @@ class LedgerRow:
     message_id: str
     handled: str  # "" while pending
     outcome: str  # İYS's answer, "" for the provider's blacklist
-    deadline: str  # "" when there is none (an opt-in) or it is not tracked
-    met: bool | None  # None: no deadline, or not tracked
+    deadline: str  # "" when there is none (an opt-in)
+    met: bool | None  # None: no deadline
     pending: bool
     left: str = ""  # business hours left (pending refusals), or how late
     where: str = "ledger"  # ledger | retrying | dead letter
