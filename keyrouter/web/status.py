@@ -101,5 +101,5 @@ async def routed(store: ActivityStore, now: float, window: int = 24) -> Routed:
         rules = sorted(by_hour[hour].items(), key=lambda kv: (-kv[1], kv[0]))
         for rule, n in rules:
             totals[rule] = totals.get(rule, 0) + n
-        hours.append((timefmt.display(hour * 3600)[:16], sum(n for _, n in rules), rules))
+        hours.append((timefmt.minute(hour * 3600), sum(n for _, n in rules), rules))
     return Routed(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])), hours, window)
