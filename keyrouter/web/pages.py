@@ -123,7 +123,7 @@ def _hours_left(due: float, minute: int) -> float:
     return float(deadlines.business_hours_left(due, minute * 60.0))
 
 
-def business_hours_left(due: float, now: float) -> float | None:
+def business_hours_left(due: float, now: float) -> float:
     """Business hours from `now` (to the minute) to `due`: many lines share a deadline."""
     return _hours_left(due, int(now // 60))
 
@@ -212,9 +212,8 @@ def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool =
     left = ""
     if pending and due is not None:
         hours = business_hours_left(due, now)
-        if hours is not None:
-            left = (f"{hours:.0f} business hours left" if hours >= 0
-                    else f"overdue by {-hours:.0f} business hours")
+        left = (f"{hours:.0f} business hours left" if hours >= 0
+                else f"overdue by {-hours:.0f} business hours")
     return LedgerRow(received_text(e), mask_number(e.number), e.action, e.keyword or "",
                      e.message_id, "" if pending else timefmt.display(e.handled_at), e.outcome or "",
                      timefmt.display(due), met, pending, left, where,
