@@ -17,9 +17,8 @@ from keyrouter.rules.model import RulesError
 from keyrouter.settings import Settings
 from keyrouter.store import Store, open_store
 from keyrouter.store.choice import read_flags
-from keyrouter.web.auth import is_loopback, loopback_hosts
+from keyrouter.web.auth import dashboard_token, is_loopback
 from keyrouter.web.pages import RulesInfo
-from keyrouter.web.status import store_label
 
 EXIT_OK, EXIT_BAD_CONFIG, EXIT_STORE_UNREACHABLE = 0, 2, 4
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8470
@@ -49,12 +48,12 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     try:  # the web extra: imported only when the dashboard runs
         import uvicorn  # noqa: PLC0415
 
-        from keyrouter.web.app import create_app  # noqa: PLC0415
+        from keyrouter.web.app import dashboard_app  # noqa: PLC0415
     except ImportError as exc:
         return _fail(f"the dashboard needs the web extra ({exc.name} is missing): "
                      "pip install 'keyrouter[web]'")
 
-    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    token = dashboard_token(settings)
     if not is_loopback(args.host) and not token:
         return _fail(f"--host {args.host} is not a loopback address: set KEYROUTER_DASHBOARD_TOKEN "
                      "so every request must sign in (or keep the default 127.0.0.1)")
@@ -77,15 +76,8 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(str(exc))
     if code:
         return code
-
-    def make_store() -> Store:
-        return open_store(settings.store, settings.namespace, horizon)
-
     try:
-        app = create_app(make_store, rules, token=token, allowed_hosts=loopback_hosts(args.host),
-                         store_label=store_label(settings.store), namespace=settings.namespace,
-                         trusted_proxies=settings.dashboard_trusted_proxies,
-                         secure_cookie=settings.dashboard_secure_cookie)
+        app = dashboard_app(settings, args.host, rules, token)
     except ValueError as exc:  # a reverse-proxy setting that cannot be read
         return _fail(str(exc))
     mode = "signed in by token, Retry/Drop enabled" if token else "read-only, no token"

@@ -19,9 +19,9 @@ import argparse
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
+from keyrouter import timefmt
 from keyrouter.cli import reconcile as reconcile_cli
 from keyrouter.cli.common import DEFAULT_STORE, command, read_store, with_store
 from keyrouter.compliance import exports, reports
@@ -29,7 +29,7 @@ from keyrouter.compliance import overdue as compliance
 from keyrouter.compliance.overdue import effects_of_rules
 from keyrouter.durations import parse_duration
 from keyrouter.masking import mask_number
-from keyrouter.message import TURKEY, parse_date
+from keyrouter.message import parse_date
 from keyrouter.rules.loader import load_rules
 from keyrouter.rules.model import RulesError
 from keyrouter.rules.router import Router
@@ -154,10 +154,6 @@ def _hours(hours: float) -> str:
     return f"{hours:.1f} business hours left" if hours >= 0 else f"{-hours:.1f} business hours overdue"
 
 
-def _turkey(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, TURKEY).strftime("%Y-%m-%d %H:%M")
-
-
 async def _stats(store: Any, effects: dict[str, tuple[str, ...]] | None, router: Any,
                  since: float | None) -> int:
     entries = await store.optouts(since)
@@ -185,7 +181,8 @@ async def _overdue(store: Any, effects: dict[str, tuple[str, ...]] | None, route
         number = (c.number if full else mask_number(c.number)) if c.number else "(no mobile number)"
         label = "OVERDUE" if c.deadline <= now else "DUE"
         print(f"{label}\t{compliance.EFFECTS[c.effect]}\t{number}\tmessage {c.message_id}\t"
-              f"received {_turkey(c.received_at)}\tdeadline {_turkey(c.deadline)} (Turkey time)\t"
+              f"received {timefmt.minute(c.received_at)}\t"
+              f"deadline {timefmt.minute(c.deadline)} (Turkey time)\t"
               f"{_hours(c.hours_left(now))}\t{c.where}")
     late = sum(c.deadline <= now for c in cases)
     if cases:

@@ -22,7 +22,7 @@ from keyrouter.cli.common import (
 )
 from keyrouter.compliance import exports, reports
 from keyrouter.conversations.cli import declared_conversation, print_results
-from keyrouter.handlers.survey import normalize_choice
+from keyrouter.handlers.survey import declared_surveys
 from keyrouter.masking import mask_text
 from keyrouter.rules.loader import load_rules
 from keyrouter.rules.model import RulesError
@@ -70,9 +70,9 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # ---------------------------------------------------------------------------- survey
-def declared_surveys(args: argparse.Namespace, settings: Settings) -> dict[str, list[str]] | None:
-    """Survey id -> the choices the rules declare (in the rules' order, [] when a rule declares
-    none); None when the rules cannot be read (then only the store's counts are shown)."""
+def read_surveys(settings: Settings) -> dict[str, tuple[str, ...]] | None:
+    """Survey id -> the choices the rules declare; None when the rules cannot be read (then only
+    the store's counts are shown)."""
 
     try:
         rules = load_rules(settings.rules, settings.rules_max_bytes, handlers=False)
@@ -80,21 +80,12 @@ def declared_surveys(args: argparse.Namespace, settings: Settings) -> dict[str, 
         print(f"keyrouter: warning: the rules ({settings.rules}) cannot be read, so choices with no "
               f"votes are not shown: {str(exc).splitlines()[0]}", file=sys.stderr)
         return None
-    found: dict[str, list[str]] = {}
-    entries = [e for r in rules.rules for e in r.handlers] + list(rules.default)
-    for entry in entries:
-        if entry.name != "survey" or "id" not in entry.params:
-            continue
-        choices = found.setdefault(str(entry.params["id"]).strip(), [])
-        for c in entry.params.get("choices") or ():
-            if normalize_choice(c) not in choices:
-                choices.append(normalize_choice(c))
-    return found
+    return declared_surveys(rules)
 
 
 def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
     settings = read_store(args, settings)
-    declared = declared_surveys(args, settings)
+    declared = read_surveys(settings)
     survey = str(args.id).strip()
     conversation = declared_conversation(settings, survey)
 
@@ -109,7 +100,7 @@ def cmd_survey(args: argparse.Namespace, settings: Settings) -> int:
             known = ", ".join(sorted(declared)) or "none"
             raise CliError(f"no survey {survey!r}: no rule declares it and no vote uses it "
                            f"(surveys in {settings.rules}: {known})")
-        choices = (declared or {}).get(survey, [])
+        choices = (declared or {}).get(survey, ())
         if args.format == "json":
             print(json.dumps(exports.survey_dict(results, choices), ensure_ascii=False))
         elif args.format == "csv":

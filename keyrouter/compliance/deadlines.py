@@ -35,7 +35,6 @@ __all__ = [
     "business_seconds",
     "deadline",
     "deadline_epoch",
-    "holiday_name",
     "is_business_day",
     "turkey_time",
 ]
@@ -48,11 +47,6 @@ _DAY = timedelta(days=1)
 def _calendar() -> holidays.HolidayBase:
     """Turkey's public holidays; the object adds years as they are asked about."""
     return holidays.country_holidays("TR")
-
-
-def holiday_name(day: date) -> str | None:
-    """The official holiday on `day`, or None (a holiday eve is not one: it is a business day)."""
-    return _calendar().get(day)
 
 
 def is_business_day(day: date) -> bool:

@@ -179,7 +179,7 @@ def iys_records(entries: Iterable[OptOut], recipient_type: str = "BIREYSEL",
 
     seen: set[tuple[str, str]] = set()
     for e in entries:
-        status = "RET" if e.action in ("blacklist", "iys_ret") else "ONAY"
+        status = "RET" if e.action in REFUSALS else "ONAY"
         if (e.message_id, status) in seen:
             continue
         seen.add((e.message_id, status))

@@ -42,6 +42,7 @@ from keyrouter.masking import mask_number
 from keyrouter.message import Message, RowError, parse_row
 from keyrouter.providers.blacklist import fetch_blacklist, filter_date
 from keyrouter.providers.iletimerkezi import ApiError, IletiMerkezi
+from keyrouter.rules.model import RuleSet
 from keyrouter.rules.router import Router
 from keyrouter.store.base import OptOut, Store, ledger_cursor
 
@@ -114,14 +115,13 @@ class Outcome:
                 "busy": len(p.busy), "left": len(self.left)}
 
 
-def iys_params_of(rules: Any, source: str) -> dict[str, str] | None:
+def iys_params_of(rules: RuleSet, source: str) -> dict[str, str] | None:
     """The İYS params of provider opt-outs: None unless a rule registers opt-outs in İYS (an
     `iys` entry with status RET); then its recipient type and `source`."""
-    for entries in [r.handlers for r in getattr(rules, "rules", ())] + [getattr(rules, "default", ())]:
-        for entry in entries:
-            if entry.name == "iys" and entry.params.get("status", "RET") == "RET":
-                kind = entry.params.get("recipient_type", entry.params.get("recipientType", "BIREYSEL"))
-                return {"recipient_type": str(kind), "source": source}
+    for entry in rules.entries():
+        if entry.name == "iys" and entry.params.get("status", "RET") == "RET":
+            kind = entry.params.get("recipient_type", entry.params.get("recipientType", "BIREYSEL"))
+            return {"recipient_type": str(kind), "source": source}
     return None
 
 

@@ -26,10 +26,14 @@ from keyrouter.handlers.templating import message_values, render, template_probl
 from keyrouter.masking import mask_number
 from keyrouter.message import Message
 from keyrouter.retries import PermanentError
+from keyrouter.rules.model import RuleSet
 from keyrouter.rules.normalize import Normalizer, NormalizeSettings
 from keyrouter.rules.router import Match
 
-__all__ = ["DEFAULT_CHOICE", "PARAMS", "POLICIES", "handle", "normalize_choice", "params_problem"]
+__all__ = [
+    "DEFAULT_CHOICE", "PARAMS", "POLICIES", "declared_surveys", "handle", "normalize_choice",
+    "params_problem",
+]
 
 PARAMS = ("id", "choice", "choices", "policy")
 POLICIES = ("last", "first")
@@ -39,6 +43,19 @@ _CHOICE = Normalizer(NormalizeSettings(strip_punctuation=False))
 
 def normalize_choice(choice: object) -> str:
     return _CHOICE(str(choice)).strip()
+
+
+def declared_surveys(rules: RuleSet) -> dict[str, tuple[str, ...]]:
+    """survey id -> its declared choices (normalized as votes are, in the rules' order), from
+    every `survey` entry, so the dashboard and `survey results` show the same choices."""
+    out: dict[str, dict[str, None]] = {}
+    for entry in rules.entries():
+        if entry.name != "survey" or "id" not in entry.params:
+            continue
+        choices = out.setdefault(str(entry.params["id"]).strip(), {})
+        for c in entry.params.get("choices") or ():
+            choices.setdefault(normalize_choice(c), None)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def params_problem(params: Mapping[str, Any], captures: list[str] | None = None) -> str | None:

@@ -134,8 +134,7 @@ async def check_balance(d: Doctor) -> Check:
 def _uses_reply(router: Router | None) -> bool:
     if router is None:
         return False
-    entries = [e for r in router.rules.rules for e in r.handlers] + list(router.rules.default)
-    return any(e.name == "reply" for e in entries)
+    return any(e.name == "reply" for e in router.rules.entries())
 
 
 async def check_sender(d: Doctor) -> Check:

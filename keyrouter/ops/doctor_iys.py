@@ -34,8 +34,7 @@ def uses_iys(router: Router | None) -> bool:
     """True when a rule (or the default) has an `iys` entry."""
     if router is None:
         return False
-    entries = [e for r in router.rules.rules for e in r.handlers] + list(router.rules.default)
-    return any(e.name == "iys" for e in entries)
+    return any(e.name == "iys" for e in router.rules.entries())
 
 
 async def check_iys(settings: Settings, router: Router | None) -> Check:

@@ -9,11 +9,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from keyrouter.message import TURKEY
+from keyrouter import timefmt
 from keyrouter.settings import Settings
 from keyrouter.store import LedgerStore, ReconcileStore, ServerFacts, open_store
 
@@ -79,7 +78,7 @@ async def check_reconcile(store: ReconcileLedger, settings: Settings, now: float
                      how)
     at = float(last["at"])
     age = (time.time() if now is None else now) - at
-    when = datetime.fromtimestamp(at, TURKEY).strftime("%Y-%m-%d %H:%M")
+    when = timefmt.minute(at)
     detail = (f"last {last.get('mode')} pass {when} Turkey time ({age / 60:.0f} min ago): "
               f"{last.get('listed')} on the provider's blacklist, {last.get('recorded')} provider "
               f"opt-outs recorded, {last.get('readded')} re-added, {last.get('reported')} reported")

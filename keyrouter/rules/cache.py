@@ -223,8 +223,7 @@ def write(file: Path, key: str, rules: RuleSet) -> None:
 def _handlers_resolve(rules: RuleSet, path: str | Path) -> bool:
     """Every handler the rules name imports now (the company's code may have changed since)."""
     plugin_path.extend(path)
-    names = {entry.name for rule in rules.rules for entry in rule.handlers}
-    names.update(entry.name for entry in rules.default)
+    names = {entry.name for entry in rules.entries()}
     return all(registry.problem(name) is None for name in sorted(names - set(registry.BUILTINS)))
 
 

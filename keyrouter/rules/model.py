@@ -105,3 +105,8 @@ class RuleSet:
     #: `conversations:` of every file; each has a start rule (`conversation:<id>`) after the
     #: files' rules, holding its start keywords (docs/conversations.md)
     conversations: tuple[Conversation, ...] = ()
+
+    def entries(self) -> list[HandlerEntry]:
+        """Every handler entry: each rule's in order, then the default's (what a feature check
+        such as "does any rule use `iys`" has to look through)."""
+        return [e for r in self.rules for e in r.handlers] + list(self.default)

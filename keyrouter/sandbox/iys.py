@@ -27,11 +27,10 @@ import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 
-from keyrouter.message import TURKEY
+from keyrouter import timefmt
 from keyrouter.sandbox.wire import LocalServer
 
 __all__ = ["ENDPOINTS", "FakeIys", "IysRequest"]
@@ -256,7 +255,7 @@ class FakeIys(LocalServer):
                 return 400, _errors(*_same_status(body["status"]))
             record = {**body, "transactionId": self._next_tx()}
             self.records.append(record)
-        created = datetime.fromtimestamp(self.clock(), TURKEY).strftime("%Y-%m-%d %H:%M:%S")
+        created = timefmt.iys(self.clock())
         return 200, {"transactionId": record["transactionId"], "creationDate": created}
 
 

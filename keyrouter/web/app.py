@@ -29,10 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyrouter import timefmt
 from keyrouter.compliance import exports
-from keyrouter.store import Store
+from keyrouter.settings import Settings
+from keyrouter.store import Store, open_store
 from keyrouter.web import pages
 from keyrouter.web import status as status_info
-from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name
+from keyrouter.web.auth import COOKIE, SESSION_SECONDS, Auth, Session, clean_name, loopback_hosts
 from keyrouter.web.charts import bar_chart
 from keyrouter.web.conversations import conversation_views
 from keyrouter.web.pending import SCAN
@@ -108,9 +109,7 @@ class Dashboard:
         first page is as fast as the rest."""
         for name in self.env.list_templates():
             self.env.get_template(name)
-        if self.deadline is not None:
-            due = self.deadline(time.time())
-            pages.business_hours_left(due, time.time())
+        pages.business_hours_left(self.deadline(time.time()), time.time())
 
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session: Session | None = request.scope.get("keyrouter.session")
@@ -193,7 +192,7 @@ class Dashboard:
                            pending=pending, pending_total=len(waiting), more_pending=more_pending,
                            scan=SCAN, searched=page.searched, ledger_scan=pages.LEDGER_SCAN,
                            searched_to=timefmt.display(page.next[0]) if page.next else "",
-                           tracked=self.deadline is not None, older=older, first=before is None,
+                           older=older, first=before is None,
                            newest="?" + urlencode(f.query()), effects=pages.EFFECTS,
                            csv="/optouts.csv?" + urlencode(f.query()),
                            full=self.auth.required)
@@ -326,6 +325,20 @@ def _local(target: str) -> str:
 def _csv(text: str, filename: str) -> Response:
     return Response(text, media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
+def dashboard_app(settings: Settings, host: str, rules: pages.RulesInfo,
+                  token: str | None) -> Starlette:
+    """The dashboard over `settings`' store and namespace, served on `host` (Host header checked
+    when it is a loopback address); the same for `keyrouter dashboard` and `run --dashboard`.
+    A reverse-proxy setting that cannot be read is a ValueError."""
+    horizon = settings.horizon_delta()
+    return create_app(lambda: open_store(settings.store, settings.namespace, horizon), rules,
+                      token=token, allowed_hosts=loopback_hosts(host),
+                      store_label=status_info.store_label(settings.store),
+                      namespace=settings.namespace,
+                      trusted_proxies=settings.dashboard_trusted_proxies,
+                      secure_cookie=settings.dashboard_secure_cookie)
 
 
 def create_app(open_store: Callable[[], Store], rules: pages.RulesInfo, *, token: str | None = None,

@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from keyrouter.settings import Settings
+
 COOKIE = "keyrouter_session"
 SESSION_SECONDS = 12 * 3600
 MAX_NAME = 60
@@ -111,6 +113,11 @@ def clean_name(who: str) -> str:
     """The name typed at login, as the action log shows it: printable, short."""
     text = "".join(ch for ch in str(who) if ch.isprintable()).strip()[:MAX_NAME]
     return text or "signed-in user"
+
+
+def dashboard_token(settings: Settings) -> str | None:
+    """KEYROUTER_DASHBOARD_TOKEN, or None when unset or empty (then the dashboard is read-only)."""
+    return settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
 
 
 def is_loopback(host: str) -> bool:

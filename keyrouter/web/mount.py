@@ -19,10 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keyrouter.ops.metrics import Metrics
 from keyrouter.settings import Settings
-from keyrouter.store import open_store
-from keyrouter.web.auth import is_loopback, loopback_hosts
+from keyrouter.web.auth import dashboard_token, is_loopback
 from keyrouter.web.pages import RulesInfo
-from keyrouter.web.status import store_label
 
 
 def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Settings) -> MountedListener:
@@ -35,22 +33,17 @@ def dashboard_listener(metrics: Metrics, host: str, port: int, settings: Setting
         from starlette.responses import Response  # noqa: PLC0415
         from starlette.routing import Mount, Route  # noqa: PLC0415
 
-        from keyrouter.web.app import create_app  # noqa: PLC0415
+        from keyrouter.web.app import dashboard_app  # noqa: PLC0415
     except ImportError as exc:
         raise ValueError(f"--dashboard needs the web extra ({exc.name} is missing): "
                          "pip install 'keyrouter[web]'") from None
 
-    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    token = dashboard_token(settings)
     if not is_loopback(host) and not token:
         raise ValueError(f"--dashboard on {host}, not a loopback address: set KEYROUTER_DASHBOARD_TOKEN "
                          "so every dashboard request must sign in")
     rules = RulesInfo.load(settings.rules, time.time())  # RulesError is a ValueError
-    horizon = settings.horizon_delta()
-    dashboard = create_app(lambda: open_store(settings.store, settings.namespace, horizon), rules,
-                           token=token, allowed_hosts=loopback_hosts(host),
-                           store_label=store_label(settings.store), namespace=settings.namespace,
-                           trusted_proxies=settings.dashboard_trusted_proxies,
-                           secure_cookie=settings.dashboard_secure_cookie)
+    dashboard = dashboard_app(settings, host, rules, token)
 
     async def exposition(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST,

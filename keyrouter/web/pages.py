@@ -19,12 +19,11 @@ from datetime import date, datetime, timedelta
 from keyrouter import timefmt
 from keyrouter.compliance import deadlines, exports
 from keyrouter.compliance.channels import channel_of
-from keyrouter.handlers.survey import normalize_choice
+from keyrouter.handlers.survey import declared_surveys
 from keyrouter.masking import mask_number, mask_text, mask_value
 from keyrouter.message import TURKEY
 from keyrouter.rules.conversations import Conversation
 from keyrouter.rules.loader import load_rules, rule_files
-from keyrouter.rules.model import RuleSet
 from keyrouter.rules.router import Router
 from keyrouter.store import (
     DeadLetter,
@@ -86,19 +85,6 @@ def file_hashes(path: str) -> tuple[tuple[tuple[str, str], ...], str]:
     return tuple(files), rules_version(path)
 
 
-def declared_surveys(rules: RuleSet) -> dict[str, tuple[str, ...]]:
-    """survey id -> its declared choices (normalized as votes are), from every `survey` entry."""
-    out: dict[str, dict[str, None]] = {}
-    entries = [e for r in rules.rules for e in r.handlers] + list(rules.default)
-    for entry in entries:
-        if entry.name != "survey" or "id" not in entry.params:
-            continue
-        choices = out.setdefault(str(entry.params["id"]).strip(), {})
-        for c in entry.params.get("choices") or ():
-            choices.setdefault(normalize_choice(c), None)
-    return {k: tuple(v) for k, v in out.items()}
-
-
 # ---------------------------------------------------------------- surveys
 @dataclass(frozen=True)
 class SurveyView:
@@ -127,7 +113,8 @@ Deadline = Callable[[float], float]
 
 
 def deadline_function() -> Deadline:
-    """The opt-out deadline (three Turkish business days), computed once per day received."""
+    """The opt-out deadline (three Turkish business days) the dashboard's rows use: always
+    deadlines.deadline_epoch, computed once per day received."""
     return deadlines.deadline_epoch
 
 
@@ -136,7 +123,7 @@ def _hours_left(due: float, minute: int) -> float:
     return float(deadlines.business_hours_left(due, minute * 60.0))
 
 
-def business_hours_left(due: float, now: float) -> float | None:
+def business_hours_left(due: float, now: float) -> float:
     """Business hours from `now` (to the minute) to `due`: many lines share a deadline."""
     return _hours_left(due, int(now // 60))
 
@@ -210,8 +197,8 @@ class LedgerRow:
     message_id: str
     handled: str  # "" while pending
     outcome: str  # İYS's answer, "" for the provider's blacklist
-    deadline: str  # "" when there is none (an opt-in) or it is not tracked
-    met: bool | None  # None: no deadline, or not tracked
+    deadline: str  # "" when there is none (an opt-in)
+    met: bool | None  # None: no deadline
     pending: bool
     left: str = ""  # business hours left (pending refusals), or how late
     where: str = "ledger"  # ledger | retrying | dead letter
@@ -225,9 +212,8 @@ def ledger_row(e: OptOut, deadline: Deadline | None, now: float, pending: bool =
     left = ""
     if pending and due is not None:
         hours = business_hours_left(due, now)
-        if hours is not None:
-            left = (f"{hours:.0f} business hours left" if hours >= 0
-                    else f"overdue by {-hours:.0f} business hours")
+        left = (f"{hours:.0f} business hours left" if hours >= 0
+                else f"overdue by {-hours:.0f} business hours")
     return LedgerRow(received_text(e), mask_number(e.number), e.action, e.keyword or "",
                      e.message_id, "" if pending else timefmt.display(e.handled_at), e.outcome or "",
                      timefmt.display(due), met, pending, left, where,

@@ -11,7 +11,8 @@ from keyrouter import timefmt
 from keyrouter.message import RowError, parse_row
 from keyrouter.store import ActivityStore, FeedStore
 from keyrouter.store.choice import redact_store_url
-from keyrouter.web.pages import RulesInfo, file_hashes
+from keyrouter.web.pages import RulesInfo
+from keyrouter.worker.reload import rules_version
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def age(seconds: float) -> str:
 def rules_on_disk_changed(info: RulesInfo) -> bool:
     """The files changed since the dashboard loaded them (a worker may run newer rules)."""
     try:
-        return file_hashes(info.path)[1] != info.version
+        return rules_version(info.path) != info.version
     except OSError:
         return True
 
@@ -101,5 +102,5 @@ async def routed(store: ActivityStore, now: float, window: int = 24) -> Routed:
         rules = sorted(by_hour[hour].items(), key=lambda kv: (-kv[1], kv[0]))
         for rule, n in rules:
             totals[rule] = totals.get(rule, 0) + n
-        hours.append((timefmt.display(hour * 3600)[:16], sum(n for _, n in rules), rules))
+        hours.append((timefmt.minute(hour * 3600), sum(n for _, n in rules), rules))
     return Routed(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])), hours, window)
