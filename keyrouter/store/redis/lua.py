@@ -54,17 +54,17 @@ local function attempts_of(retry, id)
 end
 """
 
-# KEYS: dead, done keys...  ARGV: ids...
-UNFINISHED = "return as_json(unfinished(ARGV, KEYS[1], 2))"
+# KEYS: dead, done keys...  ARGV: ids (a JSON array).
+UNFINISHED = "return as_json(unfinished(cjson.decode(ARGV[1]), KEYS[1], 2))"
 
 # KEYS: dead, retry, holders, done keys...  ARGV: claim prefix, progress prefix, owner, lease ms,
-# now, limit (-1: none), ids...  Returns JSON: a flat list of id, attempts, taken over (0/1),
+# now, limit (-1: none), ids (a JSON array).  Returns JSON: a flat list of id, attempts, taken over (0/1),
 # #succeeded, succeeded entries..., per claimed id.  `holders` remembers each id's last owner
 # after its lease key expired, so a claim over a dead worker's lease is seen.
 CLAIM = """
 local ids, seen = {}, {}
-for i = 7, #ARGV do
-  if not seen[ARGV[i]] then seen[ARGV[i]] = true; ids[#ids + 1] = ARGV[i] end
+for _, id in ipairs(cjson.decode(ARGV[7])) do
+  if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
 end
 ids = unfinished(ids, KEYS[1], 4)
 local now, limit, out, n = tonumber(ARGV[5]), tonumber(ARGV[6]), {}, 0
@@ -107,11 +107,11 @@ end
 return as_json(out)
 """
 
-# KEYS: any key of the namespace (Cluster routes by it).  ARGV: claim prefix, owner, lease ms, ids...
+# KEYS: any key of the namespace (Cluster routes by it).  ARGV: claim prefix, owner, lease ms, ids
+# (a JSON array).
 RENEW = """
 local out, seen = {}, {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
+for _, id in ipairs(cjson.decode(ARGV[4])) do
   if not seen[id] then
     seen[id] = true
     if redis.call('GET', ARGV[1] .. id) == ARGV[2] then
@@ -138,34 +138,32 @@ return lost
 """
 
 # KEYS: target done key, stats, retry, dead, holders, published, published:order, done keys... (the
-# plain done SET first).  ARGV: claim prefix, progress prefix, bucket ttl (0: none), owner, number of
-# done ids, number of skipped ids, ids..., skipped..., forever...  Returns the ids left alone
-# (another owner's).  A `forever` id goes in the plain done SET, even when an expiring bucket
-# already holds it.
+# plain done SET first).  ARGV: claim prefix, progress prefix, bucket ttl (0: none), owner, done
+# ids, skipped ids, forever ids (each a JSON array).  Returns the ids left alone (another owner's).
+# A `forever` id goes in the plain done SET, even when an expiring bucket already holds it.
 FINISH = """
-local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
-local last, plain = 6 + n + m, KEYS[8]
+local plain = KEYS[8]
 local forever, left, seen, added, gone, names = {}, {}, {}, {0, 0}, {}, {}
-for i = last + 1, #ARGV do forever[ARGV[i]] = true end
-for i = 7, last do
-  local id = ARGV[i]
+for _, id in ipairs(cjson.decode(ARGV[7])) do forever[id] = true end
+local function finish(id, kind)
   if taken(ARGV[1] .. id, ARGV[4]) then
     if not seen[id] then seen[id] = true; left[#left + 1] = id end
-  else
-    local target, known = forever[id] and plain or KEYS[1], false
-    for k = 8, #KEYS do
-      if KEYS[k] ~= target and redis.call('SISMEMBER', KEYS[k], id) == 1 then
-        known = true; break
-      end
-    end
-    if (forever[id] or not known) and redis.call('SADD', target, id) == 1 and not known then
-      local kind = (i - 6 <= n) and 1 or 2
-      added[kind] = added[kind] + 1
-    end
-    gone[#gone + 1] = id
-    names[#names + 1] = ARGV[1] .. id; names[#names + 1] = ARGV[2] .. id
+    return
   end
+  local target, known = forever[id] and plain or KEYS[1], false
+  for k = 8, #KEYS do
+    if KEYS[k] ~= target and redis.call('SISMEMBER', KEYS[k], id) == 1 then
+      known = true; break
+    end
+  end
+  if (forever[id] or not known) and redis.call('SADD', target, id) == 1 and not known then
+    added[kind] = added[kind] + 1
+  end
+  gone[#gone + 1] = id
+  names[#names + 1] = ARGV[1] .. id; names[#names + 1] = ARGV[2] .. id
 end
+for _, id in ipairs(cjson.decode(ARGV[5])) do finish(id, 1) end
+for _, id in ipairs(cjson.decode(ARGV[6])) do finish(id, 2) end
 for k = 3, 6 do drop_all('HDEL', KEYS[k], gone) end
 drop_all('ZREM', KEYS[7], gone)
 drop_all('DEL', nil, names)

@@ -3,8 +3,10 @@ replies unescaped on the way back, and the one-time key move before a store's fi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+import orjson
 
 from keyrouter.store.codec import MARK, loads, read_row, unescape
 from keyrouter.store.codec import escape as _escape
@@ -27,6 +29,14 @@ def escape(value: str) -> str:
 def unescaped(value: bytes | str) -> str:
     """A string the store wrote through `escape` (codec.py), as it was given."""
     return unescape(value.decode() if isinstance(value, bytes) else value)
+
+
+def id_list(ids: Iterable[str]) -> bytes:
+    """Ids as one JSON array argument, read by the script with `cjson.decode`: a batch of a
+    thousand ids is one argument for redis-py to pack rather than a thousand, which was a fifth
+    of the CPU per message.  Each id goes through `escape` as a lone argument would (the same
+    stored bytes), so the JSON is valid UTF-8."""
+    return orjson.dumps([escape(i) if i[:1] == MARK or not i.isascii() else i for i in ids])
 
 
 def json_reply(reply: bytes | str) -> list[Any]:

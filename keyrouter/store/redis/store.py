@@ -40,7 +40,15 @@ from keyrouter.store.redis.connect import connect, is_cluster, move_legacy_keys,
 from keyrouter.store.redis.connect import describe as where
 from keyrouter.store.redis.ledger import RedisLedger
 from keyrouter.store.redis.parts import RedisActivity, RedisConversations, RedisReconciled
-from keyrouter.store.redis.script import Script, escape, json_reply, millis, stored_body, unescaped
+from keyrouter.store.redis.script import (
+    Script,
+    escape,
+    id_list,
+    json_reply,
+    millis,
+    stored_body,
+    unescaped,
+)
 from keyrouter.store.retried import retried_row_json
 from keyrouter.store.values import COUNTERS
 
@@ -138,7 +146,7 @@ class RedisStore(Assembled):
     async def unfinished(self, ids: Sequence[str]) -> list[str]:
         if not ids:
             return []
-        found = await self._unfinished(keys=[self.keys.dead, *self._done_keys()], args=list(ids))
+        found = await self._unfinished(keys=[self.keys.dead, *self._done_keys()], args=[id_list(ids)])
         return json_reply(found)
 
     async def claim(
@@ -150,7 +158,7 @@ class RedisStore(Assembled):
         limit = -1 if limit is None else limit
         flat = json_reply(await self._claim(
             keys=[k.dead, k.retry, k.holders, *self._done_keys()],
-            args=[k.claim_prefix, k.progress_prefix, owner, millis(lease), repr(now), limit, *ids],
+            args=[k.claim_prefix, k.progress_prefix, owner, millis(lease), repr(now), limit, id_list(ids)],
         ))
         out: list[Claimed] = []
         i = 0
@@ -165,7 +173,7 @@ class RedisStore(Assembled):
         if not ids:
             return []
         k = self.keys
-        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, millis(lease), *ids])
+        kept = await self._renew(keys=[k.holders], args=[k.claim_prefix, owner, millis(lease), id_list(ids)])
         return [unescaped(id) for id in kept]
 
     async def record_success(self, entries: Sequence[tuple[str, str]], owner: str) -> list[str]:
@@ -188,11 +196,11 @@ class RedisStore(Assembled):
             return []
         k, now = self.keys, self._clock()
         target, done_keys = k.done_target(self.horizon, now), k.done_keys(self.horizon, now)
-        args = [k.claim_prefix, k.progress_prefix, self._ttl, owner, len(ids), len(skipped)]
         left = await self._finish(
             keys=[target, k.stats, k.retry, k.dead, k.holders, k.published, k.published_order,
                   *done_keys],
-            args=[*args, *ids, *skipped, *forever],
+            args=[k.claim_prefix, k.progress_prefix, self._ttl, owner, id_list(ids),
+                  id_list(skipped), id_list(forever)],
         )
         return [unescaped(id) for id in left]
 
