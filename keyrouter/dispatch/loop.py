@@ -26,7 +26,8 @@ from keyrouter.store.base import Store
 logger = logging.getLogger("keyrouter.dispatch")
 IDLE_TICK = 1.0  # seconds between ticks with nothing to do (rechecks, a stop)
 PREFETCH_SECONDS = 0.1  # claim ahead what this worker starts in about this time...
-MAX_PREFETCH = 1000  # ...but never more than this
+MAX_PREFETCH = 2000  # ...but never more than this
+PACE_WINDOW = 0.05  # seconds over which the pace of starts is measured (then smoothed)
 #: the garbage collector's first threshold while a loop serves (Python's default: 700)
 GC_GEN0 = 50_000
 _serving_loops = 0
@@ -92,6 +93,9 @@ class Loop:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running messages' slots, by message id
         self.serving = False
         self._pace, self._started, self._pace_since = 0.0, 0, time.monotonic()
+        #: the claimed backlog below which the next claim is due (half the prefetch), and whether
+        #: a claim is in flight: slots let the loop turn at that point (see `_run`)
+        self._low_water, self._claiming = 0, False
 
     async def serve(self, until: Callable[[], bool], *, continuous: bool) -> None:
         """Tick until `until()` or a stop; `continuous` (a `run()` loop): a store failure is
@@ -159,15 +163,17 @@ class Loop:
         workers share a burst; many with instant ones, so claims stay few round trips."""
         ahead = min(MAX_PREFETCH, max(self.prefetch, int(self._pace * PREFETCH_SECONDS)))
         backlog = self.queue.claimed_count()
+        self._low_water = ahead // 2
         if backlog > ahead // 2:  # enough claimed ahead: free slots take from it, claim in bulk later
             return 0
         return self.concurrency - len(self.tasks) + ahead - backlog
 
     def _count_start(self, n: int, now: float) -> None:
-        """Messages started per second, smoothed over about a second."""
+        """Messages started per second, smoothed over a few tenths of a second (a burst's claims
+        grow within its first tenth)."""
         self._started += n
         elapsed = now - self._pace_since
-        if elapsed >= (0.25 if self._pace else 0.05):  # the first estimate early: claims grow soon
+        if elapsed >= PACE_WINDOW:
             rate = self._started / elapsed
             self._pace = rate if self._pace == 0 else 0.5 * self._pace + 0.5 * rate
             self._started, self._pace_since = 0, now
@@ -178,6 +184,9 @@ class Loop:
         unchecked = queue.take_unchecked(now)
         if unchecked:
             now = await self.claims.check(unchecked)
+            # routing a checked batch keeps the slots from starting anything: that time is not
+            # part of the pace (a burst's first claims would stay small for a while otherwise)
+            self._pace_since = max(self._pace_since, now)
         if self.stops():
             return
         want = self._wants()
@@ -186,7 +195,11 @@ class Loop:
             # `want` (when many are held elsewhere, the next tick comes at once for the rest)
             candidates = queue.pick(want + 8, now, waited_only=not self.claims.continuous)
             if candidates:
-                await self.claims.claim(candidates, want)
+                self._claiming = True
+                try:
+                    await self.claims.claim(candidates, want)
+                finally:
+                    self._claiming = False
         started = 0
         tasks, concurrency = self.tasks, self.concurrency
         # asked once: nothing else runs inside this loop (no await), so no stop arrives during it
@@ -220,6 +233,13 @@ class Loop:
                 self.wake.set()
             if task is None or len(tasks) >= self.concurrency or self.stops():
                 return
+            if not self._claiming and queue.claimed_count() <= self._low_water:
+                # the next claim is due: let the loop send it, then run on while the store
+                # answers (handlers that never wait would otherwise hold the event loop until
+                # the claimed messages run out, and the claim's round trip would not overlap)
+                await asyncio.sleep(0)
+                if len(tasks) >= self.concurrency or self.stops():
+                    return
             following = queue.next_claimed()
             if following is None:
                 return

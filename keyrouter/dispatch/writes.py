@@ -24,7 +24,9 @@ from keyrouter.dispatch.scheduling import CLAIMED, FINISHING, RUNNING, Item, Que
 from keyrouter.store.base import Store
 
 logger = logging.getLogger("keyrouter.dispatch")
-BATCH_LIMIT = 5000  # a finish batch this long goes out without waiting for the interval
+#: a finish batch this long goes out without waiting for the interval (a longer one keeps Redis
+#: busy long enough to hold up the next claim)
+BATCH_LIMIT = 1000
 MAX_BACKOFF = 5.0
 
 
