@@ -33,7 +33,7 @@ from keyrouter.dispatch.duplicates import note_duplicate
 from keyrouter.dispatch.ends import Ends
 from keyrouter.dispatch.entry_context import Shared
 from keyrouter.dispatch.limits import Limits
-from keyrouter.dispatch.loop import Loop, Stops
+from keyrouter.dispatch.loop import Loop, Stops, fewer_collections
 from keyrouter.dispatch.outcomes import DEFERRED, Report
 from keyrouter.dispatch.routing import Handlers, Routing
 from keyrouter.dispatch.running import Runner
@@ -186,11 +186,12 @@ class Dispatcher:
         now = time.monotonic()
         queue = self._queue
         items = queue.items
-        for m in messages:
-            if m.id in items or self.beyond_horizon(m):
-                continue
-            queue.add(m, now)
-            new += 1
+        with fewer_collections():  # a burst's items are kept, not garbage: see loop.py
+            for m in messages:
+                if m.id in items or self.beyond_horizon(m):
+                    continue
+                queue.add(m, now)
+                new += 1
         if new:
             self._wake.set()
         return new

@@ -173,7 +173,7 @@ class Loop:
         grow within its first tenth)."""
         self._started += n
         elapsed = now - self._pace_since
-        if elapsed >= PACE_WINDOW:
+        if elapsed >= (PACE_WINDOW if self._pace else PACE_WINDOW / 5):  # a first figure soon
             rate = self._started / elapsed
             self._pace = rate if self._pace == 0 else 0.5 * self._pace + 0.5 * rate
             self._started, self._pace_since = 0, now

@@ -47,15 +47,26 @@ class Handlers:
         return found
 
 
+#: Texts up to this long are remembered with their route, at most ROUTES_KEPT of them (then the
+#: memory starts afresh): a campaign's replies repeat ("RET", "ANKET A"), and routing a text
+#: again (normalizing, the keyword indexes, the patterns) costs several times a dictionary probe.
+#: Longer texts (free text, codes) rarely repeat and are routed each time.
+REMEMBERED_TEXT = 64
+ROUTES_KEPT = 4096
+
+
 class Routing:
     """The current rules; `route_item` routes an offered message once the store says it is
-    unfinished, `route_now` decides its route when it starts."""
+    unfinished, `route_now` decides its route when it starts.  A route depends on the text and
+    the receiver alone (router.py), so repeated texts are routed once per set of rules; each
+    message still gets its own Route and Match."""
 
     def __init__(self, router: Router, store: Store, clock: Callable[[], float],
                  handlers: Handlers) -> None:
         self.store, self.clock, self.handlers = store, clock, handlers
         handlers.check(router)  # fail at start-up, not at the first message
         self.router = router
+        self._routes: dict[tuple[str, str], Route] = {}
         #: the rules' conversations, consulted when each message starts (`route_now`)
         self.conversations = Conversations.for_rules(router.rules, store, clock)
 
@@ -63,13 +74,22 @@ class Routing:
         """Hot reload: messages not started yet run under the new rules, started ones finish
         under theirs.  Raises (and keeps the old rules) when a handler cannot be resolved."""
         self.handlers.check(router)
-        self.router = router
+        self.router, self._routes = router, {}
         self.conversations = Conversations.for_rules(router.rules, self.store, self.clock)
 
     def route(self, message: Message) -> Route:
         if is_provider_row(message):  # an opt-out found on the provider's blacklist only
             return provider_route(message)
-        return self.router.route(message.text, message.receiver)
+        text, receiver = message.text, message.receiver
+        if len(text) > REMEMBERED_TEXT:
+            return self.router.route(text, receiver)
+        routes = self._routes
+        found = routes.get((text, receiver))
+        if found is None:
+            if len(routes) >= ROUTES_KEPT:
+                routes.clear()
+            found = routes[text, receiver] = self.router.route(text, receiver)
+        return found.copy()
 
     def route_item(self, item: Item) -> None:
         item.route, item.router = self.route(item.message), self.router

@@ -44,6 +44,11 @@ class Match:
     how: How = "exact"
     distance: int = 0
 
+    def copy(self) -> Match:
+        """A copy with its own captures: what a handler changes stays with its message."""
+        return Match(self.rule, self.keyword, dict(self.captures), self.fuzzy, self.how,
+                     self.distance)
+
 
 @dataclass(slots=True)
 class Route:
@@ -51,6 +56,11 @@ class Route:
     match: Match | None
     rule: Rule | None
     handlers: tuple[HandlerEntry, ...]  # the rule's, or the default's when nothing matched
+
+    def copy(self) -> Route:
+        """The same route with its own Match (see `Match.copy`)."""
+        return Route(self.normalized, None if self.match is None else self.match.copy(),
+                     self.rule, self.handlers)
 
 
 @dataclass(slots=True)
