@@ -73,11 +73,14 @@ local retries = redis.call('EXISTS', KEYS[2]) == 1
 local held = redis.call('EXISTS', KEYS[3]) == 1
 for s = 1, #ids, 1000 do
   if n >= limit then break end
-  local chunk, leases = {}, {}
+  local chunk, leases, progress = {}, {}, {}
   for j = s, math.min(s + 999, #ids) do
     chunk[#chunk + 1] = ids[j]; leases[#leases + 1] = ARGV[1] .. ids[j]
+    progress[#progress + 1] = ARGV[2] .. ids[j]
   end
   local holders = redis.call('MGET', unpack(leases))
+  -- most claims are first attempts: one EXISTS for the chunk instead of SMEMBERS for each
+  local any_progress = redis.call('EXISTS', unpack(progress)) > 0
   local states = retries and redis.call('HMGET', KEYS[2], unpack(chunk)) or {}
   local lasts = held and redis.call('HMGET', KEYS[3], unpack(chunk)) or {}
   local hold = {}
@@ -96,7 +99,7 @@ for s = 1, #ids, 1000 do
         if last and not holder then over = 1 end
         hold[#hold + 1] = id; hold[#hold + 1] = ARGV[3]
       end
-      local done = redis.call('SMEMBERS', ARGV[2] .. id)
+      local done = any_progress and redis.call('SMEMBERS', progress[j]) or {}
       out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = over; out[#out + 1] = #done
       for _, e in ipairs(done) do out[#out + 1] = e end
       n = n + 1
@@ -142,28 +145,57 @@ return lost
 # ids, skipped ids, forever ids (each a JSON array).  Returns the ids left alone (another owner's).
 # A `forever` id goes in the plain done SET, even when an expiring bucket already holds it.
 FINISH = """
-local plain = KEYS[8]
+local plain, owner = KEYS[8], ARGV[4]
 local forever, left, seen, added, gone, names = {}, {}, {}, {0, 0}, {}, {}
 for _, id in ipairs(cjson.decode(ARGV[7])) do forever[id] = true end
-local function finish(id, kind)
-  if taken(ARGV[1] .. id, ARGV[4]) then
-    if not seen[id] then seen[id] = true; left[#left + 1] = id end
-    return
-  end
-  local target, known = forever[id] and plain or KEYS[1], false
+-- the ids a done key other than `target` holds already
+local function known_elsewhere(ids, target)
+  local known = {}
   for k = 8, #KEYS do
-    if KEYS[k] ~= target and redis.call('SISMEMBER', KEYS[k], id) == 1 then
-      known = true; break
+    if KEYS[k] ~= target and redis.call('EXISTS', KEYS[k]) == 1 then
+      local hit = redis.call('SMISMEMBER', KEYS[k], unpack(ids))
+      for j = 1, #hit do
+        if hit[j] == 1 then known[ids[j]] = true end
+      end
     end
   end
-  if (forever[id] or not known) and redis.call('SADD', target, id) == 1 and not known then
-    added[kind] = added[kind] + 1
-  end
-  gone[#gone + 1] = id
-  names[#names + 1] = ARGV[1] .. id; names[#names + 1] = ARGV[2] .. id
+  return known
 end
-for _, id in ipairs(cjson.decode(ARGV[5])) do finish(id, 1) end
-for _, id in ipairs(cjson.decode(ARGV[6])) do finish(id, 2) end
+-- marks `ids` done in `target` and counts the new ones as `kind`; one known elsewhere is not
+-- counted, and is added only when `always` (a `forever` id goes in the plain SET regardless)
+local function mark(ids, target, kind, always)
+  if #ids == 0 then return end
+  local known, counted, again = known_elsewhere(ids, target), {}, {}
+  for _, id in ipairs(ids) do
+    if not known[id] then counted[#counted + 1] = id elseif always then again[#again + 1] = id end
+  end
+  if #counted > 0 then added[kind] = added[kind] + redis.call('SADD', target, unpack(counted)) end
+  if #again > 0 then redis.call('SADD', target, unpack(again)) end
+end
+-- a thousand ids a step: another owner's live lease leaves its id alone
+local function finish(list, kind)
+  for s = 1, #list, 1000 do
+    local chunk, leases = {}, {}
+    for j = s, math.min(s + 999, #list) do
+      chunk[#chunk + 1] = list[j]; leases[#leases + 1] = ARGV[1] .. list[j]
+    end
+    local holders = redis.call('MGET', unpack(leases))
+    local mine, kept = {}, {}
+    for j, id in ipairs(chunk) do
+      if holders[j] and holders[j] ~= owner then
+        if not seen[id] then seen[id] = true; left[#left + 1] = id end
+      else
+        if forever[id] then kept[#kept + 1] = id else mine[#mine + 1] = id end
+        gone[#gone + 1] = id
+        names[#names + 1] = leases[j]; names[#names + 1] = ARGV[2] .. id
+      end
+    end
+    mark(mine, KEYS[1], kind, false)
+    mark(kept, plain, kind, true)
+  end
+end
+finish(cjson.decode(ARGV[5]), 1)
+finish(cjson.decode(ARGV[6]), 2)
 for k = 3, 6 do drop_all('HDEL', KEYS[k], gone) end
 drop_all('ZREM', KEYS[7], gone)
 drop_all('DEL', nil, names)
