@@ -163,8 +163,8 @@ class Loop:
         workers share a burst; many with instant ones, so claims stay few round trips."""
         ahead = min(MAX_PREFETCH, max(self.prefetch, int(self._pace * PREFETCH_SECONDS)))
         backlog = self.queue.claimed_count()
-        self._low_water = ahead // 2
-        if backlog > ahead // 2:  # enough claimed ahead: free slots take from it, claim in bulk later
+        self._low_water = low = ahead * 3 // 4
+        if backlog > low:  # enough claimed ahead: free slots take from it, claim in bulk later
             return 0
         return self.concurrency - len(self.tasks) + ahead - backlog
 

@@ -58,16 +58,17 @@ end
 UNFINISHED = "return as_json(unfinished(cjson.decode(ARGV[1]), KEYS[1], 2))"
 
 # KEYS: dead, retry, holders, done keys...  ARGV: claim prefix, progress prefix, owner, lease ms,
-# now, limit (-1: none), ids (a JSON array).  Returns JSON: a flat list of id, attempts, taken over (0/1),
-# #succeeded, succeeded entries..., per claimed id.  `holders` remembers each id's last owner
-# after its lease key expired, so a claim over a dead worker's lease is seen.
+# now, limit (-1: none), ids (a JSON array).  Returns JSON: [the claimed ids, then a flat list of
+# id, attempts, taken over (0/1), #succeeded, succeeded entries... for each claimed id that has any
+# of those] (most claims are first attempts: nothing to say about them).  `holders` remembers each
+# id's last owner after its lease key expired, so a claim over a dead worker's lease is seen.
 CLAIM = """
 local ids, seen = {}, {}
 for _, id in ipairs(cjson.decode(ARGV[7])) do
   if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
 end
 ids = unfinished(ids, KEYS[1], 4)
-local now, limit, out, n = tonumber(ARGV[5]), tonumber(ARGV[6]), {}, 0
+local now, limit, claimed, out, n = tonumber(ARGV[5]), tonumber(ARGV[6]), {}, {}, 0
 if limit < 0 then limit = #ids end
 local retries = redis.call('EXISTS', KEYS[2]) == 1
 local held = redis.call('EXISTS', KEYS[3]) == 1
@@ -100,14 +101,17 @@ for s = 1, #ids, 1000 do
         hold[#hold + 1] = id; hold[#hold + 1] = ARGV[3]
       end
       local done = any_progress and redis.call('SMEMBERS', progress[j]) or {}
-      out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = over; out[#out + 1] = #done
-      for _, e in ipairs(done) do out[#out + 1] = e end
+      claimed[#claimed + 1] = id
+      if attempts > 0 or over == 1 or #done > 0 then
+        out[#out + 1] = id; out[#out + 1] = attempts; out[#out + 1] = over; out[#out + 1] = #done
+        for _, e in ipairs(done) do out[#out + 1] = e end
+      end
       n = n + 1
     end
   end
   if #hold > 0 then redis.call('HSET', KEYS[3], unpack(hold)) end
 end
-return as_json(out)
+return '[' .. as_json(claimed) .. ',' .. as_json(out) .. ']'
 """
 
 # KEYS: any key of the namespace (Cluster routes by it).  ARGV: claim prefix, owner, lease ms, ids

@@ -30,8 +30,8 @@ from keyrouter.store.base import (
     Kind,
 )
 from keyrouter.store.choice import redact_store_url
+from keyrouter.store.codec import MARK, loads, row_json
 from keyrouter.store.codec import escape as _escape
-from keyrouter.store.codec import row_json
 from keyrouter.store.keys import Keys, bucket_ttl, vote_ids_ttl
 from keyrouter.store.probe import probe
 from keyrouter.store.redis import lua as lua
@@ -156,17 +156,23 @@ class RedisStore(Assembled):
             return []
         k = self.keys
         limit = -1 if limit is None else limit
-        flat = json_reply(await self._claim(
+        claimed, flat = loads(await self._claim(
             keys=[k.dead, k.retry, k.holders, *self._done_keys()],
             args=[k.claim_prefix, k.progress_prefix, owner, millis(lease), repr(now), limit, id_list(ids)],
         ))
-        out: list[Claimed] = []
+        known: dict[str, Claimed] = {}
         i = 0
-        while i < len(flat):
+        while i < len(flat):  # the claims that are not first attempts
             n = int(flat[i + 3])
-            entries = frozenset(flat[i + 4 : i + 4 + n])
-            out.append(Claimed(flat[i], int(flat[i + 1]), entries, flat[i + 2] == 1))
+            id = unescaped(flat[i])
+            known[id] = Claimed(id, int(flat[i + 1]), frozenset(map(unescaped, flat[i + 4 : i + 4 + n])),
+                                flat[i + 2] == 1)
             i += 4 + n
+        out: list[Claimed] = []
+        for id in claimed:
+            if id[:1] == MARK:
+                id = unescaped(id)
+            out.append(known.get(id) or Claimed(id))
         return out
 
     async def renew(self, ids: Sequence[str], owner: str, lease: float) -> list[str]:
