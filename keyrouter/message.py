@@ -22,6 +22,10 @@ _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y
 #: "%Y-%m-%d %H:%M:%S" with two-digit fields, as the provider writes it (strptime's \d, too);
 #: İYS's consentDate has the same form.
 PROVIDER_DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
+#: The provider's date texts read lately and what they are (a burst's messages share their
+#: seconds; a datetime is immutable): at most _DATES_KEPT, then the memory starts afresh.
+_PROVIDER_DATES: dict[str, datetime] = {}
+_DATES_KEPT = 4096
 _NON_DIGITS = re.compile(r"[\s\-()]")
 _TR_MOBILE = re.compile(r"(?:\+?90|0)?(5\d{9})")
 #: The key a row without a provider date carries its first-seen time in (epoch seconds), added
@@ -59,6 +63,9 @@ class Message:
 
 def to_e164(number: object) -> str | None:
     """`5XXXXXXXXX`, `05XX…`, `905XX…`, `+905XX…` (spaces, dashes allowed) -> `+905XXXXXXXXX`."""
+    if type(number) is str and len(number) == 13 and number.startswith("+905") \
+            and number.isascii() and number[1:].isdigit():
+        return number  # already in the form (the provider's usual one): what the rest would give
     if number is None or isinstance(number, bool):
         return None
     raw = _NON_DIGITS.sub("", _text(number))
@@ -86,13 +93,21 @@ def parse_date(value: object) -> datetime | None:
         except (ValueError, OverflowError, OSError):  # nan, 1e20, 20260301120000: not a time
             return None
     text = str(value).strip()
+    known = _PROVIDER_DATES.get(text)
+    if known is not None:
+        return known
     fixed = PROVIDER_DATE.fullmatch(text)
     if fixed is not None:  # the provider's own form: what the first format reads, without strptime
         try:
             year, month, day, hour, minute, second = map(int, fixed.groups())
-            return datetime(year, month, day, hour, minute, second, tzinfo=TURKEY)
+            parsed = datetime(year, month, day, hour, minute, second, tzinfo=TURKEY)
         except ValueError:  # month 13 and the like: the formats below decide, as always
             pass
+        else:
+            if len(_PROVIDER_DATES) >= _DATES_KEPT:
+                _PROVIDER_DATES.clear()
+            _PROVIDER_DATES[text] = parsed
+            return parsed
     for fmt in _DATE_FORMATS:
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=TURKEY)

@@ -3,7 +3,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from keyrouter import message as message_module
 from keyrouter.message import (
     TURKEY,
     RowError,
@@ -84,3 +87,21 @@ def test_dates() -> None:
 def test_repr_hides_personal_data() -> None:
     m = parse_row({"id": "1", "sender": "05354104818", "text": "secret words"})
     assert "4104818" not in repr(m).replace("***4818", "") and "secret" not in repr(m)
+
+
+@given(st.text(alphabet="0123456789٣²５ -", min_size=9, max_size=9))
+def test_numbers_already_in_e164_form_read_as_the_full_parse_reads_them(rest: str) -> None:
+    number = "+905" + rest
+    assert to_e164(number) == to_e164(number + " ")  # 14 characters: the full parse
+
+
+def test_provider_dates_are_remembered_and_the_memory_is_bounded(monkeypatch) -> None:
+    first = parse_date("2026-12-07 09:00:00")
+    assert first == datetime(2026, 12, 7, 9, 0, 0, tzinfo=TURKEY)
+    assert parse_date(" 2026-12-07 09:00:00 ") is first  # read once, then remembered
+    assert parse_date("2026-13-07 09:00:00") is None  # not a date: never remembered
+    assert "2026-13-07 09:00:00" not in message_module._PROVIDER_DATES
+    monkeypatch.setattr(message_module, "_DATES_KEPT", 3)
+    for second in range(10):
+        assert parse_date(f"2026-12-07 09:00:{second:02d}").second == second
+    assert len(message_module._PROVIDER_DATES) <= 3
