@@ -37,7 +37,7 @@ from keyrouter.dispatch.loop import Loop, Stops, fewer_collections
 from keyrouter.dispatch.outcomes import DEFERRED, Report
 from keyrouter.dispatch.routing import Handlers, Routing
 from keyrouter.dispatch.running import Runner
-from keyrouter.dispatch.scheduling import PRIORITY_NAMES, WAITING, Queue, Waiter
+from keyrouter.dispatch.scheduling import PRIORITY_NAMES, WAITING, Item, Queue, Waiter
 from keyrouter.dispatch.tally import Tally
 from keyrouter.dispatch.writes import Writer
 from keyrouter.events import NO_EVENTS, Events
@@ -182,17 +182,36 @@ class Dispatcher:
     # ------------------------------------------------------------------ offering and waiting
     def offer(self, messages: Iterable[Message]) -> int:
         """Queue messages not queued yet (and not beyond the horizon); returns how many."""
+        return self._offer(messages, None)
+
+    def _offer(self, messages: Iterable[Message], waiter: Waiter | None) -> int:
+        """`offer`, with `waiter` waiting for each message (queued already or not)."""
         new = 0
         now = time.monotonic()
         queue = self._queue
         items = queue.items
+        queued: list[Item] = []  # already queued: the waiter joins them below
         with fewer_collections():  # a burst's items are kept, not garbage: see loop.py
             for m in messages:
-                if m.id in items or self.beyond_horizon(m):
+                item = items.get(m.id)
+                if item is not None:
+                    queued.append(item)
                     continue
-                queue.add(m, now)
+                if waiter is None and self.beyond_horizon(m):  # process() has asked already
+                    continue
+                item = queue.add(m, now)
+                if waiter is not None:
+                    item.waiters = [waiter]
                 new += 1
-        if new:
+        if waiter is not None:
+            for item in queued:
+                item.waiters = [*(item.waiters or ()), waiter]
+                if item.state == WAITING and item.checked:
+                    if self._claims.blocked(item, now):
+                        self._ends.defer_line(item, DEFERRED)
+                    else:
+                        queue.make_ready(item)
+        if new or waiter is not None:
             self._wake.set()
         return new
 
@@ -207,20 +226,9 @@ class Dispatcher:
             return report
         if self._driver is not None and not self._open_waiters():
             await self._driver  # it is winding down: let it end before starting another
-        self.offer(by_id.values())
         waiter = Waiter(report, len(by_id), progress)
-        items = [self._queue.items[i] for i in by_id]
-        for item in items:
-            item.waiters = [*(item.waiters or ()), waiter]
-        now = time.monotonic()
-        for item in items:
-            if item.state == WAITING and item.checked:
-                if self._claims.blocked(item, now):
-                    self._ends.defer_line(item, DEFERRED)
-                else:
-                    self._queue.make_ready(item)
+        self._offer(by_id.values(), waiter)
         self._waiters.add(waiter)
-        self._wake.set()
         if not self._loop.serving and self._driver is None:
             self._driver = asyncio.create_task(self._drive())
         driver = self._driver
