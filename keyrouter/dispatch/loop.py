@@ -93,8 +93,8 @@ class Loop:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # running messages' slots, by message id
         self.serving = False
         self._pace, self._started, self._pace_since = 0.0, 0, time.monotonic()
-        #: the claimed backlog below which the next claim is due (half the prefetch), and whether
-        #: a claim is in flight: slots let the loop turn at that point (see `_run`)
+        #: the claimed backlog at which the next claim is due (three quarters of the prefetch),
+        #: and whether a claim is in flight: slots let the loop turn at that point (see `_run`)
         self._low_water, self._claiming = 0, False
 
     async def serve(self, until: Callable[[], bool], *, continuous: bool) -> None:
@@ -183,10 +183,11 @@ class Loop:
         now = time.monotonic()
         unchecked = queue.take_unchecked(now)
         if unchecked:
-            now = await self.claims.check(unchecked)
+            checked = await self.claims.check(unchecked)
             # routing a checked batch keeps the slots from starting anything: that time is not
             # part of the pace (a burst's first claims would stay small for a while otherwise)
-            self._pace_since = max(self._pace_since, now)
+            self._pace_since += checked - now
+            now = checked
         if self.stops():
             return
         want = self._wants()
