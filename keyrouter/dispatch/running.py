@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import fields
 from datetime import UTC, datetime
-from types import MemberDescriptorType
+from operator import attrgetter
 from typing import Any
 
 from keyrouter.dispatch.duty import (
@@ -252,10 +252,13 @@ def _remaining(route: Route, rule_name: str,
             and legacy_entry_key(rule_name, i, e) not in succeeded]
 
 
-# the slot descriptors of Message's fields: set directly, past the frozen class's __setattr__
-_MESSAGE_SLOTS: tuple[MemberDescriptorType, ...] = tuple(
-    getattr(Message, f.name) for f in fields(Message) if f.name != "normalized")
-_NORMALIZED_SLOT: MemberDescriptorType = vars(Message)["normalized"]
+# Message's fields but `normalized`, read at once, and their slot descriptors' setters: a copy is
+# set directly, past the frozen class's __setattr__
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message) if f.name != "normalized")
+_READ_FIELDS = attrgetter(*_MESSAGE_FIELDS)
+_SETTERS: tuple[Callable[[Message, Any], None], ...] = tuple(
+    getattr(Message, name).__set__ for name in _MESSAGE_FIELDS)
+_SET_NORMALIZED: Callable[[Message, str], None] = vars(Message)["normalized"].__set__
 
 
 def _with_normalized(message: Message, normalized: str) -> Message:
@@ -264,7 +267,7 @@ def _with_normalized(message: Message, normalized: str) -> Message:
     if message.normalized == normalized:
         return message
     copy = object.__new__(Message)
-    for slot in _MESSAGE_SLOTS:
-        slot.__set__(copy, slot.__get__(message))
-    _NORMALIZED_SLOT.__set__(copy, normalized)
+    for set_field, value in zip(_SETTERS, _READ_FIELDS(message), strict=True):
+        set_field(copy, value)
+    _SET_NORMALIZED(copy, normalized)
     return copy
