@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import NotRequired, TypedDict
 
+from keyrouter.compliance.exports import cell
 from keyrouter.conversations.steps import COMPLETED, EXPIRED, INCOMPLETE, OPEN, OPTED_OUT, Record
 from keyrouter.masking import mask_number
 from keyrouter.rules.conversations import Conversation
@@ -72,10 +73,12 @@ def as_json_lines(records: list[Record], conv: Conversation | None, now: float) 
 
 
 def as_csv(records: list[Record], conv: Conversation | None, now: float) -> str:
+    """The rows as CSV, each cell guarded against spreadsheet formulas (`exports.cell`: an
+    answer is the respondent's own text)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows(records, conv, now))
+    writer.writerows({k: cell(v) for k, v in row.items()} for row in rows(records, conv, now))
     return out.getvalue()
 
 

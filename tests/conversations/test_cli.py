@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -153,6 +155,27 @@ def test_survey_results_table_json_and_csv(tmp_path: Path, capsys, monkeypatch) 
     csv_lines = capsys.readouterr().out.splitlines()
     assert csv_lines[0] == "respondent,question,answer,status"
     assert '+90532***0001,reason,"hızlı, ucuz",completed' in csv_lines
+
+
+def test_survey_results_csv_keeps_spreadsheet_formulas_from_running(tmp_path: Path, capsys,
+                                                                     monkeypatch) -> None:
+    monkeypatch.delenv("KEYROUTER_NAMESPACE", raising=False)
+    path = write_rules(tmp_path)
+    store = f"sqlite:///{tmp_path}/s.sqlite3"
+    now = time.time()
+    answer = '=HYPERLINK("http://example.invalid","tıkla")'
+    seed(store, Record("nps-2026", "+905320000001", COMPLETED, 3, "a", now, now,
+                       answers={"score": "5", "reason": answer, "callback": "-EVET"}))
+    args = ["survey", "results", "nps-2026", "--rules", str(path), "--store", store]
+    assert main([*args, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["question"]: r["answer"] for r in rows} == {
+        "score": "5", "reason": "'" + answer, "callback": "'-EVET"}
+    assert {r["respondent"] for r in rows} == {"+90532***0001"}  # a number is not a formula
+    assert main([*args, "--format", "json"]) == 0  # JSON lines keep the answer as it was
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {"respondent": "+90532***0001", "question": "reason", "answer": answer,
+            "status": "completed"} in lines
 
 
 def test_the_conversation_entries_cannot_be_written_in_a_rule(tmp_path: Path, capsys) -> None:

@@ -33,9 +33,9 @@ def unescaped(value: bytes | str) -> str:
 
 def id_list(ids: Iterable[str]) -> bytes:
     """Ids as one JSON array argument, read by the script with `cjson.decode`: a batch of a
-    thousand ids is one argument for redis-py to pack rather than a thousand, which was a fifth
-    of the CPU per message.  Each id goes through `escape` as a lone argument would (the same
-    stored bytes), so the JSON is valid UTF-8."""
+    thousand ids is one argument for redis-py to pack rather than a thousand (it packs each in
+    Python: docs/performance.md).  Each id goes through `escape` as a lone argument would (the
+    same stored bytes), so the JSON is valid UTF-8."""
     return orjson.dumps([escape(i) if i[:1] == MARK or not i.isascii() else i for i in ids])
 
 
