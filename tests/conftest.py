@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import recording
 from hypothesis import settings
 
 from keyrouter.providers.iletimerkezi import IletiMerkezi
@@ -27,6 +28,15 @@ def _rules_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(autouse=True)
+def clean_recording() -> Iterator[None]:
+    """The recording handlers (tests/recording.py) start every test with nothing recorded,
+    planned or started."""
+    recording.reset()
+    yield
+    recording.reset()
 
 
 @pytest.fixture

@@ -40,13 +40,6 @@ default:
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_recording():
-    recording.reset()
-    yield
-    recording.reset()
-
-
 @pytest.fixture
 def router(write_rules) -> Router:
     return Router(load_rules(write_rules(RULES)))

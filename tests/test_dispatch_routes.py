@@ -32,13 +32,6 @@ default:
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_recording():
-    recording.reset()
-    yield
-    recording.reset()
-
-
 class CountingRouter(Router):
     """A router that counts the texts it was asked to route."""
 

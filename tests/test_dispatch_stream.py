@@ -25,13 +25,6 @@ from keyrouter.store.memory import MemoryStore
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(autouse=True)
-def clean_recording():
-    recording.reset()
-    yield
-    recording.reset()
-
-
 def msg(id: str, text: str, sender: str, seconds_ago: float = 60) -> Message:
     when = datetime.now(TURKEY) - timedelta(seconds=seconds_ago)
     return parse_row({"id": id, "text": text, "sender": sender, "number": "+908505550000",

@@ -9,7 +9,6 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-import recording
 
 from keyrouter.dispatch import Dispatcher
 from keyrouter.message import TURKEY, Message, parse_row
@@ -32,13 +31,6 @@ rules:
 default:
   handlers: [recording:record]
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_recording():
-    recording.reset()
-    yield
-    recording.reset()
 
 
 def msg(id: str, text: str, minutes_ago: float = 1) -> Message:

@@ -28,13 +28,6 @@ pytestmark = pytest.mark.anyio
 LEASE = 0.6
 
 
-@pytest.fixture(autouse=True)
-def clean_recording():
-    recording.reset()
-    yield
-    recording.reset()
-
-
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/lease.sqlite3",

@@ -24,13 +24,6 @@ from keyrouter.worker.intake import Intake
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(autouse=True)
-def clean_recording():
-    recording.reset()
-    yield
-    recording.reset()
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = datetime.now(TURKEY).timestamp()
