@@ -143,13 +143,15 @@ def parse_row(
     text = _text(row.get("text"))
     received = parse_date(row.get("date"))
     kept = dict(row)
-    first_seen = None if received is not None else _first_seen(kept.get(FIRST_SEEN))
-    if received is None and first_seen is None:
-        first_seen = now()
-        kept[FIRST_SEEN] = first_seen.timestamp()
+    when = received
+    if when is None:
+        when = _first_seen(kept.get(FIRST_SEEN))
+        if when is None:
+            when = now()
+            kept[FIRST_SEEN] = when.timestamp()
     return Message(
         id=msg_id,
-        received_at=received or first_seen or now(),
+        received_at=when,
         sender=sender,
         sender_e164=to_e164(sender),
         receiver=_text(row.get("number")).strip(),
