@@ -3,6 +3,7 @@ routed and wait their turn) and, of the heads that may start, which this worker 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -13,10 +14,11 @@ from keyrouter.dispatch.scheduling import CLAIMED, WAITING, Item, Queue
 from keyrouter.events import Events
 from keyrouter.store.base import Claimed, Store
 
-#: ids asked of the store in one `unfinished` call per tick, at most (routing the answer holds
-#: the event loop: with 10,000 at a time, running handlers woke up to 15 ms late)...
-CHECK_BATCH = 2_000
+CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick, at most...
 CHECK_FIRST = 1_000  # ...and in the first call of a burst: its first messages start sooner
+#: checked messages handled between two turns of the event loop: routing 10,000 in one go held
+#: it long enough for running handlers to wake up to 15 ms late
+CHECK_SLICE = 2_000
 
 
 class Claims:
@@ -33,7 +35,8 @@ class Claims:
         """Ask the store which new (or re-checked) messages are unfinished, a batch a tick: the
         finished ones settle, the others are routed and wait their turn.  A burst is asked
         CHECK_FIRST first, then CHECK_BATCH at a time: slots start on the first ones while the
-        rest are checked and routed.  Returns the time after the store answered."""
+        rest are checked and routed, CHECK_SLICE between two turns of the loop.  Returns the time
+        after the store answered."""
         queue = self.queue
         size = self._batch
         batch, rest = unchecked[:size], unchecked[size:]
@@ -42,7 +45,9 @@ class Claims:
         left = set(await self.store.unfinished([i.id for i in batch]))
         now = time.monotonic()
         route_item = self.routing.route_item
-        for item in batch:
+        for n, item in enumerate(batch, 1):
+            if n % CHECK_SLICE == 0:
+                await asyncio.sleep(0)  # running handlers' wake-ups are not held up
             if not item.queued:
                 continue
             if item.id in left:
