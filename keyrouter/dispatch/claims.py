@@ -3,7 +3,6 @@ routed and wait their turn) and, of the heads that may start, which this worker 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -15,10 +14,10 @@ from keyrouter.events import Events
 from keyrouter.store.base import Claimed, Store
 
 CHECK_BATCH = 10_000  # ids asked of the store in one `unfinished` call per tick, at most...
-CHECK_FIRST = 1_000  # ...and in the first call of a burst: its first messages start sooner
-#: checked messages handled between two turns of the event loop: routing 10,000 in one go held
-#: it long enough for running handlers to wake up to 15 ms late
-CHECK_SLICE = 2_000
+CHECK_FIRST = 1_000  # ...in the first call of a burst: its first messages start sooner...
+#: ...and while messages run: a tick that checks and routes 10,000 holds the loop long enough
+#: for running handlers to wake late and for free slots to wait for the next claim
+CHECK_BUSY = 2_000
 
 
 class Claims:
@@ -31,23 +30,22 @@ class Claims:
         self.continuous = False
         self._batch = CHECK_FIRST
 
-    async def check(self, unchecked: list[Item]) -> float:
+    async def check(self, unchecked: list[Item], *, busy: bool) -> float:
         """Ask the store which new (or re-checked) messages are unfinished, a batch a tick: the
         finished ones settle, the others are routed and wait their turn.  A burst is asked
-        CHECK_FIRST first, then CHECK_BATCH at a time: slots start on the first ones while the
-        rest are checked and routed, CHECK_SLICE between two turns of the loop.  Returns the time
-        after the store answered."""
+        CHECK_FIRST first, then CHECK_BUSY at a time while messages run (`busy`), else
+        CHECK_BATCH: slots start on the first ones while the rest are checked and routed, and
+        an inbox of finished messages costs few round trips.  Returns the time after the store
+        answered."""
         queue = self.queue
-        size = self._batch
+        size = min(self._batch, CHECK_BUSY) if busy else self._batch
         batch, rest = unchecked[:size], unchecked[size:]
         self._batch = CHECK_BATCH if rest else CHECK_FIRST
         queue.recheck(rest)
         left = set(await self.store.unfinished([i.id for i in batch]))
         now = time.monotonic()
         route_item = self.routing.route_item
-        for n, item in enumerate(batch, 1):
-            if n % CHECK_SLICE == 0:
-                await asyncio.sleep(0)  # running handlers' wake-ups are not held up
+        for item in batch:
             if not item.queued:
                 continue
             if item.id in left:

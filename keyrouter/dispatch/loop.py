@@ -183,7 +183,7 @@ class Loop:
         now = time.monotonic()
         unchecked = queue.take_unchecked(now)
         if unchecked:
-            checked = await self.claims.check(unchecked)
+            checked = await self.claims.check(unchecked, busy=bool(self.tasks))
             # routing a checked batch keeps the slots from starting anything: that time is not
             # part of the pace (a burst's first claims would stay small for a while otherwise)
             self._pace_since += checked - now
