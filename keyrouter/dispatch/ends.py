@@ -34,7 +34,8 @@ class Ends:
         """Done markers written (the writer's callback): the senders' next messages may start."""
         lost = set(taken)
         now = time.monotonic()
-        queue, tally, events = self.queue, self.tally, self.events
+        queue, events = self.queue, self.events
+        ended: list[str] = []  # their rules, for the tally
         for item in items:
             if item.id in lost:
                 logger.warning("message %s was taken over by another worker before it was marked "
@@ -45,8 +46,9 @@ class Ends:
             queue.drop(item)
             outcome = SKIPPED if item.skipped else DONE
             item.settle(outcome)
-            tally.add(item.rule)
+            ended.append(item.rule)
             events.message_finished(item.rule, outcome)
+        self.tally.add_all(ended)
         self.wake.set()
 
     def give_back(self, item: Item) -> None:

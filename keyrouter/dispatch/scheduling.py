@@ -253,8 +253,9 @@ class Queue:
             if not item.in_ready:  # an entry already taken (a head queued again as high)
                 continue
             item.in_ready = False
+            line = self.lines.get(item.sender)
             if (not item.queued or item.state != WAITING or not item.checked
-                    or item.not_before > now or not self.is_head(item)):
+                    or item.not_before > now or not line or line[0] is not item):  # not its head
                 continue
             if waited_only and not item.waiters:
                 continue

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 from keyrouter.dispatch.outcomes import describe_error
 from keyrouter.store.base import Store
@@ -24,6 +25,12 @@ class Tally:
     def add(self, rule: str) -> None:
         """One message of `rule` finished (done, skipped or dead) now."""
         self._counts[(rule, int(time.time() // 3600))] += 1
+
+    def add_all(self, rules: Iterable[str]) -> None:
+        """A message of each of `rules` finished now (one done batch: the hour asked once)."""
+        hour, counts = int(time.time() // 3600), self._counts
+        for rule in rules:
+            counts[(rule, hour)] += 1
 
     async def flush(self) -> None:
         if not self._counts:

@@ -46,8 +46,8 @@ class Match:
 
     def copy(self) -> Match:
         """A copy with its own captures: what a handler changes stays with its message."""
-        return Match(self.rule, self.keyword, dict(self.captures), self.fuzzy, self.how,
-                     self.distance)
+        return Match(self.rule, self.keyword, dict(self.captures) if self.captures else {},
+                     self.fuzzy, self.how, self.distance)
 
 
 @dataclass(slots=True)
