@@ -150,10 +150,15 @@ class Loop:
         self.wake.set()
 
     async def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self.wake.wait()
+        """Until `seconds` pass or something wakes the loop; with nothing to wait for, one turn of
+        the event loop all the same: the slots just started run before the next tick (which then
+        sees whether they are still busy)."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
 
     def _next_wait(self) -> float:
         queue = self.queue
