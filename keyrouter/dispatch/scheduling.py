@@ -16,6 +16,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from keyrouter.dispatch.outcomes import Report
 from keyrouter.message import Message
@@ -60,16 +61,15 @@ class Waiter:
 class Item:
     """One offered message in this worker (a plain slotted class: one is built per message)."""
 
-    __slots__ = ("checked", "claim", "id", "in_ready", "lost", "message", "not_before",
-                 "offered_at", "order", "priority", "queued", "received", "recheck", "route",
+    __slots__ = ("_order", "checked", "claim", "id", "in_ready", "lost", "message", "not_before",
+                 "offered_at", "priority", "queued", "received", "recheck", "route",
                  "router", "rule", "sender", "seq", "skipped", "started", "state", "waiters")
 
     def __init__(self, message: Message, sender: str, seq: int, offered_at: float) -> None:
         self.message, self.sender, self.seq, self.offered_at = message, sender, seq, offered_at
         self.id = message.id
-        self.received = received = message.received_at.timestamp()  # epoch seconds
-        # ordering.position(message), without asking the datetime twice
-        self.order = entry_position(received, message.date_known, message.id)
+        self.received = _epoch(message.received_at)
+        self._order: Position | None = None  # see `order`
         # routed once the store says it is unfinished (an inbox of done messages costs no
         # routing); `router` is the rules it was routed with: re-routed at start after a reload
         self.route: Route | None = None
@@ -88,6 +88,14 @@ class Item:
         self.rule = ""  # the rule it ran under (for events), set when it finishes
         self.skipped = False
 
+    @property
+    def order(self) -> Position:
+        """ordering.position(message), worked out when first needed: only a sender with more
+        than one message queued is ordered, and most senders of a burst have one."""
+        if self._order is None:
+            self._order = entry_position(self.received, self.message.date_known, self.id)
+        return self._order
+
     def settle(self, outcome: str | None) -> None:
         """Tell every waiting `process()` call how this message ended this time."""
         waiters, self.waiters = self.waiters, None
@@ -97,6 +105,21 @@ class Item:
 
 def _order(item: Item) -> Position:
     return item.order
+
+
+#: Epoch seconds of the provider dates seen lately: a burst's messages share their seconds (and
+#: their datetime objects, message.py), and `timestamp()` is a tenth of offering a message.
+_EPOCHS: dict[datetime, float] = {}
+_EPOCHS_KEPT = 4096
+
+
+def _epoch(when: datetime) -> float:
+    found = _EPOCHS.get(when)
+    if found is None:
+        if len(_EPOCHS) >= _EPOCHS_KEPT:
+            _EPOCHS.clear()
+        found = _EPOCHS[when] = when.timestamp()
+    return found
 
 
 def sender_key(message: Message) -> str:
