@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from keyrouter.store.codec import escape, unescape
 
 T = TypeVar("T")
+WAL_RETRY = 0.02  # seconds between two asks to switch to WAL while another connection holds a lock
 
 
 def _decoded(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -30,7 +32,22 @@ class Db:
                                      check_same_thread=False)
         self._conn.row_factory = _decoded
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(busy_timeout)
+
+    def _use_wal(self, busy_timeout: float) -> None:
+        """Switch the file to WAL (once per file: it stays so).  SQLite answers a switch that
+        meets another connection's lock with "database is locked" at once, without the busy
+        timeout, which is what workers starting together on a new file meet: ask again until
+        the busy timeout has passed."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+                time.sleep(WAL_RETRY)
 
     def tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one write transaction, holding the write lock from the start."""
