@@ -62,8 +62,8 @@ class Script:
     async def __call__(self, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
         if not self._store.moved:
             await self._store.move_legacy_keys()
-        # inline fast path (most ids are plain ASCII): this runs for every id of every batch
-        args = [escape(a) if type(a) is str and (a[:1] == MARK or not a.isascii()) else a for a in args]
+        # the batches' ids come as one argument (`id_list`): these are few, `escape` as it is
+        args = [escape(a) if type(a) is str else a for a in args]
         return await self._script(keys=keys, args=args)
 
 
