@@ -12,6 +12,7 @@ A head that could not be claimed (held elsewhere, retry not due) waits for a rec
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 from collections import deque
@@ -107,19 +108,9 @@ def _order(item: Item) -> Position:
     return item.order
 
 
-#: Epoch seconds of the provider dates seen lately: a burst's messages share their seconds (and
-#: their datetime objects, message.py), and `timestamp()` is a tenth of offering a message.
-_EPOCHS: dict[datetime, float] = {}
-_EPOCHS_KEPT = 4096
-
-
-def _epoch(when: datetime) -> float:
-    found = _EPOCHS.get(when)
-    if found is None:
-        if len(_EPOCHS) >= _EPOCHS_KEPT:
-            _EPOCHS.clear()
-        found = _EPOCHS[when] = when.timestamp()
-    return found
+#: Epoch seconds of a date, remembered: a burst's messages share their seconds (and their datetime
+#: objects, message.py), and `timestamp()` would be a tenth of offering a message.
+_epoch = functools.lru_cache(maxsize=4096)(datetime.timestamp)
 
 
 def sender_key(message: Message) -> str:
