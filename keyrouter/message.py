@@ -135,14 +135,8 @@ def parse_row(
     """
     if type(row) is not dict and not isinstance(row, Mapping):  # a dict: no ABC check
         raise RowError(f"row is {type(row).__name__}, not an object")
-    raw_id = row.get("id")
-    if type(raw_id) is str:
-        msg_id = raw_id.strip()
-    else:
-        msg_id = _text(raw_id).strip() if not isinstance(raw_id, dict | list | bool) else ""
-    if not msg_id:
-        msg_id = content_id(row)
-    sender = _text(row.get("sender")).strip()
+    msg_id = row_id(row)
+    sender = row_sender(row)
     text = _text(row.get("text"))
     received = parse_date(row.get("date"))
     kept = dict(row)
@@ -155,6 +149,22 @@ def parse_row(
     # positional (the fields' order): keywords cost a third more, for every row of every poll
     return Message(msg_id, when, sender, to_e164(sender), _text(row.get("number")).strip(), text,
                    normalize(text) if normalize else "", kept, received is not None)
+
+
+def row_id(row: Mapping[str, Any]) -> str:
+    """The id a row's message gets: its `id` as text, or `content_id(row)` when that is missing,
+    null, empty or not a scalar."""
+    raw_id = row.get("id")
+    if type(raw_id) is str:
+        msg_id = raw_id.strip()
+    else:
+        msg_id = _text(raw_id).strip() if not isinstance(raw_id, dict | list | bool) else ""
+    return msg_id or content_id(row)
+
+
+def row_sender(row: Mapping[str, Any]) -> str:
+    """The sender a row's message gets (`Message.sender`; `to_e164` of it is `sender_e164`)."""
+    return _text(row.get("sender")).strip()
 
 
 def _first_seen(value: object) -> datetime | None:
