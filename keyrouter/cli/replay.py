@@ -45,7 +45,7 @@ from keyrouter.worker import eventloop, shutdown
 from keyrouter.worker.replay import replay
 from keyrouter.worker.runtime import Runtime, open_runtime
 from keyrouter.worker.shutdown import EXIT_AT_ONCE as EXIT_INTERRUPTED
-from keyrouter.worker.sources import InputError, parse_rows, read_rows, shift_dates
+from keyrouter.worker.sources import InputError, SavedInbox, parse_rows, read_rows, shift_dates
 
 #: `--sandbox` with its own store puts this number on the fake provider's blacklist as a click on
 #: the opt-out link would (no inbox row), and reconciles: it reaches the ledger, channel provider.
@@ -169,12 +169,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     router = load_router(args, settings, runnable=not args.dry_run)
     notes: list[str] = []
     rows, offset, idless = _rows(args, notes)
-    messages = list(parse_rows(rows))
     if args.dry_run:
         for note in notes:
             print(f"keyrouter: warning: {note}", file=sys.stderr)
 
-        for m in messages:
+        for m in parse_rows(rows):
             route = router.route(m.text, m.receiver)
             print(json.dumps({"id": m.id, **route_json(m.text, route)}, ensure_ascii=False))
         return EXIT_OK
@@ -187,8 +186,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         })
         settings, iys_sandbox = _iys_sandbox(settings)
     try:
-        return _replay(args, settings, router, rows, messages, offset, sandbox, iys_sandbox, idless,
-                       notes)
+        return _replay(args, settings, router, SavedInbox(rows), offset, sandbox, iys_sandbox,
+                       idless, notes)
     finally:
         if sandbox is not None:
             sandbox.stop()
@@ -204,8 +203,8 @@ def _iys_sandbox(settings: Settings) -> tuple[Settings, Any]:
     return settings.model_copy(update=values), fake
 
 
-def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: list[Any],
-            messages: list[Message], offset: timedelta | None, sandbox: Any,
+def _replay(args: argparse.Namespace, settings: Settings, router: Router, inbox: SavedInbox,
+            offset: timedelta | None, sandbox: Any,
             iys_sandbox: Any = None, idless: Sequence[str] = (), notes: Sequence[str] = ()) -> int:
     client = None
     if sandbox is not None:
@@ -214,7 +213,6 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
     if offset is not None:
         out.append(f"{args.file}: dates shifted by {_offset_text(offset)} so the newest row is now")
     out.extend(notes)
-    skipped_rows = len(rows) - len(messages)
     explicit_level = os.environ.get("KEYROUTER_LOG_LEVEL", "").strip().upper() == "DEBUG"
 
     taken: dict[str, str] = {}  # message id -> the conversation that took it
@@ -226,15 +224,16 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
             # What the store held before this run, in one round trip: a message counts as
             # "finished before" only when the store said so now.  A store that cannot be reached
             # is exit 4 here (keyrouter.cli.errors), not a dispatcher backing off for ever.
-            unique = list(dict.fromkeys(m.id for m in messages))
+            unique = list(dict.fromkeys(inbox.ids))
             waiting = await _unfinished(runtime.store, unique)
             if runtime.dispatcher.conversations is not None:
                 runtime.dispatcher.conversations.on_route = taken.__setitem__
-            if terminal.is_terminal() and len(messages) > BAR_FROM:
+            if terminal.is_terminal() and inbox.total > BAR_FROM:
                 with terminal.progress_bar("replay", hold_lines=not explicit_level) as show:
-                    report, dead = await replay(runtime, messages, stopping, show)
+                    report, dead = await replay(runtime, inbox, stopping, show)
             else:
-                report, dead = await replay(runtime, messages, stopping)
+                report, dead = await replay(runtime, inbox, stopping)
+            messages = inbox.messages()  # all parsed now, the parts a stop left unread too
             beyond = {m.id for m in messages if runtime.dispatcher.beyond_horizon(m)}
             counted = [i for i in unique if i not in beyond]
             dead_ids = set(dead)
@@ -248,7 +247,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, rows: 
                                      len(dead), earlier, len(beyond)))
             if messages:
                 out.append(f"  by rule: {_by_rule(router, messages, taken)}")
-            out.extend(_row_lines(rows, idless, skipped_rows))
+            out.extend(_row_lines(inbox.rows, idless, len(inbox.rows) - len(messages)))
             out.extend(await _store_lines(args, settings, runtime, dead, sandbox))
             return EXIT_DEAD_LETTERS if dead else EXIT_OK
 
@@ -293,7 +292,7 @@ def _summary_line(messages: int, unique: int, done: int, skipped: int, dead: int
             + (f", {messages - unique} repeated ids" if unique < messages else ""))
 
 
-def _row_lines(rows: list[Any], idless: Sequence[str], skipped_rows: int) -> list[str]:
+def _row_lines(rows: Sequence[Any], idless: Sequence[str], skipped_rows: int) -> list[str]:
     """What the report says about rows that were not quite messages: malformed, id-less, unusable."""
     lines = []
     problems = _missing_fields(rows)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from keyrouter import timefmt
 from keyrouter.masking import mask_number
-from keyrouter.message import Message, RowError, content_id, parse_date, parse_row
+from keyrouter.message import (
+    Message,
+    RowError,
+    content_id,
+    parse_date,
+    parse_row,
+    row_id,
+    row_sender,
+    to_e164,
+)
 
 logger = logging.getLogger("keyrouter.sources")
 
@@ -143,3 +152,66 @@ def parse_rows(rows: Iterable[Any]) -> Iterator[Message]:
             sender = row.get("sender") if isinstance(row, Mapping) else None
             why = exc if isinstance(exc, RowError) else f"unreadable row ({type(exc).__name__})"
             logger.warning("skipping a row: %s (sender %s)", why, mask_number(sender))
+
+
+#: rows a part of a saved inbox starts with (a sender's later rows join its first one's part)
+PART = 1_000
+
+
+class SavedInbox:
+    """A saved inbox's rows, parsed a part at a time as a replay offers them, so the first
+    messages run while the rest of the file is still being read (docs/design.md, "Replay").
+
+    Every row of one sender is in the part of that sender's first row, and so are rows that
+    share an id: within a part the dispatcher orders a sender's messages and drops repeated ids,
+    exactly as if the whole file were offered at once.  A file that repeats an id is one part
+    (the first row of an id wins in file order, whoever sent the others)."""
+
+    def __init__(self, rows: Sequence[Any], part: int = PART) -> None:
+        self.rows = rows
+        #: the message ids of the rows that are objects, in file order (repeats kept)
+        self.ids: list[str] = []
+        ids = self.ids
+        parts: list[list[Any]] = [[] for _ in range(0, len(rows), part)]
+        first: dict[str, int] = {}  # a sender's part
+        for n, row in enumerate(rows):
+            index = n // part
+            if type(row) is dict or isinstance(row, Mapping):  # a dict: no ABC check
+                try:
+                    msg_id, sender = row_id(row), row_sender(row)
+                except Exception:  # left to parse_rows, which logs and skips it
+                    pass
+                else:
+                    ids.append(msg_id)
+                    # the dispatcher's line of a sender (scheduling.sender_key): its number, else
+                    # its text; rows without a sender share a part here (coarser, never split)
+                    index = first.setdefault(to_e164(sender) or sender, index)
+            parts[index].append(row)
+        if len(set(self.ids)) < len(self.ids):
+            parts = [list(rows)]
+        self._parts = [p for p in parts if p]
+        self._parsed: list[Message] = []
+        self._next = 0
+
+    @property
+    def total(self) -> int:
+        """How many messages the rows make (rows that are not objects are skipped)."""
+        return len(self.ids)
+
+    def parts(self) -> Iterator[list[Message]]:
+        """The messages, a part at a time, each part parsed when it is asked for."""
+        while self._next < len(self._parts):
+            yield self._parse_next()
+
+    def messages(self) -> list[Message]:
+        """Every message of the file, in part order (the parts not asked for yet are parsed now,
+        and `parts()` has nothing left to give)."""
+        while self._next < len(self._parts):
+            self._parse_next()
+        return self._parsed
+
+    def _parse_next(self) -> list[Message]:
+        part = list(parse_rows(self._parts[self._next]))
+        self._next += 1
+        self._parsed.extend(part)
+        return part

@@ -1,0 +1,177 @@
+"""`replay` reads a saved inbox a part at a time while the first messages run: each sender's rows
+(and each repeated id's) stay in one part, so order and duplicates are what they would be with the
+whole file offered at once (docs/design.md, "Replay")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import recording
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis_dbs import E2E_URL, delete_namespace
+
+from keyrouter.message import TURKEY, row_id, row_sender, to_e164
+from keyrouter.settings import Settings
+from keyrouter.worker import replay as replay_module
+from keyrouter.worker.replay import replay
+from keyrouter.worker.runtime import open_runtime
+from keyrouter.worker.sources import SavedInbox
+
+#: spellings of two numbers, a brand name and no sender at all
+SENDERS = ["05321234567", "+905321234567", "90 532 123 45 67", "5321234567", "+905339998877",
+           "0533 999 88 77", "ILTMRKZ", "", "  ILTMRKZ "]
+
+
+def line_of(row: dict[str, Any]) -> str:
+    sender = row_sender(row)
+    return to_e164(sender) or sender
+
+
+rows_strategy = st.lists(
+    st.fixed_dictionaries({"sender": st.sampled_from(SENDERS), "text": st.sampled_from(["RET", "A"])}),
+    max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=rows_strategy, part=st.integers(1, 7))
+def test_a_senders_rows_share_one_part_in_file_order(rows: list[dict[str, Any]], part: int) -> None:
+    for n, row in enumerate(rows):
+        row["id"] = str(n)
+    inbox = SavedInbox(rows, part=part)
+    parts = list(inbox._parts)
+    assert sorted(id(r) for p in parts for r in p) == sorted(id(r) for r in rows)
+    home: dict[str, int] = {}
+    for index, rows_of_part in enumerate(parts):
+        positions = [int(r["id"]) for r in rows_of_part]
+        assert positions == sorted(positions)  # file order within a part
+        for row in rows_of_part:
+            assert home.setdefault(line_of(row), index) == index, "a sender split over two parts"
+    assert inbox.ids == [row_id(r) for r in rows]
+    assert [m.id for p in inbox.parts() for m in p] == [str(r["id"]) for p in parts for r in p]
+
+
+def test_parts_start_at_every_part_rows_of_the_file() -> None:
+    rows = [{"id": str(n), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(25)]
+    inbox = SavedInbox(rows, part=10)
+    assert [len(p) for p in inbox.parts()] == [10, 10, 5]
+
+
+def test_a_repeated_id_makes_the_file_one_part() -> None:
+    rows = [{"id": str(n % 15), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(30)]
+    inbox = SavedInbox(rows, part=10)
+    assert [len(p) for p in inbox.parts()] == [30]
+    assert inbox.total == 30 and len(set(inbox.ids)) == 15
+
+
+def test_rows_that_are_not_objects_are_left_for_parsing_to_skip(caplog: pytest.LogCaptureFixture) -> None:
+    rows: list[Any] = [{"id": "1", "sender": "+905321234567", "text": "RET"}, "not a row", 7,
+                       {"sender": "+905321234567", "text": "İPTAL"}]
+    inbox = SavedInbox(rows, part=2)
+    assert inbox.total == 2 and inbox.ids[0] == "1" and inbox.ids[1].startswith("h-")
+    assert [m.id for m in inbox.messages()] == inbox.ids
+    assert caplog.text.count("skipping a row") == 2
+
+
+def test_messages_parses_the_parts_not_read_yet() -> None:
+    rows = [{"id": str(n), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(25)]
+    inbox = SavedInbox(rows, part=10)
+    parts = inbox.parts()
+    assert [m.id for m in next(parts)] == [str(n) for n in range(10)]
+    assert [m.id for m in inbox.messages()] == [str(n) for n in range(25)]
+    assert list(parts) == []  # messages() read the rest: nothing is offered twice
+
+
+# ---------------------------------------------------------------------------- through replay
+@pytest.fixture
+def namespace() -> Any:
+    name = f"test-replay-{uuid4().hex[:10]}"
+    yield name
+    assert delete_namespace(E2E_URL, name) == 0
+
+
+def runtime_settings(write_rules: Callable[..., Path], namespace: str, handler: str) -> Settings:
+    rules = write_rules(f"""
+        version: 1
+        rules:
+          - {{name: all, pattern: '.*', handlers: [{handler}]}}
+        """)
+    return Settings(rules=str(rules), store=E2E_URL, namespace=namespace, concurrency=20)
+
+
+def dated(n: int, sender: str, minute: int, text: str = "RET") -> dict[str, Any]:
+    when = datetime.now(TURKEY).replace(microsecond=0) - timedelta(hours=1) + timedelta(minutes=minute)
+    return {"id": f"r{n}", "date": when.strftime("%Y-%m-%d %H:%M:%S"), "sender": sender,
+            "number": "+908505550000", "text": text}
+
+
+@pytest.mark.anyio
+async def test_the_first_messages_run_before_the_file_is_read(
+        write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Redis: with parts of 10 rows and the next part read once fewer than 15 wait, handlers
+    have started when the last part is parsed, and every message of the file ran once."""
+    monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
+    rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(120)]
+    started_when_parsed: list[int] = []
+
+    class Watched(SavedInbox):
+        def _parse_next(self) -> list[Any]:
+            started_when_parsed.append(len(recording.STARTED))
+            return super()._parse_next()
+
+    inbox = Watched(rows, part=10)
+    settings_ = runtime_settings(write_rules, namespace, "{recording:slow: {seconds: 0.02}}")
+    async with open_runtime(settings_) as runtime:
+        report, dead = await replay(runtime, inbox, asyncio.Event())
+    assert len(started_when_parsed) == 12
+    assert started_when_parsed[0] == 0 and started_when_parsed[-1] > 0
+    assert report.done == 120 and dead == []
+    assert sorted(c["id"] for c in recording.CALLS) == sorted(f"r{n}" for n in range(120))
+
+
+@pytest.mark.anyio
+async def test_a_senders_messages_run_in_date_order_though_the_file_is_read_in_parts(
+        write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Redis: one sender's rows spread over the whole file, newest first, among 150 others:
+    they run one after another, oldest first, as they would with the file offered at once."""
+    monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
+    rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(150)]
+    for k, n in enumerate(range(149, 0, -30)):  # positions 149, 119, ..., 29: dates 0, 1, ...
+        rows[n] = dated(n, "0532 111 22 33" if k % 2 else "+905321112233", k)
+    inbox = SavedInbox(rows, part=10)
+    settings_ = runtime_settings(write_rules, namespace, "recording:arecord")
+    async with open_runtime(settings_) as runtime:
+        report, _ = await replay(runtime, inbox, asyncio.Event())
+    assert report.done == 150
+    ours = [c["id"] for c in recording.CALLS if c["id"] in {f"r{n}" for n in range(149, 0, -30)}]
+    assert ours == [f"r{n}" for n in range(149, 0, -30)]  # oldest (the last row) first
+
+
+@pytest.mark.anyio
+async def test_a_stop_while_the_file_is_read_offers_no_more_parts(
+        write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Redis: a stop after the first handler started: the parts not offered yet never run,
+    and the messages of the file are all parsed for the report."""
+    monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
+    rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(200)]
+    inbox = SavedInbox(rows, part=10)
+    stopping = asyncio.Event()
+    settings_ = runtime_settings(write_rules, namespace, "{recording:slow: {seconds: 0.05}}")
+    async with open_runtime(settings_, stopping=stopping) as runtime:
+        async def stop_soon() -> None:
+            while not recording.STARTED:
+                await asyncio.sleep(0.005)
+            stopping.set()
+        stopper = asyncio.create_task(stop_soon())
+        report, _ = await replay(runtime, inbox, stopping)
+        await stopper
+        left = set(await runtime.store.unfinished(inbox.ids))
+    assert len(inbox.messages()) == 200
+    assert report.done < 200 and len(left) == 200 - report.done
+    assert len(recording.STARTED) <= 60  # the first parts only (20 slots, 15 waiting, 10 a part)
