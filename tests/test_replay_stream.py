@@ -175,3 +175,22 @@ async def test_a_stop_while_the_file_is_read_offers_no_more_parts(
     assert len(inbox.messages()) == 200
     assert report.done < 200 and len(left) == 200 - report.done
     assert len(recording.STARTED) <= 60  # the first parts only (20 slots, 15 waiting, 10 a part)
+
+
+@pytest.mark.anyio
+async def test_progress_counts_up_over_every_part_to_the_files_total(
+        write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Redis: what the progress bar hears sums the parts: never down, never past the total,
+    and ends at (total, total)."""
+    monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
+    monkeypatch.setattr(replay_module, "PROGRESS_EVERY", 0.0)
+    rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(90)]
+    heard: list[tuple[int, int]] = []
+    settings_ = runtime_settings(write_rules, namespace, "recording:arecord")
+    async with open_runtime(settings_) as runtime:
+        report, _ = await replay(runtime, SavedInbox(rows, part=10), asyncio.Event(),
+                                 lambda done, total: heard.append((done, total)))
+    assert report.done == 90
+    assert {total for _, total in heard} == {90}
+    counts = [done for done, _ in heard]
+    assert counts == sorted(counts) and counts[-1] == 90 and len(counts) >= 9
