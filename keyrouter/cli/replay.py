@@ -224,7 +224,7 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, inbox:
             # What the store held before this run, in one round trip: a message counts as
             # "finished before" only when the store said so now.  A store that cannot be reached
             # is exit 4 here (keyrouter.cli.errors), not a dispatcher backing off for ever.
-            unique = list(dict.fromkeys(inbox.ids))
+            unique = inbox.unique_ids
             waiting = await _unfinished(runtime.store, unique)
             if runtime.dispatcher.conversations is not None:
                 runtime.dispatcher.conversations.on_route = taken.__setitem__

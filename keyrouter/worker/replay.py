@@ -34,9 +34,9 @@ async def replay(runtime: Runtime, inbox: SavedInbox, stopping: asyncio.Event,
     finished = asyncio.Event()
     loop = asyncio.create_task(dispatcher.run(finished))
     await asyncio.sleep(0)  # let the loop start, so process() below waits on it
-    first = _FirstPass(dispatcher, inbox.total, stopping, progress)
+    first = _FirstPass(dispatcher, inbox, stopping, progress)
     try:
-        report = await first.run(inbox)
+        report = await first.run()
         # every one done, skipped or dead in the first pass: no need to ask the store again
         if report.done + report.skipped + report.dead < report.seen - report.ignored:
             await _retries(runtime, inbox, stopping, report)
@@ -46,24 +46,25 @@ async def replay(runtime: Runtime, inbox: SavedInbox, stopping: asyncio.Event,
         with contextlib.suppress(asyncio.CancelledError):
             await loop
     dead = {d.id for d in await runtime.store.dead_letters()}
-    return report, [i for i in dict.fromkeys(inbox.ids) if i in dead]
+    return report, [i for i in inbox.unique_ids if i in dead]
 
 
 class _FirstPass:
     """Each part of the file offered by a `process()` call of its own, the next one once the
     dispatcher is short of waiting messages, and how far they all got."""
 
-    def __init__(self, dispatcher: Dispatcher, total: int, stopping: asyncio.Event,
+    def __init__(self, dispatcher: Dispatcher, inbox: SavedInbox, stopping: asyncio.Event,
                  progress: Callable[[int, int], None] | None) -> None:
-        self.dispatcher, self.total, self.stopping, self.progress = dispatcher, total, stopping, progress
+        self.dispatcher, self.inbox, self.stopping, self.progress = dispatcher, inbox, stopping, progress
+        self.total = inbox.total
         self.offered = self.settled = 0
         self._settled_by_part: list[int] = []
         self._passes: list[asyncio.Task[Report]] = []
         self._room = asyncio.Event()
         self._reported = 0.0
 
-    async def run(self, inbox: SavedInbox) -> Report:
-        for part in inbox.parts():
+    async def run(self) -> Report:
+        for part in self.inbox.parts():
             index = len(self._passes)
             self._settled_by_part.append(0)
             self.offered += len(part)

@@ -187,7 +187,9 @@ class SavedInbox:
                     # its text; rows without a sender share a part here (coarser, never split)
                     index = first.setdefault(to_e164(sender) or sender, index)
             parts[index].append(row)
-        if len(set(self.ids)) < len(self.ids):
+        #: the same without repeats, in the order of their first row
+        self.unique_ids = list(dict.fromkeys(ids))
+        if len(self.unique_ids) < len(ids):
             parts = [list(rows)]
         self._parts = [p for p in parts if p]
         self._parsed: list[Message] = []
