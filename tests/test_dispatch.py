@@ -383,6 +383,33 @@ async def test_a_slow_handler_does_not_hold_back_its_batch_mates_records(write_r
     assert report.done == 2
 
 
+async def test_done_markers_share_a_write_while_others_wait_and_go_at_once_when_none_does(
+        write_rules) -> None:
+    """One slot, three senders, a flush interval far longer than the test: while a claimed
+    message waits for the slot the first marker waits to share a round trip; once nothing waits
+    to start, the markers are written at once, not at the interval."""
+    store = MemoryStore()
+    rules = Router(load_rules(write_rules("""
+        version: 1
+        rules:
+          - {name: slow, pattern: '.*', handlers: [{recording:slow: {seconds: 0.4, tag: s}}]}
+    """)))
+    d = Dispatcher(rules, store, flush_interval=60, concurrency=1)
+    ids = ["a", "b", "c"]
+    running = asyncio.create_task(d.process([msg(i, "x", f"+90555000000{n}")
+                                             for n, i in enumerate(ids)]))
+
+    async def when_started(n: int) -> list[str]:
+        while len(recording.STARTED) < n:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # well inside the running message's 0.4 s
+        return await store.unfinished(ids)
+
+    assert await when_started(2) == ["a", "b", "c"]  # "c" waits to start: "a" waits to share
+    assert await when_started(3) == ["c"]  # nothing waits: "a" and "b" are written
+    assert (await asyncio.wait_for(running, 10)).done == 3  # the last, long before the interval
+
+
 async def test_queued_thread_calls_do_not_start_after_a_stop(write_rules) -> None:
     stopping = asyncio.Event()
     rules = Router(load_rules(write_rules("""

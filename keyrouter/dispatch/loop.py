@@ -141,7 +141,7 @@ class Loop:
                 continue
             if until():
                 break
-            if not self.tasks and not self.queue.claimed_count():
+            if self._nothing_to_start():
                 self.writer.hurry()
             await self._sleep(self._next_wait())
 
@@ -159,6 +159,13 @@ class Loop:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self.wake.wait()
+
+    def _nothing_to_start(self) -> bool:
+        """Nothing claimed, claimable or to be checked: the done markers of the messages that
+        finish now need not wait for others to share their round trip (the last ones of a batch,
+        and those whose senders' next messages wait for them, go out at once)."""
+        queue = self.queue
+        return not (queue.claimed_count() or queue.has_ready() or queue.has_unchecked())
 
     def _next_wait(self) -> float:
         queue = self.queue

@@ -5,8 +5,9 @@
   a write goes out as soon as none is in flight, carrying every success that arrived meanwhile,
   so under load one round trip serves many entries and an idle worker adds no delay.
 - A message whose entries all returned is *finished* (done or skipped): its slot is free at once,
-  and its done marker waits up to `interval` (about 100 ms) to share a round trip with others.
-  The sender's next message starts only after that write (callback `finished`).
+  and its done marker waits up to `interval` (about 100 ms) to share a round trip with others,
+  unless nothing else waits to start (the loop's `hurry()`: then it goes out as soon as no write
+  is in flight).  The sender's next message starts only after that write (callback `finished`).
 A failed write is retried with capped backoff (the store is down; leases then run out and another
 worker may repeat the entries that ran, with the same idempotency keys).
 """
