@@ -5,7 +5,8 @@ whole file offered at once (docs/design.md, "Replay")."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis_dbs import E2E_URL, delete_namespace
 
-from keyrouter.message import TURKEY, row_id, row_sender, to_e164
+from keyrouter.message import TURKEY, Message, row_id, row_sender, to_e164
 from keyrouter.settings import Settings
 from keyrouter.worker import replay as replay_module
+from keyrouter.worker import sources
 from keyrouter.worker.replay import replay
 from keyrouter.worker.runtime import open_runtime
-from keyrouter.worker.sources import SavedInbox
+from keyrouter.worker.sources import FIRST_PART, PART, SavedInbox
 
 #: spellings of two numbers, a brand name and no sender at all
 SENDERS = ["05321234567", "+905321234567", "90 532 123 45 67", "5321234567", "+905339998877",
@@ -39,12 +41,20 @@ rows_strategy = st.lists(
     max_size=60)
 
 
+def parts_of(inbox: SavedInbox) -> list[list[str]]:
+    """The ids of each part the inbox gives, read outside an event loop."""
+    async def read() -> list[list[str]]:
+        return [[m.id for m in part] async for part in inbox.parts()]
+    return asyncio.run(read())
+
+
 @settings(max_examples=200, deadline=None)
-@given(rows=rows_strategy, part=st.integers(1, 7))
-def test_a_senders_rows_share_one_part_in_file_order(rows: list[dict[str, Any]], part: int) -> None:
+@given(rows=rows_strategy, part=st.integers(1, 7), first=st.integers(1, 9))
+def test_a_senders_rows_share_one_part_in_file_order(rows: list[dict[str, Any]], part: int,
+                                                     first: int) -> None:
     for n, row in enumerate(rows):
         row["id"] = str(n)
-    inbox = SavedInbox(rows, part=part)
+    inbox = SavedInbox(rows, part=part, first=first)
     parts = list(inbox._parts)
     assert sorted(id(r) for p in parts for r in p) == sorted(id(r) for r in rows)
     home: dict[str, int] = {}
@@ -54,19 +64,22 @@ def test_a_senders_rows_share_one_part_in_file_order(rows: list[dict[str, Any]],
         for row in rows_of_part:
             assert home.setdefault(line_of(row), index) == index, "a sender split over two parts"
     assert inbox.ids == [row_id(r) for r in rows]
-    assert [m.id for p in inbox.parts() for m in p] == [str(r["id"]) for p in parts for r in p]
+    assert parts_of(inbox) == [[str(r["id"]) for r in p] for p in parts]
 
 
-def test_parts_start_at_every_part_rows_of_the_file() -> None:
+def test_parts_start_at_every_part_rows_of_the_file_after_a_first_part() -> None:
     rows = [{"id": str(n), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(25)]
-    inbox = SavedInbox(rows, part=10)
-    assert [len(p) for p in inbox.parts()] == [10, 10, 5]
+    assert [len(p) for p in parts_of(SavedInbox(rows, part=10))] == [10, 10, 5]
+    assert [len(p) for p in parts_of(SavedInbox(rows, part=10, first=4))] == [4, 10, 10, 1]
+    many = [{"id": str(n), "sender": f"+90532{n:07d}", "text": "RET"} for n in range(2_500)]
+    assert [len(p) for p in parts_of(SavedInbox(many))] == [FIRST_PART, PART, PART,
+                                                            2_500 - FIRST_PART - 2 * PART]
 
 
 def test_a_repeated_id_makes_the_file_one_part() -> None:
     rows = [{"id": str(n % 15), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(30)]
     inbox = SavedInbox(rows, part=10)
-    assert [len(p) for p in inbox.parts()] == [30]
+    assert [len(p) for p in parts_of(inbox)] == [30]
     assert inbox.total == 30 and len(set(inbox.ids)) == 15
 
 
@@ -79,13 +92,50 @@ def test_rows_that_are_not_objects_are_left_for_parsing_to_skip(caplog: pytest.L
     assert caplog.text.count("skipping a row") == 2
 
 
-def test_messages_parses_the_parts_not_read_yet() -> None:
+@pytest.mark.anyio
+async def test_messages_parses_the_parts_not_read_yet() -> None:
     rows = [{"id": str(n), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(25)]
     inbox = SavedInbox(rows, part=10)
     parts = inbox.parts()
-    assert [m.id for m in next(parts)] == [str(n) for n in range(10)]
+    assert [m.id for m in await anext(parts)] == [str(n) for n in range(10)]
     assert [m.id for m in inbox.messages()] == [str(n) for n in range(25)]
-    assert list(parts) == []  # messages() read the rest: nothing is offered twice
+    assert [p async for p in parts] == []  # messages() read the rest: nothing is offered twice
+
+
+@pytest.mark.anyio
+async def test_a_part_is_parsed_a_slice_at_a_time_with_the_loop_turning_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part of 6 rows in slices of 2: another task runs twice before the part is given."""
+    monkeypatch.setattr(sources, "SLICE", 2)
+    rows = [{"id": str(n), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(6)]
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    beside = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    before = turns
+    part = await anext(SavedInbox(rows, part=6).parts())
+    beside.cancel()
+    assert [m.id for m in part] == [str(n) for n in range(6)] and turns - before >= 2
+
+
+@pytest.mark.anyio
+async def test_messages_called_while_a_part_is_parsed_gives_that_part_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "SLICE", 2)
+    rows = [{"id": str(n), "sender": f"+9053200000{n:02d}", "text": "RET"} for n in range(6)]
+    inbox = SavedInbox(rows, part=6)
+    reading = asyncio.create_task(anext(inbox.parts()))
+    await asyncio.sleep(0)  # the first slice is parsed; the part is not given yet
+    assert [m.id for m in inbox.messages()] == [str(n) for n in range(6)]
+    with pytest.raises(StopAsyncIteration):
+        await reading
+    assert [m.id for m in inbox.messages()] == [str(n) for n in range(6)]
 
 
 # ---------------------------------------------------------------------------- through replay
@@ -114,25 +164,79 @@ def dated(n: int, sender: str, minute: int, text: str = "RET") -> dict[str, Any]
 @pytest.mark.anyio
 async def test_the_first_messages_run_before_the_file_is_read(
         write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real Redis: with parts of 10 rows and the next part read once fewer than 15 wait, handlers
-    have started when the last part is parsed, and every message of the file ran once."""
+    """Real Redis: with parts of 10 rows and the next part read once fewer than 15 wait, the
+    second part is read once a message of the first runs, handlers have started when the last
+    part is parsed, and every message of the file ran once."""
     monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
     rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(120)]
     started_when_parsed: list[int] = []
 
     class Watched(SavedInbox):
-        def _parse_next(self) -> list[Any]:
-            started_when_parsed.append(len(recording.STARTED))
-            return super()._parse_next()
+        async def parts(self) -> AsyncIterator[list[Message]]:
+            async for part in super().parts():
+                started_when_parsed.append(len(recording.STARTED))
+                yield part
 
     inbox = Watched(rows, part=10)
     settings_ = runtime_settings(write_rules, namespace, "{recording:slow: {seconds: 0.02}}")
     async with open_runtime(settings_) as runtime:
         report, dead = await replay(runtime, inbox, asyncio.Event())
     assert len(started_when_parsed) == 12
-    assert started_when_parsed[0] == 0 and started_when_parsed[-1] > 0
+    assert started_when_parsed[0] == 0 and started_when_parsed[1] > 0
     assert report.done == 120 and dead == []
     assert sorted(c["id"] for c in recording.CALLS) == sorted(f"r{n}" for n in range(120))
+
+
+class ReadTimes(SavedInbox):
+    """A saved inbox that notes when each of its parts was read."""
+
+    read_at: list[float]
+
+    async def parts(self) -> AsyncIterator[list[Message]]:
+        self.read_at = []
+        async for part in super().parts():
+            self.read_at.append(time.monotonic())
+            yield part
+
+
+@pytest.mark.anyio
+async def test_a_first_part_held_by_another_worker_does_not_hold_up_the_reading(
+        write_rules: Callable[..., Path], namespace: str) -> None:
+    """Real Redis: the first part's messages are claimed by another worker for a second: the
+    second part is read at once and runs; the first part runs once the other's lease is over."""
+    inbox = ReadTimes([dated(n, f"+9053200{n:05d}", n % 50) for n in range(30)], part=10)
+    settings_ = runtime_settings(write_rules, namespace, "recording:arecord")
+    async with open_runtime(settings_) as runtime:
+        assert len(await runtime.store.claim(inbox.ids[:10], "another-worker", 1.0, time.time())) == 10
+        _, dead = await replay(runtime, inbox, asyncio.Event())
+        assert await runtime.store.unfinished(inbox.ids) == [] and dead == []
+    assert inbox.read_at[1] - inbox.read_at[0] < 0.5
+    ran = [c["id"] for c in recording.CALLS]
+    assert sorted(ran) == sorted(inbox.ids) and set(ran[:20]) == set(inbox.ids[10:])
+
+
+@pytest.mark.anyio
+async def test_a_first_part_that_is_slow_to_start_is_waited_for_only_so_long(
+        write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Redis: the store's first answer takes 0.4 s: the second part is read FIRST_START after
+    the first, without waiting for it."""
+    inbox = ReadTimes([dated(n, f"+9053200{n:05d}", n % 50) for n in range(30)], part=10)
+    settings_ = runtime_settings(write_rules, namespace, "recording:arecord")
+    async with open_runtime(settings_) as runtime:
+        store, unfinished = runtime.store, runtime.store.unfinished
+        answers = 0
+
+        async def slow_first(ids: Any) -> list[str]:
+            nonlocal answers
+            answers += 1
+            if answers == 1:
+                await asyncio.sleep(0.4)
+            return await unfinished(ids)
+
+        monkeypatch.setattr(store, "unfinished", slow_first)
+        report, _ = await replay(runtime, inbox, asyncio.Event())
+    assert replay_module.FIRST_START <= inbox.read_at[1] - inbox.read_at[0] < 0.3
+    assert report.done == 30
 
 
 @pytest.mark.anyio

@@ -20,6 +20,9 @@ PROGRESS_EVERY = 0.1  # seconds between progress calls
 #: claim never finds the queue short while the file has rows left
 WAITING_LOW = 2_000
 STOP_SEEN = 0.1  # seconds: how soon a stop ends the reading of a file
+#: seconds the reading waits at most for the first part's messages to start: read on at once, it
+#: would compete with their check and claim for the event loop (they may be held elsewhere)
+FIRST_START = 0.05
 
 
 async def replay(runtime: Runtime, inbox: SavedInbox, stopping: asyncio.Event,
@@ -64,12 +67,14 @@ class _FirstPass:
         self._reported = 0.0
 
     async def run(self) -> Report:
-        for part in self.inbox.parts():
+        async for part in self.inbox.parts():
             index = len(self._passes)
             self._settled_by_part.append(0)
             self.offered += len(part)
             self._passes.append(asyncio.create_task(self.dispatcher.process(
                 part, progress=functools.partial(self._on_settled, index))))
+            if index == 0:
+                await self._first_started()
             await self._wait_for_room()
             if self.stopping.is_set():
                 break
@@ -86,6 +91,14 @@ class _FirstPass:
 
     def _waiting(self) -> int:
         return self.offered - self.settled - self.dispatcher.inflight
+
+    async def _first_started(self) -> None:
+        """Until a message of the first part runs or settles, or FIRST_START passes (looked at
+        every millisecond: only once a replay, for a few milliseconds)."""
+        deadline = time.monotonic() + FIRST_START
+        while not (self.stopping.is_set() or self.settled or self.dispatcher.inflight) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
 
     async def _wait_for_room(self) -> None:
         while not self.stopping.is_set() and self._waiting() >= WAITING_LOW:

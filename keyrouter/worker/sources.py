@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,11 @@ def parse_rows(rows: Iterable[Any]) -> Iterator[Message]:
 
 #: rows a part of a saved inbox starts with (a sender's later rows join its first one's part)
 PART = 1_000
+#: the rows of the first part: enough to fill the slots, few enough to start them soon
+FIRST_PART = 200
+#: rows parsed between two turns of the event loop: a part parsed at once would hold the loop for
+#: milliseconds, and every running handler whose wait ended meanwhile with it
+SLICE = 100
 
 
 class SavedInbox:
@@ -165,17 +171,19 @@ class SavedInbox:
     Every row of one sender is in the part of that sender's first row, and so are rows that
     share an id: within a part the dispatcher orders a sender's messages and drops repeated ids,
     exactly as if the whole file were offered at once.  A file that repeats an id is one part
-    (the first row of an id wins in file order, whoever sent the others)."""
+    (the first row of an id wins in file order, whoever sent the others).  The first part holds
+    `first` rows (FIRST_PART, at most `part`), the others `part`."""
 
-    def __init__(self, rows: Sequence[Any], part: int = PART) -> None:
+    def __init__(self, rows: Sequence[Any], part: int = PART, first: int = FIRST_PART) -> None:
         self.rows = rows
         #: the message ids of the rows that are objects, in file order (repeats kept)
         self.ids: list[str] = []
         ids = self.ids
-        parts: list[list[Any]] = [[] for _ in range(0, len(rows), part)]
-        first: dict[str, int] = {}  # a sender's part
+        first = min(first, part)
+        parts: list[list[Any]] = [[] for _ in range(1 + max(0, len(rows) - first + part - 1) // part)]
+        home: dict[str, int] = {}  # a sender's part
         for n, row in enumerate(rows):
-            index = n // part
+            index = 0 if n < first else 1 + (n - first) // part
             if type(row) is dict or isinstance(row, Mapping):  # a dict: no ABC check
                 try:
                     msg_id, sender = row_id(row), row_sender(row)
@@ -185,7 +193,7 @@ class SavedInbox:
                     ids.append(msg_id)
                     # the dispatcher's line of a sender (scheduling.sender_key): its number, else
                     # its text; rows without a sender share a part here (coarser, never split)
-                    index = first.setdefault(to_e164(sender) or sender, index)
+                    index = home.setdefault(to_e164(sender) or sender, index)
             parts[index].append(row)
         #: the same without repeats, in the order of their first row
         self.unique_ids = list(dict.fromkeys(ids))
@@ -200,20 +208,25 @@ class SavedInbox:
         """How many messages the rows make (rows that are not objects are skipped)."""
         return len(self.ids)
 
-    def parts(self) -> Iterator[list[Message]]:
-        """The messages, a part at a time, each part parsed when it is asked for."""
-        while self._next < len(self._parts):
-            yield self._parse_next()
+    async def parts(self) -> AsyncIterator[list[Message]]:
+        """The messages, a part at a time, each part parsed when it is asked for, SLICE rows at a
+        time with a turn of the event loop between."""
+        while (index := self._next) < len(self._parts):
+            rows, part = self._parts[index], list[Message]()
+            for start in range(0, len(rows), SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                part += parse_rows(rows[start : start + SLICE])
+            if self._next != index:  # messages() read the rest meanwhile: nothing is given twice
+                return
+            self._next += 1
+            self._parsed += part
+            yield part
 
     def messages(self) -> list[Message]:
         """Every message of the file, in part order (the parts not asked for yet are parsed now,
         and `parts()` has nothing left to give)."""
         while self._next < len(self._parts):
-            self._parse_next()
+            self._parsed += parse_rows(self._parts[self._next])
+            self._next += 1
         return self._parsed
-
-    def _parse_next(self) -> list[Message]:
-        part = list(parse_rows(self._parts[self._next]))
-        self._next += 1
-        self._parsed.extend(part)
-        return part
