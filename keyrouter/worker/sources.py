@@ -180,7 +180,8 @@ class SavedInbox:
         self.ids: list[str] = []
         ids = self.ids
         first = min(first, part)
-        parts: list[list[Any]] = [[] for _ in range(1 + max(0, len(rows) - first + part - 1) // part)]
+        later = max(0, len(rows) - first)  # rows after the first part
+        parts: list[list[Any]] = [[] for _ in range(1 + (later + part - 1) // part)]
         home: dict[str, int] = {}  # a sender's part
         for n, row in enumerate(rows):
             index = 0 if n < first else 1 + (n - first) // part
