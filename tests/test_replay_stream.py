@@ -5,6 +5,8 @@ whole file offered at once (docs/design.md, "Replay")."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -18,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis_dbs import E2E_URL, delete_namespace
 
+from keyrouter.cli import main
 from keyrouter.message import TURKEY, Message, row_id, row_sender, to_e164
 from keyrouter.settings import Settings
+from keyrouter.store import open_store
 from keyrouter.worker import replay as replay_module
 from keyrouter.worker import sources
 from keyrouter.worker.replay import replay
@@ -298,3 +302,64 @@ async def test_progress_counts_up_over_every_part_to_the_files_total(
     assert {total for _, total in heard} == {90}
     counts = [done for done, _ in heard]
     assert counts == sorted(counts) and counts[-1] == 90 and len(counts) >= 9
+
+
+def test_the_summary_counts_messages_another_worker_held_and_finished(
+        write_rules: Callable[..., Path], namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real Redis: three of five messages are held by another worker, which finishes them while
+    `keyrouter replay` waits: the summary counts all five done."""
+    rows = [dated(n, f"+9053200{n:05d}", n) for n in range(5)]
+    (tmp_path / "inbox.json").write_text(json.dumps(rows), encoding="utf-8")
+    rules = write_rules("""
+        version: 1
+        rules:
+          - {name: all, pattern: '.*', handlers: [recording:arecord]}
+        """)
+    monkeypatch.setenv("KEYROUTER_NAMESPACE", namespace)
+    held = ["r0", "r2", "r4"]
+
+    async def other_worker(step: str) -> None:
+        async with open_store(E2E_URL, namespace) as store:
+            if step == "claim":
+                assert len(await store.claim(held, "another-worker", 30.0, time.time())) == 3
+            else:
+                await store.finish(held, "another-worker")
+
+    asyncio.run(other_worker("claim"))
+
+    def finish_when_the_others_ran() -> None:  # beside the CLI, which wants the main thread
+        deadline = time.monotonic() + 30
+        while len(recording.CALLS) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        asyncio.run(other_worker("finish"))
+
+    beside = threading.Thread(target=finish_when_the_others_ran)
+    beside.start()
+    code = main(["replay", str(tmp_path / "inbox.json"), "--rules", str(rules), "--store", E2E_URL])
+    beside.join(30)
+    assert code == 0
+    assert sorted(c["id"] for c in recording.CALLS) == ["r1", "r3"]
+    assert "5 messages: 5 done, 0 skipped, 0 in dead letters\n" in capsys.readouterr().out
+
+
+def test_the_summary_counts_a_retry_that_ran_while_no_pass_waited(
+        write_rules: Callable[..., Path], namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real Redis: the first message fails once and is retried 50 ms later, while the first pass
+    still runs the others: the summary counts it done (the pass heard only "retrying")."""
+    rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(60)]
+    (tmp_path / "inbox.json").write_text(json.dumps(rows), encoding="utf-8")
+    rules = write_rules("""
+        version: 1
+        rules:
+          - {name: all, pattern: '.*', handlers: [{recording:slow: {seconds: 0.05, tag: s}}]}
+        """)
+    monkeypatch.setenv("KEYROUTER_NAMESPACE", namespace)
+    monkeypatch.setenv("KEYROUTER_RETRY_BASE", "0.05")
+    monkeypatch.setenv("KEYROUTER_CONCURRENCY", "5")
+    recording.FAILS[("r0", "s")] = 1
+    assert main(["replay", str(tmp_path / "inbox.json"), "--rules", str(rules),
+                 "--store", E2E_URL]) == 0
+    assert sorted(c["id"] for c in recording.CALLS) == sorted(f"r{n}" for n in range(60))
+    assert "60 messages: 60 done, 0 skipped, 0 in dead letters\n" in capsys.readouterr().out

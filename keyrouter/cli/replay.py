@@ -243,8 +243,12 @@ def _replay(args: argparse.Namespace, settings: Settings, router: Router, inbox:
                 out.append(_interrupted_line(counted, waiting, left, dead_ids, earlier,
                                              report.retrying))
                 return EXIT_INTERRUPTED
-            out.append(_summary_line(len(messages), len(unique), report.done, report.skipped,
-                                     len(dead), earlier, len(beyond)))
+            # every counted message is finished now (replay returns once none is left): done are
+            # those neither skipped, dead nor finished before, including a retry that ran while no
+            # pass waited for it and a message another worker held at first and finished since
+            done = len(counted) - report.skipped - len(dead) - earlier
+            out.append(_summary_line(len(messages), len(unique), done, report.skipped, len(dead),
+                                     earlier, len(beyond)))
             if messages:
                 out.append(f"  by rule: {_by_rule(router, messages, taken)}")
             out.extend(_row_lines(inbox.rows, idless, len(inbox.rows) - len(messages)))
