@@ -172,8 +172,9 @@ class Watchdog:
         self._calls: dict[asyncio.Task[Any], tuple[_Call, float]] = {}  # thread calls, their limit
         self._fired: set[asyncio.Task[Any]] = set()
 
-    def watch(self, task: asyncio.Task[Any], limit: float) -> None:
-        self._deadlines[task] = time.monotonic() + limit
+    def watch(self, task: asyncio.Task[Any], deadline: float) -> None:
+        """Cancel `task` at `deadline` (time.monotonic())."""
+        self._deadlines[task] = deadline
 
     def watch_call(self, task: asyncio.Task[Any], limit: float, call: _Call) -> None:
         """A thread call's clock starts when a thread takes it."""
@@ -230,24 +231,24 @@ class Limits:
         """Plain `def` handler threads abandoned past their limit and still running."""
         return self._pool.stuck() if self._pool is not None else 0
 
-    async def resume(self, coro: Coroutine[Any, Any, Any], pending: Any, started: float,
-                     limit: float) -> Any:
+    def resume(self, coro: Coroutine[Any, Any, Any], pending: Any, started: float,
+               limit: float) -> Coroutine[Any, Any, Any]:
         """Go on with an async handler's coroutine that its first step (run by the caller, see
         `first_step`) left waiting for `pending`; cancelled `limit` seconds after `started`
-        (time.monotonic())."""
-        return await self._watched(_Resumed(coro, pending), limit - (time.monotonic() - started),
-                                   limit)
+        (time.monotonic()).  A plain function returning the watched coroutine: awaiting it is
+        one coroutine less a message."""
+        return self._watched(_Resumed(coro, pending), started + limit, limit)
 
-    async def run_async(self, awaitable: Awaitable[Any], limit: float) -> Any:
+    def run_async(self, awaitable: Awaitable[Any], limit: float) -> Coroutine[Any, Any, Any]:
         """An async handler's coroutine, cancelled at the limit."""
-        return await self._watched(awaitable, limit, limit)
+        return self._watched(awaitable, time.monotonic() + limit, limit)
 
-    async def _watched(self, awaitable: Awaitable[Any], remaining: float, limit: float) -> Any:
-        """`awaitable`, cancelled after `remaining` seconds; the error names the whole `limit`."""
+    async def _watched(self, awaitable: Awaitable[Any], deadline: float, limit: float) -> Any:
+        """`awaitable`, cancelled at `deadline` (time.monotonic()); the error names `limit`."""
         task = asyncio.current_task()
         assert task is not None
         watchdog = self.watchdog
-        watchdog.watch(task, remaining)
+        watchdog.watch(task, deadline)
         try:
             return await awaitable
         except asyncio.CancelledError:

@@ -96,13 +96,19 @@ class Routing:
         rule = item.route.rule
         item.priority = HIGH if rule is not None and rule.priority == "high" else NORMAL
 
-    async def route_now(self, item: Item) -> Route:
-        """The message's route: the one found when it was offered, unless the rules were reloaded
-        since; a conversation may take it over, decided now that the sender's earlier messages
-        are finished."""
+    def rules_route(self, item: Item) -> Route:
+        """The message's route by the rules: the one found when it was offered, unless the rules
+        were reloaded since.  Without conversations, its route when it starts (`route_now`
+        without a coroutine)."""
         route = item.route
         if route is None or item.router is not self.router:
             route = item.route = self.route(item.message)
+        return route
+
+    async def route_now(self, item: Item) -> Route:
+        """The message's route when it starts: `rules_route`, but a conversation may take it
+        over, decided now that the sender's earlier messages are finished."""
+        route = self.rules_route(item)
         if self.conversations is not None:
             route = await self.conversations.route_for(item.message, route)
         return route

@@ -72,7 +72,9 @@ class Runner:
     async def run_message(self, item: Item) -> None:
         claim = item.claim
         assert claim is not None
-        route = await self.routing.route_now(item)
+        routing = self.routing
+        route = routing.rules_route(item) if routing.conversations is None \
+            else await routing.route_now(item)
         rule = route.rule
         rule_name = rule.name if rule else DEFAULT_RULE
         message = item.message
