@@ -169,15 +169,19 @@ def dated(n: int, sender: str, minute: int, text: str = "RET") -> dict[str, Any]
 async def test_the_first_messages_run_before_the_file_is_read(
         write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real Redis: with parts of 10 rows and the next part read once fewer than 15 wait, the
-    second part is read once a message of the first runs, handlers have started when the last
-    part is parsed, and every message of the file ran once."""
+    second part is read once messages of the first run (FIRST_START long enough never to end
+    the wait here), handlers have started when the last part is parsed, and every message of the
+    file ran once."""
     monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
+    monkeypatch.setattr(replay_module, "FIRST_START", 30.0)
     rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(120)]
-    started_when_parsed: list[int] = []
+    running_when_parsed: list[int] = []  # messages in slots when each part was given
+    started_when_parsed: list[int] = []  # handlers started by then
 
     class Watched(SavedInbox):
         async def parts(self) -> AsyncIterator[list[Message]]:
             async for part in super().parts():
+                running_when_parsed.append(runtime.dispatcher.inflight)
                 started_when_parsed.append(len(recording.STARTED))
                 yield part
 
@@ -186,7 +190,8 @@ async def test_the_first_messages_run_before_the_file_is_read(
     async with open_runtime(settings_) as runtime:
         report, dead = await replay(runtime, inbox, asyncio.Event())
     assert len(started_when_parsed) == 12
-    assert started_when_parsed[0] == 0 and started_when_parsed[1] > 0
+    assert running_when_parsed[0] == 0 and running_when_parsed[1] > 0
+    assert started_when_parsed[0] == 0 and started_when_parsed[-1] > 0
     assert report.done == 120 and dead == []
     assert sorted(c["id"] for c in recording.CALLS) == sorted(f"r{n}" for n in range(120))
 
