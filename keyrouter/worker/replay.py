@@ -111,9 +111,10 @@ class _FirstPass:
         self._settled_by_part[part] = n
         if self._waiting() < WAITING_LOW:
             self._room.set()
+        if self.progress is None or self.stopping.is_set():  # called per message: no clock then
+            return
         now = time.monotonic()
-        if self.progress is not None and not self.stopping.is_set() and (
-                self.settled >= self.total or now - self._reported >= PROGRESS_EVERY):
+        if self.settled >= self.total or now - self._reported >= PROGRESS_EVERY:
             self._reported = now
             self.progress(self.settled, self.total)
 
