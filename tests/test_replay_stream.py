@@ -165,6 +165,20 @@ def dated(n: int, sender: str, minute: int, text: str = "RET") -> dict[str, Any]
             "number": "+908505550000", "text": text}
 
 
+class Noting(SavedInbox):
+    """A saved inbox of parts of 10 rows that calls `note()` as it gives each part and keeps
+    what it returns, in `notes`."""
+
+    def __init__(self, rows: list[dict[str, Any]], note: Callable[[], Any]) -> None:
+        super().__init__(rows, part=10)
+        self.note, self.notes = note, list[Any]()
+
+    async def parts(self) -> AsyncIterator[list[Message]]:
+        async for part in super().parts():
+            self.notes.append(self.note())
+            yield part
+
+
 @pytest.mark.anyio
 async def test_the_first_messages_run_before_the_file_is_read(
         write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,20 +189,13 @@ async def test_the_first_messages_run_before_the_file_is_read(
     monkeypatch.setattr(replay_module, "WAITING_LOW", 15)
     monkeypatch.setattr(replay_module, "FIRST_START", 30.0)
     rows = [dated(n, f"+9053200{n:05d}", n % 50) for n in range(120)]
-    running_when_parsed: list[int] = []  # messages in slots when each part was given
-    started_when_parsed: list[int] = []  # handlers started by then
-
-    class Watched(SavedInbox):
-        async def parts(self) -> AsyncIterator[list[Message]]:
-            async for part in super().parts():
-                running_when_parsed.append(runtime.dispatcher.inflight)
-                started_when_parsed.append(len(recording.STARTED))
-                yield part
-
-    inbox = Watched(rows, part=10)
+    # messages in slots, and handlers started, when each part was given
+    inbox = Noting(rows, lambda: (runtime.dispatcher.inflight, len(recording.STARTED)))
     settings_ = runtime_settings(write_rules, namespace, "{recording:slow: {seconds: 0.02}}")
     async with open_runtime(settings_) as runtime:
         report, dead = await replay(runtime, inbox, asyncio.Event())
+    running_when_parsed = [running for running, _ in inbox.notes]
+    started_when_parsed = [started for _, started in inbox.notes]
     assert len(started_when_parsed) == 12
     assert running_when_parsed[0] == 0 and running_when_parsed[1] > 0
     assert started_when_parsed[0] == 0 and started_when_parsed[-1] > 0
@@ -196,30 +203,18 @@ async def test_the_first_messages_run_before_the_file_is_read(
     assert sorted(c["id"] for c in recording.CALLS) == sorted(f"r{n}" for n in range(120))
 
 
-class ReadTimes(SavedInbox):
-    """A saved inbox that notes when each of its parts was read."""
-
-    read_at: list[float]
-
-    async def parts(self) -> AsyncIterator[list[Message]]:
-        self.read_at = []
-        async for part in super().parts():
-            self.read_at.append(time.monotonic())
-            yield part
-
-
 @pytest.mark.anyio
 async def test_a_first_part_held_by_another_worker_does_not_hold_up_the_reading(
         write_rules: Callable[..., Path], namespace: str) -> None:
     """Real Redis: the first part's messages are claimed by another worker for a second: the
     second part is read at once and runs; the first part runs once the other's lease is over."""
-    inbox = ReadTimes([dated(n, f"+9053200{n:05d}", n % 50) for n in range(30)], part=10)
+    inbox = Noting([dated(n, f"+9053200{n:05d}", n % 50) for n in range(30)], time.monotonic)
     settings_ = runtime_settings(write_rules, namespace, "recording:arecord")
     async with open_runtime(settings_) as runtime:
         assert len(await runtime.store.claim(inbox.ids[:10], "another-worker", 1.0, time.time())) == 10
         _, dead = await replay(runtime, inbox, asyncio.Event())
         assert await runtime.store.unfinished(inbox.ids) == [] and dead == []
-    assert inbox.read_at[1] - inbox.read_at[0] < 0.5
+    assert inbox.notes[1] - inbox.notes[0] < 0.5
     ran = [c["id"] for c in recording.CALLS]
     assert sorted(ran) == sorted(inbox.ids) and set(ran[:20]) == set(inbox.ids[10:])
 
@@ -229,7 +224,7 @@ async def test_a_first_part_that_is_slow_to_start_is_waited_for_only_so_long(
         write_rules: Callable[..., Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real Redis: the store's first answer takes 0.4 s: the second part is read FIRST_START after
     the first, without waiting for it."""
-    inbox = ReadTimes([dated(n, f"+9053200{n:05d}", n % 50) for n in range(30)], part=10)
+    inbox = Noting([dated(n, f"+9053200{n:05d}", n % 50) for n in range(30)], time.monotonic)
     settings_ = runtime_settings(write_rules, namespace, "recording:arecord")
     async with open_runtime(settings_) as runtime:
         store, unfinished = runtime.store, runtime.store.unfinished
@@ -244,7 +239,7 @@ async def test_a_first_part_that_is_slow_to_start_is_waited_for_only_so_long(
 
         monkeypatch.setattr(store, "unfinished", slow_first)
         report, _ = await replay(runtime, inbox, asyncio.Event())
-    assert replay_module.FIRST_START <= inbox.read_at[1] - inbox.read_at[0] < 0.3
+    assert replay_module.FIRST_START <= inbox.notes[1] - inbox.notes[0] < 0.3
     assert report.done == 30
 
 
