@@ -1,5 +1,5 @@
 """Waiting on what test processes (workers, the dashboard, `keyrouter run`) do: one `wait_until`
-for the end-to-end and the operations tests."""
+for the end-to-end and the operations tests, and `wait_started` for a worker's start."""
 
 from __future__ import annotations
 
@@ -36,3 +36,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
             logs = "\n".join(p.stderr()[-3000:] for p in alive)
             pytest.fail(f"timed out after {timeout}s waiting for {what}\n{logs}")
         time.sleep(step)
+
+
+def wait_started(*workers: Watched, timeout: float = 30) -> None:
+    """Wait until each `keyrouter run` process logged its start. Until then it has not installed
+    its SIGTERM handler, so a test that stops it sooner sees it killed by the signal (-15) instead
+    of stopping cleanly; and a burst said before it starts may all go to the other workers."""
+    for w in workers:
+        def started(w: Watched = w) -> bool:
+            return " started (namespace" in w.stderr()
+
+        wait_until(started, timeout, f"the start of worker {w.proc.pid}", (w,))

@@ -19,6 +19,7 @@ from test_e2e_worker import (
     mobile,
     store_call,
     unfinished,
+    wait_started,
     wait_until,
 )
 
@@ -118,6 +119,7 @@ def test_four_workers_with_random_kills_lose_nothing_over_500_messages(
             workers.append(h.run_worker(**env))
     wait_until(lambda: not unfinished(h.namespace, ids), 120, f"500 messages done (seed {seed})",
                tuple(workers))
+    wait_started(*workers)  # the last one may have been started just before the end
     for w in workers:
         assert w.terminate() == 0, w.stderr()
     assert store_call(h.namespace, "dead_letters") == []

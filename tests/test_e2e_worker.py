@@ -31,7 +31,7 @@ from uuid import uuid4
 
 import pytest
 import redis
-from processes import wait_until
+from processes import wait_started, wait_until
 from redis_dbs import E2E_URL
 
 from keyrouter.message import TURKEY, content_id
@@ -604,8 +604,7 @@ def test_two_workers_on_one_redis_run_each_entry_once(h: Harness) -> None:
         - recording:to_file: {tag: b}
     """)
     workers = [h.run_worker(), h.run_worker()]
-    for w in workers:  # a slow start on a loaded machine must not leave the burst to the other
-        wait_until(lambda w=w: " started (namespace" in w.stderr(), 20, "the worker's start", (w,))
+    wait_started(*workers)  # a slow start on a loaded machine must not leave the burst to the other
     ids: list[str] = []
     for batch in range(15):  # messages keep arriving while both workers poll
         ids += [h.fake.add_message(f"mesaj {n}", sender=mobile(n))["id"]

@@ -19,7 +19,7 @@ from uuid import uuid4
 
 import pytest
 import redis
-from processes import wait_until
+from processes import wait_started, wait_until
 from redis_dbs import E2E_URL
 
 from keyrouter.conversations.results import funnel
@@ -181,6 +181,7 @@ def test_two_workers_share_the_respondents(workers: Workers) -> None:
             said.append((ret, ("Anket", "3", "RET")[step]))
     w.say(said)
     procs = [w.start(), w.start()]
+    wait_started(*procs)  # the clean stop below needs each one's SIGTERM handler
     wait_until(lambda: all(w.sent_to(n) == [ASK1, ASK2, ASK3, DONE] for n in [*happy, typo])
                and len(w.sent_to(ret)) == 3, 60, "every respondent's SMS", procs)
     records = {r.respondent: r for r in w.store("conversation_records", "nps-2026")}
