@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_pipeline.py [REDIS_URL]     # default redis://127.0.0.1:6379/11
     .venv/bin/python bench/bench_pipeline.py --loop uvloop   # on uvloop (keyrouter[fast])
+    .venv/bin/python bench/bench_pipeline.py --loop asyncio-ms   # asyncio's own selector
     .venv/bin/python bench/bench_pipeline.py --only b,e      # some of the figures only
 
 (a) store round trips and time of a poll over 10,000 already-done messages;
@@ -14,6 +15,9 @@
     the file is read in parts while its first messages run, inside the measured time.
 (b), (d) and (e) also print the CPU time of this process per message (`time.process_time`), a
 figure that other load on the machine disturbs much less than the rates.
+The default loop is the one keyrouter runs without the `fast` extra: asyncio's, with timer waits
+to the microsecond (keyrouter/worker/eventloop.py); `asyncio-ms` is asyncio's loop as it comes,
+whose waits are whole milliseconds.
 Uses its own namespaces and deletes only their keys.
 """
 
@@ -39,6 +43,7 @@ from keyrouter.rules.router import Router
 from keyrouter.settings import Settings
 from keyrouter.store.keys import Keys
 from keyrouter.store.redis import RedisStore
+from keyrouter.worker.eventloop import microsecond_loop
 from keyrouter.worker.replay import replay
 from keyrouter.worker.runtime import open_runtime
 from keyrouter.worker.sources import SavedInbox
@@ -266,19 +271,25 @@ async def new_messages(client: aioredis.Redis, store: Callable[[], RedisStore]) 
           f"median {sorted(naive_rates)[len(naive_rates) // 2]:,.0f}")
 
 
+LOOPS = {"asyncio": "asyncio, timer waits to the microsecond (keyrouter without keyrouter[fast])",
+         "asyncio-ms": "asyncio as it comes, timer waits in whole milliseconds",
+         "uvloop": "uvloop (keyrouter[fast])"}
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("url", nargs="?", default="redis://127.0.0.1:6379/11")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="the event loop (uvloop: keyrouter[fast])")
+    parser.add_argument("--loop", choices=tuple(LOOPS), default="asyncio",
+                        help="the event loop: keyrouter's asyncio loop (the default), asyncio's "
+                             "own (asyncio-ms), uvloop (keyrouter[fast])")
     parser.add_argument("--only", default="a,b,c,d,e", help="the figures to measure, e.g. b,e")
     args = parser.parse_args()
-    factory = None
+    factory = microsecond_loop if args.loop == "asyncio" else None
     if args.loop == "uvloop":
         import uvloop
 
         factory = uvloop.new_event_loop
-    print(f"event loop: {args.loop}")
+    print(f"event loop: {LOOPS[args.loop]}")
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main(args.url, set(args.only.split(","))))
 
