@@ -1,6 +1,6 @@
 """The event loop of the worker and of `replay`: uvloop when the `fast` extra installed it
 (`pip install 'keyrouter[fast]'`), else asyncio's own loop with timer waits to the microsecond
-(on Linux).  Nothing else changes with it (docs/design.md, "The event loop")."""
+(on Linux).  Nothing else changes with it (docs/design.md, "Why it is fast")."""
 
 from __future__ import annotations
 
