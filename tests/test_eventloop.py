@@ -145,9 +145,10 @@ def test_the_readme_replay_runs_on_the_microsecond_loop_against_redis(
     """`keyrouter replay` without uvloop: the same summary as the README's, over a real Redis."""
     monkeypatch.setitem(sys.modules, "uvloop", None)
     made: list[asyncio.AbstractEventLoop] = []
+    microsecond_loop = eventloop.microsecond_loop
 
     def spied() -> asyncio.AbstractEventLoop:
-        made.append(asyncio.SelectorEventLoop(MicrosecondEpoll()))
+        made.append(microsecond_loop())
         return made[-1]
 
     monkeypatch.setattr(eventloop, "microsecond_loop", spied)

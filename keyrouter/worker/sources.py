@@ -220,14 +220,17 @@ class SavedInbox:
                 part += parse_rows(rows[start : start + SLICE])
             if self._next != index:  # messages() read the rest meanwhile: nothing is given twice
                 return
-            self._next += 1
-            self._parsed += part
+            self._keep(part)
             yield part
 
     def messages(self) -> list[Message]:
         """Every message of the file, in part order (the parts not asked for yet are parsed now,
         and `parts()` has nothing left to give)."""
         while self._next < len(self._parts):
-            self._parsed += parse_rows(self._parts[self._next])
-            self._next += 1
+            self._keep(list(parse_rows(self._parts[self._next])))
         return self._parsed
+
+    def _keep(self, part: list[Message]) -> None:
+        """The next part is parsed: keep its messages, move on."""
+        self._parsed += part
+        self._next += 1
